@@ -1,0 +1,261 @@
+//! 2-D convolution.
+//!
+//! Work is done one output row at a time by a [`RowEngine`]: it copies the
+//! input rows the row needs into zero-padded, stride-decimated "phase" rows
+//! (so every tap reads a contiguous run of values, whatever the stride and
+//! padding), then for each tile of `T` output columns and each output channel
+//! it accumulates all `in * kh * kw` taps in registers before one store. The
+//! tile loop is outermost so a tile's phase data (a few KiB) stays in L1 while
+//! every output channel reads it.
+//!
+//! Accumulation order for one output value is fixed: `bias`, then taps in
+//! `(ic, ky, kx)` order, each as `acc = w * x + acc` (fused multiply-add where
+//! the [`Level`] has it).
+
+use rayon::prelude::*;
+
+use super::simd::{Level, level};
+use super::vector::{self, Vector};
+use super::{band_rows, plane_bands};
+use crate::error::KernelError;
+use crate::op::Conv2d;
+use crate::tensor::{Shape, Tensor};
+
+/// Computes convolution output rows for all output channels.
+pub(crate) struct RowEngine<'a> {
+    conv: &'a Conv2d,
+    input: &'a Tensor,
+    level: Level,
+    /// Output columns rounded up to a multiple of the tile.
+    tiles_w: usize,
+    /// Values per phase row.
+    phase_len: usize,
+    /// `[in, kh, stride, phase_len]`.
+    phases: Vec<f32>,
+}
+
+impl<'a> RowEngine<'a> {
+    /// An engine for `conv` over `input`, whose output width is `out.w`.
+    pub(crate) fn new(conv: &'a Conv2d, input: &'a Tensor, out: Shape) -> Self {
+        let level = level();
+        let tile = tile_for(level);
+        let p = conv.params;
+        let tiles_w = out.w.div_ceil(tile) * tile;
+        let phase_len = tiles_w + (p.kernel_w - 1) / p.stride;
+        Self {
+            conv,
+            input,
+            level,
+            tiles_w,
+            phase_len,
+            phases: vec![0.0; p.in_channels * p.kernel_h * p.stride * phase_len],
+        }
+    }
+
+    /// Output columns rounded up to the tile: the width of the tiles `row`
+    /// hands out (values past the real width are to be ignored).
+    pub(crate) fn tiles_w(&self) -> usize {
+        self.tiles_w
+    }
+
+    /// Computes output row `oy` and hands each tile to `sink(oc, x0, tile)`:
+    /// output channel `oc`, columns `x0 .. x0 + tile.len()`. Tiles come in
+    /// column order, and for each column range in output-channel order.
+    pub(crate) fn row<F: FnMut(usize, usize, &[f32])>(&mut self, oy: usize, mut sink: F) {
+        self.prepare(oy);
+        match self.level {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Level::Avx512` is only chosen when the CPU has AVX-512F and FMA.
+            Level::Avx512 => unsafe { compute_avx512(self, &mut sink) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Level::Avx2Fma` is only chosen when the CPU has AVX2 and FMA.
+            Level::Avx2Fma => unsafe { compute_avx2(self, &mut sink) },
+            #[cfg(target_arch = "aarch64")]
+            Level::Neon => compute_neon(self, &mut sink),
+            _ => compute_portable(self, &mut sink),
+        }
+    }
+
+    /// Fills the phase rows for output row `oy`: phase `r` of input row
+    /// `(ic, ky)` holds `padded[t * stride + r]` at `t`.
+    fn prepare(&mut self, oy: usize) {
+        let p = self.conv.params;
+        let Shape { h, w, .. } = self.input.shape();
+        let pl = self.phase_len;
+        for ic in 0..p.in_channels {
+            let plane = self.input.plane(ic);
+            for ky in 0..p.kernel_h {
+                let base = (ic * p.kernel_h + ky) * p.stride * pl;
+                let dst = &mut self.phases[base..base + p.stride * pl];
+                let iy = (oy * p.stride + ky).checked_sub(p.padding);
+                let Some(iy) = iy.filter(|&iy| iy < h) else {
+                    dst.fill(0.0);
+                    continue;
+                };
+                let src = &plane[iy * w..(iy + 1) * w];
+                if p.stride == 1 {
+                    let lead = p.padding.min(pl);
+                    let n = w.min(pl - lead);
+                    dst[..lead].fill(0.0);
+                    dst[lead..lead + n].copy_from_slice(&src[..n]);
+                    dst[lead + n..].fill(0.0);
+                } else {
+                    for (r, phase) in dst.chunks_exact_mut(pl).enumerate() {
+                        for (t, v) in phase.iter_mut().enumerate() {
+                            let j = t * p.stride + r;
+                            *v = match j.checked_sub(p.padding) {
+                                Some(x) if x < w => src[x],
+                                _ => 0.0,
+                            };
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Widest tile any level uses.
+const TILE_MAX: usize = 64;
+
+/// Tile width (output columns accumulated in registers) per level.
+const fn tile_for(level: Level) -> usize {
+    match level {
+        Level::Portable => 32,
+        _ => TILE_MAX,
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,fma")]
+fn compute_avx512<F: FnMut(usize, usize, &[f32])>(eng: &RowEngine<'_>, sink: &mut F) {
+    // SAFETY: AVX-512F and FMA are enabled here; `compute` keeps its
+    // accesses inside the phase rows (see `block`).
+    unsafe { compute::<vector::Avx512, 4, 4, F>(eng, sink) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn compute_avx2<F: FnMut(usize, usize, &[f32])>(eng: &RowEngine<'_>, sink: &mut F) {
+    // SAFETY: AVX2 and FMA are enabled here.
+    unsafe { compute::<vector::Avx2, 8, 1, F>(eng, sink) }
+}
+
+#[cfg(target_arch = "aarch64")]
+fn compute_neon<F: FnMut(usize, usize, &[f32])>(eng: &RowEngine<'_>, sink: &mut F) {
+    // SAFETY: NEON is part of the aarch64 base ISA.
+    unsafe { compute::<vector::Neon, 16, 1, F>(eng, sink) }
+}
+
+fn compute_portable<F: FnMut(usize, usize, &[f32])>(eng: &RowEngine<'_>, sink: &mut F) {
+    // SAFETY: portable lanes need no CPU feature.
+    unsafe { compute::<vector::Portable, 4, 1, F>(eng, sink) }
+}
+
+/// The hot loop over a row: for each tile of `U * V::LANES` columns, output
+/// channels in blocks of `OB` (then one by one for the rest).
+///
+/// # Safety
+/// The CPU must support `V`'s instructions; `U * V::LANES` must be the
+/// engine's tile width.
+#[inline(always)]
+unsafe fn compute<V: Vector, const U: usize, const OB: usize, F: FnMut(usize, usize, &[f32])>(
+    eng: &RowEngine<'_>,
+    sink: &mut F,
+) {
+    let t = U * V::LANES;
+    debug_assert!(t <= TILE_MAX && eng.tiles_w % t == 0);
+    let n = eng.conv.params.out_channels;
+    let mut buf = [0.0f32; TILE_MAX];
+    for x0 in (0..eng.tiles_w).step_by(t) {
+        let mut oc = 0;
+        while oc + OB <= n {
+            // SAFETY: forwarded from the caller.
+            unsafe { block::<V, U, OB, F>(eng, x0, oc, &mut buf, sink) };
+            oc += OB;
+        }
+        while oc < n {
+            // SAFETY: forwarded from the caller.
+            unsafe { block::<V, U, 1, F>(eng, x0, oc, &mut buf, sink) };
+            oc += 1;
+        }
+    }
+}
+
+/// One tile (`U` vectors from column `x0`) of output channels
+/// `oc0 .. oc0 + B`: all taps accumulated in registers, then handed to `sink`.
+///
+/// # Safety
+/// As [`compute`]; `x0 + U * V::LANES <= tiles_w` and `oc0 + B <= out_channels`.
+#[inline(always)]
+unsafe fn block<V: Vector, const U: usize, const B: usize, F: FnMut(usize, usize, &[f32])>(
+    eng: &RowEngine<'_>,
+    x0: usize,
+    oc0: usize,
+    buf: &mut [f32; TILE_MAX],
+    sink: &mut F,
+) {
+    let p = eng.conv.params;
+    let pl = eng.phase_len;
+    let flen = p.filter_len();
+    debug_assert!(x0 + U * V::LANES <= eng.tiles_w && oc0 + B <= p.out_channels);
+    // SAFETY (all pointer arithmetic below): the phase buffer holds
+    // `in * kh * stride` rows of `pl = tiles_w + (kw - 1) / stride` values;
+    // a tap reads row `(ic*kh + ky)*stride + kx % stride` from column
+    // `x0 + kx / stride`, `U * LANES` values, which ends at most at
+    // `tiles_w + (kw - 1) / stride = pl`. Weights are read at
+    // `(oc0 + b) * flen + tap` with `tap < flen`.
+    let phases = eng.phases.as_ptr();
+    let weights = eng.conv.weights.as_ptr();
+    let mut acc = [[unsafe { V::splat(0.0) }; U]; B];
+    for (b, accb) in acc.iter_mut().enumerate() {
+        let bias = unsafe { V::splat(eng.conv.bias_of(oc0 + b)) };
+        *accb = [bias; U];
+    }
+    for row in 0..p.in_channels * p.kernel_h {
+        let base = unsafe { phases.add(row * p.stride * pl + x0) };
+        for kx in 0..p.kernel_w {
+            let src = unsafe { base.add((kx % p.stride) * pl + kx / p.stride) };
+            let xs: [V; U] = std::array::from_fn(|u| unsafe { V::load(src.add(u * V::LANES)) });
+            let tap = row * p.kernel_w + kx;
+            for (b, accb) in acc.iter_mut().enumerate() {
+                let w = unsafe { V::splat(*weights.add((oc0 + b) * flen + tap)) };
+                for (a, &x) in accb.iter_mut().zip(&xs) {
+                    *a = unsafe { V::mul_add(w, x, *a) };
+                }
+            }
+        }
+    }
+    for (b, accb) in acc.iter().enumerate() {
+        for (u, a) in accb.iter().enumerate() {
+            // SAFETY: `buf` holds TILE_MAX >= U * LANES values.
+            unsafe { a.store(buf.as_mut_ptr().add(u * V::LANES)) };
+        }
+        sink(oc0 + b, x0, &buf[..U * V::LANES]);
+    }
+}
+
+/// Convolution of `input` by `conv` (zero padding, floor output size).
+///
+/// # Errors
+/// [`KernelError`] when the input's channels or size do not suit `conv`.
+pub fn conv2d(input: &Tensor, conv: &Conv2d) -> Result<Tensor, KernelError> {
+    let out_shape = conv.params.output_shape(input.shape())?;
+    let Shape { c, h, w } = out_shape;
+    let mut out = Tensor::zeros(out_shape);
+    let band = band_rows(h);
+    let bands = plane_bands(out.data_mut(), c, h, w, band);
+    bands.into_par_iter().enumerate().for_each(|(b, mut rows)| {
+        let mut eng = RowEngine::new(conv, input, out_shape);
+        let nrows = rows.first().map_or(0, |r| r.len() / w);
+        for r in 0..nrows {
+            eng.row(b * band + r, |oc, x0, tile| {
+                if x0 < w {
+                    let n = (w - x0).min(tile.len());
+                    rows[oc][r * w + x0..r * w + x0 + n].copy_from_slice(&tile[..n]);
+                }
+            });
+        }
+    });
+    Ok(out)
+}

@@ -1,0 +1,25 @@
+//! Elementwise ops.
+
+use rayon::prelude::*;
+
+use super::relu1;
+use crate::tensor::Tensor;
+
+/// Values per parallel chunk.
+const CHUNK: usize = 1 << 15;
+
+/// `max(x, 0)` for every value (NaN and -0.0 become +0.0).
+pub fn relu(input: &Tensor) -> Tensor {
+    let mut out = input.clone();
+    relu_in_place(out.data_mut());
+    out
+}
+
+/// ReLU in place.
+pub fn relu_in_place(data: &mut [f32]) {
+    data.par_chunks_mut(CHUNK).for_each(|chunk| {
+        for v in chunk {
+            *v = relu1(*v);
+        }
+    });
+}

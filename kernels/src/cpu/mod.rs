@@ -1,0 +1,60 @@
+//! The CPU backend: one module per op family, mirroring the CUDA sources.
+//!
+//! Every kernel is multi-threaded over row bands (rayon) and written so the
+//! inner loops vectorise; the hot loops are compiled several times with
+//! `#[target_feature]` and picked at run time ([`simd::Level`]).
+//!
+//! Determinism: each output value is computed by the same sequence of
+//! floating-point operations whatever the thread count or band split, and the
+//! fused path reuses the unfused paths' row routines, so fused and unfused
+//! outputs are bit-identical on one machine. Different [`simd::Level`]s may
+//! differ in the last bits (FMA contraction vs separate multiply and add).
+
+pub mod conv;
+pub mod elementwise;
+pub mod fused;
+pub mod pool;
+pub mod simd;
+mod vector;
+
+/// Rows per band so that `rows` split into about `4 * threads` bands, at
+/// least one row each.
+pub(crate) fn band_rows(rows: usize) -> usize {
+    let bands = 4 * rayon::current_num_threads().max(1);
+    rows.div_ceil(bands).max(1)
+}
+
+/// Splits `c` planes of `rows * width` values into bands of `band` rows:
+/// element `b` holds, for every plane, the mutable rows of band `b`.
+pub(crate) fn plane_bands(
+    data: &mut [f32],
+    c: usize,
+    rows: usize,
+    width: usize,
+    band: usize,
+) -> Vec<Vec<&mut [f32]>> {
+    let nbands = rows.div_ceil(band);
+    let mut bands: Vec<Vec<&mut [f32]>> = (0..nbands).map(|_| Vec::with_capacity(c)).collect();
+    if rows * width == 0 {
+        return bands;
+    }
+    for plane in data.chunks_mut(rows * width).take(c) {
+        for (b, chunk) in plane.chunks_mut(band * width).enumerate() {
+            bands[b].push(chunk);
+        }
+    }
+    bands
+}
+
+/// `max` as `b > a ? b : a`: one definition for every kernel so that ties
+/// and NaNs resolve the same way in fused and unfused paths.
+#[inline(always)]
+pub(crate) fn max2(a: f32, b: f32) -> f32 {
+    if b > a { b } else { a }
+}
+
+/// ReLU as `x > 0 ? x : 0` (NaN and -0.0 become +0.0).
+#[inline(always)]
+pub(crate) fn relu1(x: f32) -> f32 {
+    if x > 0.0 { x } else { 0.0 }
+}

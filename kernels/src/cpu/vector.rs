@@ -1,0 +1,155 @@
+//! A minimal SIMD vector abstraction for the hot loops: one implementation
+//! per instruction set, all with the same semantics per lane, so one generic
+//! loop body serves every [`Level`](super::simd::Level).
+//!
+//! Every method is `unsafe`: the caller guarantees the CPU has the feature
+//! (the loop runs inside a matching `#[target_feature]` function) and that
+//! pointers are valid for `LANES` values.
+
+/// A vector of `f32` lanes.
+pub(crate) trait Vector: Copy {
+    /// Lanes per vector.
+    const LANES: usize;
+    /// All lanes set to `x`.
+    unsafe fn splat(x: f32) -> Self;
+    /// Unaligned load of `LANES` values.
+    unsafe fn load(p: *const f32) -> Self;
+    /// Unaligned store of `LANES` values.
+    unsafe fn store(self, p: *mut f32);
+    /// `w * x + acc`, rounded once where the level has FMA.
+    unsafe fn mul_add(w: Self, x: Self, acc: Self) -> Self;
+}
+
+/// Portable lanes: separate multiply and add, like a CPU without FMA.
+#[derive(Clone, Copy)]
+pub(crate) struct Portable([f32; 8]);
+
+impl Vector for Portable {
+    const LANES: usize = 8;
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> Self {
+        Portable([x; 8])
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        // SAFETY: the caller guarantees `p` is valid for 8 reads.
+        Portable(unsafe { p.cast::<[f32; 8]>().read_unaligned() })
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        // SAFETY: the caller guarantees `p` is valid for 8 writes.
+        unsafe { p.cast::<[f32; 8]>().write_unaligned(self.0) }
+    }
+    #[inline(always)]
+    unsafe fn mul_add(w: Self, x: Self, acc: Self) -> Self {
+        let mut r = acc.0;
+        for i in 0..8 {
+            r[i] = w.0[i] * x.0[i] + acc.0[i];
+        }
+        Portable(r)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::Vector;
+
+    /// 16 lanes of AVX-512.
+    #[derive(Clone, Copy)]
+    pub(crate) struct Avx512(__m512);
+
+    impl Vector for Avx512 {
+        const LANES: usize = 16;
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> Self {
+            // SAFETY: the caller runs this with AVX-512F enabled.
+            Avx512(unsafe { _mm512_set1_ps(x) })
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            // SAFETY: AVX-512F enabled and `p` valid for 16 reads (caller).
+            Avx512(unsafe { _mm512_loadu_ps(p) })
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            // SAFETY: AVX-512F enabled and `p` valid for 16 writes (caller).
+            unsafe { _mm512_storeu_ps(p, self.0) }
+        }
+        #[inline(always)]
+        unsafe fn mul_add(w: Self, x: Self, acc: Self) -> Self {
+            // SAFETY: the caller runs this with AVX-512F enabled.
+            Avx512(unsafe { _mm512_fmadd_ps(w.0, x.0, acc.0) })
+        }
+    }
+
+    /// 8 lanes of AVX2 with FMA.
+    #[derive(Clone, Copy)]
+    pub(crate) struct Avx2(__m256);
+
+    impl Vector for Avx2 {
+        const LANES: usize = 8;
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> Self {
+            // SAFETY: the caller runs this with AVX enabled.
+            Avx2(unsafe { _mm256_set1_ps(x) })
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            // SAFETY: AVX enabled and `p` valid for 8 reads (caller).
+            Avx2(unsafe { _mm256_loadu_ps(p) })
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            // SAFETY: AVX enabled and `p` valid for 8 writes (caller).
+            unsafe { _mm256_storeu_ps(p, self.0) }
+        }
+        #[inline(always)]
+        unsafe fn mul_add(w: Self, x: Self, acc: Self) -> Self {
+            // SAFETY: the caller runs this with FMA enabled.
+            Avx2(unsafe { _mm256_fmadd_ps(w.0, x.0, acc.0) })
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) use x86::{Avx2, Avx512};
+
+#[cfg(target_arch = "aarch64")]
+mod arm {
+    use std::arch::aarch64::*;
+
+    use super::Vector;
+
+    /// 4 lanes of NEON (base aarch64 ISA, with FMA).
+    #[derive(Clone, Copy)]
+    pub(crate) struct Neon(float32x4_t);
+
+    impl Vector for Neon {
+        const LANES: usize = 4;
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> Self {
+            // SAFETY: NEON is part of the aarch64 base ISA.
+            Neon(unsafe { vdupq_n_f32(x) })
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            // SAFETY: `p` valid for 4 reads (caller).
+            Neon(unsafe { vld1q_f32(p) })
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            // SAFETY: `p` valid for 4 writes (caller).
+            unsafe { vst1q_f32(p, self.0) }
+        }
+        #[inline(always)]
+        unsafe fn mul_add(w: Self, x: Self, acc: Self) -> Self {
+            // SAFETY: NEON is part of the aarch64 base ISA; vfmaq is acc + w * x, one rounding.
+            Neon(unsafe { vfmaq_f32(acc.0, w.0, x.0) })
+        }
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+pub(crate) use arm::Neon;
