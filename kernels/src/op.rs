@@ -306,6 +306,24 @@ impl Op {
     }
 }
 
+impl Op {
+    /// Runs the op on the CPU, consuming the input: elementwise ops work in
+    /// place (no allocation, one pass), others read it and return a new
+    /// tensor. Same values as [`Op::run_cpu`].
+    ///
+    /// # Errors
+    /// [`KernelError`] when the op cannot take `input`.
+    pub fn run_cpu_owned(&self, mut input: Tensor) -> Result<Tensor, KernelError> {
+        match self {
+            Op::Relu => {
+                cpu::elementwise::relu_in_place(input.data_mut());
+                Ok(input)
+            }
+            other => other.run_cpu(&input),
+        }
+    }
+}
+
 fn conv_flops(c: &Conv2d, out: Shape) -> u64 {
     let bias = u64::from(c.bias.is_some());
     out.len() as u64 * (2 * c.params.filter_len() as u64 + bias)

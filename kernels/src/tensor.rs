@@ -100,13 +100,10 @@ impl Tensor {
         &self.data[c * p..(c + 1) * p]
     }
 
-    /// The values as little-endian bytes (for digests and the wire).
-    pub fn to_le_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.shape.bytes());
-        for v in &self.data {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        out
+    /// The values' bytes in native order (little-endian on every supported
+    /// target), without a copy.
+    pub fn as_bytes(&self) -> &[u8] {
+        bytemuck::cast_slice(&self.data)
     }
 
     /// Consumes the tensor and returns its values.

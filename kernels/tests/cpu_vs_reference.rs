@@ -97,6 +97,8 @@ proptest! {
         let fast = Op::Relu.run_cpu(&input).unwrap_or_else(|e| panic!("{e}"));
         let want = reference::relu(&reference::from_f32(input.data(), input.shape()));
         assert_close(&fast, &want, 0);
+        let in_place = Op::Relu.run_cpu_owned(input).unwrap_or_else(|e| panic!("{e}"));
+        prop_assert_eq!(in_place, fast);
     }
 
     #[test]

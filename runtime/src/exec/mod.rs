@@ -1,0 +1,360 @@
+//! The in-process executor: one task (thread) per segment, bounded channels
+//! between segments, the source in the first segment's task and the sink in
+//! the last one's.
+//!
+//! With `fusion: off` every stage is its own segment, so stages overlap
+//! across frames like a microservice chain; with `chain`/`kernel` a
+//! segment's groups run back to back on each frame (kernels are themselves
+//! multi-threaded over row bands). Links hold at most [`LINK_CAPACITY`]
+//! frames, so a slow stage slows the source and memory stays bounded.
+
+pub mod device;
+
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::frame::{Frame, now_ns};
+use crate::io::sink::{OrderError, SinkRecord};
+use crate::io::synthetic::Synthetic;
+use crate::metrics::Percentiles;
+use crate::plan::{Plan, Segment};
+use crate::spec::{DeviceChoice, Pipeline, SinkConfig, SourceConfig};
+pub use device::Device;
+
+/// Frames a link buffers before the sender waits.
+pub const LINK_CAPACITY: usize = 2;
+
+/// How to run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Device for every node (overrides the spec's node devices).
+    pub device: Option<DeviceChoice>,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+}
+
+/// A run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// No usable device.
+    #[error(transparent)]
+    Device(#[from] device::DeviceError),
+    /// A kernel rejected a frame.
+    #[error("frame seq {seq}, stage {stage}: {source}")]
+    Kernel {
+        /// Frame.
+        seq: u64,
+        /// Stage id(s).
+        stage: String,
+        /// Cause.
+        source: streamfuse_kernels::KernelError,
+    },
+    /// Frames reached the sink out of order.
+    #[error(transparent)]
+    Order(#[from] OrderError),
+    /// A segment task panicked.
+    #[error("segment {0} task panicked")]
+    Panicked(usize),
+}
+
+/// One fusion group's timing.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupReport {
+    /// Stage ids it covers.
+    pub stages: Vec<String>,
+    /// The kernel run.
+    pub kernel: String,
+    /// Segment index.
+    pub segment: usize,
+    /// Node name.
+    pub node: String,
+    /// Mean compute time per frame, ms.
+    pub mean_ms: f64,
+}
+
+/// One link's timing.
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkReport {
+    /// Upstream segment.
+    pub from_segment: usize,
+    /// Downstream segment.
+    pub to_segment: usize,
+    /// Bytes per frame crossing it.
+    pub bytes_per_frame: u64,
+    /// Mean transit time per frame, ms (time from send to receipt, not
+    /// counting time the frame waited for a busy receiver).
+    pub mean_ms: f64,
+}
+
+/// The summary of a run (the `--json` line).
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// Pipeline name.
+    pub name: String,
+    /// Frames that reached the sink.
+    pub frames: u64,
+    /// Frames per second, first frame produced to last frame received.
+    pub fps: f64,
+    /// End-to-end latency (capture to sink).
+    pub latency_ms: Percentiles,
+    /// Communication / computation: link transit time over compute time.
+    pub ccr: f64,
+    /// Number of segments.
+    pub segments: usize,
+    /// Placement letters.
+    pub placement: String,
+    /// Device the stages ran on.
+    pub device: String,
+    /// Fusion mode.
+    pub fusion: String,
+    /// CPU instruction set the kernels used.
+    pub cpu_features: String,
+    /// Worker threads of the kernels.
+    pub threads: usize,
+    /// Digest of every output tensor in seq order (stats sink), else null.
+    pub output_digest: Option<String>,
+    /// Wall time of the run, s.
+    pub elapsed_s: f64,
+    /// Per group compute.
+    pub groups: Vec<GroupReport>,
+    /// Per link transit.
+    pub links: Vec<LinkReport>,
+}
+
+struct Msg {
+    frame: Frame,
+    sent: Instant,
+}
+
+#[derive(Default)]
+struct SegmentStats {
+    group_compute: Vec<Duration>,
+    frames: u64,
+    link_in: Duration,
+    sink: Option<(SinkRecord, Instant)>,
+}
+
+/// Runs the whole pipeline in this process.
+///
+/// # Errors
+/// [`ExecError`] when no device is usable, a kernel fails on a frame, or a
+/// segment task dies.
+pub fn run(p: &Pipeline, plan: &Plan, opts: &RunOptions) -> Result<RunReport, ExecError> {
+    let mut devices = Vec::with_capacity(plan.segments.len());
+    for seg in &plan.segments {
+        let choice = opts.device.unwrap_or(p.nodes[seg.node].device);
+        devices.push(device::resolve(choice)?);
+    }
+    let total = p.source.frames();
+    let bar = progress_bar(opts.progress, total);
+    let nseg = plan.segments.len();
+    let mut txs: Vec<Option<Sender<Msg>>> = Vec::with_capacity(nseg);
+    let mut rxs: Vec<Option<Receiver<Msg>>> = vec![None];
+    for _ in 1..nseg {
+        let (tx, rx) = bounded(LINK_CAPACITY);
+        txs.push(Some(tx));
+        rxs.push(Some(rx));
+    }
+    txs.push(None);
+    let start = Instant::now();
+    let results: Vec<Result<SegmentStats, ExecError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = plan
+            .segments
+            .iter()
+            .zip(txs.into_iter().zip(rxs))
+            .map(|(seg, (tx, rx))| {
+                let bar = bar.clone();
+                let last = seg.index + 1 == nseg;
+                std::thread::Builder::new()
+                    .name(format!("segment-{}", seg.index))
+                    .spawn_scoped(s, move || worker(p, seg, rx, tx, last, &bar))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .enumerate()
+            .map(|(i, h)| match h {
+                Ok(h) => h.join().unwrap_or(Err(ExecError::Panicked(i))),
+                Err(_) => Err(ExecError::Panicked(i)),
+            })
+            .collect()
+    });
+    bar.finish_and_clear();
+    let mut stats = Vec::with_capacity(nseg);
+    for r in results {
+        stats.push(r?);
+    }
+    Ok(report(p, plan, &devices, stats, start))
+}
+
+fn progress_bar(show: bool, total: u64) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} frames {per_sec} eta {eta}",
+    ) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+fn worker(
+    p: &Pipeline,
+    seg: &Segment,
+    rx: Option<Receiver<Msg>>,
+    tx: Option<Sender<Msg>>,
+    last: bool,
+    bar: &ProgressBar,
+) -> Result<SegmentStats, ExecError> {
+    let mut st = SegmentStats {
+        group_compute: vec![Duration::ZERO; seg.groups.len()],
+        ..SegmentStats::default()
+    };
+    let mut source = seg.has_source.then(|| match &p.source {
+        SourceConfig::Synthetic(s) => Synthetic::new(s.clone()),
+    });
+    let mut sink = last.then(|| SinkRecord::new(p.sink == SinkConfig::Stats));
+    let mut last_at = Instant::now();
+    loop {
+        let mut frame = match (&mut source, &rx) {
+            (Some(src), _) => match src.next() {
+                Some(f) => f,
+                None => break,
+            },
+            (None, Some(rx)) => {
+                let waiting = Instant::now();
+                match rx.recv() {
+                    Ok(msg) => {
+                        let got = Instant::now();
+                        st.link_in += got.saturating_duration_since(msg.sent.max(waiting));
+                        msg.frame
+                    }
+                    Err(_) => break,
+                }
+            }
+            (None, None) => break,
+        };
+        for (g, group) in seg.groups.iter().enumerate() {
+            let t0 = Instant::now();
+            let seq = frame.seq;
+            let out = group
+                .op
+                .run_cpu_owned(frame.tensor)
+                .map_err(|source| ExecError::Kernel {
+                    seq,
+                    stage: p.stages[group.stages.clone()]
+                        .iter()
+                        .map(|s| s.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join("+"),
+                    source,
+                })?;
+            st.group_compute[g] += t0.elapsed();
+            frame = Frame {
+                tensor: out,
+                ..frame
+            };
+        }
+        st.frames += 1;
+        if let Some(sink) = &mut sink {
+            sink.accept(&frame, now_ns())?;
+            last_at = Instant::now();
+            bar.inc(1);
+        } else if let Some(tx) = &tx
+            && tx
+                .send(Msg {
+                    frame,
+                    sent: Instant::now(),
+                })
+                .is_err()
+        {
+            // Downstream ended (it failed and reports why).
+            break;
+        }
+    }
+    st.sink = sink.map(|s| (s, last_at));
+    Ok(st)
+}
+
+fn report(
+    p: &Pipeline,
+    plan: &Plan,
+    devices: &[Device],
+    stats: Vec<SegmentStats>,
+    start: Instant,
+) -> RunReport {
+    let mut groups = Vec::new();
+    let mut links = Vec::new();
+    let mut compute = Duration::ZERO;
+    let mut comm = Duration::ZERO;
+    let mut record = None;
+    for (seg, st) in plan.segments.iter().zip(stats) {
+        let per = |d: Duration| {
+            if st.frames == 0 {
+                0.0
+            } else {
+                d.as_secs_f64() * 1e3 / st.frames as f64
+            }
+        };
+        for (g, d) in seg.groups.iter().zip(&st.group_compute) {
+            compute += *d;
+            groups.push(GroupReport {
+                stages: p.stages[g.stages.clone()]
+                    .iter()
+                    .map(|s| s.id.clone())
+                    .collect(),
+                kernel: g.op.name().to_owned(),
+                segment: seg.index,
+                node: p.nodes[seg.node].name.clone(),
+                mean_ms: per(*d),
+            });
+        }
+        if seg.index > 0 {
+            comm += st.link_in;
+            links.push(LinkReport {
+                from_segment: seg.index - 1,
+                to_segment: seg.index,
+                bytes_per_frame: plan.segments[seg.index - 1].output.bytes() as u64,
+                mean_ms: per(st.link_in),
+            });
+        }
+        if st.sink.is_some() {
+            record = st.sink;
+        }
+    }
+    let (sink, end) = record.unwrap_or_else(|| (SinkRecord::new(false), start));
+    let frames = sink.latencies_ns.len() as u64;
+    let elapsed = end.saturating_duration_since(start).as_secs_f64();
+    let mut device_names: Vec<String> = devices.iter().map(ToString::to_string).collect();
+    device_names.dedup();
+    RunReport {
+        name: p.name.clone(),
+        frames,
+        fps: if elapsed > 0.0 {
+            frames as f64 / elapsed
+        } else {
+            0.0
+        },
+        latency_ms: Percentiles::from_ns(&sink.latencies_ns),
+        ccr: if compute.is_zero() {
+            0.0
+        } else {
+            comm.as_secs_f64() / compute.as_secs_f64()
+        },
+        segments: plan.segments.len(),
+        placement: p.placement_letters(),
+        device: device_names.join(","),
+        fusion: plan.fusion.name().to_owned(),
+        cpu_features: streamfuse_kernels::cpu::simd::level().name().to_owned(),
+        threads: rayon::current_num_threads(),
+        output_digest: sink.digest.map(|d| d.finish()),
+        elapsed_s: elapsed,
+        groups,
+        links,
+    }
+}

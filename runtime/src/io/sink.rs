@@ -1,0 +1,90 @@
+//! Sinks: where frames end. Both record end-to-end latency; the stats sink
+//! also keeps a digest of every output tensor in sequence order.
+
+use crate::frame::Frame;
+
+/// Digest of a run's outputs: BLAKE3 over, for each frame in seq order,
+/// the stream id, seq, shape and the tensor's bytes.
+#[derive(Debug, Clone)]
+pub struct OutputDigest {
+    hasher: blake3::Hasher,
+}
+
+impl Default for OutputDigest {
+    fn default() -> Self {
+        Self {
+            hasher: blake3::Hasher::new(),
+        }
+    }
+}
+
+impl OutputDigest {
+    /// Adds one frame.
+    pub fn update(&mut self, f: &Frame) {
+        let s = f.tensor.shape();
+        self.hasher.update(&f.stream_id.to_le_bytes());
+        self.hasher.update(&f.seq.to_le_bytes());
+        for d in [s.c, s.h, s.w] {
+            self.hasher.update(&(d as u64).to_le_bytes());
+        }
+        self.hasher.update(f.tensor.as_bytes());
+    }
+
+    /// `blake3:<hex>`.
+    pub fn finish(&self) -> String {
+        format!("blake3:{}", self.hasher.finalize().to_hex())
+    }
+}
+
+/// A frame arrived out of order or twice.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("sink: stream {stream} expected seq {expected}, got seq {got}")]
+pub struct OrderError {
+    /// Stream.
+    pub stream: u32,
+    /// Expected seq.
+    pub expected: u64,
+    /// Received seq.
+    pub got: u64,
+}
+
+/// The sink's record of a run.
+#[derive(Debug, Default)]
+pub struct SinkRecord {
+    /// End-to-end latency of every frame, ns, in arrival order.
+    pub latencies_ns: Vec<u64>,
+    /// Digest (stats sink only).
+    pub digest: Option<OutputDigest>,
+    next_seq: u64,
+}
+
+impl SinkRecord {
+    /// A record; `digest` for the stats sink.
+    pub fn new(digest: bool) -> Self {
+        Self {
+            latencies_ns: Vec::new(),
+            digest: digest.then(OutputDigest::default),
+            next_seq: 0,
+        }
+    }
+
+    /// Takes one frame at wall-clock time `now_ns`.
+    ///
+    /// # Errors
+    /// [`OrderError`] when the frame is not the next of its stream.
+    pub fn accept(&mut self, f: &Frame, now_ns: u64) -> Result<(), OrderError> {
+        if f.seq != self.next_seq {
+            return Err(OrderError {
+                stream: f.stream_id,
+                expected: self.next_seq,
+                got: f.seq,
+            });
+        }
+        self.next_seq += 1;
+        self.latencies_ns.push(now_ns.saturating_sub(f.capture_ns));
+        if let Some(d) = &mut self.digest {
+            d.update(f);
+        }
+        Ok(())
+    }
+}

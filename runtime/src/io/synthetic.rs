@@ -1,0 +1,76 @@
+//! The synthetic source: seeded frames, identical in every process.
+//!
+//! Value `i` of frame `seq` is `pixel(seed, seq, i)`, an 8-bit level scaled
+//! to `[0, 1]`, from a counter-based hash: frames can be generated in
+//! parallel and any process regenerates any frame exactly.
+
+use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
+use streamfuse_kernels::{Tensor, random};
+
+use crate::frame::{Frame, now_ns};
+use crate::spec::SyntheticSource;
+
+/// Values per parallel chunk.
+const CHUNK: usize = 1 << 16;
+
+/// Produces the frames of a [`SyntheticSource`], paced when it has an `fps`.
+#[derive(Debug)]
+pub struct Synthetic {
+    cfg: SyntheticSource,
+    next: u64,
+    start: Option<Instant>,
+}
+
+impl Synthetic {
+    /// A source at frame 0.
+    pub fn new(cfg: SyntheticSource) -> Self {
+        Self {
+            cfg,
+            next: 0,
+            start: None,
+        }
+    }
+
+    /// The tensor of frame `seq` (no pacing, no timestamp).
+    pub fn tensor(cfg: &SyntheticSource, seq: u64) -> Tensor {
+        let mut t = Tensor::zeros(cfg.shape);
+        t.data_mut()
+            .par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(c, chunk)| {
+                let base = (c * CHUNK) as u64;
+                for (i, v) in chunk.iter_mut().enumerate() {
+                    *v = random::pixel_f32(cfg.seed, seq, base + i as u64);
+                }
+            });
+        t
+    }
+}
+
+impl Iterator for Synthetic {
+    type Item = Frame;
+
+    fn next(&mut self) -> Option<Frame> {
+        if self.next >= self.cfg.frames {
+            return None;
+        }
+        let seq = self.next;
+        self.next += 1;
+        if let Some(fps) = self.cfg.fps {
+            let start = *self.start.get_or_insert_with(Instant::now);
+            let due = start + Duration::from_secs_f64(seq as f64 / fps);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+        let tensor = Self::tensor(&self.cfg, seq);
+        Some(Frame {
+            stream_id: 0,
+            seq,
+            capture_ns: now_ns(),
+            tensor,
+        })
+    }
+}

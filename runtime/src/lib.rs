@@ -1,0 +1,16 @@
+//! streamfuse: a stream-processing runtime for CNN and vision pipelines on
+//! camera streams across edge clusters.
+//!
+//! A pipeline is described once in a YAML [`spec`]; its placement maps each
+//! element to a node; the [`plan`] groups adjacent co-located stages into
+//! segments and fuses what can be fused; the [`exec`]utor runs the segments
+//! with bounded links between them and reports throughput, latency
+//! percentiles and the communication/computation ratio.
+
+pub mod exec;
+pub mod frame;
+pub mod io;
+pub mod metrics;
+pub mod plan;
+pub mod spec;
+pub mod stagebench;

@@ -1,0 +1,316 @@
+//! The `streamfuse` command.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use streamfuse::exec::{self, RunOptions, RunReport};
+use streamfuse::plan::{Plan, plan};
+use streamfuse::spec::{self, DeviceChoice, FusionMode, Overrides, Pipeline};
+use streamfuse::stagebench;
+
+/// GPU-accelerated stream processing for CNN and vision pipelines.
+#[derive(Debug, Parser)]
+#[command(name = "streamfuse", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the whole pipeline in this process and report fps, latency and CCR.
+    Run(RunArgs),
+    /// Print the segments, fusion groups and link sizes of a placement.
+    Plan(PlanArgs),
+    /// Kernel tools.
+    #[command(subcommand)]
+    Kernels(KernelsCommand),
+}
+
+#[derive(Debug, Args)]
+struct SpecArgs {
+    /// Pipeline spec (YAML).
+    spec: PathBuf,
+    /// Frames to process (overrides the source's `frames`).
+    #[arg(long)]
+    frames: Option<u64>,
+    /// Frame size WxH (or one side for a square), overriding the source's.
+    #[arg(long, value_parser = spec::parse_size)]
+    size: Option<(usize, usize)>,
+    /// Placement letters, one per element: the source, then each stage.
+    #[arg(long)]
+    placement: Option<String>,
+    /// Fusion mode: off, chain or kernel.
+    #[arg(long)]
+    fusion: Option<FusionMode>,
+    /// Kernel worker threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    #[command(flatten)]
+    spec: SpecArgs,
+    /// Device for every node: auto, cpu, cuda or cuda:N.
+    #[arg(long)]
+    device: Option<DeviceChoice>,
+    /// Print one JSON object as the last line of stdout, and no progress bar.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct PlanArgs {
+    #[command(flatten)]
+    spec: SpecArgs,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum KernelsCommand {
+    /// Time a spec's stages on one synthetic frame in this process.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    spec: SpecArgs,
+    /// Untimed iterations first.
+    #[arg(long, default_value_t = 5)]
+    warmup: usize,
+    /// Timed iterations.
+    #[arg(long, default_value_t = 50)]
+    iters: usize,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let quiet = match &cli.command {
+        Command::Run(a) => a.json,
+        Command::Plan(a) => a.json,
+        Command::Kernels(KernelsCommand::Bench(a)) => a.json,
+    };
+    init_tracing(quiet);
+    match dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(quiet: bool) {
+    let default = if quiet { "warn" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+fn load(a: &SpecArgs) -> Result<Pipeline> {
+    if let Some(n) = a.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .context("--threads: cannot size the kernel thread pool")?;
+    }
+    let ov = Overrides {
+        frames: a.frames,
+        size: a.size,
+        placement: a.placement.clone(),
+        fusion: a.fusion,
+    };
+    Ok(spec::load(&a.spec, &ov)?)
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Run(a) => cmd_run(a),
+        Command::Plan(a) => cmd_plan(a),
+        Command::Kernels(KernelsCommand::Bench(a)) => cmd_bench(a),
+    }
+}
+
+fn cmd_run(a: RunArgs) -> Result<()> {
+    let p = load(&a.spec)?;
+    let pl = plan(&p);
+    let opts = RunOptions {
+        device: a.device,
+        progress: !a.json && std::io::stderr().is_terminal(),
+    };
+    tracing::info!(
+        pipeline = %p.name,
+        frames = p.source.frames(),
+        segments = pl.segments.len(),
+        fusion = %p.fusion,
+        placement = %p.placement_letters(),
+        "running"
+    );
+    let r = exec::run(&p, &pl, &opts)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        print_report(&r);
+    }
+    Ok(())
+}
+
+fn print_report(r: &RunReport) {
+    println!(
+        "{}: {} frames in {:.3} s, {:.1} fps ({} segment(s), placement {}, fusion {}, device {}, {} threads, {})",
+        r.name,
+        r.frames,
+        r.elapsed_s,
+        r.fps,
+        r.segments,
+        r.placement,
+        r.fusion,
+        r.device,
+        r.threads,
+        r.cpu_features
+    );
+    let l = &r.latency_ms;
+    println!(
+        "latency ms: p50 {:.3}  p95 {:.3}  p99 {:.3}  max {:.3}  mean {:.3}   ccr {:.4}",
+        l.p50, l.p95, l.p99, l.max, l.mean, r.ccr
+    );
+    println!(
+        "{:<8} {:<28} {:<24} {:>10}",
+        "segment", "stages", "kernel", "ms/frame"
+    );
+    for g in &r.groups {
+        println!(
+            "{:<8} {:<28} {:<24} {:>10.3}",
+            format!("{}@{}", g.segment, g.node),
+            g.stages.join("+"),
+            g.kernel,
+            g.mean_ms
+        );
+    }
+    for l in &r.links {
+        println!(
+            "link {}->{}: {} bytes/frame, {:.4} ms/frame transit",
+            l.from_segment, l.to_segment, l.bytes_per_frame, l.mean_ms
+        );
+    }
+    if let Some(d) = &r.output_digest {
+        println!("output digest: {d}");
+    }
+}
+
+fn cmd_plan(a: PlanArgs) -> Result<()> {
+    let p = load(&a.spec)?;
+    let pl = plan(&p);
+    if a.json {
+        println!("{}", serde_json::to_string(&plan_json(&p, &pl)?)?);
+        return Ok(());
+    }
+    println!(
+        "{}: placement {}, fusion {}, {} segment(s)",
+        p.name,
+        p.placement_letters(),
+        p.fusion,
+        pl.segments.len()
+    );
+    for seg in &pl.segments {
+        let node = &p.nodes[seg.node];
+        println!(
+            "segment {} on {} ({}, device {}){}",
+            seg.index,
+            node.name,
+            node.letter,
+            node.device,
+            if seg.has_source { " + source" } else { "" }
+        );
+        for g in &seg.groups {
+            let ids: Vec<&str> = p.stages[g.stages.clone()]
+                .iter()
+                .map(|s| s.id.as_str())
+                .collect();
+            println!(
+                "  {:<24} {:<28} {} -> {}  {:.1} MFLOP  {:.2} MB",
+                ids.join("+"),
+                g.op.name(),
+                g.input,
+                g.output,
+                g.op.flops(g.input)? as f64 / 1e6,
+                g.op.min_bytes(g.input)? as f64 / 1e6
+            );
+        }
+        println!(
+            "  emits {} = {} bytes/frame",
+            seg.output,
+            seg.output.bytes()
+        );
+    }
+    Ok(())
+}
+
+fn plan_json(p: &Pipeline, pl: &Plan) -> Result<serde_json::Value> {
+    let mut segs = Vec::new();
+    for seg in &pl.segments {
+        let mut groups = Vec::new();
+        for g in &seg.groups {
+            groups.push(serde_json::json!({
+                "stages": p.stages[g.stages.clone()].iter().map(|s| s.id.clone()).collect::<Vec<_>>(),
+                "kernel": g.op.name(),
+                "input": [g.input.c, g.input.h, g.input.w],
+                "output": [g.output.c, g.output.h, g.output.w],
+                "flops": g.op.flops(g.input)?,
+                "bytes": g.op.min_bytes(g.input)?,
+            }));
+        }
+        segs.push(serde_json::json!({
+            "index": seg.index,
+            "node": p.nodes[seg.node].name,
+            "device": p.nodes[seg.node].device.to_string(),
+            "source": seg.has_source,
+            "groups": groups,
+            "output_bytes": seg.output.bytes(),
+        }));
+    }
+    Ok(serde_json::json!({
+        "name": p.name,
+        "placement": p.placement_letters(),
+        "fusion": p.fusion.name(),
+        "segments": segs,
+    }))
+}
+
+fn cmd_bench(a: BenchArgs) -> Result<()> {
+    let p = load(&a.spec)?;
+    let r = stagebench::bench(&p, a.spec.fusion.unwrap_or(p.fusion), a.warmup, a.iters)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!(
+            "{} {} x{} fusion {} [{}]: median {:.3} ms/frame (min {:.3}, mean {:.3}) over {} iters, {} threads, {}",
+            r.name,
+            r.size,
+            r.channels,
+            r.fusion,
+            r.kernels.join(", "),
+            r.median_ms,
+            r.min_ms,
+            r.mean_ms,
+            r.iters,
+            r.threads,
+            r.cpu_features
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,314 @@
+//! The pipeline spec: a YAML file parsed ([`raw`]), resolved into typed ops
+//! with shapes and weights, and validated. Every error names the file, the
+//! line and column, and the field ([`SpecError`]).
+//!
+//! ```yaml
+//! name: thesis
+//! source: { synthetic: { width: 1280, height: 720, channels: 1, frames: 1000, seed: 7 } }
+//! stages:
+//!   - { id: conv, op: conv2d, kernel: 3, out_channels: 1, weights: { random: { seed: 1 } } }
+//!   - { id: relu, op: relu }
+//!   - { id: pool, op: maxpool, size: 2, stride: 2 }
+//! sink: { stats: {} }
+//! nodes:
+//!   edge:   { letter: E, device: auto }
+//!   server: { letter: S, device: auto }
+//! placement: EESS
+//! fusion: kernel
+//! ```
+
+pub mod error;
+pub mod raw;
+mod resolve;
+mod weights;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Deserialize;
+use streamfuse_kernels::{Op, Shape};
+
+pub use error::{FieldError, Position, SpecError};
+
+/// How co-located stages are combined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FusionMode {
+    /// Every element is its own segment (the microservice baseline): stages
+    /// run as separate pipelined tasks.
+    Off,
+    /// A segment's stages run back to back on each frame, data kept in place.
+    Chain,
+    /// As `chain`, and fusible runs (conv → ReLU → maxpool) become one kernel.
+    #[default]
+    Kernel,
+}
+
+impl FusionMode {
+    /// Name as written in specs.
+    pub fn name(self) -> &'static str {
+        match self {
+            FusionMode::Off => "off",
+            FusionMode::Chain => "chain",
+            FusionMode::Kernel => "kernel",
+        }
+    }
+}
+
+impl fmt::Display for FusionMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for FusionMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "off" => Ok(FusionMode::Off),
+            "chain" => Ok(FusionMode::Chain),
+            "kernel" => Ok(FusionMode::Kernel),
+            other => Err(format!(
+                "unknown fusion mode `{other}` (expected off, chain or kernel)"
+            )),
+        }
+    }
+}
+
+/// Which device a node runs its stages on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceChoice {
+    /// CUDA when a driver and a device are present, else the CPU.
+    #[default]
+    Auto,
+    /// The CPU.
+    Cpu,
+    /// CUDA device `N`.
+    Cuda(u32),
+}
+
+impl FromStr for DeviceChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(DeviceChoice::Auto),
+            "cpu" => Ok(DeviceChoice::Cpu),
+            "cuda" => Ok(DeviceChoice::Cuda(0)),
+            _ => match s.strip_prefix("cuda:").map(str::parse::<u32>) {
+                Some(Ok(n)) => Ok(DeviceChoice::Cuda(n)),
+                _ => Err(format!(
+                    "unknown device `{s}` (expected auto, cpu, cuda or cuda:N)"
+                )),
+            },
+        }
+    }
+}
+
+impl fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceChoice::Auto => f.write_str("auto"),
+            DeviceChoice::Cpu => f.write_str("cpu"),
+            DeviceChoice::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+/// Synthetic source settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyntheticSource {
+    /// Frame shape.
+    pub shape: Shape,
+    /// Frames to produce.
+    pub frames: u64,
+    /// Seed: frame `seq` is the same in every process for the same seed.
+    pub seed: u64,
+    /// Pace (frames per second), or as fast as the pipeline takes them.
+    pub fps: Option<f64>,
+}
+
+/// Where frames come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceConfig {
+    /// Seeded random frames.
+    Synthetic(SyntheticSource),
+}
+
+impl SourceConfig {
+    /// Shape of every frame.
+    pub fn shape(&self) -> Shape {
+        match self {
+            SourceConfig::Synthetic(s) => s.shape,
+        }
+    }
+
+    /// Frames the source will produce.
+    pub fn frames(&self) -> u64 {
+        match self {
+            SourceConfig::Synthetic(s) => s.frames,
+        }
+    }
+}
+
+/// Where frames go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkConfig {
+    /// Discard (timings still recorded).
+    Null,
+    /// Timings and a digest of every output.
+    Stats,
+}
+
+/// A resolved stage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stage {
+    /// Unique id.
+    pub id: String,
+    /// The op with its weights.
+    pub op: Op,
+    /// `false`: this stage starts a new segment.
+    pub fuse: bool,
+    /// Input shape.
+    pub input: Shape,
+    /// Output shape.
+    pub output: Shape,
+}
+
+/// A node of the cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    /// Name (the key under `nodes:`).
+    pub name: String,
+    /// Letter in placement strings.
+    pub letter: char,
+    /// Device choice.
+    pub device: DeviceChoice,
+    /// Address its segment server listens on.
+    pub address: Option<String>,
+    /// Kubernetes node labels.
+    pub labels: Vec<(String, String)>,
+}
+
+/// A resolved, validated pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pipeline {
+    /// Name.
+    pub name: String,
+    /// The file it came from.
+    pub file: PathBuf,
+    /// Source.
+    pub source: SourceConfig,
+    /// Stages in order.
+    pub stages: Vec<Stage>,
+    /// Sink.
+    pub sink: SinkConfig,
+    /// Nodes (one implicit `local` node, letter `L`, when the spec has none).
+    pub nodes: Vec<Node>,
+    /// Node index of each element: `[source, stage 0, stage 1, ...]`.
+    pub placement: Vec<usize>,
+    /// Fusion mode.
+    pub fusion: FusionMode,
+}
+
+impl Pipeline {
+    /// The placement as a letter string (`EESS`).
+    pub fn placement_letters(&self) -> String {
+        self.placement
+            .iter()
+            .map(|&n| self.nodes[n].letter)
+            .collect()
+    }
+
+    /// Shape of the frames the sink receives.
+    pub fn output_shape(&self) -> Shape {
+        self.stages.last().map_or(self.source.shape(), |s| s.output)
+    }
+}
+
+/// Command-line overrides applied before validation.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--frames N`.
+    pub frames: Option<u64>,
+    /// `--size WxH`.
+    pub size: Option<(usize, usize)>,
+    /// `--placement XXXX`.
+    pub placement: Option<String>,
+    /// `--fusion MODE`.
+    pub fusion: Option<FusionMode>,
+}
+
+/// Parses `WxH` (`1280x720`) or a single side (`512` for 512x512).
+///
+/// # Errors
+/// A message naming the bad value.
+pub fn parse_size(s: &str) -> Result<(usize, usize), String> {
+    let bad = || format!("bad size `{s}` (expected WxH like 1280x720, or one side like 512)");
+    let (w, h) = match s.split_once(['x', 'X']) {
+        Some((w, h)) => (w.parse().map_err(|_| bad())?, h.parse().map_err(|_| bad())?),
+        None => {
+            let side = s.parse().map_err(|_| bad())?;
+            (side, side)
+        }
+    };
+    if w == 0 || h == 0 {
+        return Err(bad());
+    }
+    Ok((w, h))
+}
+
+/// Reads, resolves and validates the spec at `path`.
+///
+/// # Errors
+/// [`SpecError`] naming the file, line, column and field of the first problem.
+pub fn load(path: &Path, overrides: &Overrides) -> Result<Pipeline, SpecError> {
+    let text = std::fs::read_to_string(path).map_err(|e| SpecError::Read {
+        file: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    parse(&text, path, overrides)
+}
+
+/// Parses, resolves and validates spec text; `path` names it in errors and
+/// anchors relative weight paths.
+///
+/// # Errors
+/// [`SpecError`] naming the file, line, column and field of the first problem.
+pub fn parse(text: &str, path: &Path, overrides: &Overrides) -> Result<Pipeline, SpecError> {
+    let raw = parse_raw(text, path)?;
+    resolve::resolve(raw, path, overrides)
+}
+
+fn parse_raw(text: &str, path: &Path) -> Result<raw::RawSpec, SpecError> {
+    let mut field = String::new();
+    let result = serde_saphyr::with_deserializer_from_str(text, |de| {
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            field = e.path().to_string();
+            e.into_inner()
+        })
+    });
+    result.map_err(|e| {
+        let e = e.without_snippet();
+        let pos = e.location().map_or(Position { line: 0, column: 0 }, |l| {
+            Position::from_location(&l)
+        });
+        let message = one_line(&e.to_string());
+        let field = if field.is_empty() || field == "." {
+            "(document)".to_owned()
+        } else {
+            field
+        };
+        SpecError::field(path, pos, field, message)
+    })
+}
+
+/// The first line of a message, without a trailing location the error
+/// already carries.
+fn one_line(msg: &str) -> String {
+    let first = msg.lines().next().unwrap_or(msg).trim();
+    match first.rfind(" at line ") {
+        Some(i) => first[..i].trim_end_matches(',').to_owned(),
+        None => first.to_owned(),
+    }
+}

@@ -1,0 +1,220 @@
+//! The spec as written: serde types that mirror the YAML one to one.
+//! Unknown fields are errors everywhere; values that later checks point at
+//! are wrapped in [`Spanned`] so the error can name their line and column.
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSpec {
+    /// Pipeline name.
+    pub name: Spanned<String>,
+    /// Where frames come from.
+    pub source: RawSource,
+    /// Processing stages, in order.
+    pub stages: Spanned<Vec<RawStage>>,
+    /// Where frames go.
+    pub sink: RawSink,
+    /// Nodes by name, in declaration order.
+    #[serde(default)]
+    pub nodes: IndexMap<String, RawNode>,
+    /// Which node runs each element.
+    #[serde(default)]
+    pub placement: Option<Spanned<RawPlacement>>,
+    /// Fusion mode.
+    #[serde(default)]
+    pub fusion: Option<crate::spec::FusionMode>,
+}
+
+/// A frame source.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum RawSource {
+    /// Seeded random frames.
+    Synthetic(RawSynthetic),
+}
+
+/// `source: { synthetic: { ... } }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSynthetic {
+    /// Frame width.
+    pub width: Spanned<usize>,
+    /// Frame height.
+    pub height: Spanned<usize>,
+    /// Channels.
+    #[serde(default = "one")]
+    pub channels: Spanned<usize>,
+    /// Frames to produce.
+    #[serde(default = "default_frames")]
+    pub frames: u64,
+    /// Seed.
+    #[serde(default)]
+    pub seed: u64,
+    /// Frames per second to pace at (unpaced when absent).
+    #[serde(default)]
+    pub fps: Option<Spanned<f64>>,
+}
+
+fn one() -> Spanned<usize> {
+    Spanned::new(
+        1,
+        serde_saphyr::Location::UNKNOWN,
+        serde_saphyr::Location::UNKNOWN,
+    )
+}
+
+fn default_frames() -> u64 {
+    1000
+}
+
+/// A sink.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum RawSink {
+    /// Discard frames (timings still recorded).
+    Null(Empty),
+    /// Record timings and a digest of every output.
+    Stats(Empty),
+}
+
+/// A map that must be empty: `{}`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Empty {}
+
+/// A node.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNode {
+    /// One upper-case letter used in placement strings.
+    pub letter: Spanned<String>,
+    /// `auto`, `cpu`, `cuda` or `cuda:N`.
+    #[serde(default)]
+    pub device: Option<Spanned<String>>,
+    /// Address its segment server listens on.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// Kubernetes node labels that select it.
+    #[serde(default)]
+    pub labels: IndexMap<String, String>,
+}
+
+/// `placement: EESS` or `placement: { conv: edge, relu: server }`.
+#[derive(Debug)]
+pub enum RawPlacement {
+    /// One letter per element: the source, then each stage.
+    Letters(String),
+    /// Element id (`source` or a stage id) to node name.
+    Map(IndexMap<String, String>),
+}
+
+impl<'de> Deserialize<'de> for RawPlacement {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawPlacement;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "a string of node letters (like EESS) or a map of element id to node name",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawPlacement, E> {
+                Ok(RawPlacement::Letters(v.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<RawPlacement, A::Error> {
+                let mut out = IndexMap::new();
+                while let Some((k, v)) = m.next_entry::<String, String>()? {
+                    if out.insert(k.clone(), v).is_some() {
+                        return Err(serde::de::Error::custom(format!(
+                            "element `{k}` placed twice"
+                        )));
+                    }
+                }
+                Ok(RawPlacement::Map(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A stage as written. Which fields are allowed depends on `op`; that is
+/// checked when the stage is resolved.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStage {
+    /// Unique id.
+    pub id: Spanned<String>,
+    /// Op kind.
+    pub op: Spanned<String>,
+    /// `false` starts a new segment at this stage.
+    #[serde(default)]
+    pub fuse: Option<bool>,
+    /// conv2d: kernel side.
+    #[serde(default)]
+    pub kernel: Option<Spanned<usize>>,
+    /// conv2d, maxpool: stride.
+    #[serde(default)]
+    pub stride: Option<Spanned<usize>>,
+    /// conv2d: zero padding.
+    #[serde(default)]
+    pub padding: Option<Spanned<usize>>,
+    /// conv2d: input channels (inferred when absent; checked when given).
+    #[serde(default)]
+    pub in_channels: Option<Spanned<usize>>,
+    /// conv2d: output channels.
+    #[serde(default)]
+    pub out_channels: Option<Spanned<usize>>,
+    /// conv2d: bias (`true` for seeded random, or a file).
+    #[serde(default)]
+    pub bias: Option<Spanned<RawBias>>,
+    /// conv2d: weights.
+    #[serde(default)]
+    pub weights: Option<Spanned<RawWeights>>,
+    /// maxpool: window side.
+    #[serde(default)]
+    pub size: Option<Spanned<usize>>,
+}
+
+/// Where a conv's weights come from.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum RawWeights {
+    /// Seeded uniform values in `±1/sqrt(fan_in)` (PyTorch's default init).
+    Random(RawRandom),
+    /// A `.npy` file of shape `[out, in, k, k]` (path relative to the spec).
+    Npy(String),
+}
+
+/// `{ seed: N }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRandom {
+    /// Seed.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+/// A conv's bias.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawBias {
+    /// `true`: seeded random (needs random weights); `false`: no bias.
+    Flag(bool),
+    /// `{ npy: path }`: a `.npy` file of shape `[out]`.
+    File(RawNpyRef),
+}
+
+/// `{ npy: path }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNpyRef {
+    /// Path relative to the spec.
+    pub npy: String,
+}

@@ -1,0 +1,522 @@
+//! Raw spec → validated [`Pipeline`].
+
+use std::path::Path;
+
+use serde_saphyr::Spanned;
+use streamfuse_kernels::{Conv2d, Conv2dParams, KernelError, MaxPoolParams, Op, Shape, random};
+
+use super::raw::{RawBias, RawPlacement, RawSink, RawSource, RawSpec, RawStage, RawWeights};
+use super::weights::load_npy;
+use super::{
+    DeviceChoice, Node, Overrides, Pipeline, Position, SinkConfig, SourceConfig, SpecError, Stage,
+    SyntheticSource,
+};
+
+/// Ops a stage may name.
+const OPS: &str = "conv2d, relu, maxpool";
+
+struct Ctx<'a> {
+    file: &'a Path,
+}
+
+impl Ctx<'_> {
+    fn at<T>(&self, s: &Spanned<T>, field: impl Into<String>, msg: impl Into<String>) -> SpecError {
+        SpecError::field(
+            self.file,
+            Position::from_location(&s.referenced),
+            field,
+            msg,
+        )
+    }
+
+    fn base_dir(&self) -> &Path {
+        self.file.parent().unwrap_or(Path::new("."))
+    }
+}
+
+pub(super) fn resolve(raw: RawSpec, file: &Path, ov: &Overrides) -> Result<Pipeline, SpecError> {
+    let cx = Ctx { file };
+    if raw.name.value.trim().is_empty() {
+        return Err(cx.at(&raw.name, "name", "must not be empty"));
+    }
+    let source = resolve_source(&cx, raw.source, ov)?;
+    let stages = resolve_stages(&cx, &raw.stages, source.shape())?;
+    let sink = match raw.sink {
+        RawSink::Null(_) => SinkConfig::Null,
+        RawSink::Stats(_) => SinkConfig::Stats,
+    };
+    let nodes = resolve_nodes(&cx, raw.nodes)?;
+    let placement = resolve_placement(&cx, raw.placement.as_ref(), ov, &nodes, &stages)?;
+    Ok(Pipeline {
+        name: raw.name.value,
+        file: file.to_path_buf(),
+        source,
+        stages,
+        sink,
+        nodes,
+        placement,
+        fusion: ov.fusion.or(raw.fusion).unwrap_or_default(),
+    })
+}
+
+fn resolve_source(cx: &Ctx<'_>, raw: RawSource, ov: &Overrides) -> Result<SourceConfig, SpecError> {
+    let RawSource::Synthetic(s) = raw;
+    for (v, f) in [(&s.width, "width"), (&s.height, "height")] {
+        if v.value == 0 {
+            return Err(cx.at(v, format!("source.synthetic.{f}"), "must be at least 1"));
+        }
+    }
+    if s.channels.value == 0 {
+        return Err(cx.at(
+            &s.channels,
+            "source.synthetic.channels",
+            "must be at least 1",
+        ));
+    }
+    if let Some(fps) = &s.fps
+        && !(fps.value.is_finite() && fps.value > 0.0)
+    {
+        return Err(cx.at(fps, "source.synthetic.fps", "must be a positive number"));
+    }
+    let (w, h) = ov.size.unwrap_or((s.width.value, s.height.value));
+    Ok(SourceConfig::Synthetic(SyntheticSource {
+        shape: Shape::new(s.channels.value, h, w),
+        frames: ov.frames.unwrap_or(s.frames),
+        seed: s.seed,
+        fps: s.fps.map(|f| f.value),
+    }))
+}
+
+fn valid_id(id: &str) -> bool {
+    let mut chars = id.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase())
+        && id.len() <= 63
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
+fn resolve_stages(
+    cx: &Ctx<'_>,
+    raw: &Spanned<Vec<RawStage>>,
+    mut shape: Shape,
+) -> Result<Vec<Stage>, SpecError> {
+    if raw.value.is_empty() {
+        return Err(cx.at(raw, "stages", "needs at least one stage"));
+    }
+    let mut out: Vec<Stage> = Vec::with_capacity(raw.value.len());
+    for (i, st) in raw.value.iter().enumerate() {
+        let id = &st.id.value;
+        if !valid_id(id) {
+            return Err(cx.at(
+                &st.id,
+                format!("stages[{i}].id"),
+                format!("`{id}` is not a valid id (lower-case letter, then lower-case letters, digits, `_` or `-`; at most 63)"),
+            ));
+        }
+        if id == "source" || id == "sink" {
+            return Err(cx.at(
+                &st.id,
+                format!("stages[{i}].id"),
+                format!("`{id}` is reserved"),
+            ));
+        }
+        if let Some(j) = out.iter().position(|s| &s.id == id) {
+            return Err(cx.at(
+                &st.id,
+                format!("stages[{i}].id"),
+                format!("`{id}` is already the id of stages[{j}]"),
+            ));
+        }
+        let op = resolve_op(cx, i, st, shape)?;
+        let output = op.output_shape(shape).map_err(|e| {
+            // Shape errors not caught field by field (should not happen) still get a location.
+            cx.at(&st.op, format!("stages[{i}]"), e.to_string())
+        })?;
+        out.push(Stage {
+            id: id.clone(),
+            op,
+            fuse: st.fuse.unwrap_or(true),
+            input: shape,
+            output,
+        });
+        shape = output;
+    }
+    Ok(out)
+}
+
+/// Fields present in a raw stage, with their spans, for the "does not apply" check.
+fn present_fields(st: &RawStage) -> Vec<(&'static str, Position)> {
+    fn pos<T>(s: &Option<Spanned<T>>) -> Option<Position> {
+        s.as_ref().map(|s| Position::from_location(&s.referenced))
+    }
+    [
+        ("kernel", pos(&st.kernel)),
+        ("stride", pos(&st.stride)),
+        ("padding", pos(&st.padding)),
+        ("in_channels", pos(&st.in_channels)),
+        ("out_channels", pos(&st.out_channels)),
+        ("bias", pos(&st.bias)),
+        ("weights", pos(&st.weights)),
+        ("size", pos(&st.size)),
+    ]
+    .into_iter()
+    .filter_map(|(n, p)| p.map(|p| (n, p)))
+    .collect()
+}
+
+fn resolve_op(cx: &Ctx<'_>, i: usize, st: &RawStage, input: Shape) -> Result<Op, SpecError> {
+    let allowed: &[&str] = match st.op.value.as_str() {
+        "conv2d" => &[
+            "kernel",
+            "stride",
+            "padding",
+            "in_channels",
+            "out_channels",
+            "bias",
+            "weights",
+        ],
+        "relu" => &[],
+        "maxpool" => &["size", "stride"],
+        other => {
+            return Err(cx.at(
+                &st.op,
+                format!("stages[{i}].op"),
+                format!("unknown op `{other}` (known: {OPS})"),
+            ));
+        }
+    };
+    for (name, pos) in present_fields(st) {
+        if !allowed.contains(&name) {
+            let list = if allowed.is_empty() {
+                "none".to_owned()
+            } else {
+                allowed.join(", ")
+            };
+            return Err(SpecError::field(
+                cx.file,
+                pos,
+                format!("stages[{i}].{name}"),
+                format!("does not apply to op {} (its fields: {list})", st.op.value),
+            ));
+        }
+    }
+    let f = |name: &str| format!("stages[{i}].{name}");
+    let positive = |v: &Option<Spanned<usize>>,
+                    name: &str,
+                    default: Option<usize>|
+     -> Result<usize, SpecError> {
+        match (v, default) {
+            (Some(s), _) if s.value == 0 => Err(cx.at(s, f(name), "must be at least 1")),
+            (Some(s), _) => Ok(s.value),
+            (None, Some(d)) => Ok(d),
+            (None, None) => Err(cx.at(
+                &st.op,
+                f(name),
+                format!("missing: op {} needs `{name}`", st.op.value),
+            )),
+        }
+    };
+    match st.op.value.as_str() {
+        "relu" => Ok(Op::Relu),
+        "maxpool" => {
+            let size = positive(&st.size, "size", None)?;
+            let stride = positive(&st.stride, "stride", Some(size))?;
+            let p = MaxPoolParams { size, stride };
+            p.output_shape(input).map_err(|e| {
+                let span = st
+                    .size
+                    .as_ref()
+                    .map_or(&st.op as &dyn Located, |s| s as &dyn Located);
+                SpecError::field(cx.file, span.pos(), f("size"), explain(&e, input))
+            })?;
+            Ok(Op::MaxPool(p))
+        }
+        _ => resolve_conv(cx, i, st, input, &positive),
+    }
+}
+
+trait Located {
+    fn pos(&self) -> Position;
+}
+
+impl<T> Located for Spanned<T> {
+    fn pos(&self) -> Position {
+        Position::from_location(&self.referenced)
+    }
+}
+
+fn explain(e: &KernelError, input: Shape) -> String {
+    match e {
+        KernelError::WindowTooLarge {
+            window_h,
+            window_w,
+            padded_h,
+            padded_w,
+            ..
+        } => format!(
+            "window {window_h}x{window_w} is larger than this stage's input {input} (padded {padded_h}x{padded_w})"
+        ),
+        other => other.to_string(),
+    }
+}
+
+fn resolve_conv(
+    cx: &Ctx<'_>,
+    i: usize,
+    st: &RawStage,
+    input: Shape,
+    positive: &dyn Fn(&Option<Spanned<usize>>, &str, Option<usize>) -> Result<usize, SpecError>,
+) -> Result<Op, SpecError> {
+    let f = |name: &str| format!("stages[{i}].{name}");
+    let kernel = positive(&st.kernel, "kernel", None)?;
+    let stride = positive(&st.stride, "stride", Some(1))?;
+    let out_channels = positive(&st.out_channels, "out_channels", None)?;
+    let padding = st.padding.as_ref().map_or(0, |p| p.value);
+    if let Some(ic) = &st.in_channels
+        && ic.value != input.c
+    {
+        return Err(cx.at(
+            ic,
+            f("in_channels"),
+            format!(
+                "is {} but this stage's input has {} channels",
+                ic.value, input.c
+            ),
+        ));
+    }
+    let params = Conv2dParams {
+        in_channels: input.c,
+        out_channels,
+        kernel_h: kernel,
+        kernel_w: kernel,
+        stride,
+        padding,
+    };
+    if let Err(e) = params.output_shape(input) {
+        let at = st.kernel.as_ref().map_or_else(|| st.op.pos(), Located::pos);
+        return Err(SpecError::field(
+            cx.file,
+            at,
+            f("kernel"),
+            explain(&e, input),
+        ));
+    }
+    let Some(weights) = &st.weights else {
+        return Err(cx.at(
+            &st.op,
+            f("weights"),
+            "missing: op conv2d needs `weights` ({ random: { seed: N } } or { npy: path })",
+        ));
+    };
+    let fan_in = params.filter_len();
+    let bound = 1.0 / (fan_in as f32).sqrt();
+    let expected = [
+        out_channels as u64,
+        input.c as u64,
+        kernel as u64,
+        kernel as u64,
+    ];
+    let (w, seed) = match &weights.value {
+        RawWeights::Random(r) => (
+            (0..params.weight_len() as u64)
+                .map(|k| random::symmetric_f32(r.seed, 0, k, bound))
+                .collect::<Vec<_>>(),
+            Some(r.seed),
+        ),
+        RawWeights::Npy(p) => (
+            load_npy(&cx.base_dir().join(p), &expected)
+                .map_err(|m| cx.at(weights, f("weights.npy"), m))?,
+            None,
+        ),
+    };
+    let bias = match &st.bias {
+        None => None,
+        Some(b) => match (&b.value, seed) {
+            (RawBias::Flag(false), _) => None,
+            (RawBias::Flag(true), Some(seed)) => Some(
+                (0..out_channels as u64)
+                    .map(|k| random::symmetric_f32(seed, 1, k, bound))
+                    .collect(),
+            ),
+            (RawBias::Flag(true), None) => {
+                return Err(cx.at(
+                    b,
+                    f("bias"),
+                    "`true` means seeded random bias, which needs random weights; give { npy: path }",
+                ));
+            }
+            (RawBias::File(r), _) => Some(
+                load_npy(&cx.base_dir().join(&r.npy), &[out_channels as u64])
+                    .map_err(|m| cx.at(b, f("bias.npy"), m))?,
+            ),
+        },
+    };
+    Conv2d::new(params, w, bias)
+        .map(Op::Conv2d)
+        .map_err(|e| cx.at(weights, f("weights"), e.to_string()))
+}
+
+fn resolve_nodes(
+    cx: &Ctx<'_>,
+    raw: indexmap::IndexMap<String, super::raw::RawNode>,
+) -> Result<Vec<Node>, SpecError> {
+    if raw.is_empty() {
+        return Ok(vec![Node {
+            name: "local".into(),
+            letter: 'L',
+            device: DeviceChoice::Auto,
+            address: None,
+            labels: Vec::new(),
+        }]);
+    }
+    let mut nodes: Vec<Node> = Vec::with_capacity(raw.len());
+    for (name, n) in raw {
+        let field = |x: &str| format!("nodes.{name}.{x}");
+        if !valid_id(&name) {
+            return Err(cx.at(
+                &n.letter,
+                format!("nodes.{name}"),
+                format!("`{name}` is not a valid node name (lower-case letter, then lower-case letters, digits, `_` or `-`)"),
+            ));
+        }
+        let mut chars = n.letter.value.chars();
+        let letter = match (chars.next(), chars.next()) {
+            (Some(c), None) if c.is_ascii_uppercase() => c,
+            _ => {
+                return Err(cx.at(
+                    &n.letter,
+                    field("letter"),
+                    format!("`{}` is not one upper-case letter", n.letter.value),
+                ));
+            }
+        };
+        if let Some(other) = nodes.iter().find(|o| o.letter == letter) {
+            return Err(cx.at(
+                &n.letter,
+                field("letter"),
+                format!("`{letter}` is already the letter of node {}", other.name),
+            ));
+        }
+        let device = match &n.device {
+            None => DeviceChoice::Auto,
+            Some(d) => d
+                .value
+                .parse()
+                .map_err(|m: String| cx.at(d, field("device"), m))?,
+        };
+        nodes.push(Node {
+            name,
+            letter,
+            device,
+            address: n.address,
+            labels: n.labels.into_iter().collect(),
+        });
+    }
+    Ok(nodes)
+}
+
+fn letters_list(nodes: &[Node]) -> String {
+    nodes
+        .iter()
+        .map(|n| format!("{}={}", n.letter, n.name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Checks a letter string; the error message is for the caller to locate.
+fn placement_from_letters(s: &str, nodes: &[Node], stages: &[Stage]) -> Result<Vec<usize>, String> {
+    let n = stages.len() + 1;
+    let letters: Vec<char> = s.chars().collect();
+    if letters.len() != n {
+        return Err(format!(
+            "`{s}` has {} letters; this pipeline needs {n} (the source, then {} stages)",
+            letters.len(),
+            stages.len()
+        ));
+    }
+    letters
+        .iter()
+        .enumerate()
+        .map(|(k, c)| {
+            nodes.iter().position(|nd| nd.letter == *c).ok_or_else(|| {
+                let element = if k == 0 {
+                    "source".to_owned()
+                } else {
+                    format!("stage {}", stages[k - 1].id)
+                };
+                format!(
+                    "letter `{c}` (for {element}) names no node; nodes: {}",
+                    letters_list(nodes)
+                )
+            })
+        })
+        .collect()
+}
+
+fn resolve_placement(
+    cx: &Ctx<'_>,
+    raw: Option<&Spanned<RawPlacement>>,
+    ov: &Overrides,
+    nodes: &[Node],
+    stages: &[Stage],
+) -> Result<Vec<usize>, SpecError> {
+    if let Some(s) = &ov.placement {
+        return placement_from_letters(s, nodes, stages).map_err(|message| SpecError::Override {
+            flag: "--placement",
+            message,
+        });
+    }
+    let Some(raw) = raw else {
+        return Ok(vec![0; stages.len() + 1]);
+    };
+    match &raw.value {
+        RawPlacement::Letters(s) => {
+            placement_from_letters(s, nodes, stages).map_err(|m| cx.at(raw, "placement", m))
+        }
+        RawPlacement::Map(map) => {
+            let mut out: Vec<Option<usize>> = vec![None; stages.len() + 1];
+            for (element, node) in map {
+                let k = if element == "source" {
+                    0
+                } else {
+                    1 + stages
+                        .iter()
+                        .position(|s| &s.id == element)
+                        .ok_or_else(|| {
+                            cx.at(
+                                raw,
+                                format!("placement.{element}"),
+                                format!("`{element}` is neither `source` nor a stage id"),
+                            )
+                        })?
+                };
+                let n = nodes
+                    .iter()
+                    .position(|nd| &nd.name == node)
+                    .ok_or_else(|| {
+                        cx.at(
+                            raw,
+                            format!("placement.{element}"),
+                            format!(
+                                "node `{node}` is not declared (nodes: {})",
+                                nodes
+                                    .iter()
+                                    .map(|n| n.name.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        )
+                    })?;
+                out[k] = Some(n);
+            }
+            // Unplaced elements follow the element before them; the source defaults to the first node.
+            let mut prev = 0;
+            Ok(out
+                .into_iter()
+                .map(|p| {
+                    prev = p.unwrap_or(prev);
+                    prev
+                })
+                .collect())
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! `streamfuse kernels bench`: times a spec's stages on one synthetic frame
+//! in this process (no source, no sink), the way peers' kernels are timed.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::io::synthetic::Synthetic;
+use crate::plan::plan;
+use crate::spec::{FusionMode, Pipeline, SourceConfig};
+
+/// Timing of a spec's stage chain.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageBench {
+    /// Pipeline name.
+    pub name: String,
+    /// Frame size `WxH`.
+    pub size: String,
+    /// Channels of the input.
+    pub channels: usize,
+    /// Fusion mode used.
+    pub fusion: String,
+    /// Kernels run per frame.
+    pub kernels: Vec<String>,
+    /// Timed iterations.
+    pub iters: usize,
+    /// Median ms per frame.
+    pub median_ms: f64,
+    /// Fastest ms per frame.
+    pub min_ms: f64,
+    /// Mean ms per frame.
+    pub mean_ms: f64,
+    /// Kernel threads.
+    pub threads: usize,
+    /// CPU instruction set.
+    pub cpu_features: String,
+}
+
+/// Times all stages of `p` as one segment with `fusion` (`off` runs the
+/// stages unfused like `chain`), `warmup` untimed then `iters` timed frames.
+///
+/// # Errors
+/// A kernel error (the spec was validated, so this means a bug).
+pub fn bench(
+    p: &Pipeline,
+    fusion: FusionMode,
+    warmup: usize,
+    iters: usize,
+) -> Result<StageBench, streamfuse_kernels::KernelError> {
+    let mut one = p.clone();
+    one.fusion = if fusion == FusionMode::Off {
+        FusionMode::Chain
+    } else {
+        fusion
+    };
+    one.placement = vec![0; p.stages.len() + 1];
+    let pl = plan(&one);
+    let groups: Vec<_> = pl.segments.iter().flat_map(|s| s.groups.iter()).collect();
+    let SourceConfig::Synthetic(src) = &p.source;
+    let input = Synthetic::tensor(src, 0);
+    let run = || -> Result<(), streamfuse_kernels::KernelError> {
+        let mut t = groups[0].op.run_cpu(&input)?;
+        for g in &groups[1..] {
+            t = g.op.run_cpu(&t)?;
+        }
+        std::hint::black_box(t);
+        Ok(())
+    };
+    for _ in 0..warmup {
+        run()?;
+    }
+    let mut times = Vec::with_capacity(iters.max(1));
+    for _ in 0..iters.max(1) {
+        let t0 = Instant::now();
+        run()?;
+        times.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    let shape = src.shape;
+    Ok(StageBench {
+        name: p.name.clone(),
+        size: format!("{}x{}", shape.w, shape.h),
+        channels: shape.c,
+        fusion: fusion.name().to_owned(),
+        kernels: groups.iter().map(|g| g.op.name().to_owned()).collect(),
+        iters: times.len(),
+        median_ms: times[times.len() / 2],
+        min_ms: times[0],
+        mean_ms: times.iter().sum::<f64>() / times.len() as f64,
+        threads: rayon::current_num_threads(),
+        cpu_features: streamfuse_kernels::cpu::simd::level().name().to_owned(),
+    })
+}
