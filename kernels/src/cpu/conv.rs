@@ -164,7 +164,7 @@ unsafe fn compute<V: Vector, const U: usize, const OB: usize, F: FnMut(usize, us
     sink: &mut F,
 ) {
     let t = U * V::LANES;
-    debug_assert!(t <= TILE_MAX && eng.tiles_w % t == 0);
+    debug_assert!(t <= TILE_MAX && eng.tiles_w.is_multiple_of(t));
     let n = eng.conv.params.out_channels;
     let mut buf = [0.0f32; TILE_MAX];
     for x0 in (0..eng.tiles_w).step_by(t) {

@@ -42,11 +42,7 @@ impl Vector for Portable {
     }
     #[inline(always)]
     unsafe fn mul_add(w: Self, x: Self, acc: Self) -> Self {
-        let mut r = acc.0;
-        for i in 0..8 {
-            r[i] = w.0[i] * x.0[i] + acc.0[i];
-        }
-        Portable(r)
+        Portable(std::array::from_fn(|i| w.0[i] * x.0[i] + acc.0[i]))
     }
 }
 

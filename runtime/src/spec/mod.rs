@@ -284,7 +284,14 @@ fn parse_raw(text: &str, path: &Path) -> Result<raw::RawSpec, SpecError> {
     let mut field = String::new();
     let result = serde_saphyr::with_deserializer_from_str(text, |de| {
         serde_path_to_error::deserialize(de).map_err(|e| {
-            field = e.path().to_string();
+            // `Spanned` wrappers add a `value` step to the path: drop it.
+            field = e
+                .path()
+                .to_string()
+                .replace(".value[", "[")
+                .replace(".value.", ".")
+                .trim_end_matches(".value")
+                .to_owned();
             e.into_inner()
         })
     });

@@ -202,13 +202,32 @@ pub struct RawRandom {
 }
 
 /// A conv's bias.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 pub enum RawBias {
     /// `true`: seeded random (needs random weights); `false`: no bias.
     Flag(bool),
     /// `{ npy: path }`: a `.npy` file of shape `[out]`.
     File(RawNpyRef),
+}
+
+impl<'de> Deserialize<'de> for RawBias {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawBias;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("true, false or { npy: path }")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<RawBias, E> {
+                Ok(RawBias::Flag(v))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, m: A) -> Result<RawBias, A::Error> {
+                RawNpyRef::deserialize(serde::de::value::MapAccessDeserializer::new(m))
+                    .map(RawBias::File)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// `{ npy: path }`.

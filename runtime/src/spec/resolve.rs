@@ -199,21 +199,10 @@ fn resolve_op(cx: &Ctx<'_>, i: usize, st: &RawStage, input: Shape) -> Result<Op,
             ));
         }
     }
-    let f = |name: &str| format!("stages[{i}].{name}");
-    let positive = |v: &Option<Spanned<usize>>,
-                    name: &str,
-                    default: Option<usize>|
-     -> Result<usize, SpecError> {
-        match (v, default) {
-            (Some(s), _) if s.value == 0 => Err(cx.at(s, f(name), "must be at least 1")),
-            (Some(s), _) => Ok(s.value),
-            (None, Some(d)) => Ok(d),
-            (None, None) => Err(cx.at(
-                &st.op,
-                f(name),
-                format!("missing: op {} needs `{name}`", st.op.value),
-            )),
-        }
+    let sc = StageCx { cx, i, st };
+    let f = |name: &str| sc.field(name);
+    let positive = |v: &Option<Spanned<usize>>, name: &str, default: Option<usize>| {
+        sc.positive(v, name, default)
     };
     match st.op.value.as_str() {
         "relu" => Ok(Op::Relu),
@@ -230,7 +219,41 @@ fn resolve_op(cx: &Ctx<'_>, i: usize, st: &RawStage, input: Shape) -> Result<Op,
             })?;
             Ok(Op::MaxPool(p))
         }
-        _ => resolve_conv(cx, i, st, input, &positive),
+        _ => resolve_conv(&sc, input),
+    }
+}
+
+/// A stage being resolved: names its fields and checks positive values.
+struct StageCx<'a> {
+    cx: &'a Ctx<'a>,
+    i: usize,
+    st: &'a RawStage,
+}
+
+impl StageCx<'_> {
+    fn field(&self, name: &str) -> String {
+        format!("stages[{}].{name}", self.i)
+    }
+
+    /// A value that must be at least 1; `default` when absent, else an error.
+    fn positive(
+        &self,
+        v: &Option<Spanned<usize>>,
+        name: &str,
+        default: Option<usize>,
+    ) -> Result<usize, SpecError> {
+        match (v, default) {
+            (Some(s), _) if s.value == 0 => {
+                Err(self.cx.at(s, self.field(name), "must be at least 1"))
+            }
+            (Some(s), _) => Ok(s.value),
+            (None, Some(d)) => Ok(d),
+            (None, None) => Err(self.cx.at(
+                &self.st.op,
+                self.field(name),
+                format!("missing: op {} needs `{name}`", self.st.op.value),
+            )),
+        }
     }
 }
 
@@ -259,17 +282,12 @@ fn explain(e: &KernelError, input: Shape) -> String {
     }
 }
 
-fn resolve_conv(
-    cx: &Ctx<'_>,
-    i: usize,
-    st: &RawStage,
-    input: Shape,
-    positive: &dyn Fn(&Option<Spanned<usize>>, &str, Option<usize>) -> Result<usize, SpecError>,
-) -> Result<Op, SpecError> {
-    let f = |name: &str| format!("stages[{i}].{name}");
-    let kernel = positive(&st.kernel, "kernel", None)?;
-    let stride = positive(&st.stride, "stride", Some(1))?;
-    let out_channels = positive(&st.out_channels, "out_channels", None)?;
+fn resolve_conv(sc: &StageCx<'_>, input: Shape) -> Result<Op, SpecError> {
+    let (cx, st) = (sc.cx, sc.st);
+    let f = |name: &str| sc.field(name);
+    let kernel = sc.positive(&st.kernel, "kernel", None)?;
+    let stride = sc.positive(&st.stride, "stride", Some(1))?;
+    let out_channels = sc.positive(&st.out_channels, "out_channels", None)?;
     let padding = st.padding.as_ref().map_or(0, |p| p.value);
     if let Some(ic) = &st.in_channels
         && ic.value != input.c

@@ -1,0 +1,202 @@
+//! The `streamfuse` command as a user runs it: the run contract, identical
+//! outputs across fusion modes, placements and thread counts, and one-line
+//! located errors for bad specs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_streamfuse"))
+}
+
+fn repo(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+}
+
+fn run_ok(args: &[&str]) -> Output {
+    let out = bin()
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start streamfuse: {e}"));
+    assert!(
+        out.status.success(),
+        "streamfuse {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Runs with `--json` and parses the last stdout line.
+fn run_json(args: &[&str]) -> Value {
+    let mut all = vec!["run"];
+    all.extend_from_slice(args);
+    all.push("--json");
+    let out = run_ok(&all);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("last line is not JSON ({e}): {last}"))
+}
+
+#[test]
+fn thesis_run_follows_the_contract_and_fusion_modes_agree() {
+    let spec = repo("examples/thesis.yaml");
+    let spec = spec.to_str().unwrap_or_default();
+    let mut digests = Vec::new();
+    for fusion in ["off", "chain", "kernel"] {
+        let v = run_json(&[
+            spec, "--frames", "200", "--device", "cpu", "--fusion", fusion,
+        ]);
+        assert_eq!(v["frames"], 200, "{v}");
+        assert_eq!(v["fusion"], fusion);
+        assert_eq!(v["device"], "cpu");
+        assert!(v["fps"].as_f64().is_some_and(|f| f > 0.0), "{v}");
+        let l = &v["latency_ms"];
+        let (p50, p95, p99, max) = (
+            l["p50"].as_f64().unwrap_or(-1.0),
+            l["p95"].as_f64().unwrap_or(-1.0),
+            l["p99"].as_f64().unwrap_or(-1.0),
+            l["max"].as_f64().unwrap_or(-1.0),
+        );
+        assert!(0.0 < p50 && p50 <= p95 && p95 <= p99 && p99 <= max, "{l}");
+        assert!(v["ccr"].as_f64().is_some_and(|c| c >= 0.0));
+        assert!(v["segments"].as_u64().is_some_and(|s| s >= 1));
+        assert!(v["cpu_features"].is_string());
+        digests.push(v["output_digest"].as_str().unwrap_or_default().to_owned());
+    }
+    assert!(digests[0].starts_with("blake3:"), "{digests:?}");
+    assert!(digests.iter().all(|d| d == &digests[0]), "{digests:?}");
+}
+
+#[test]
+fn outputs_do_not_depend_on_placement_threads_or_fusion() {
+    let spec = repo("examples/cnn.yaml");
+    let spec = spec.to_str().unwrap_or_default();
+    let base = run_json(&[
+        spec, "--frames", "4", "--size", "96x64", "--fusion", "kernel",
+    ]);
+    assert_eq!(base["segments"], 1);
+    let one_thread = run_json(&[
+        spec,
+        "--frames",
+        "4",
+        "--size",
+        "96x64",
+        "--fusion",
+        "off",
+        "--threads",
+        "1",
+    ]);
+    assert_eq!(one_thread["segments"], 4);
+    assert_eq!(one_thread["threads"], 1);
+    assert_eq!(base["output_digest"], one_thread["output_digest"]);
+    let other = run_json(&[
+        spec, "--frames", "4", "--size", "96x64", "--fusion", "chain",
+    ]);
+    assert_eq!(base["output_digest"], other["output_digest"]);
+    // A different input gives a different digest: the digest sees the data.
+    let bigger = run_json(&[spec, "--frames", "4", "--size", "98x64"]);
+    assert_ne!(base["output_digest"], bigger["output_digest"]);
+}
+
+#[test]
+fn split_placement_reports_links_and_a_ccr() {
+    let spec = repo("examples/thesis.yaml");
+    let v = run_json(&[
+        spec.to_str().unwrap_or_default(),
+        "--frames",
+        "20",
+        "--size",
+        "256",
+        "--placement",
+        "EESS",
+    ]);
+    assert_eq!(v["segments"], 2);
+    assert_eq!(v["placement"], "EESS");
+    let links = v["links"].as_array().cloned().unwrap_or_default();
+    assert_eq!(links.len(), 1);
+    assert_eq!(links[0]["bytes_per_frame"], 254 * 254 * 4);
+    assert!(v["ccr"].as_f64().is_some_and(|c| c > 0.0), "{v}");
+}
+
+#[test]
+fn bad_specs_exit_non_zero_with_one_located_line_and_no_panic() {
+    let cases = [
+        (
+            "invalid-unknown-field.yaml",
+            ":6:29: stages[0].kernal: unknown field",
+        ),
+        (
+            "invalid-placement-letter.yaml",
+            ":13:12: placement: letter `X`",
+        ),
+        (
+            "invalid-kernel-too-large.yaml",
+            ":5:37: stages[0].kernel: window 9x9",
+        ),
+        (
+            "invalid-weights-shape.yaml",
+            ":6:66: stages[0].weights.npy:",
+        ),
+    ];
+    for (file, want) in cases {
+        let path = repo("runtime/tests/fixtures/spec").join(file);
+        let out = bin()
+            .args(["run", path.to_str().unwrap_or_default(), "--device", "cpu"])
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!out.status.success(), "{file} ran");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 1, "{file}: {err}");
+        assert!(
+            lines[0].starts_with("error: ") && lines[0].contains(file),
+            "{err}"
+        );
+        assert!(lines[0].contains(want), "{file}: {err}");
+        assert!(
+            !err.contains("panicked") && !err.contains("backtrace"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn cuda_on_a_machine_without_a_cuda_backend_is_a_clear_error() {
+    let spec = repo("examples/thesis.yaml");
+    let out = bin()
+        .args([
+            "run",
+            spec.to_str().unwrap_or_default(),
+            "--frames",
+            "1",
+            "--device",
+            "cuda",
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("device cuda:0 requested"), "{err}");
+}
+
+#[test]
+fn plan_json_lists_segments_groups_and_link_bytes() {
+    let spec = repo("examples/thesis.yaml");
+    let out = run_ok(&[
+        "plan",
+        spec.to_str().unwrap_or_default(),
+        "--placement",
+        "EEEE",
+        "--json",
+    ]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(v["segments"].as_array().map(Vec::len), Some(1));
+    let g = &v["segments"][0]["groups"][0];
+    assert_eq!(g["kernel"], "fused(conv2d+relu+maxpool)");
+    assert_eq!(g["output"], serde_json::json!([1, 359, 639]));
+    // 1278 * 718 conv outputs * (9 MACs * 2) + ReLU + 3 comparisons per pooled value.
+    let flops = 1278u64 * 718 * 18 + 1278 * 718 + 359 * 639 * 3;
+    assert_eq!(g["flops"], flops);
+}

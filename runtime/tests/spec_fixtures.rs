@@ -1,0 +1,205 @@
+//! The shared spec fixtures: every `valid-*.yaml` loads; every
+//! `invalid-*.yaml` fails with the one-line error its first comment line
+//! gives (`# expect: LINE:COL: FIELD: MESSAGE`, a prefix of the error after
+//! the file name) and, where present, a `# message:` it must contain.
+
+use std::path::{Path, PathBuf};
+
+use streamfuse::plan::plan;
+use streamfuse::spec::{self, FusionMode, Overrides, SpecError};
+use streamfuse_kernels::{Op, Shape};
+
+fn fixtures() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/spec");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn name(p: &Path) -> &str {
+    p.file_name().and_then(|n| n.to_str()).unwrap_or_default()
+}
+
+#[test]
+fn invalid_fixtures_fail_with_their_located_one_line_error() {
+    let mut seen = 0;
+    for path in fixtures()
+        .into_iter()
+        .filter(|p| name(p).starts_with("invalid-"))
+    {
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
+        let expect = text
+            .lines()
+            .find_map(|l| l.strip_prefix("# expect: "))
+            .unwrap_or_else(|| panic!("{}: no `# expect:` line", path.display()));
+        let message = text.lines().find_map(|l| l.strip_prefix("# message: "));
+        let err = match spec::load(&path, &Overrides::default()) {
+            Ok(_) => panic!("{} loaded but should fail", path.display()),
+            Err(e) => e,
+        };
+        assert!(
+            matches!(err, SpecError::Field(_)),
+            "{}: {err:?}",
+            path.display()
+        );
+        let msg = err.to_string();
+        let want = format!("{}:{expect}", path.display());
+        assert!(
+            msg.starts_with(&want),
+            "{}:\n  got  {msg}\n  want {want}...",
+            name(&path)
+        );
+        assert!(
+            !msg.contains('\n'),
+            "{}: error spans lines: {msg}",
+            name(&path)
+        );
+        if let Some(m) = message {
+            assert!(msg.contains(m), "{}: `{msg}` lacks `{m}`", name(&path));
+        }
+        seen += 1;
+    }
+    assert!(seen >= 15, "only {seen} invalid fixtures found");
+}
+
+#[test]
+fn valid_fixtures_load_and_plan() {
+    let mut seen = 0;
+    for path in fixtures()
+        .into_iter()
+        .filter(|p| name(p).starts_with("valid-"))
+    {
+        let p = spec::load(&path, &Overrides::default())
+            .unwrap_or_else(|e| panic!("{} should load: {e}", path.display()));
+        let pl = plan(&p);
+        assert!(!pl.segments.is_empty());
+        assert_eq!(p.placement.len(), p.stages.len() + 1);
+        seen += 1;
+    }
+    assert!(seen >= 3);
+}
+
+fn load(name: &str, ov: &Overrides) -> spec::Pipeline {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/spec")
+        .join(name);
+    spec::load(&path, ov).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn map_placement_fills_unnamed_elements_from_the_previous_one() {
+    let p = load("valid-thesis-map.yaml", &Overrides::default());
+    assert_eq!(p.placement_letters(), "EESS");
+    assert_eq!(p.fusion, FusionMode::Chain);
+    assert_eq!(
+        p.nodes[1].address.as_deref(),
+        Some("streamfuse-server:50051")
+    );
+    let pl = plan(&p);
+    assert_eq!(pl.segments.len(), 2);
+    assert!(pl.segments[0].has_source);
+    assert_eq!(pl.segments[1].stages, 1..3);
+}
+
+#[test]
+fn npy_weights_are_loaded_and_fuse_false_starts_a_segment() {
+    let p = load("valid-npy-weights.yaml", &Overrides::default());
+    let Op::Conv2d(conv) = &p.stages[0].op else {
+        panic!("stage 0 is not a conv: {:?}", p.stages[0].op)
+    };
+    assert_eq!(&conv.weights[..], &[0., 1., 0., 1., -4., 1., 0., 1., 0.]);
+    assert_eq!(conv.bias.as_deref(), Some(&[0.5f32][..]));
+    assert_eq!(p.stages[0].output, Shape::new(1, 33, 65));
+    assert_eq!(p.stages[2].output, Shape::new(1, 16, 32));
+    let pl = plan(&p);
+    assert_eq!(pl.segments.len(), 2, "{pl:?}");
+    assert_eq!(pl.segments[1].stages, 1..3);
+}
+
+#[test]
+fn kernel_fusion_groups_conv_relu_pool_within_a_segment_only() {
+    let fused = load(
+        "valid-thesis-map.yaml",
+        &Overrides {
+            placement: Some("EEEE".into()),
+            fusion: Some(FusionMode::Kernel),
+            ..Overrides::default()
+        },
+    );
+    let pl = plan(&fused);
+    assert_eq!(pl.segments.len(), 1);
+    assert_eq!(pl.segments[0].groups.len(), 1);
+    assert_eq!(
+        pl.segments[0].groups[0].op.name(),
+        "fused(conv2d+relu+maxpool)"
+    );
+
+    let split = load(
+        "valid-thesis-map.yaml",
+        &Overrides {
+            placement: Some("EESS".into()),
+            fusion: Some(FusionMode::Kernel),
+            ..Overrides::default()
+        },
+    );
+    let pl = plan(&split);
+    assert_eq!(pl.segments.len(), 2);
+    assert_eq!(pl.segments[0].groups[0].op.name(), "conv2d");
+    assert_eq!(pl.segments[1].groups.len(), 2);
+
+    let off = load(
+        "valid-thesis-map.yaml",
+        &Overrides {
+            fusion: Some(FusionMode::Off),
+            ..Overrides::default()
+        },
+    );
+    assert_eq!(plan(&off).segments.len(), 4);
+}
+
+#[test]
+fn overrides_apply_before_validation() {
+    let p = load(
+        "valid-thesis-map.yaml",
+        &Overrides {
+            frames: Some(3),
+            size: Some((128, 96)),
+            ..Overrides::default()
+        },
+    );
+    assert_eq!(p.source.frames(), 3);
+    assert_eq!(p.source.shape(), Shape::new(1, 96, 128));
+    assert_eq!(p.output_shape(), Shape::new(1, 47, 63));
+
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/spec/valid-thesis-map.yaml");
+    let err = spec::load(
+        &path,
+        &Overrides {
+            placement: Some("EEQS".into()),
+            ..Overrides::default()
+        },
+    )
+    .err()
+    .map(|e| e.to_string());
+    assert_eq!(
+        err.as_deref(),
+        Some("--placement: letter `Q` (for stage relu) names no node; nodes: E=edge, S=server")
+    );
+    // A size too small for the kernel is caught by validation, located at the kernel.
+    let err = spec::load(
+        &path,
+        &Overrides {
+            size: Some((2, 2)),
+            ..Overrides::default()
+        },
+    )
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
+    assert!(err.contains(":5:37: stages[0].kernel: window 3x3"), "{err}");
+}
