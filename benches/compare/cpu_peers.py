@@ -50,9 +50,10 @@ the same pins; ``--reinstall`` starts the venv afresh.
 PyTorch needs care. PyPI's only Linux x86_64 ``torch`` wheel is the CUDA
 build: the wheel itself (~540 MB) holds the CPU kernels (``libtorch_cpu.so``,
 oneDNN and MKL inside) but its shared libraries are linked against CUDA 13
-libraries that come as ~3 GB of ``nvidia-*`` / ``cuda-*`` wheels (cudart,
-cuBLAS, cuDNN, cuFFT, cuSPARSE, NCCL, NVSHMEM, ...). The CPU-only wheels live
-on download.pytorch.org, which is not reachable here. What was tried:
+libraries that come as several GB of ``nvidia-*`` / ``cuda-*`` wheels
+(cudart, cuBLAS, cuDNN, cuFFT, cuSPARSE, NCCL, NVSHMEM, ...) plus triton.
+The CPU-only wheels live on PyTorch's own package index, which is not
+reachable here (only PyPI is). What was tried:
 
 * ``pip install --no-deps torch`` plus its pure-Python deps: installs in
   ~20 s, but ``import torch`` fails (``libcudart.so.13: cannot open shared
@@ -63,13 +64,14 @@ on download.pytorch.org, which is not reachable here. What was tried:
   ones that bundled CUDA inside the wheel (1.12 and earlier) have no
   Python 3.11 wheels, and would be years-old kernels anyway.
 
-What this script does (``--torch-install stub``, the default): install
+What this script does (``--torch-install stub``, which the default
+``auto`` picks when ``cc`` and ``readelf`` are on PATH): install
 ``torch --no-deps`` and its pure-Python deps, then generate tiny stand-in
 shared libraries for the CUDA libraries that ``import torch`` needs but does
 not find. The generator reads torch's own libraries with ``readelf``: which
 SONAMEs are missing, which symbols (and symbol versions) torch imports from
 each, and compiles one stub library per SONAME with the system C compiler
-into ``.venv/peers/torch-cuda-stubs`` (~1 s, a few hundred KB). Stub
+into ``.venv/peers/torch-cuda-stubs`` (5-10 s, ~400 KB). Stub
 functions do nothing and return an error code ("no device" for the CUDA
 runtime: ``cudaGetDeviceCount`` reports 0 devices), so
 ``torch.cuda.is_available()`` is False; the CUDA runtime's module
@@ -77,19 +79,27 @@ registration hooks (``__cudaRegister*``) are no-ops. The CPU operators time
 the unmodified ``libtorch_cpu.so`` code, which never calls CUDA. The stub
 directory is put on ``LD_LIBRARY_PATH`` for the re-executed Python only (not
 for the streamfuse binary). Set ``CPU_PEERS_STUB_TRACE=1`` to log every call
-into a stub on stderr (only ``cudaGetLastError`` is called, once, at import).
-After installing, the script checks in a subprocess that ``import torch``
-works and ``F.conv2d`` gives the right answer on a tiny input.
+into a stub on stderr: a whole run makes two, ``cudaGetLastError`` at import
+and one ``cudaGetDeviceCount``. After installing, the script checks in a
+subprocess that ``import torch`` works and ``F.conv2d`` gives the right
+answer on a tiny input. A first install downloads ~650 MB and takes about a
+minute; the venv is ~1.7 GB.
 
 ``--torch-install full`` instead installs ``torch`` with all its real CUDA
-dependencies (several GB, minutes); ``auto`` (used when neither a C
-compiler nor ``readelf`` is found) falls back to it.
+dependencies (several GB, minutes); ``auto`` falls back to it when ``cc`` or
+``readelf`` is missing. Switching modes rebuilds the venv.
+
+Timing caveat: run on an otherwise idle machine. Peers that use an OpenMP
+team (PyTorch above all) stall for a scheduler slice whenever another process
+takes one of their cores, which shows up as ~8 ms per call on a busy 2-core
+machine. The report prints the load average and warns when it was high.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import hashlib
 import inspect
 import json
@@ -215,17 +225,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "PyTorch and ONNX Runtime on conv2d -> ReLU -> 2x2 max-pool.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    ap.add_argument("--sizes", type=comma_list(), default=ALL_SIZES,
+    ap.add_argument("--sizes", type=comma_list(), default=",".join(ALL_SIZES),
                     help="comma list of frame sizes WxH")
     ap.add_argument("--workloads", type=comma_list(list(WORKLOADS)),
-                    default=list(WORKLOADS), help="comma list of workloads")
-    ap.add_argument("--impls", type=comma_list(IMPLS), default=IMPLS,
-                    help="comma list of implementations to time")
+                    default=",".join(WORKLOADS), help="comma list of workloads")
+    ap.add_argument("--impls", type=comma_list(IMPLS), default=",".join(IMPLS),
+                    help="comma list of implementations to time (sf-fused: "
+                    "streamfuse --fusion kernel, sf-chain: --fusion chain)")
     ap.add_argument("--iters", type=int, default=30,
                     help="timed calls per measurement for frames up to "
                     "512x512; larger frames get proportionally fewer, "
                     "never under --min-iters")
-    ap.add_argument("--min-iters", type=int, default=10,
+    ap.add_argument("--min-iters", type=int, default=20,
                     help="floor of the scaled-down iteration count")
     ap.add_argument("--warmup", type=int, default=5,
                     help="untimed calls before the timed ones")
@@ -242,7 +253,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--reinstall", action="store_true",
                     help="delete and rebuild .venv/peers first")
     args = ap.parse_args(argv)
-    args.sizes = [parse_size(s) for s in args.sizes]
+    try:
+        args.sizes = [parse_size(s) for s in args.sizes]
+    except argparse.ArgumentTypeError as e:
+        ap.error(f"argument --sizes: {e}")
+    args.binary = Path(args.binary) if Path(args.binary).is_absolute() \
+        else REPO / args.binary
+    if any(i.startswith("sf-") for i in args.impls) \
+            and not os.access(args.binary, os.X_OK):
+        ap.error(f"no streamfuse binary at {args.binary}; build it with "
+                 "`cargo build --release`, or pass --binary")
     if args.threads < 1 or args.iters < 1 or args.min_iters < 1 or args.warmup < 0:
         ap.error("--threads, --iters and --min-iters must be >= 1, --warmup >= 0")
     return args
@@ -297,9 +317,9 @@ def pip(*args: str) -> None:
     subprocess.run(cmd, check=True, stdout=sys.stderr)
 
 
-def torch_env(base: dict[str, str] | None = None) -> dict[str, str]:
+def torch_env() -> dict[str, str]:
     """Environment for Python processes that import torch."""
-    env = dict(os.environ if base is None else base)
+    env = dict(os.environ)
     if STUB_DIR.is_dir():
         old = env.get("LD_LIBRARY_PATH", "")
         env["LD_LIBRARY_PATH"] = str(STUB_DIR) + (":" + old if old else "")
@@ -330,8 +350,13 @@ def ensure_venv(torch_mode: str, reinstall: bool) -> None:
         log(f"removing {VENV}")
         shutil.rmtree(VENV)
     want = wanted_stamp(torch_mode)
-    if VENV_PY.exists() and read_stamp() == want:
+    old = read_stamp()
+    if VENV_PY.exists() and old == want:
         return
+    if old and old.get("torch_mode") != torch_mode:
+        # Stubs would shadow real CUDA wheels and vice versa: start afresh.
+        log(f"torch install mode changed to {torch_mode}; removing {VENV}")
+        shutil.rmtree(VENV)
     if not VENV_PY.exists():
         log(f"creating virtualenv {VENV}")
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
@@ -356,7 +381,8 @@ def ensure_venv(torch_mode: str, reinstall: bool) -> None:
 
 def bootstrap(args: argparse.Namespace, argv: list[str]) -> None:
     """Install the peers if needed, then re-exec this script in the venv."""
-    if os.environ.get(BOOTSTRAP_ENV) == "1":
+    if (os.environ.get(BOOTSTRAP_ENV) == "1"
+            and Path(sys.prefix).resolve() == VENV.resolve()):
         return
     ensure_venv(resolve_torch_mode(args.torch_install), args.reinstall)
     env = torch_env()
@@ -376,12 +402,15 @@ def _readelf(*args: str) -> str:
                           capture_output=True, text=True).stdout
 
 
-def _dynsyms(path: Path):
-    """Rows of ``readelf --dyn-syms``: [num, value, size, type, bind, vis, ndx, name...]."""
+@functools.lru_cache(maxsize=None)
+def _dynsyms(path: Path) -> list[list[str]]:
+    """Rows of ``readelf --dyn-syms``: num, value, size, type, bind, vis, ndx, name."""
+    rows = []
     for line in _readelf("--dyn-syms", str(path)).splitlines():
         f = line.split()
         if len(f) >= 8 and f[0].endswith(":") and f[0][:-1].isdigit():
-            yield f
+            rows.append(f)
+    return rows
 
 
 def _ldconfig_paths() -> dict[str, str]:
@@ -528,12 +557,16 @@ def machine_lines(threads: int) -> list[str]:
     except OSError:
         pass
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    return [
+    load = os.getloadavg()
+    lines = [
         f"- CPU: {model}, {os.cpu_count()} logical cores ({usable} usable)",
         f"- threads per implementation: {threads}",
-        f"- load average at start: {load}",
+        "- load average at start: " + " ".join(f"{x:.2f}" for x in load),
     ]
+    if load[0] > 0.5:
+        lines.append("- **warning: the machine was busy; timings (OpenMP peers "
+                     "above all) are unreliable. Re-run on an idle machine.**")
+    return lines
 
 
 def time_calls(fn, x, warmup: int, iters: int) -> Timing:
@@ -627,7 +660,7 @@ class Peers:
 
         Rows then columns with strided ``np.maximum``: the same result as
         ``a[..., :h, :w].reshape(..., h//2, 2, w//2, 2).max(axis=(-3, -1))``,
-        which numpy runs 20-40x slower (it would time numpy's reduction
+        which numpy runs 15-40x slower (it would time numpy's reduction
         machinery rather than pooling).
         """
         np = self.np
@@ -761,10 +794,7 @@ def benchmark(args: argparse.Namespace) -> None:
     threads = args.threads
     impls = [i for i in IMPLS if i in args.impls]
     peers_on = [i for i in PEERS if i in impls]
-    binary = (REPO / args.binary) if not Path(args.binary).is_absolute() else Path(args.binary)
-    if any(i.startswith("sf-") for i in impls) and not os.access(binary, os.X_OK):
-        raise SystemExit(f"cpu_peers: no streamfuse binary at {binary}; build "
-                         "it with `cargo build --release` or pass --binary")
+    binary = args.binary
 
     t_start = time.monotonic()
     peers = Peers(threads) if peers_on else None

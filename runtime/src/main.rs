@@ -76,6 +76,18 @@ struct PlanArgs {
 enum KernelsCommand {
     /// Time a spec's stages on one synthetic frame in this process.
     Bench(BenchArgs),
+    /// Measure this machine's memory bandwidth and peak FLOP/s on the kernel threads.
+    Roofline(RooflineArgs),
+}
+
+#[derive(Debug, Args)]
+struct RooflineArgs {
+    /// Kernel worker threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -99,6 +111,7 @@ fn main() -> ExitCode {
         Command::Run(a) => a.json,
         Command::Plan(a) => a.json,
         Command::Kernels(KernelsCommand::Bench(a)) => a.json,
+        Command::Kernels(KernelsCommand::Roofline(a)) => a.json,
     };
     init_tracing(quiet);
     match dispatch(cli) {
@@ -121,13 +134,32 @@ fn init_tracing(quiet: bool) {
         .try_init();
 }
 
-fn load(a: &SpecArgs) -> Result<Pipeline> {
-    if let Some(n) = a.threads {
+fn set_threads(threads: Option<usize>) -> Result<()> {
+    if let Some(n) = threads {
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)
             .build_global()
             .context("--threads: cannot size the kernel thread pool")?;
     }
+    Ok(())
+}
+
+fn cmd_roofline(a: RooflineArgs) -> Result<()> {
+    set_threads(a.threads)?;
+    let r = stagebench::roofline();
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!(
+            "triad bandwidth {:.1} GB/s, peak {:.1} GFLOP/s ({} threads, {})",
+            r.bandwidth_gbs, r.peak_gflops, r.threads, r.cpu_features
+        );
+    }
+    Ok(())
+}
+
+fn load(a: &SpecArgs) -> Result<Pipeline> {
+    set_threads(a.threads)?;
     let ov = Overrides {
         frames: a.frames,
         size: a.size,
@@ -142,6 +174,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Run(a) => cmd_run(a),
         Command::Plan(a) => cmd_plan(a),
         Command::Kernels(KernelsCommand::Bench(a)) => cmd_bench(a),
+        Command::Kernels(KernelsCommand::Roofline(a)) => cmd_roofline(a),
     }
 }
 

@@ -30,6 +30,10 @@ pub struct StageBench {
     pub min_ms: f64,
     /// Mean ms per frame.
     pub mean_ms: f64,
+    /// FLOPs per frame of the chain (a multiply-add counts 2).
+    pub flops: u64,
+    /// Minimum bytes per frame: input, weights and output of each kernel run.
+    pub bytes: u64,
     /// Kernel threads.
     pub threads: usize,
     /// CPU instruction set.
@@ -77,7 +81,15 @@ pub fn bench(
     }
     times.sort_by(f64::total_cmp);
     let shape = src.shape;
+    let mut flops = 0;
+    let mut bytes = 0;
+    for g in &groups {
+        flops += g.op.flops(g.input)?;
+        bytes += g.op.min_bytes(g.input)?;
+    }
     Ok(StageBench {
+        flops,
+        bytes,
         name: p.name.clone(),
         size: format!("{}x{}", shape.w, shape.h),
         channels: shape.c,
@@ -90,4 +102,28 @@ pub fn bench(
         threads: rayon::current_num_threads(),
         cpu_features: streamfuse_kernels::cpu::simd::level().name().to_owned(),
     })
+}
+
+/// Measured limits of this machine (see `streamfuse_kernels::cpu::roofline`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Roofline {
+    /// Triad bandwidth over 256 MiB buffers, GB/s.
+    pub bandwidth_gbs: f64,
+    /// Peak multiply-add throughput, GFLOP/s.
+    pub peak_gflops: f64,
+    /// Kernel threads.
+    pub threads: usize,
+    /// CPU instruction set.
+    pub cpu_features: String,
+}
+
+/// Measures [`Roofline`] on the kernel threads.
+pub fn roofline() -> Roofline {
+    use streamfuse_kernels::cpu::roofline as r;
+    Roofline {
+        bandwidth_gbs: r::triad_bandwidth(256 << 20, 5) / 1e9,
+        peak_gflops: r::peak_flops() / 1e9,
+        threads: rayon::current_num_threads(),
+        cpu_features: streamfuse_kernels::cpu::simd::level().name().to_owned(),
+    }
 }

@@ -32,6 +32,12 @@ pub(crate) struct RowEngine<'a> {
     phase_len: usize,
     /// `[in, kh, stride, phase_len]`.
     phases: Vec<f32>,
+    /// Start of each phase row for the current output row, `[in, kh, stride]`:
+    /// into `phases`, or straight into the input when the row needs no
+    /// padding or decimation and `phase_len` values from its start lie
+    /// inside the input (values past the row's end only feed columns past
+    /// the output width, which are discarded).
+    rows: Vec<*const f32>,
 }
 
 impl<'a> RowEngine<'a> {
@@ -49,6 +55,7 @@ impl<'a> RowEngine<'a> {
             tiles_w,
             phase_len,
             phases: vec![0.0; p.in_channels * p.kernel_h * p.stride * phase_len],
+            rows: vec![std::ptr::null(); p.in_channels * p.kernel_h * p.stride],
         }
     }
 
@@ -82,12 +89,27 @@ impl<'a> RowEngine<'a> {
         let p = self.conv.params;
         let Shape { h, w, .. } = self.input.shape();
         let pl = self.phase_len;
+        let data = self.input.data();
         for ic in 0..p.in_channels {
             let plane = self.input.plane(ic);
             for ky in 0..p.kernel_h {
-                let base = (ic * p.kernel_h + ky) * p.stride * pl;
-                let dst = &mut self.phases[base..base + p.stride * pl];
+                let r0 = (ic * p.kernel_h + ky) * p.stride;
+                let base = r0 * pl;
                 let iy = (oy * p.stride + ky).checked_sub(p.padding);
+                let direct = iy
+                    .filter(|&iy| iy < h && p.stride == 1 && p.padding == 0)
+                    .map(|iy| (ic * h + iy) * w)
+                    .filter(|&d| d + pl <= data.len());
+                if let Some(direct) = direct {
+                    // SAFETY: `direct + pl <= data.len()`: the row's reads stay in the input.
+                    self.rows[r0] = unsafe { data.as_ptr().add(direct) };
+                    continue;
+                }
+                for r in 0..p.stride {
+                    // SAFETY: `base + r * pl + pl <= phases.len()` by construction.
+                    self.rows[r0 + r] = unsafe { self.phases.as_ptr().add(base + r * pl) };
+                }
+                let dst = &mut self.phases[base..base + p.stride * pl];
                 let Some(iy) = iy.filter(|&iy| iy < h) else {
                     dst.fill(0.0);
                     continue;
@@ -115,23 +137,29 @@ impl<'a> RowEngine<'a> {
     }
 }
 
-/// Widest tile any level uses.
-const TILE_MAX: usize = 64;
+/// Widest tile any level uses; rows are padded to a multiple of it, so
+/// every level's tile width (a divisor) steps through them exactly.
+const TILE_MAX: usize = 128;
 
-/// Tile width (output columns accumulated in registers) per level.
-const fn tile_for(level: Level) -> usize {
-    match level {
-        Level::Portable => 32,
-        _ => TILE_MAX,
-    }
+/// Row padding granularity per level (all levels: [`TILE_MAX`]).
+const fn tile_for(_level: Level) -> usize {
+    TILE_MAX
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl,fma")]
 fn compute_avx512<F: FnMut(usize, usize, &[f32])>(eng: &RowEngine<'_>, sink: &mut F) {
     // SAFETY: AVX-512F and FMA are enabled here; `compute` keeps its
-    // accesses inside the phase rows (see `block`).
-    unsafe { compute::<vector::Avx512, 4, 4, F>(eng, sink) }
+    // accesses inside the phase rows (see `block`). Many output channels:
+    // 4 channels x 64 columns share each load; few: 128 columns in 8
+    // independent chains hide the FMA latency.
+    unsafe {
+        if eng.conv.params.out_channels >= 4 {
+            compute::<vector::Avx512, 4, 4, F>(eng, sink)
+        } else {
+            compute::<vector::Avx512, 8, 1, F>(eng, sink)
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -196,26 +224,35 @@ unsafe fn block<V: Vector, const U: usize, const B: usize, F: FnMut(usize, usize
     sink: &mut F,
 ) {
     let p = eng.conv.params;
-    let pl = eng.phase_len;
     let flen = p.filter_len();
     debug_assert!(x0 + U * V::LANES <= eng.tiles_w && oc0 + B <= p.out_channels);
-    // SAFETY (all pointer arithmetic below): the phase buffer holds
-    // `in * kh * stride` rows of `pl = tiles_w + (kw - 1) / stride` values;
-    // a tap reads row `(ic*kh + ky)*stride + kx % stride` from column
+    // SAFETY (all pointer arithmetic below): `eng.rows` holds, per
+    // `(ic, ky, phase)`, the start of a run of at least
+    // `pl = tiles_w + (kw - 1) / stride` readable values (see `prepare`);
+    // a tap reads phase row `(ic*kh + ky)*stride + kx % stride` from column
     // `x0 + kx / stride`, `U * LANES` values, which ends at most at
     // `tiles_w + (kw - 1) / stride = pl`. Weights are read at
     // `(oc0 + b) * flen + tap` with `tap < flen`.
-    let phases = eng.phases.as_ptr();
+    let rows = eng.rows.as_slice();
     let weights = eng.conv.weights.as_ptr();
+    // Tap kx reads phase `kx % stride` at column offset `kx / stride`;
+    // stepped incrementally (no division in the loop).
+    let stride = p.stride;
     let mut acc = [[unsafe { V::splat(0.0) }; U]; B];
     for (b, accb) in acc.iter_mut().enumerate() {
         let bias = unsafe { V::splat(eng.conv.bias_of(oc0 + b)) };
         *accb = [bias; U];
     }
     for row in 0..p.in_channels * p.kernel_h {
-        let base = unsafe { phases.add(row * p.stride * pl + x0) };
+        let phase_rows = &rows[row * stride..(row + 1) * stride];
+        let (mut phase, mut shift) = (0usize, 0usize);
         for kx in 0..p.kernel_w {
-            let src = unsafe { base.add((kx % p.stride) * pl + kx / p.stride) };
+            let src = unsafe { phase_rows[phase].add(x0 + shift) };
+            phase += 1;
+            if phase == stride {
+                phase = 0;
+                shift += 1;
+            }
             let xs: [V; U] = std::array::from_fn(|u| unsafe { V::load(src.add(u * V::LANES)) });
             let tap = row * p.kernel_w + kx;
             for (b, accb) in acc.iter_mut().enumerate() {

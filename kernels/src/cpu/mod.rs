@@ -14,6 +14,7 @@ pub mod conv;
 pub mod elementwise;
 pub mod fused;
 pub mod pool;
+pub mod roofline;
 pub mod simd;
 mod vector;
 
