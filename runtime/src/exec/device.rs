@@ -39,7 +39,7 @@ pub fn resolve(choice: DeviceChoice) -> Result<Device, DeviceError> {
     match choice {
         DeviceChoice::Cpu => Ok(Device::Cpu),
         DeviceChoice::Auto => {
-            tracing::debug!("device auto: no CUDA backend in this build, using the CPU");
+            tracing::info!("device auto: no CUDA backend in this build, using the CPU");
             Ok(Device::Cpu)
         }
         DeviceChoice::Cuda(n) => Err(DeviceError::NoCuda(n)),
