@@ -21,7 +21,27 @@ use crate::error::KernelError;
 use crate::op::Conv2d;
 use crate::tensor::{Shape, Tensor};
 
+/// Where the values of one `(ic, ky)` input row come from for the current
+/// output row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RowSrc {
+    /// Outside the image (padding): the shared zero row.
+    Zero,
+    /// Straight from the input at this offset (stride 1, no padding, and
+    /// `phase_len` values from there lie inside the input; values past the
+    /// row's end only feed columns past the output width, which are
+    /// discarded).
+    Direct(usize),
+    /// From the ring buffer at this offset (`stride` phase rows).
+    Ring(usize),
+}
+
 /// Computes convolution output rows for all output channels.
+///
+/// Padded/decimated copies of input rows live in a ring of `kh` rows per
+/// input channel, keyed by input row: consecutive output rows (stride 1)
+/// share `kh - 1` input rows, so each input row is copied once per band,
+/// not once per output row that reads it.
 pub(crate) struct RowEngine<'a> {
     conv: &'a Conv2d,
     input: &'a Tensor,
@@ -30,13 +50,13 @@ pub(crate) struct RowEngine<'a> {
     tiles_w: usize,
     /// Values per phase row.
     phase_len: usize,
-    /// `[in, kh, stride, phase_len]`.
+    /// Ring `[in, kh slots, stride, phase_len]`, then one zero row.
     phases: Vec<f32>,
-    /// Start of each phase row for the current output row, `[in, kh, stride]`:
-    /// into `phases`, or straight into the input when the row needs no
-    /// padding or decimation and `phase_len` values from its start lie
-    /// inside the input (values past the row's end only feed columns past
-    /// the output width, which are discarded).
+    /// Input row held by each ring slot, `[in, kh]`.
+    tags: Vec<Option<usize>>,
+    /// Source of each `(ic, ky)` row for the current output row.
+    srcs: Vec<RowSrc>,
+    /// Start of each phase row for the current output row, `[in, kh, stride]`.
     rows: Vec<*const f32>,
 }
 
@@ -48,14 +68,17 @@ impl<'a> RowEngine<'a> {
         let p = conv.params;
         let tiles_w = out.w.div_ceil(tile) * tile;
         let phase_len = tiles_w + (p.kernel_w - 1) / p.stride;
+        let rows = p.in_channels * p.kernel_h;
         Self {
             conv,
             input,
             level,
             tiles_w,
             phase_len,
-            phases: vec![0.0; p.in_channels * p.kernel_h * p.stride * phase_len],
-            rows: vec![std::ptr::null(); p.in_channels * p.kernel_h * p.stride],
+            phases: vec![0.0; (rows * p.stride + 1) * phase_len],
+            tags: vec![None; rows],
+            srcs: vec![RowSrc::Zero; rows],
+            rows: vec![std::ptr::null(); rows * p.stride],
         }
     }
 
@@ -83,56 +106,89 @@ impl<'a> RowEngine<'a> {
         }
     }
 
-    /// Fills the phase rows for output row `oy`: phase `r` of input row
-    /// `(ic, ky)` holds `padded[t * stride + r]` at `t`.
+    /// Points the phase rows at the input rows output row `oy` needs:
+    /// phase `r` of row `(ic, ky)` holds `padded[t * stride + r]` at `t`.
     fn prepare(&mut self, oy: usize) {
         let p = self.conv.params;
         let Shape { h, w, .. } = self.input.shape();
         let pl = self.phase_len;
-        let data = self.input.data();
+        let data_len = self.input.data().len();
+        // Pass 1: decide each row's source and fill ring slots that miss.
         for ic in 0..p.in_channels {
-            let plane = self.input.plane(ic);
             for ky in 0..p.kernel_h {
-                let r0 = (ic * p.kernel_h + ky) * p.stride;
-                let base = r0 * pl;
-                let iy = (oy * p.stride + ky).checked_sub(p.padding);
-                let direct = iy
-                    .filter(|&iy| iy < h && p.stride == 1 && p.padding == 0)
-                    .map(|iy| (ic * h + iy) * w)
-                    .filter(|&d| d + pl <= data.len());
-                if let Some(direct) = direct {
-                    // SAFETY: `direct + pl <= data.len()`: the row's reads stay in the input.
-                    self.rows[r0] = unsafe { data.as_ptr().add(direct) };
-                    continue;
-                }
-                for r in 0..p.stride {
-                    // SAFETY: `base + r * pl + pl <= phases.len()` by construction.
-                    self.rows[r0 + r] = unsafe { self.phases.as_ptr().add(base + r * pl) };
-                }
-                let dst = &mut self.phases[base..base + p.stride * pl];
-                let Some(iy) = iy.filter(|&iy| iy < h) else {
-                    dst.fill(0.0);
-                    continue;
-                };
-                let src = &plane[iy * w..(iy + 1) * w];
-                if p.stride == 1 {
-                    let lead = p.padding.min(pl);
-                    let n = w.min(pl - lead);
-                    dst[..lead].fill(0.0);
-                    dst[lead..lead + n].copy_from_slice(&src[..n]);
-                    dst[lead + n..].fill(0.0);
-                } else {
-                    for (r, phase) in dst.chunks_exact_mut(pl).enumerate() {
-                        for (t, v) in phase.iter_mut().enumerate() {
-                            let j = t * p.stride + r;
-                            *v = match j.checked_sub(p.padding) {
-                                Some(x) if x < w => src[x],
-                                _ => 0.0,
-                            };
-                        }
+                let iy = (oy * p.stride + ky)
+                    .checked_sub(p.padding)
+                    .filter(|&iy| iy < h);
+                let src = match iy {
+                    None => RowSrc::Zero,
+                    Some(iy)
+                        if p.stride == 1
+                            && p.padding == 0
+                            && (ic * h + iy) * w + pl <= data_len =>
+                    {
+                        RowSrc::Direct((ic * h + iy) * w)
                     }
-                }
+                    Some(iy) => {
+                        let slot = ic * p.kernel_h + iy % p.kernel_h;
+                        let base = slot * p.stride * pl;
+                        if self.tags[slot] != Some(iy) {
+                            let plane = self.input.plane(ic);
+                            fill_phases(
+                                &mut self.phases[base..base + p.stride * pl],
+                                &plane[iy * w..(iy + 1) * w],
+                                p.stride,
+                                p.padding,
+                            );
+                            self.tags[slot] = Some(iy);
+                        }
+                        RowSrc::Ring(base)
+                    }
+                };
+                self.srcs[ic * p.kernel_h + ky] = src;
             }
+        }
+        // Pass 2: pointers (taken after all writes to the ring).
+        let ring = self.phases.as_ptr();
+        let data = self.input.data().as_ptr();
+        let zero_at = p.in_channels * p.kernel_h * p.stride * pl;
+        for (k, src) in self.srcs.iter().enumerate() {
+            for r in 0..p.stride {
+                // SAFETY: every offset is inside its buffer with `pl` values
+                // after it: the zero row and ring slots by the size of
+                // `phases`, direct rows by the check in pass 1.
+                self.rows[k * p.stride + r] = unsafe {
+                    match *src {
+                        RowSrc::Zero => ring.add(zero_at),
+                        RowSrc::Direct(off) => data.add(off),
+                        RowSrc::Ring(base) => ring.add(base + r * pl),
+                    }
+                };
+            }
+        }
+    }
+}
+
+/// Fills the `stride` phase rows (each `dst.len() / stride` long) of one
+/// input row `src` with zero padding `padding`: phase `r` holds
+/// `padded[t * stride + r]` at `t`.
+fn fill_phases(dst: &mut [f32], src: &[f32], stride: usize, padding: usize) {
+    let pl = dst.len() / stride;
+    let w = src.len();
+    if stride == 1 {
+        let lead = padding.min(pl);
+        let n = w.min(pl - lead);
+        dst[..lead].fill(0.0);
+        dst[lead..lead + n].copy_from_slice(&src[..n]);
+        dst[lead + n..].fill(0.0);
+        return;
+    }
+    for (r, phase) in dst.chunks_exact_mut(pl).enumerate() {
+        for (t, v) in phase.iter_mut().enumerate() {
+            let j = t * stride + r;
+            *v = match j.checked_sub(padding) {
+                Some(x) if x < w => src[x],
+                _ => 0.0,
+            };
         }
     }
 }
