@@ -92,7 +92,8 @@ dependencies (several GB, minutes); ``auto`` falls back to it when ``cc`` or
 Timing caveat: run on an otherwise idle machine. Peers that use an OpenMP
 team (PyTorch above all) stall for a scheduler slice whenever another process
 takes one of their cores, which shows up as ~8 ms per call on a busy 2-core
-machine. The report prints the load average and warns when it was high.
+machine. The report prints the load average and the measured busy share of
+the CPUs just before the run, and warns when the CPUs were busy.
 """
 
 from __future__ import annotations
@@ -558,15 +559,39 @@ def machine_lines(threads: int) -> list[str]:
         pass
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     load = os.getloadavg()
+    busy = cpu_busy_fraction()
     lines = [
         f"- CPU: {model}, {os.cpu_count()} logical cores ({usable} usable)",
         f"- threads per implementation: {threads}",
-        "- load average at start: " + " ".join(f"{x:.2f}" for x in load),
+        "- load average at start: " + " ".join(f"{x:.2f}" for x in load)
+        + ("" if busy is None else f"; CPU busy over 1 s before the run: {busy:.0%}"),
     ]
-    if load[0] > 0.5:
+    # The load average counts tasks in uninterruptible sleep too and lags by
+    # minutes; the measured busy share of the CPUs is what disturbs timings.
+    if busy is not None and busy > 0.25:
         lines.append("- **warning: the machine was busy; timings (OpenMP peers "
                      "above all) are unreliable. Re-run on an idle machine.**")
     return lines
+
+
+def cpu_busy_fraction(interval: float = 1.0) -> float | None:
+    """Share of all CPUs' time spent busy (not idle/iowait) over `interval`."""
+
+    def sample() -> tuple[int, int] | None:
+        try:
+            fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        except (OSError, IndexError):
+            return None
+        values = [int(v) for v in fields]
+        idle = values[3] + (values[4] if len(values) > 4 else 0)
+        return sum(values), idle
+
+    a = sample()
+    time.sleep(interval)
+    b = sample()
+    if a is None or b is None or b[0] == a[0]:
+        return None
+    return 1.0 - (b[1] - a[1]) / (b[0] - a[0])
 
 
 def time_calls(fn, x, warmup: int, iters: int) -> Timing:

@@ -63,9 +63,11 @@ pub fn bench(
     let SourceConfig::Synthetic(src) = &p.source;
     let input = Synthetic::tensor(src, 0);
     let run = || -> Result<(), streamfuse_kernels::KernelError> {
+        // As the executor does: later kernels take the frame by value, so
+        // elementwise ones work in place.
         let mut t = groups[0].op.run_cpu(&input)?;
         for g in &groups[1..] {
-            t = g.op.run_cpu(&t)?;
+            t = g.op.run_cpu_owned(t)?;
         }
         std::hint::black_box(t);
         Ok(())
