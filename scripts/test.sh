@@ -16,17 +16,20 @@ command -v cargo >/dev/null || { echo "cargo not found: install Rust from https:
 say "unit, property, fixture, CLI and multi-process tests"
 cargo test --workspace --locked
 
-# The CPU kernels pick an instruction set at run time; run the property
-# tests again on each lower level this machine can run, so every dispatch
-# path is checked against the reference.
+# The CPU kernels pick an instruction set at run time; run the shared
+# corpus and the property tests again on each lower level this machine can
+# run, so every dispatch path is checked against the reference.
 case "$(uname -m)" in
     x86_64)
         for level in avx2 portable; do
-            say "kernel property tests with STREAMFUSE_CPU_LEVEL=$level"
-            STREAMFUSE_CPU_LEVEL=$level cargo test --locked -p streamfuse-kernels --test cpu_vs_reference
+            say "kernel corpus and property tests with STREAMFUSE_CPU_LEVEL=$level"
+            STREAMFUSE_CPU_LEVEL=$level cargo test --locked -p streamfuse-kernels --test corpus --test cpu_vs_reference
         done
         ;;
 esac
+
+say "aarch64 (Raspberry Pi, Jetson CPU): cross-build, corpus and property tests and a run under qemu"
+scripts/aarch64-check.sh
 
 say "benchmarks compile"
 cargo bench --locked -p streamfuse-benches --no-run

@@ -148,6 +148,11 @@ pub fn run(p: &Pipeline, plan: &Plan, opts: &RunOptions) -> Result<RunReport, Ex
         let choice = opts.device.unwrap_or(p.nodes[seg.node].device);
         devices.push(device::resolve(choice)?);
     }
+    tracing::info!(
+        cpu_features = streamfuse_kernels::cpu::simd::level().name(),
+        threads = rayon::current_num_threads(),
+        "CPU kernels"
+    );
     let total = p.source.frames();
     let bar = progress_bar(opts.progress, total);
     let nseg = plan.segments.len();
