@@ -7,6 +7,7 @@
 //! [`reference`] holds slow, obviously-correct versions used by the tests.
 
 pub mod cpu;
+pub mod cuda;
 pub mod error;
 pub mod op;
 pub mod random;

@@ -1,144 +1,19 @@
-//! The shared golden corpus (`testdata/corpus.json`, written by
-//! `testdata/generate.py` from its own float64 implementations) run against
-//! the CPU backend at the SIMD level this process dispatches to. The test
-//! command runs it again with `STREAMFUSE_CPU_LEVEL` capped (AVX2, portable)
-//! and under qemu for aarch64 (NEON).
+//! The shared golden corpus run against the CPU backend at the SIMD level
+//! this process dispatches to. The test command runs it again with
+//! `STREAMFUSE_CPU_LEVEL` capped (AVX2, portable) and under qemu for aarch64
+//! (NEON).
 
-use serde::Deserialize;
-use streamfuse_kernels::{Conv2d, Conv2dParams, FusedChain, MaxPoolParams, Op, Shape, Tensor};
-
-#[derive(Debug, Deserialize)]
-struct Corpus {
-    version: u32,
-    cases: Vec<Case>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Data {
-    shape: [usize; 3],
-    data: Vec<f64>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ConvSpec {
-    in_channels: usize,
-    out_channels: usize,
-    kernel: usize,
-    stride: usize,
-    padding: usize,
-    weights: Vec<f32>,
-    bias: Option<Vec<f32>>,
-}
-
-#[derive(Debug, Deserialize)]
-struct PoolSpec {
-    size: usize,
-    stride: usize,
-}
-
-#[derive(Debug, Deserialize)]
-struct Case {
-    name: String,
-    op: String,
-    #[serde(default)]
-    conv: Option<ConvSpec>,
-    #[serde(default)]
-    relu: Option<bool>,
-    #[serde(default)]
-    pool: Option<PoolSpec>,
-    input: Data,
-    expected: Data,
-    tolerance: f64,
-}
-
-fn conv_of(c: &ConvSpec) -> Conv2d {
-    let params = Conv2dParams {
-        in_channels: c.in_channels,
-        out_channels: c.out_channels,
-        kernel_h: c.kernel,
-        kernel_w: c.kernel,
-        stride: c.stride,
-        padding: c.padding,
-    };
-    Conv2d::new(params, c.weights.clone(), c.bias.clone()).unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn op_of(case: &Case) -> Op {
-    let conv = || {
-        conv_of(
-            case.conv
-                .as_ref()
-                .unwrap_or_else(|| panic!("{}: no conv", case.name)),
-        )
-    };
-    let pool = || {
-        case.pool.as_ref().map(|p| MaxPoolParams {
-            size: p.size,
-            stride: p.stride,
-        })
-    };
-    match case.op.as_str() {
-        "conv2d" => Op::Conv2d(conv()),
-        "relu" => Op::Relu,
-        "maxpool" => Op::MaxPool(pool().unwrap_or_else(|| panic!("{}: no pool", case.name))),
-        "fused" => Op::Fused(FusedChain {
-            conv: conv(),
-            relu: case.relu.unwrap_or(false),
-            pool: pool(),
-        }),
-        other => panic!("{}: unknown op {other}", case.name),
-    }
-}
+mod corpus_cases;
 
 #[test]
 fn every_corpus_case_matches_its_expected_output() {
-    let text = include_str!("../testdata/corpus.json");
-    let corpus: Corpus = serde_json::from_str(text).unwrap_or_else(|e| panic!("corpus: {e}"));
-    assert_eq!(corpus.version, 1);
-    assert!(corpus.cases.len() >= 20);
     let level = streamfuse_kernels::cpu::simd::level().name();
-    let mut failures = Vec::new();
-    for case in &corpus.cases {
-        let [c, h, w] = case.input.shape;
-        let input = Tensor::from_vec(
-            Shape::new(c, h, w),
-            case.input.data.iter().map(|&v| v as f32).collect(),
-        )
-        .unwrap_or_else(|e| panic!("{}: {e}", case.name));
-        let out = op_of(case)
-            .run_cpu(&input)
-            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
-        let [ec, eh, ew] = case.expected.shape;
-        if out.shape() != Shape::new(ec, eh, ew) {
-            failures.push(format!(
-                "{}: shape {} expected {:?}",
-                case.name,
-                out.shape(),
-                case.expected.shape
-            ));
-            continue;
-        }
-        let worst = out
-            .data()
-            .iter()
-            .zip(&case.expected.data)
-            .enumerate()
-            .map(|(i, (&g, &e))| (i, (f64::from(g) - e).abs(), g, e))
-            .max_by(|a, b| a.1.total_cmp(&b.1));
-        if let Some((i, err, got, want)) = worst
-            && err > case.tolerance
-        {
-            failures.push(format!(
-                "{}: value {i} is {got}, expected {want} (error {err:e} > tolerance {:e})",
-                case.name, case.tolerance
-            ));
-        }
-    }
+    let (n, failures) =
+        corpus_cases::failures(|op, input| op.run_cpu(input).unwrap_or_else(|e| panic!("{e}")));
     assert!(
         failures.is_empty(),
-        "{} of {} corpus cases fail at level {level}:\n{}",
+        "{} of {n} corpus cases fail at level {level}:\n{}",
         failures.len(),
-        corpus.cases.len(),
         failures.join("\n")
     );
 }

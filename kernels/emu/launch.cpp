@@ -1,0 +1,48 @@
+// C entry points that launch each emulated kernel with a grid and block
+// chosen by the Rust launch planner (the same one the CUDA backend uses).
+#include "../src/cuda/common.cuh"
+
+extern "C" void conv2d_f32(const float*, const float*, const float*, float*, ConvParams);
+extern "C" void conv2d_direct_f32(const float*, const float*, const float*, float*, ConvParams);
+extern "C" void maxpool_f32(const float*, float*, PoolParams);
+extern "C" void relu_f32(float*, long);
+extern "C" void fused_conv_pool_f32(const float*, const float*, const float*, float*, FusedParams);
+extern "C" void broken_conv2d_f32(const float*, const float*, const float*, float*, ConvParams);
+
+struct SfLaunch {
+    unsigned grid[3];
+    unsigned block[3];
+};
+
+static dim3 g(const SfLaunch* l) { return dim3{l->grid[0], l->grid[1], l->grid[2]}; }
+static dim3 b(const SfLaunch* l) { return dim3{l->block[0], l->block[1], l->block[2]}; }
+
+extern "C" void sf_emu_conv2d(const SfLaunch* l, int direct, const float* in, const float* w,
+                              const float* bias, float* out, const ConvParams* p) {
+    ConvParams q = *p;
+    sf_emu::launch(g(l), b(l), [&] {
+        if (direct) conv2d_direct_f32(in, w, bias, out, q);
+        else conv2d_f32(in, w, bias, out, q);
+    });
+}
+
+extern "C" void sf_emu_broken_conv2d(const SfLaunch* l, const float* in, const float* w,
+                                     const float* bias, float* out, const ConvParams* p) {
+    ConvParams q = *p;
+    sf_emu::launch(g(l), b(l), [&] { broken_conv2d_f32(in, w, bias, out, q); });
+}
+
+extern "C" void sf_emu_maxpool(const SfLaunch* l, const float* in, float* out, const PoolParams* p) {
+    PoolParams q = *p;
+    sf_emu::launch(g(l), b(l), [&] { maxpool_f32(in, out, q); });
+}
+
+extern "C" void sf_emu_relu(const SfLaunch* l, float* data, long n) {
+    sf_emu::launch(g(l), b(l), [&] { relu_f32(data, n); });
+}
+
+extern "C" void sf_emu_fused(const SfLaunch* l, const float* in, const float* w, const float* bias,
+                             float* out, const FusedParams* p) {
+    FusedParams q = *p;
+    sf_emu::launch(g(l), b(l), [&] { fused_conv_pool_f32(in, w, bias, out, q); });
+}

@@ -1,0 +1,159 @@
+//! Runs streamfuse's CUDA C kernels on CPU threads (see `cuda_emu.h`), with
+//! the same launch planning and op sequencing as the CUDA backend
+//! (`streamfuse_kernels::cuda`), so tests on machines without a GPU check
+//! the very kernels a GPU would run.
+
+use streamfuse_kernels::cuda::params::{
+    self, ConvKernel, ConvParams, FusedParams, Launch, PoolParams,
+};
+use streamfuse_kernels::{Conv2d, KernelError, MaxPoolParams, Op, Shape, Tensor};
+
+unsafe extern "C" {
+    fn sf_emu_conv2d(
+        l: *const Launch,
+        direct: i32,
+        input: *const f32,
+        w: *const f32,
+        bias: *const f32,
+        out: *mut f32,
+        p: *const ConvParams,
+    );
+    fn sf_emu_broken_conv2d(
+        l: *const Launch,
+        input: *const f32,
+        w: *const f32,
+        bias: *const f32,
+        out: *mut f32,
+        p: *const ConvParams,
+    );
+    fn sf_emu_maxpool(l: *const Launch, input: *const f32, out: *mut f32, p: *const PoolParams);
+    fn sf_emu_relu(l: *const Launch, data: *mut f32, n: std::ffi::c_long);
+    fn sf_emu_fused(
+        l: *const Launch,
+        input: *const f32,
+        w: *const f32,
+        bias: *const f32,
+        out: *mut f32,
+        p: *const FusedParams,
+    );
+}
+
+const ZERO: [f32; 1] = [0.0];
+
+fn bias_ptr(c: &Conv2d) -> *const f32 {
+    c.bias.as_ref().map_or(ZERO.as_ptr(), |b| b.as_ptr())
+}
+
+/// Which conv kernel source to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// The real kernels.
+    Real,
+    /// `conv2d_f32` with an off-by-one halo (tests must catch it).
+    BrokenHalo,
+}
+
+/// Convolution through `conv2d_f32` (or the direct kernel when the planner
+/// picks it).
+///
+/// # Errors
+/// [`KernelError`] when the op cannot take the input.
+pub fn conv2d(input: &Tensor, c: &Conv2d, variant: Variant) -> Result<Tensor, KernelError> {
+    let (p, kernel, launch) = params::conv(c, input.shape())?;
+    let mut out = Tensor::zeros(c.params.output_shape(input.shape())?);
+    // SAFETY: buffers hold the shapes `p` describes (checked by the planner);
+    // the weights hold out*in*kh*kw values; bias is read only when has_bias.
+    unsafe {
+        match variant {
+            Variant::Real => sf_emu_conv2d(
+                &launch,
+                i32::from(kernel == ConvKernel::Direct),
+                input.data().as_ptr(),
+                c.weights.as_ptr(),
+                bias_ptr(c),
+                out.data_mut().as_mut_ptr(),
+                &p,
+            ),
+            Variant::BrokenHalo => sf_emu_broken_conv2d(
+                &launch,
+                input.data().as_ptr(),
+                c.weights.as_ptr(),
+                bias_ptr(c),
+                out.data_mut().as_mut_ptr(),
+                &p,
+            ),
+        }
+    }
+    Ok(out)
+}
+
+/// Max pooling through `maxpool_f32`.
+///
+/// # Errors
+/// [`KernelError`] when the window does not fit.
+pub fn maxpool(input: &Tensor, mp: &MaxPoolParams) -> Result<Tensor, KernelError> {
+    let (p, launch) = params::pool(mp, input.shape())?;
+    let mut out = Tensor::zeros(mp.output_shape(input.shape())?);
+    // SAFETY: buffers hold the shapes `p` describes.
+    unsafe {
+        sf_emu_maxpool(
+            &launch,
+            input.data().as_ptr(),
+            out.data_mut().as_mut_ptr(),
+            &p,
+        )
+    };
+    Ok(out)
+}
+
+/// ReLU in place through `relu_f32`.
+pub fn relu(mut t: Tensor) -> Tensor {
+    let n = t.data().len();
+    let launch = params::launch_1d(n);
+    // SAFETY: `n` values at the pointer.
+    unsafe { sf_emu_relu(&launch, t.data_mut().as_mut_ptr(), n as std::ffi::c_long) };
+    t
+}
+
+/// Runs an op as the CUDA backend would: fused chains through
+/// `fused_conv_pool_f32` when the planner allows, else member by member.
+///
+/// # Errors
+/// [`KernelError`] when the op cannot take the input.
+pub fn run(op: &Op, input: &Tensor) -> Result<Tensor, KernelError> {
+    match op {
+        Op::Conv2d(c) => conv2d(input, c, Variant::Real),
+        Op::Relu => Ok(relu(input.clone())),
+        Op::MaxPool(p) => maxpool(input, p),
+        Op::Fused(chain) => {
+            if let Some((p, launch)) = params::fused(chain, input.shape())? {
+                let mut out = Tensor::zeros(chain.output_shape(input.shape())?);
+                // SAFETY: buffers hold the shapes `p` describes.
+                unsafe {
+                    sf_emu_fused(
+                        &launch,
+                        input.data().as_ptr(),
+                        chain.conv.weights.as_ptr(),
+                        bias_ptr(&chain.conv),
+                        out.data_mut().as_mut_ptr(),
+                        &p,
+                    );
+                }
+                return Ok(out);
+            }
+            let mut t = conv2d(input, &chain.conv, Variant::Real)?;
+            if chain.relu {
+                t = relu(t);
+            }
+            match &chain.pool {
+                Some(p) => maxpool(&t, p),
+                None => Ok(t),
+            }
+        }
+    }
+}
+
+/// Shape helper for tests.
+pub fn shape(c: usize, h: usize, w: usize) -> Shape {
+    Shape::new(c, h, w)
+}

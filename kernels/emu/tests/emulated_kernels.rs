@@ -1,0 +1,106 @@
+//! The CUDA kernels, run on CPU threads by the emulation harness, against
+//! the shared golden corpus and the f64 reference (property tests), and a
+//! deliberately broken kernel that these checks must catch.
+
+#[path = "../../tests/corpus_cases/mod.rs"]
+mod corpus_cases;
+
+use proptest::prelude::*;
+use streamfuse_cuda_emu::{Variant, conv2d, run};
+use streamfuse_kernels::reference;
+use streamfuse_kernels::{Conv2d, Conv2dParams, FusedChain, MaxPoolParams, Op, Shape, Tensor};
+
+#[test]
+fn emulated_kernels_match_the_whole_corpus() {
+    let (n, failures) =
+        corpus_cases::failures(|op, input| run(op, input).unwrap_or_else(|e| panic!("{e}")));
+    assert!(
+        failures.is_empty(),
+        "{} of {n} corpus cases fail:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn a_kernel_with_an_off_by_one_halo_fails_the_corpus() {
+    let (n, failures) = corpus_cases::failures(|op, input| match op {
+        Op::Conv2d(c) => conv2d(input, c, Variant::BrokenHalo).unwrap_or_else(|e| panic!("{e}")),
+        other => run(other, input).unwrap_or_else(|e| panic!("{e}")),
+    });
+    // The short tile drops the last halo column: every thread at the right
+    // edge of a full 32-wide tile reads the next row instead. The corpus's
+    // wide convolutions must catch it; nothing else may change.
+    assert!(
+        !failures.is_empty(),
+        "the broken halo passed all {n} corpus cases"
+    );
+    assert!(
+        failures.iter().all(|f| f.starts_with("conv2d")),
+        "non-conv cases changed: {failures:?}"
+    );
+    for wide in ["conv2d c1 7x133", "conv2d c3 8x150"] {
+        assert!(
+            failures.iter().any(|f| f.starts_with(wide)),
+            "{wide} not caught: {failures:?}"
+        );
+    }
+}
+
+fn seeded(n: usize, seed: u64) -> Vec<f32> {
+    (0..n as u64)
+        .map(|i| streamfuse_kernels::random::symmetric_f32(seed, 5, i, 1.0))
+        .collect()
+}
+
+fn bitwise_equal(a: &Tensor, b: &Tensor) -> bool {
+    a.shape() == b.shape()
+        && a.data()
+            .iter()
+            .zip(b.data())
+            .all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48)
+    ))]
+
+    /// Sizes off the block grid (1x1, 2x2, odd), channel counts, padding and
+    /// stride variants; conv alone and fused with ReLU and pool. The CUDA
+    /// kernels apply the CPU's operation order, so on a CPU with FMA the
+    /// results are bit-identical; everywhere they match the reference.
+    #[test]
+    fn emulated_kernels_match_the_reference(
+        cin in 1usize..=3, cout in 1usize..=6, k in 1usize..=4, stride in 1usize..=2,
+        padding in 0usize..=2, h in 1usize..=21, w in 1usize..=70, bias in any::<bool>(),
+        pool in proptest::option::of((1usize..=3, 1usize..=3)), relu in any::<bool>(), seed in any::<u64>()
+    ) {
+        prop_assume!(k <= h + 2 * padding && k <= w + 2 * padding);
+        let shape = Shape::new(cin, h, w);
+        let params = Conv2dParams { in_channels: cin, out_channels: cout, kernel_h: k, kernel_w: k, stride, padding };
+        let conv = Conv2d::new(params, seeded(params.weight_len(), seed), bias.then(|| seeded(cout, seed ^ 9)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let input = Tensor::from_vec(shape, seeded(shape.len(), seed ^ 3)).unwrap_or_else(|e| panic!("{e}"));
+        let conv_shape = params.output_shape(shape).unwrap_or_else(|e| panic!("{e}"));
+        let pool = pool.map(|(size, stride)| MaxPoolParams { size, stride });
+        if let Some(p) = pool {
+            prop_assume!(p.size <= conv_shape.h && p.size <= conv_shape.w);
+        }
+        let chain = Op::Fused(FusedChain { conv: conv.clone(), relu, pool });
+        let emu = run(&chain, &input).unwrap_or_else(|e| panic!("{e}"));
+
+        let mut want = reference::conv2d(input.data(), shape, &conv).unwrap_or_else(|| panic!("reference"));
+        if relu { want = reference::relu(&want); }
+        if let Some(p) = &pool { want = reference::maxpool(&want, p).unwrap_or_else(|| panic!("reference")); }
+        prop_assert_eq!(emu.shape(), want.shape);
+        for (i, ((&g, &r), &m)) in emu.data().iter().zip(&want.values).zip(&want.magnitude).enumerate() {
+            let tol = reference::tolerance(params.filter_len(), m);
+            prop_assert!((f64::from(g) - r).abs() <= tol, "value {}: {} vs {} (tol {})", i, g, r, tol);
+        }
+        if streamfuse_kernels::cpu::simd::level().fma() {
+            let cpu = chain.run_cpu(&input).unwrap_or_else(|e| panic!("{e}"));
+            prop_assert!(bitwise_equal(&emu, &cpu), "emulated CUDA and CPU differ");
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! Running ops on a CUDA device through `cudarc` (driver API, loaded at run
+//! time). A chain of ops runs with one upload and one download: frames stay
+//! on the device between co-located stages.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, LaunchConfig,
+    PushKernelArg,
+};
+use cudarc::nvrtc::Ptx;
+
+use super::SOURCES;
+use super::nvrtc::{self, NvrtcError};
+use super::params::{self, ConvKernel, ConvParams, FusedParams, Launch, PoolParams};
+use crate::error::KernelError;
+use crate::op::{Conv2d, Op};
+use crate::tensor::{Shape, Tensor};
+
+// SAFETY: #[repr(C)] structs of i32 fields, laid out as in common.cuh.
+unsafe impl DeviceRepr for ConvParams {}
+// SAFETY: as above.
+unsafe impl DeviceRepr for PoolParams {}
+// SAFETY: as above.
+unsafe impl DeviceRepr for FusedParams {}
+
+/// A shared device buffer (uploaded weights).
+type DeviceBuf = Arc<CudaSlice<f32>>;
+
+/// The CUDA backend cannot run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CudaError {
+    /// No CUDA driver library.
+    #[error("no CUDA driver (libcuda.so) could be loaded")]
+    NoDriver,
+    /// The ordinal does not exist.
+    #[error("CUDA device {ordinal} requested, but {count} device(s) found")]
+    NoDevice {
+        /// Requested.
+        ordinal: usize,
+        /// Present.
+        count: usize,
+    },
+    /// A driver call failed.
+    #[error("CUDA driver: {0}")]
+    Driver(String),
+    /// NVRTC failed.
+    #[error(transparent)]
+    Nvrtc(#[from] NvrtcError),
+    /// The op cannot take the input.
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+}
+
+fn drv(e: cudarc::driver::DriverError) -> CudaError {
+    CudaError::Driver(e.to_string())
+}
+
+/// Whether a CUDA driver library can be loaded (never panics).
+pub fn driver_available() -> bool {
+    // SAFETY: only tries to open the library.
+    unsafe { cudarc::driver::sys::is_culib_present() }
+}
+
+/// Number of CUDA devices (0 without a driver).
+pub fn device_count() -> usize {
+    if !driver_available() {
+        return 0;
+    }
+    CudaContext::device_count().map_or(0, |n| usize::try_from(n).unwrap_or(0))
+}
+
+/// One CUDA device with its compiled kernels and uploaded weights.
+#[derive(Debug)]
+pub struct CudaDevice {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    name: String,
+    arch: &'static str,
+    functions: HashMap<&'static str, CudaFunction>,
+    weights: HashMap<usize, Arc<CudaSlice<f32>>>,
+}
+
+impl CudaDevice {
+    /// Opens device `ordinal` and compiles every kernel for its
+    /// architecture (PTX cached on disk).
+    ///
+    /// # Errors
+    /// [`CudaError`] when there is no driver, no such device, no NVRTC, or
+    /// a kernel fails to compile or load.
+    pub fn open(ordinal: usize) -> Result<Self, CudaError> {
+        if !driver_available() {
+            return Err(CudaError::NoDriver);
+        }
+        let count = device_count();
+        if ordinal >= count {
+            return Err(CudaError::NoDevice { ordinal, count });
+        }
+        let ctx = CudaContext::new(ordinal).map_err(drv)?;
+        let (major, minor) = ctx.compute_capability().map_err(drv)?;
+        let arch: &'static str = Box::leak(format!("compute_{major}{minor}").into_boxed_str());
+        let name = ctx.name().map_err(drv)?;
+        let stream = ctx.new_stream().map_err(drv)?;
+        let mut functions = HashMap::new();
+        for src in SOURCES {
+            let ptx = nvrtc::compile_cached(src, arch)?;
+            let module: Arc<CudaModule> = ctx.load_module(Ptx::from_src(ptx)).map_err(drv)?;
+            for &k in src.kernels {
+                functions.insert(k, module.load_function(k).map_err(drv)?);
+            }
+        }
+        tracing::info!(device = %name, arch, "CUDA device ready");
+        Ok(Self {
+            ctx,
+            stream,
+            name,
+            arch,
+            functions,
+            weights: HashMap::new(),
+        })
+    }
+
+    /// Device name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Virtual architecture the kernels were compiled for.
+    pub fn arch(&self) -> &'static str {
+        self.arch
+    }
+
+    fn function(&self, name: &str) -> Result<&CudaFunction, CudaError> {
+        self.functions
+            .get(name)
+            .ok_or_else(|| CudaError::Driver(format!("kernel {name} not loaded")))
+    }
+
+    fn upload_weights(&mut self, v: &Arc<[f32]>) -> Result<Arc<CudaSlice<f32>>, CudaError> {
+        let key = Arc::as_ptr(v).cast::<f32>() as usize;
+        if let Some(s) = self.weights.get(&key) {
+            return Ok(s.clone());
+        }
+        let s = Arc::new(self.stream.clone_htod(&v[..]).map_err(drv)?);
+        self.weights.insert(key, s.clone());
+        Ok(s)
+    }
+
+    fn conv_weights(
+        &mut self,
+        c: &Conv2d,
+    ) -> Result<(DeviceBuf, DeviceBuf), CudaError> {
+        let w = self.upload_weights(&c.weights)?;
+        let b = match &c.bias {
+            Some(b) => self.upload_weights(b)?,
+            None => self.upload_weights(&ZERO.with(Clone::clone))?,
+        };
+        Ok((w, b))
+    }
+
+    /// Runs `ops` in order on `input`: one upload, the kernels, one download.
+    ///
+    /// # Errors
+    /// [`CudaError`] when an op cannot take its input or a driver call fails.
+    pub fn run_chain(&mut self, ops: &[&Op], input: &Tensor) -> Result<Tensor, CudaError> {
+        let mut shape = input.shape();
+        let mut cur = self.stream.clone_htod(input.data()).map_err(drv)?;
+        for op in ops {
+            let (next, out_shape) = self.run_on_device(op, &mut cur, shape)?;
+            if let Some(n) = next {
+                cur = n;
+            }
+            shape = out_shape;
+        }
+        let host = self.stream.clone_dtoh(&cur).map_err(drv)?;
+        Ok(Tensor::from_vec(shape, host)?)
+    }
+
+    /// Runs one op on device data; returns the new buffer (or `None` when it
+    /// worked in place) and the output shape.
+    fn run_on_device(
+        &mut self,
+        op: &Op,
+        cur: &mut CudaSlice<f32>,
+        shape: Shape,
+    ) -> Result<(Option<CudaSlice<f32>>, Shape), CudaError> {
+        match op {
+            Op::Relu => {
+                self.relu(cur, shape.len())?;
+                Ok((None, shape))
+            }
+            Op::MaxPool(p) => {
+                let (params, launch) = params::pool(p, shape)?;
+                let out_shape = p.output_shape(shape)?;
+                let mut out = self
+                    .stream
+                    .alloc_zeros::<f32>(out_shape.len())
+                    .map_err(drv)?;
+                let f = self.function("maxpool_f32")?.clone();
+                let mut b = self.stream.launch_builder(&f);
+                b.arg(&*cur).arg(&mut out).arg(&params);
+                // SAFETY: arguments match maxpool_f32's signature; buffers hold
+                // the shapes the params describe.
+                unsafe { b.launch(cfg(launch)) }.map_err(drv)?;
+                Ok((Some(out), out_shape))
+            }
+            Op::Conv2d(c) => {
+                let out = self.conv(c, cur, shape)?;
+                Ok((Some(out), c.params.output_shape(shape)?))
+            }
+            Op::Fused(chain) => {
+                if let Some((params, launch)) = params::fused(chain, shape)? {
+                    let out_shape = chain.output_shape(shape)?;
+                    let (w, bias) = self.conv_weights(&chain.conv)?;
+                    let mut out = self
+                        .stream
+                        .alloc_zeros::<f32>(out_shape.len())
+                        .map_err(drv)?;
+                    let f = self.function("fused_conv_pool_f32")?.clone();
+                    let mut b = self.stream.launch_builder(&f);
+                    b.arg(&*cur).arg(&*w).arg(&*bias).arg(&mut out).arg(&params);
+                    // SAFETY: arguments match fused_conv_pool_f32; see conv().
+                    unsafe { b.launch(cfg(launch)) }.map_err(drv)?;
+                    return Ok((Some(out), out_shape));
+                }
+                // Not fusible on the GPU (no pool, or too large): one by one.
+                let conv_shape = chain.conv.params.output_shape(shape)?;
+                let mut out = self.conv(&chain.conv, cur, shape)?;
+                if chain.relu {
+                    self.relu(&mut out, conv_shape.len())?;
+                }
+                match &chain.pool {
+                    Some(p) => {
+                        let (next, s) =
+                            self.run_on_device(&Op::MaxPool(*p), &mut out, conv_shape)?;
+                        Ok((next.or(Some(out)), s))
+                    }
+                    None => Ok((Some(out), conv_shape)),
+                }
+            }
+        }
+    }
+
+    fn conv(
+        &mut self,
+        c: &Conv2d,
+        cur: &CudaSlice<f32>,
+        shape: Shape,
+    ) -> Result<CudaSlice<f32>, CudaError> {
+        let (params, kernel, launch) = params::conv(c, shape)?;
+        let out_shape = c.params.output_shape(shape)?;
+        let (w, bias) = self.conv_weights(c)?;
+        let mut out = self
+            .stream
+            .alloc_zeros::<f32>(out_shape.len())
+            .map_err(drv)?;
+        let name = match kernel {
+            ConvKernel::Tiled => "conv2d_f32",
+            ConvKernel::Direct => "conv2d_direct_f32",
+        };
+        let f = self.function(name)?.clone();
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(cur).arg(&*w).arg(&*bias).arg(&mut out).arg(&params);
+        // SAFETY: arguments match the conv kernels' signature; `cur` holds the
+        // input shape, `w`/`bias` the weights the params describe (bias read
+        // only when has_bias), `out` the output shape.
+        unsafe { b.launch(cfg(launch)) }.map_err(drv)?;
+        Ok(out)
+    }
+
+    fn relu(&mut self, buf: &mut CudaSlice<f32>, n: usize) -> Result<(), CudaError> {
+        let f = self.function("relu_f32")?.clone();
+        let n64 = i64::try_from(n).map_err(|_| CudaError::Driver("tensor too large".into()))?;
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(&mut *buf).arg(&n64);
+        // SAFETY: relu_f32(data, n) rewrites n values of `buf` in place.
+        unsafe { b.launch(cfg(params::launch_1d(n))) }.map_err(drv)?;
+        Ok(())
+    }
+
+    /// Waits for all queued work.
+    ///
+    /// # Errors
+    /// [`CudaError::Driver`] when the device reports an error.
+    pub fn synchronize(&self) -> Result<(), CudaError> {
+        self.ctx.synchronize().map_err(drv)
+    }
+}
+
+thread_local! {
+    /// A one-value zero buffer passed as the bias of bias-less convolutions
+    /// (never read: `has_bias` is 0).
+    static ZERO: Arc<[f32]> = Arc::from(vec![0.0f32]);
+}
+
+fn cfg(l: Launch) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (l.grid[0], l.grid[1], l.grid[2]),
+        block_dim: (l.block[0], l.block[1], l.block[2]),
+        shared_mem_bytes: 0,
+    }
+}

@@ -1,0 +1,58 @@
+//! The CUDA backend: CUDA C sources (one file per op family), their launch
+//! planning, NVRTC compilation and, on a machine with a driver and a GPU,
+//! execution through `cudarc` (loaded dynamically: nothing CUDA is needed to
+//! build or to run on the CPU).
+//!
+//! Sources: `common.cuh` (parameter structs, tile sizes, helpers), `conv.cu`
+//! (`conv2d_f32`, `conv2d_direct_f32`, `maxpool_f32`), `elementwise.cu`
+//! (`relu_f32`), `fused.cu` (`fused_conv_pool_f32`). The same files run on
+//! CPU threads in the emulation harness (`kernels/emu`).
+
+pub mod device;
+pub mod nvrtc;
+pub mod params;
+
+/// `common.cuh`, prepended to every source for NVRTC.
+pub const COMMON: &str = include_str!("common.cuh");
+
+/// A CUDA C source file and its entry points.
+#[derive(Debug, Clone, Copy)]
+pub struct Source {
+    /// File name.
+    pub name: &'static str,
+    /// Text (with `#include "common.cuh"`).
+    pub text: &'static str,
+    /// `extern "C"` kernels it defines.
+    pub kernels: &'static [&'static str],
+}
+
+/// Every source, one per op family.
+pub const SOURCES: &[Source] = &[
+    Source {
+        name: "conv.cu",
+        text: include_str!("conv.cu"),
+        kernels: &["conv2d_f32", "conv2d_direct_f32", "maxpool_f32"],
+    },
+    Source {
+        name: "elementwise.cu",
+        text: include_str!("elementwise.cu"),
+        kernels: &["relu_f32"],
+    },
+    Source {
+        name: "fused.cu",
+        text: include_str!("fused.cu"),
+        kernels: &["fused_conv_pool_f32"],
+    },
+];
+
+impl Source {
+    /// The self-contained text NVRTC compiles: `common.cuh` in place of its
+    /// include.
+    pub fn standalone(&self) -> String {
+        self.text.replacen("#include \"common.cuh\"", COMMON, 1)
+    }
+}
+
+/// Virtual architectures every kernel must compile for: Titan V (sm_70),
+/// Jetson Xavier (sm_72), Jetson Orin (sm_87), H100 (sm_90).
+pub const ARCHS: &[&str] = &["compute_70", "compute_72", "compute_87", "compute_90"];

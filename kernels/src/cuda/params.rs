@@ -1,0 +1,224 @@
+//! Kernel parameter structs (mirroring `common.cuh`) and launch planning,
+//! shared by the CUDA backend and the CPU emulation harness so both run the
+//! kernels with the very same grids and parameters.
+
+use crate::error::KernelError;
+use crate::op::{Conv2d, FusedChain, MaxPoolParams};
+use crate::tensor::Shape;
+
+/// Output tile width of the 2-D kernels (`SF_TILE_W`).
+pub const TILE_W: u32 = 32;
+/// Output tile height (`SF_TILE_H`).
+pub const TILE_H: u32 = 8;
+/// Output channels per thread (`SF_OC_BLOCK`).
+pub const OC_BLOCK: u32 = 4;
+/// Shared-memory tile capacity in floats (`SF_SMEM_FLOATS`).
+pub const SMEM_FLOATS: usize = 6144;
+/// Largest pool window the fused kernel handles (`SF_MAX_POOL`).
+pub const MAX_POOL: usize = 3;
+/// Threads per block of the 1-D kernels.
+pub const THREADS_1D: u32 = 256;
+
+/// `ConvParams` of `common.cuh`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ConvParams {
+    /// Input channels, height, width.
+    pub in_c: i32,
+    /// Input height.
+    pub in_h: i32,
+    /// Input width.
+    pub in_w: i32,
+    /// Output channels.
+    pub out_c: i32,
+    /// Output height.
+    pub out_h: i32,
+    /// Output width.
+    pub out_w: i32,
+    /// Kernel height.
+    pub k_h: i32,
+    /// Kernel width.
+    pub k_w: i32,
+    /// Stride.
+    pub stride: i32,
+    /// Zero padding.
+    pub pad: i32,
+    /// 1 when a bias is given.
+    pub has_bias: i32,
+}
+
+/// `PoolParams` of `common.cuh`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PoolParams {
+    /// Channels.
+    pub c: i32,
+    /// Input height.
+    pub in_h: i32,
+    /// Input width.
+    pub in_w: i32,
+    /// Output height.
+    pub out_h: i32,
+    /// Output width.
+    pub out_w: i32,
+    /// Window side.
+    pub size: i32,
+    /// Stride.
+    pub stride: i32,
+}
+
+/// `FusedParams` of `common.cuh`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FusedParams {
+    /// The convolution.
+    pub conv: ConvParams,
+    /// 1: ReLU before the pool.
+    pub relu: i32,
+    /// Pool window side.
+    pub pool_size: i32,
+    /// Pool stride.
+    pub pool_stride: i32,
+    /// Pooled output height.
+    pub out_h: i32,
+    /// Pooled output width.
+    pub out_w: i32,
+}
+
+/// Grid and block of a launch.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Launch {
+    /// Blocks per axis.
+    pub grid: [u32; 3],
+    /// Threads per axis.
+    pub block: [u32; 3],
+}
+
+/// Which conv kernel a convolution uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConvKernel {
+    /// `conv2d_f32`: shared-memory tile.
+    Tiled,
+    /// `conv2d_direct_f32`: receptive field too large for the tile.
+    Direct,
+}
+
+fn i(v: usize, what: &str) -> Result<i32, KernelError> {
+    i32::try_from(v).map_err(|_| KernelError::BadParam {
+        op: "cuda",
+        what: format!("{what} {v} exceeds the CUDA kernels' 32-bit sizes"),
+    })
+}
+
+fn grid_2d(out: Shape) -> Result<Launch, KernelError> {
+    let x = u32::try_from(out.w.div_ceil(TILE_W as usize)).map_err(|_| too_big(out))?;
+    let y = u32::try_from(out.h.div_ceil(TILE_H as usize)).map_err(|_| too_big(out))?;
+    let z = u32::try_from(out.c.div_ceil(OC_BLOCK as usize)).map_err(|_| too_big(out))?;
+    if y > 65_535 || z > 65_535 {
+        return Err(too_big(out));
+    }
+    Ok(Launch {
+        grid: [x, y, z],
+        block: [TILE_W, TILE_H, 1],
+    })
+}
+
+fn too_big(s: Shape) -> KernelError {
+    KernelError::BadParam {
+        op: "cuda",
+        what: format!("output {s} exceeds the CUDA grid limits"),
+    }
+}
+
+/// A 1-D grid-stride launch for `n` values.
+pub fn launch_1d(n: usize) -> Launch {
+    let blocks = n.div_ceil(THREADS_1D as usize).clamp(1, 65_535);
+    Launch {
+        grid: [blocks as u32, 1, 1],
+        block: [THREADS_1D, 1, 1],
+    }
+}
+
+/// Parameters, kernel choice and launch of a convolution on `input`.
+///
+/// # Errors
+/// [`KernelError`] when the op cannot take `input` or sizes exceed the kernels' limits.
+pub fn conv(conv: &Conv2d, input: Shape) -> Result<(ConvParams, ConvKernel, Launch), KernelError> {
+    let out = conv.params.output_shape(input)?;
+    let p = conv.params;
+    let params = ConvParams {
+        in_c: i(input.c, "channels")?,
+        in_h: i(input.h, "height")?,
+        in_w: i(input.w, "width")?,
+        out_c: i(out.c, "channels")?,
+        out_h: i(out.h, "height")?,
+        out_w: i(out.w, "width")?,
+        k_h: i(p.kernel_h, "kernel")?,
+        k_w: i(p.kernel_w, "kernel")?,
+        stride: i(p.stride, "stride")?,
+        pad: i(p.padding, "padding")?,
+        has_bias: i32::from(conv.bias.is_some()),
+    };
+    let tile = ((TILE_H as usize - 1) * p.stride + p.kernel_h)
+        * ((TILE_W as usize - 1) * p.stride + p.kernel_w);
+    let kernel = if tile <= SMEM_FLOATS {
+        ConvKernel::Tiled
+    } else {
+        ConvKernel::Direct
+    };
+    Ok((params, kernel, grid_2d(out)?))
+}
+
+/// Parameters and launch of a max pool on `input`.
+///
+/// # Errors
+/// [`KernelError`] when the window does not fit or sizes exceed the limits.
+pub fn pool(p: &MaxPoolParams, input: Shape) -> Result<(PoolParams, Launch), KernelError> {
+    let out = p.output_shape(input)?;
+    let params = PoolParams {
+        c: i(input.c, "channels")?,
+        in_h: i(input.h, "height")?,
+        in_w: i(input.w, "width")?,
+        out_h: i(out.h, "height")?,
+        out_w: i(out.w, "width")?,
+        size: i(p.size, "pool size")?,
+        stride: i(p.stride, "pool stride")?,
+    };
+    Ok((params, launch_1d(out.len())))
+}
+
+/// Parameters and launch of the fused conv → (ReLU) → pool kernel, or
+/// `None` when the chain has no pool, its window exceeds [`MAX_POOL`], or
+/// its input tile exceeds the shared memory (then the ops run one by one).
+///
+/// # Errors
+/// [`KernelError`] when a member cannot take its input.
+pub fn fused(
+    chain: &FusedChain,
+    input: Shape,
+) -> Result<Option<(FusedParams, Launch)>, KernelError> {
+    let Some(pool) = chain.pool else {
+        return Ok(None);
+    };
+    let (conv, _, _) = self::conv(&chain.conv, input)?;
+    let conv_shape = chain.conv.params.output_shape(input)?;
+    let out = pool.output_shape(conv_shape)?;
+    let s = chain.conv.params.stride;
+    let conv_w = (TILE_W as usize - 1) * pool.stride + pool.size;
+    let conv_h = (TILE_H as usize - 1) * pool.stride + pool.size;
+    let tile = ((conv_h - 1) * s + chain.conv.params.kernel_h)
+        * ((conv_w - 1) * s + chain.conv.params.kernel_w);
+    if pool.size > MAX_POOL || tile > SMEM_FLOATS {
+        return Ok(None);
+    }
+    let params = FusedParams {
+        conv,
+        relu: i32::from(chain.relu),
+        pool_size: i(pool.size, "pool size")?,
+        pool_stride: i(pool.stride, "pool stride")?,
+        out_h: i(out.h, "height")?,
+        out_w: i(out.w, "width")?,
+    };
+    Ok(Some((params, grid_2d(out)?)))
+}
