@@ -48,14 +48,14 @@ export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64-static -L /us
 say "kernel corpus and property tests under qemu"
 PROPTEST_CASES="${PROPTEST_CASES:-24}" cargo test --locked --target "$TARGET" -p streamfuse-kernels
 
-say "building streamfuse for $TARGET and for this machine (profile qemu)"
-cargo build --locked --profile qemu --target "$TARGET" -p streamfuse --bin streamfuse
-cargo build --locked --profile qemu -p streamfuse --bin streamfuse
+say "building streamfuse for $TARGET and for this machine (profile ci)"
+cargo build --locked --profile ci --target "$TARGET" -p streamfuse --bin streamfuse
+cargo build --locked --profile ci -p streamfuse --bin streamfuse
 
 json_field() { python3 -c 'import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])[sys.argv[1]])' "$1"; }
 run_args=(run examples/thesis.yaml --frames 20 --device cpu --json)
-x86_json=$(target/qemu/streamfuse "${run_args[@]}")
-arm_json=$(qemu-aarch64-static -L /usr/aarch64-linux-gnu "target/$TARGET/qemu/streamfuse" "${run_args[@]}")
+x86_json=$(target/ci/streamfuse "${run_args[@]}")
+arm_json=$(qemu-aarch64-static -L /usr/aarch64-linux-gnu "target/$TARGET/ci/streamfuse" "${run_args[@]}")
 x86_digest=$(json_field output_digest <<<"$x86_json")
 arm_digest=$(json_field output_digest <<<"$arm_json")
 x86_features=$(json_field cpu_features <<<"$x86_json")

@@ -13,7 +13,18 @@ if command -v rustup >/dev/null 2>&1; then
 fi
 command -v cargo >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs" >&2; exit 1; }
 
-say "unit, property, fixture, CLI and multi-process tests"
+# NVRTC and ptxas from PyPI wheels (no CUDA install): the NVRTC test must
+# then pass, not skip.
+source scripts/cuda-tools.sh
+if why=$(sf_cuda_tools); then
+    export STREAMFUSE_REQUIRE_NVRTC=1
+    cuda_tools=1
+else
+    echo "SKIPPED CUDA compile checks: $why; not run: NVRTC compile test, kernels check, ptxas report"
+    cuda_tools=0
+fi
+
+say "unit, property, corpus, emulated-CUDA, fixture, CLI and multi-process tests"
 cargo test --workspace --locked
 
 # The CPU kernels pick an instruction set at run time; run the shared
@@ -27,6 +38,13 @@ case "$(uname -m)" in
         done
         ;;
 esac
+
+if [ "$cuda_tools" = 1 ]; then
+    say "CUDA kernels: NVRTC for compute_70/72/87/90, ptxas registers and spills for sm_70/72"
+    cargo build --locked --quiet --profile ci -p streamfuse --bin streamfuse
+    target/ci/streamfuse kernels check
+    scripts/ptxas-report.sh --check
+fi
 
 say "aarch64 (Raspberry Pi, Jetson CPU): cross-build, corpus and property tests and a run under qemu"
 scripts/aarch64-check.sh

@@ -78,6 +78,21 @@ enum KernelsCommand {
     Bench(BenchArgs),
     /// Measure this machine's memory bandwidth and peak FLOP/s on the kernel threads.
     Roofline(RooflineArgs),
+    /// Compile every CUDA kernel with NVRTC for each target architecture.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// Virtual architectures (default: compute_70,compute_72,compute_87,compute_90).
+    #[arg(long, value_delimiter = ',')]
+    arch: Vec<String>,
+    /// Also write each PTX to DIR/<source>-<arch>.ptx.
+    #[arg(long, value_name = "DIR")]
+    emit_ptx: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -112,6 +127,7 @@ fn main() -> ExitCode {
         Command::Plan(a) => a.json,
         Command::Kernels(KernelsCommand::Bench(a)) => a.json,
         Command::Kernels(KernelsCommand::Roofline(a)) => a.json,
+        Command::Kernels(KernelsCommand::Check(a)) => a.json,
     };
     init_tracing(quiet);
     match dispatch(cli) {
@@ -158,6 +174,94 @@ fn cmd_roofline(a: RooflineArgs) -> Result<()> {
     Ok(())
 }
 
+fn cmd_check(a: CheckArgs) -> Result<()> {
+    use streamfuse_kernels::cuda::{self, nvrtc};
+    let archs: Vec<&'static str> = if a.arch.is_empty() {
+        cuda::ARCHS.to_vec()
+    } else {
+        a.arch
+            .iter()
+            .map(|x| {
+                cuda::ARCHS
+                    .iter()
+                    .copied()
+                    .find(|k| k == x)
+                    .with_context(|| {
+                        format!("--arch: `{x}` is not one of {}", cuda::ARCHS.join(", "))
+                    })
+            })
+            .collect::<Result<_>>()?
+    };
+    let (major, minor) = nvrtc::version()?;
+    if let Some(dir) = &a.emit_ptx {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut rows = Vec::new();
+    let mut failed = 0;
+    for src in cuda::SOURCES {
+        for &arch in &archs {
+            let t0 = std::time::Instant::now();
+            let result = nvrtc::compile(src, arch);
+            let ms = t0.elapsed().as_secs_f64() * 1e3;
+            let (ok, detail) = match &result {
+                Ok(ptx) => {
+                    if let Some(dir) = &a.emit_ptx {
+                        let path =
+                            dir.join(format!("{}-{arch}.ptx", src.name.trim_end_matches(".cu")));
+                        std::fs::write(&path, ptx)
+                            .with_context(|| format!("cannot write {}", path.display()))?;
+                    }
+                    (true, format!("{} bytes of PTX", ptx.len()))
+                }
+                Err(e) => {
+                    failed += 1;
+                    (false, e.to_string())
+                }
+            };
+            rows.push(serde_json::json!({
+                "source": src.name, "kernels": src.kernels, "arch": arch,
+                "ok": ok, "ms": ms, "detail": detail,
+            }));
+        }
+    }
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"nvrtc": format!("{major}.{minor}"), "results": rows, "failed": failed})
+        );
+    } else {
+        println!("NVRTC {major}.{minor}");
+        println!(
+            "{:<16} {:<12} {:<6} {:>9}  kernels / detail",
+            "source", "arch", "status", "ms"
+        );
+        for r in &rows {
+            println!(
+                "{:<16} {:<12} {:<6} {:>9.1}  {} ({})",
+                r["source"].as_str().unwrap_or_default(),
+                r["arch"].as_str().unwrap_or_default(),
+                if r["ok"].as_bool().unwrap_or(false) {
+                    "ok"
+                } else {
+                    "FAIL"
+                },
+                r["ms"].as_f64().unwrap_or(0.0),
+                r["kernels"]
+                    .as_array()
+                    .map(|k| k
+                        .iter()
+                        .filter_map(|v| v.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "))
+                    .unwrap_or_default(),
+                r["detail"].as_str().unwrap_or_default(),
+            );
+        }
+    }
+    anyhow::ensure!(failed == 0, "{failed} kernel compilation(s) failed");
+    Ok(())
+}
+
 fn load(a: &SpecArgs) -> Result<Pipeline> {
     set_threads(a.threads)?;
     let ov = Overrides {
@@ -175,6 +279,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Plan(a) => cmd_plan(a),
         Command::Kernels(KernelsCommand::Bench(a)) => cmd_bench(a),
         Command::Kernels(KernelsCommand::Roofline(a)) => cmd_roofline(a),
+        Command::Kernels(KernelsCommand::Check(a)) => cmd_check(a),
     }
 }
 

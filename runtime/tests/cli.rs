@@ -182,6 +182,36 @@ fn cuda_on_a_machine_without_a_cuda_backend_is_a_clear_error() {
 }
 
 #[test]
+fn device_auto_without_cuda_runs_on_the_cpu_and_says_so() {
+    if streamfuse_kernels::cuda::device::device_count() > 0 {
+        return; // a machine with a GPU picks CUDA: covered by scripts/gpu-check.sh
+    }
+    let spec = repo("examples/thesis.yaml");
+    let out = run_ok(&[
+        "run",
+        spec.to_str().unwrap_or_default(),
+        "--frames",
+        "3",
+        "--size",
+        "64",
+        "--device",
+        "auto",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("device auto: using the CPU"), "{err}");
+    let v = run_json(&[
+        spec.to_str().unwrap_or_default(),
+        "--frames",
+        "3",
+        "--size",
+        "64",
+        "--device",
+        "auto",
+    ]);
+    assert_eq!(v["device"], "cpu");
+}
+
+#[test]
 fn plan_json_lists_segments_groups_and_link_bytes() {
     let spec = repo("examples/thesis.yaml");
     let out = run_ok(&[

@@ -71,6 +71,20 @@ pub fn device_count() -> usize {
     CudaContext::device_count().map_or(0, |n| usize::try_from(n).unwrap_or(0))
 }
 
+/// A tensor in device memory.
+#[derive(Debug)]
+pub struct DeviceTensor {
+    buf: CudaSlice<f32>,
+    shape: Shape,
+}
+
+impl DeviceTensor {
+    /// Its shape.
+    pub fn shape(&self) -> Shape {
+        self.shape
+    }
+}
+
 /// One CUDA device with its compiled kernels and uploaded weights.
 #[derive(Debug)]
 pub struct CudaDevice {
@@ -147,10 +161,7 @@ impl CudaDevice {
         Ok(s)
     }
 
-    fn conv_weights(
-        &mut self,
-        c: &Conv2d,
-    ) -> Result<(DeviceBuf, DeviceBuf), CudaError> {
+    fn conv_weights(&mut self, c: &Conv2d) -> Result<(DeviceBuf, DeviceBuf), CudaError> {
         let w = self.upload_weights(&c.weights)?;
         let b = match &c.bias {
             Some(b) => self.upload_weights(b)?,
@@ -159,22 +170,48 @@ impl CudaDevice {
         Ok((w, b))
     }
 
+    /// Copies a host tensor to the device.
+    ///
+    /// # Errors
+    /// [`CudaError::Driver`] when the copy fails.
+    pub fn upload(&self, t: &Tensor) -> Result<DeviceTensor, CudaError> {
+        Ok(DeviceTensor {
+            buf: self.stream.clone_htod(t.data()).map_err(drv)?,
+            shape: t.shape(),
+        })
+    }
+
+    /// Copies a device tensor back to the host.
+    ///
+    /// # Errors
+    /// [`CudaError::Driver`] when the copy fails.
+    pub fn download(&self, t: &DeviceTensor) -> Result<Tensor, CudaError> {
+        let host = self.stream.clone_dtoh(&t.buf).map_err(drv)?;
+        Ok(Tensor::from_vec(t.shape, host)?)
+    }
+
+    /// Runs one op on a device tensor (queued on the device's stream).
+    ///
+    /// # Errors
+    /// [`CudaError`] when the op cannot take the input or a launch fails.
+    pub fn run(&mut self, op: &Op, mut x: DeviceTensor) -> Result<DeviceTensor, CudaError> {
+        let (next, shape) = self.run_on_device(op, &mut x.buf, x.shape)?;
+        Ok(DeviceTensor {
+            buf: next.unwrap_or(x.buf),
+            shape,
+        })
+    }
+
     /// Runs `ops` in order on `input`: one upload, the kernels, one download.
     ///
     /// # Errors
     /// [`CudaError`] when an op cannot take its input or a driver call fails.
     pub fn run_chain(&mut self, ops: &[&Op], input: &Tensor) -> Result<Tensor, CudaError> {
-        let mut shape = input.shape();
-        let mut cur = self.stream.clone_htod(input.data()).map_err(drv)?;
+        let mut x = self.upload(input)?;
         for op in ops {
-            let (next, out_shape) = self.run_on_device(op, &mut cur, shape)?;
-            if let Some(n) = next {
-                cur = n;
-            }
-            shape = out_shape;
+            x = self.run(op, x)?;
         }
-        let host = self.stream.clone_dtoh(&cur).map_err(drv)?;
-        Ok(Tensor::from_vec(shape, host)?)
+        self.download(&x)
     }
 
     /// Runs one op on device data; returns the new buffer (or `None` when it

@@ -138,7 +138,7 @@ pub fn mismatch(case: &Case, out: &Tensor) -> Option<String> {
 }
 
 /// Runs every case through `run` and returns the failures.
-pub fn failures(run: impl Fn(&Op, &Tensor) -> Tensor) -> (usize, Vec<String>) {
+pub fn failures(mut run: impl FnMut(&Op, &Tensor) -> Tensor) -> (usize, Vec<String>) {
     let cases = cases();
     let n = cases.len();
     let fails = cases

@@ -23,6 +23,7 @@ use crate::metrics::Percentiles;
 use crate::plan::{Plan, Segment};
 use crate::spec::{DeviceChoice, Pipeline, SinkConfig, SourceConfig};
 pub use device::Device;
+use streamfuse_kernels::cuda::device::CudaDevice;
 
 /// Frames a link buffers before the sender waits.
 pub const LINK_CAPACITY: usize = 2;
@@ -51,6 +52,16 @@ pub enum ExecError {
         stage: String,
         /// Cause.
         source: streamfuse_kernels::KernelError,
+    },
+    /// The CUDA device failed (opening it, or on a frame).
+    #[error("segment {segment}{}: {source}", .seq.map(|s| format!(", frame seq {s}")).unwrap_or_default())]
+    Cuda {
+        /// Segment.
+        segment: usize,
+        /// Frame, when one was being processed.
+        seq: Option<u64>,
+        /// Cause.
+        source: streamfuse_kernels::cuda::device::CudaError,
     },
     /// Frames reached the sink out of order.
     #[error(transparent)]
@@ -144,9 +155,18 @@ struct SegmentStats {
 /// segment task dies.
 pub fn run(p: &Pipeline, plan: &Plan, opts: &RunOptions) -> Result<RunReport, ExecError> {
     let mut devices = Vec::with_capacity(plan.segments.len());
+    let mut resolved: Vec<(DeviceChoice, Device)> = Vec::new();
     for seg in &plan.segments {
         let choice = opts.device.unwrap_or(p.nodes[seg.node].device);
-        devices.push(device::resolve(choice)?);
+        let dev = match resolved.iter().find(|(c, _)| *c == choice) {
+            Some(&(_, d)) => d,
+            None => {
+                let d = device::resolve(choice)?;
+                resolved.push((choice, d));
+                d
+            }
+        };
+        devices.push(dev);
     }
     tracing::info!(
         cpu_features = streamfuse_kernels::cpu::simd::level().name(),
@@ -170,12 +190,13 @@ pub fn run(p: &Pipeline, plan: &Plan, opts: &RunOptions) -> Result<RunReport, Ex
             .segments
             .iter()
             .zip(txs.into_iter().zip(rxs))
-            .map(|(seg, (tx, rx))| {
+            .zip(&devices)
+            .map(|((seg, (tx, rx)), &device)| {
                 let bar = bar.clone();
                 let last = seg.index + 1 == nseg;
                 std::thread::Builder::new()
                     .name(format!("segment-{}", seg.index))
-                    .spawn_scoped(s, move || worker(p, seg, rx, tx, last, &bar))
+                    .spawn_scoped(s, move || worker(p, seg, device, rx, tx, last, &bar))
             })
             .collect();
         handles
@@ -211,6 +232,7 @@ fn progress_bar(show: bool, total: u64) -> ProgressBar {
 fn worker(
     p: &Pipeline,
     seg: &Segment,
+    device: Device,
     rx: Option<Receiver<Msg>>,
     tx: Option<Sender<Msg>>,
     last: bool,
@@ -224,6 +246,14 @@ fn worker(
         SourceConfig::Synthetic(s) => Synthetic::new(s.clone()),
     });
     let mut sink = last.then(|| SinkRecord::new(p.sink == SinkConfig::Stats));
+    let mut gpu = match device {
+        Device::Cpu => None,
+        Device::Cuda(n) => Some(CudaDevice::open(n).map_err(|source| ExecError::Cuda {
+            segment: seg.index,
+            seq: None,
+            source,
+        })?),
+    };
     let mut last_at = Instant::now();
     loop {
         let mut frame = match (&mut source, &rx) {
@@ -244,27 +274,10 @@ fn worker(
             }
             (None, None) => break,
         };
-        for (g, group) in seg.groups.iter().enumerate() {
-            let t0 = Instant::now();
-            let seq = frame.seq;
-            let out = group
-                .op
-                .run_cpu_owned(frame.tensor)
-                .map_err(|source| ExecError::Kernel {
-                    seq,
-                    stage: p.stages[group.stages.clone()]
-                        .iter()
-                        .map(|s| s.id.as_str())
-                        .collect::<Vec<_>>()
-                        .join("+"),
-                    source,
-                })?;
-            st.group_compute[g] += t0.elapsed();
-            frame = Frame {
-                tensor: out,
-                ..frame
-            };
-        }
+        frame = match &mut gpu {
+            None => run_cpu(p, seg, frame, &mut st.group_compute)?,
+            Some(dev) => run_cuda(dev, seg, frame, &mut st.group_compute)?,
+        };
         st.frames += 1;
         if let Some(sink) = &mut sink {
             sink.accept(&frame, now_ns())?;
@@ -284,6 +297,71 @@ fn worker(
     }
     st.sink = sink.map(|s| (s, last_at));
     Ok(st)
+}
+
+fn stage_ids(p: &Pipeline, g: &crate::plan::Group) -> String {
+    p.stages[g.stages.clone()]
+        .iter()
+        .map(|s| s.id.as_str())
+        .collect::<Vec<_>>()
+        .join("+")
+}
+
+/// Runs a segment's groups on the CPU, timing each.
+fn run_cpu(
+    p: &Pipeline,
+    seg: &Segment,
+    mut frame: Frame,
+    times: &mut [Duration],
+) -> Result<Frame, ExecError> {
+    for (g, group) in seg.groups.iter().enumerate() {
+        let t0 = Instant::now();
+        let seq = frame.seq;
+        let out = group
+            .op
+            .run_cpu_owned(frame.tensor)
+            .map_err(|source| ExecError::Kernel {
+                seq,
+                stage: stage_ids(p, group),
+                source,
+            })?;
+        times[g] += t0.elapsed();
+        frame = Frame {
+            tensor: out,
+            ..frame
+        };
+    }
+    Ok(frame)
+}
+
+/// Runs a segment's groups on a CUDA device: one upload, the kernels with
+/// data kept on the device, one download. The upload is timed with the
+/// first group, the download with the last.
+fn run_cuda(
+    dev: &mut CudaDevice,
+    seg: &Segment,
+    frame: Frame,
+    times: &mut [Duration],
+) -> Result<Frame, ExecError> {
+    let err = |source| ExecError::Cuda {
+        segment: seg.index,
+        seq: Some(frame.seq),
+        source,
+    };
+    let mut t0 = Instant::now();
+    let mut x = dev.upload(&frame.tensor).map_err(err)?;
+    for (g, group) in seg.groups.iter().enumerate() {
+        x = dev.run(&group.op, x).map_err(err)?;
+        dev.synchronize().map_err(err)?;
+        let now = Instant::now();
+        times[g] += now - t0;
+        t0 = now;
+    }
+    let tensor = dev.download(&x).map_err(err)?;
+    if let Some(last) = times.last_mut() {
+        *last += t0.elapsed();
+    }
+    Ok(Frame { tensor, ..frame })
 }
 
 fn report(

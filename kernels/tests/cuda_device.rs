@@ -1,0 +1,62 @@
+//! The CUDA backend on a real device: the shared corpus and the CPU backend
+//! as references (f32, 1e-5 relative). Skips, saying so, where there is no
+//! device — unless `STREAMFUSE_REQUIRE_CUDA=1` (set by scripts/gpu-check.sh).
+
+mod corpus_cases;
+
+use streamfuse_kernels::cuda::device::{CudaDevice, device_count};
+use streamfuse_kernels::{Op, Tensor};
+
+fn device() -> Option<CudaDevice> {
+    let required = std::env::var("STREAMFUSE_REQUIRE_CUDA").as_deref() == Ok("1");
+    if device_count() == 0 {
+        assert!(
+            !required,
+            "STREAMFUSE_REQUIRE_CUDA=1 but no CUDA device is usable"
+        );
+        eprintln!("SKIPPED: no CUDA device");
+        return None;
+    }
+    match CudaDevice::open(0) {
+        Ok(d) => Some(d),
+        Err(e) => panic!("CUDA device 0 present but unusable: {e}"),
+    }
+}
+
+#[test]
+fn cuda_kernels_match_the_whole_corpus() {
+    let Some(mut dev) = device() else { return };
+    eprintln!("device {} ({})", dev.name(), dev.arch());
+    let (n, failures) = corpus_cases::failures(|op: &Op, input: &Tensor| {
+        dev.run_chain(&[op], input)
+            .unwrap_or_else(|e| panic!("{e}"))
+    });
+    assert!(
+        failures.is_empty(),
+        "{} of {n} corpus cases fail on CUDA:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn cuda_matches_the_cpu_backend_on_full_frames() {
+    let Some(mut dev) = device() else { return };
+    for case in corpus_cases::cases() {
+        let op = corpus_cases::op_of(&case);
+        let input = corpus_cases::input_of(&case);
+        let cpu = op.run_cpu(&input).unwrap_or_else(|e| panic!("{e}"));
+        let gpu = dev
+            .run_chain(&[&op], &input)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cpu.shape(), gpu.shape(), "{}", case.name);
+        for (i, (&a, &b)) in cpu.data().iter().zip(gpu.data()).enumerate() {
+            let tol = 1e-5 * a.abs().max(1.0);
+            assert!(
+                (a - b).abs() <= tol,
+                "{} value {i}: cpu {a} cuda {b}",
+                case.name
+            );
+        }
+    }
+}

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Assembles every kernel's PTX with `ptxas -v` for sm_70 (Titan V) and sm_72
+# (Jetson Xavier) and writes registers, shared memory and spills per kernel
+# into KERNELS.md (between the ptxas markers). Fails when any kernel spills.
+#   scripts/ptxas-report.sh [--check]   --check: verify only, leave KERNELS.md as it is
+set -euo pipefail
+cd "$(dirname "$0")/.."
+check_only=false
+[ "${1:-}" = --check ] && check_only=true
+
+source scripts/cuda-tools.sh
+sf_cuda_tools
+
+cargo build --locked --quiet --profile ci -p streamfuse --bin streamfuse
+ptx_dir=$(mktemp -d)
+trap 'rm -rf "$ptx_dir"' EXIT
+target/ci/streamfuse kernels check --arch compute_70,compute_72 --emit-ptx "$ptx_dir" >/dev/null
+
+table=$(
+    echo "| kernel | arch | registers | shared memory | stack | spill stores | spill loads |"
+    echo "|---|---|---:|---:|---:|---:|---:|"
+    for ptx in "$ptx_dir"/*.ptx; do
+        arch=${ptx##*-compute_}
+        arch=sm_${arch%.ptx}
+        "$PTXAS" -v -arch="$arch" "$ptx" -o /dev/null 2>&1 | awk -v arch="$arch" '
+            /Compiling entry function/ { match($0, /'"'"'[^'"'"']+'"'"'/); k = substr($0, RSTART + 1, RLENGTH - 2) }
+            /bytes stack frame/ { stack = $1; ss = $5; sl = $9 }
+            /Used [0-9]+ registers/ {
+                regs = $5; smem = 0
+                if (match($0, /[0-9]+ bytes smem/)) { smem = substr($0, RSTART, RLENGTH); sub(/ bytes smem/, "", smem) }
+                printf "| `%s` | %s | %s | %s B | %s B | %s B | %s B |\n", k, arch, regs, smem, stack, ss, sl
+            }'
+    done | sort
+)
+echo "$table"
+spills=$(echo "$table" | awk -F'|' 'NR > 2 { gsub(/[ B]/, "", $7); gsub(/[ B]/, "", $8); if ($7 + $8 > 0) n++ } END { print n + 0 }')
+rows=$(echo "$table" | tail -n +3 | wc -l)
+[ "$rows" -ge 10 ] || { echo "ptxas report has $rows rows; expected 5 kernels x 2 architectures" >&2; exit 1; }
+[ "$spills" -eq 0 ] || { echo "$spills kernel(s) spill registers to local memory" >&2; exit 1; }
+if ! $check_only; then
+    python3 - "$table" <<'PY'
+import sys, pathlib
+p = pathlib.Path("KERNELS.md")
+text = p.read_text()
+begin, end = "<!-- ptxas:begin -->", "<!-- ptxas:end -->"
+head, rest = text.split(begin, 1)
+_, tail = rest.split(end, 1)
+p.write_text(head + begin + "\n" + sys.argv[1] + "\n" + end + tail)
+PY
+    echo "KERNELS.md updated"
+fi
+echo "no spills"
