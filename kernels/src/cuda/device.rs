@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, LaunchConfig,
-    PushKernelArg,
+    CudaContext, CudaEvent, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr,
+    LaunchConfig, PinnedHostSlice, PushKernelArg, sys,
 };
 use cudarc::nvrtc::Ptx;
 
@@ -89,7 +89,12 @@ impl DeviceTensor {
 #[derive(Debug)]
 pub struct CudaDevice {
     ctx: Arc<CudaContext>,
+    /// Stream the op launches go to (the default one, or a lane's).
     stream: Arc<CudaStream>,
+    /// The device's own stream (weights, synchronous calls).
+    main: Arc<CudaStream>,
+    /// Frames in flight ([`CudaDevice::submit`]).
+    lanes: Vec<Option<Lane>>,
     name: String,
     arch: &'static str,
     functions: HashMap<&'static str, CudaFunction>,
@@ -127,7 +132,9 @@ impl CudaDevice {
         tracing::info!(device = %name, arch, "CUDA device ready");
         Ok(Self {
             ctx,
+            main: stream.clone(),
             stream,
+            lanes: Vec::new(),
             name,
             arch,
             functions,
@@ -156,7 +163,9 @@ impl CudaDevice {
         if let Some(s) = self.weights.get(&key) {
             return Ok(s.clone());
         }
-        let s = Arc::new(self.stream.clone_htod(&v[..]).map_err(drv)?);
+        let s = Arc::new(self.main.clone_htod(&v[..]).map_err(drv)?);
+        // Weights are used from the lanes' streams too: wait for the copy.
+        self.main.synchronize().map_err(drv)?;
         self.weights.insert(key, s.clone());
         Ok(s)
     }
@@ -316,6 +325,118 @@ impl CudaDevice {
         Ok(())
     }
 
+    /// Queues `ops` on `input` on lane `lane` (its own stream and pinned
+    /// host buffers) and returns at once: copy into pinned memory, upload,
+    /// kernels, download into pinned memory, all asynchronous. With two
+    /// lanes, one frame's copies overlap the other's kernels. The lane must
+    /// be idle ([`CudaDevice::complete`] its previous frame first).
+    ///
+    /// # Errors
+    /// [`CudaError`] when the lane is busy, an op cannot take its input or a
+    /// driver call fails.
+    pub fn submit(&mut self, lane: usize, ops: &[&Op], input: &Tensor) -> Result<(), CudaError> {
+        if self.lanes.len() <= lane {
+            self.lanes.resize_with(lane + 1, || None);
+        }
+        let mut l = match self.lanes[lane].take() {
+            Some(l) => l,
+            None => Lane::new(&self.ctx)?,
+        };
+        if l.pending.is_some() {
+            self.lanes[lane] = Some(l);
+            return Err(CudaError::Driver(format!(
+                "lane {lane} still has a frame in flight"
+            )));
+        }
+        let result = self.submit_on(&mut l, ops, input);
+        self.stream = self.main.clone();
+        self.lanes[lane] = Some(l);
+        result
+    }
+
+    fn submit_on(&mut self, l: &mut Lane, ops: &[&Op], input: &Tensor) -> Result<(), CudaError> {
+        let n = input.data().len();
+        if l.host_in.as_ref().is_none_or(|h| h.len() != n) {
+            l.host_in = Some(pinned(&self.ctx, n)?);
+        }
+        let Some(host_in) = l.host_in.as_mut() else {
+            return Err(CudaError::Driver("pinned input buffer missing".into()));
+        };
+        // as_mut_slice waits until the lane's previous upload has read it.
+        host_in
+            .as_mut_slice()
+            .map_err(drv)?
+            .copy_from_slice(input.data());
+        self.stream = l.stream.clone();
+        let timing = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
+        l.events.clear();
+        l.events.push(l.stream.record_event(timing).map_err(drv)?);
+        let mut buf = l.stream.alloc_zeros::<f32>(n).map_err(drv)?;
+        l.stream.memcpy_htod(&*host_in, &mut buf).map_err(drv)?;
+        let mut x = DeviceTensor {
+            buf,
+            shape: input.shape(),
+        };
+        for op in ops {
+            x = self.run(op, x)?;
+            l.events.push(l.stream.record_event(timing).map_err(drv)?);
+        }
+        let out_len = x.shape.len();
+        if l.host_out.as_ref().is_none_or(|h| h.len() != out_len) {
+            l.host_out = Some(pinned(&self.ctx, out_len)?);
+        }
+        let Some(host_out) = l.host_out.as_mut() else {
+            return Err(CudaError::Driver("pinned output buffer missing".into()));
+        };
+        l.stream.memcpy_dtoh(&x.buf, host_out).map_err(drv)?;
+        l.events.push(l.stream.record_event(timing).map_err(drv)?);
+        l.pending = Some(x);
+        Ok(())
+    }
+
+    /// Waits for lane `lane`'s frame and returns it with the device time of
+    /// each op in ms (the upload counted with the first, the download with
+    /// the last).
+    ///
+    /// # Errors
+    /// [`CudaError`] when the lane has no frame or the device failed.
+    pub fn complete(&mut self, lane: usize) -> Result<(Tensor, Vec<f32>), CudaError> {
+        let l = self
+            .lanes
+            .get_mut(lane)
+            .and_then(Option::as_mut)
+            .ok_or_else(|| CudaError::Driver(format!("lane {lane} has no frame in flight")))?;
+        let x = l
+            .pending
+            .take()
+            .ok_or_else(|| CudaError::Driver(format!("lane {lane} has no frame in flight")))?;
+        l.stream.synchronize().map_err(drv)?;
+        let Some(host_out) = l.host_out.as_ref() else {
+            return Err(CudaError::Driver("pinned output buffer missing".into()));
+        };
+        let data = host_out.as_slice().map_err(drv)?.to_vec();
+        let mut ms: Vec<f32> = Vec::with_capacity(l.events.len().saturating_sub(2));
+        for w in l.events.windows(2) {
+            ms.push(w[0].elapsed_ms(&w[1]).map_err(drv)?);
+        }
+        // Fold the download (last interval) into the last op.
+        if ms.len() >= 2
+            && let Some(d) = ms.pop()
+            && let Some(last) = ms.last_mut()
+        {
+            *last += d;
+        }
+        Ok((Tensor::from_vec(x.shape, data)?, ms))
+    }
+
+    /// Whether lane `lane` has a frame in flight.
+    pub fn lane_busy(&self, lane: usize) -> bool {
+        self.lanes
+            .get(lane)
+            .and_then(Option::as_ref)
+            .is_some_and(|l| l.pending.is_some())
+    }
+
     /// Waits for all queued work.
     ///
     /// # Errors
@@ -323,6 +444,37 @@ impl CudaDevice {
     pub fn synchronize(&self) -> Result<(), CudaError> {
         self.ctx.synchronize().map_err(drv)
     }
+}
+
+/// One frame in flight: a stream, pinned host buffers in and out, the
+/// device output and timing events.
+#[derive(Debug)]
+struct Lane {
+    stream: Arc<CudaStream>,
+    host_in: Option<PinnedHostSlice<f32>>,
+    host_out: Option<PinnedHostSlice<f32>>,
+    pending: Option<DeviceTensor>,
+    events: Vec<CudaEvent>,
+}
+
+impl Lane {
+    fn new(ctx: &Arc<CudaContext>) -> Result<Self, CudaError> {
+        Ok(Self {
+            stream: ctx.new_stream().map_err(drv)?,
+            host_in: None,
+            host_out: None,
+            pending: None,
+            events: Vec::new(),
+        })
+    }
+}
+
+/// Page-locked host memory for `n` values (not write-combined: the CPU
+/// reads the output back).
+fn pinned(ctx: &Arc<CudaContext>, n: usize) -> Result<PinnedHostSlice<f32>, CudaError> {
+    // SAFETY: the memory is uninitialised until written; every use writes
+    // it (copy_from_slice, or a device-to-host copy) before reading it.
+    unsafe { ctx.alloc_pinned_with_flags::<f32>(n, 0) }.map_err(drv)
 }
 
 thread_local! {

@@ -248,15 +248,19 @@ fn worker(
     let mut sink = last.then(|| SinkRecord::new(p.sink == SinkConfig::Stats));
     let mut gpu = match device {
         Device::Cpu => None,
-        Device::Cuda(n) => Some(CudaDevice::open(n).map_err(|source| ExecError::Cuda {
-            segment: seg.index,
-            seq: None,
-            source,
-        })?),
+        Device::Cuda(n) => Some(GpuLanes {
+            dev: CudaDevice::open(n).map_err(|source| ExecError::Cuda {
+                segment: seg.index,
+                seq: None,
+                source,
+            })?,
+            in_flight: std::collections::VecDeque::new(),
+            next_lane: 0,
+        }),
     };
     let mut last_at = Instant::now();
     loop {
-        let mut frame = match (&mut source, &rx) {
+        let frame = match (&mut source, &rx) {
             (Some(src), _) => match src.next() {
                 Some(f) => f,
                 None => break,
@@ -274,27 +278,26 @@ fn worker(
             }
             (None, None) => break,
         };
-        frame = match &mut gpu {
-            None => run_cpu(p, seg, frame, &mut st.group_compute)?,
-            Some(dev) => run_cuda(dev, seg, frame, &mut st.group_compute)?,
+        let done = match &mut gpu {
+            None => vec![run_cpu(p, seg, frame, &mut st.group_compute)?],
+            Some(g) => g.push(seg, frame, &mut st.group_compute)?,
         };
-        st.frames += 1;
-        if let Some(sink) = &mut sink {
-            sink.accept(&frame, now_ns())?;
-            last_at = Instant::now();
-            bar.inc(1);
-        } else if let Some(tx) = &tx
-            && tx
-                .send(Msg {
-                    frame,
-                    sent: Instant::now(),
-                })
-                .is_err()
-        {
-            // Downstream ended (it failed and reports why).
-            break;
+        if !emit(done, &mut st, &mut sink, tx.as_ref(), bar, &mut last_at)? {
+            return finish(st, sink, last_at);
         }
     }
+    if let Some(g) = &mut gpu {
+        let done = g.drain(seg, &mut st.group_compute)?;
+        emit(done, &mut st, &mut sink, tx.as_ref(), bar, &mut last_at)?;
+    }
+    finish(st, sink, last_at)
+}
+
+fn finish(
+    mut st: SegmentStats,
+    sink: Option<SinkRecord>,
+    last_at: Instant,
+) -> Result<SegmentStats, ExecError> {
     st.sink = sink.map(|s| (s, last_at));
     Ok(st)
 }
@@ -334,34 +337,115 @@ fn run_cpu(
     Ok(frame)
 }
 
-/// Runs a segment's groups on a CUDA device: one upload, the kernels with
-/// data kept on the device, one download. The upload is timed with the
-/// first group, the download with the last.
-fn run_cuda(
-    dev: &mut CudaDevice,
-    seg: &Segment,
-    frame: Frame,
-    times: &mut [Duration],
-) -> Result<Frame, ExecError> {
-    let err = |source| ExecError::Cuda {
-        segment: seg.index,
-        seq: Some(frame.seq),
-        source,
-    };
-    let mut t0 = Instant::now();
-    let mut x = dev.upload(&frame.tensor).map_err(err)?;
-    for (g, group) in seg.groups.iter().enumerate() {
-        x = dev.run(&group.op, x).map_err(err)?;
-        dev.synchronize().map_err(err)?;
-        let now = Instant::now();
-        times[g] += now - t0;
-        t0 = now;
+/// Hands processed frames to the sink or the next segment; `false` when
+/// downstream is gone (it failed and reports why).
+fn emit(
+    frames: Vec<Frame>,
+    st: &mut SegmentStats,
+    sink: &mut Option<SinkRecord>,
+    tx: Option<&Sender<Msg>>,
+    bar: &ProgressBar,
+    last_at: &mut Instant,
+) -> Result<bool, ExecError> {
+    for frame in frames {
+        st.frames += 1;
+        if let Some(sink) = sink {
+            sink.accept(&frame, now_ns())?;
+            *last_at = Instant::now();
+            bar.inc(1);
+        } else if let Some(tx) = tx
+            && tx
+                .send(Msg {
+                    frame,
+                    sent: Instant::now(),
+                })
+                .is_err()
+        {
+            return Ok(false);
+        }
     }
-    let tensor = dev.download(&x).map_err(err)?;
-    if let Some(last) = times.last_mut() {
-        *last += t0.elapsed();
+    Ok(true)
+}
+
+/// Frames in flight on a CUDA device: two lanes (stream + pinned buffers),
+/// so one frame's copies overlap the other's kernels; frames leave in order.
+struct GpuLanes {
+    dev: CudaDevice,
+    /// Frames submitted and not yet completed, oldest first, with their lane.
+    in_flight: std::collections::VecDeque<(usize, Frame)>,
+    next_lane: usize,
+}
+
+impl GpuLanes {
+    const LANES: usize = 2;
+
+    fn err(
+        seg: &Segment,
+        seq: u64,
+    ) -> impl Fn(streamfuse_kernels::cuda::device::CudaError) -> ExecError {
+        let segment = seg.index;
+        move |source| ExecError::Cuda {
+            segment,
+            seq: Some(seq),
+            source,
+        }
     }
-    Ok(Frame { tensor, ..frame })
+
+    /// Submits `frame`; returns the frames that completed to make room.
+    fn push(
+        &mut self,
+        seg: &Segment,
+        frame: Frame,
+        times: &mut [Duration],
+    ) -> Result<Vec<Frame>, ExecError> {
+        let mut done = Vec::new();
+        let lane = self.next_lane;
+        if self.dev.lane_busy(lane) {
+            done.push(self.complete_oldest(seg, times)?);
+        }
+        let ops: Vec<&streamfuse_kernels::Op> = seg.groups.iter().map(|g| &g.op).collect();
+        self.dev
+            .submit(lane, &ops, &frame.tensor)
+            .map_err(Self::err(seg, frame.seq))?;
+        // The host copy is no longer needed: keep only the frame's identity.
+        let meta = Frame {
+            tensor: streamfuse_kernels::Tensor::zeros(streamfuse_kernels::Shape::new(0, 0, 0)),
+            ..frame
+        };
+        self.in_flight.push_back((lane, meta));
+        self.next_lane = (lane + 1) % Self::LANES;
+        Ok(done)
+    }
+
+    fn complete_oldest(
+        &mut self,
+        seg: &Segment,
+        times: &mut [Duration],
+    ) -> Result<Frame, ExecError> {
+        let Some((lane, meta)) = self.in_flight.pop_front() else {
+            return Err(ExecError::Cuda {
+                segment: seg.index,
+                seq: None,
+                source: streamfuse_kernels::cuda::device::CudaError::Driver(
+                    "no frame in flight".into(),
+                ),
+            });
+        };
+        let (tensor, ms) = self.dev.complete(lane).map_err(Self::err(seg, meta.seq))?;
+        for (t, m) in times.iter_mut().zip(ms) {
+            *t += Duration::from_secs_f64(f64::from(m.max(0.0)) / 1e3);
+        }
+        Ok(Frame { tensor, ..meta })
+    }
+
+    /// Completes every frame still in flight, in order.
+    fn drain(&mut self, seg: &Segment, times: &mut [Duration]) -> Result<Vec<Frame>, ExecError> {
+        let mut done = Vec::new();
+        while !self.in_flight.is_empty() {
+            done.push(self.complete_oldest(seg, times)?);
+        }
+        Ok(done)
+    }
 }
 
 fn report(
