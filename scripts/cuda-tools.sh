@@ -3,7 +3,8 @@
 # CUDA installation, in .venv/cuda. Sets:
 #   LD_LIBRARY_PATH  with the wheel's libnvrtc.so.12 (cudarc loads it at run time)
 #   PTXAS            the wheel's ptxas
-# Returns non-zero, after one line saying why, when they cannot be installed.
+# Returns non-zero, with the reason in SF_CUDA_WHY, when they cannot be
+# installed. Call it directly (not in $(...): the exports must reach the caller).
 # CUDA 13 dropped sm_70/sm_72 (Titan V, Xavier): stay on 12.x.
 
 SF_CUDA_VENV="${SF_CUDA_VENV:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.venv/cuda}"
@@ -16,10 +17,11 @@ sf_cuda_tools() {
         python3 -m venv "$SF_CUDA_VENV" >/dev/null 2>&1 \
             && "$SF_CUDA_VENV/bin/pip" install -q $SF_CUDA_PINS >/dev/null 2>&1 \
             && echo "$SF_CUDA_PINS" >"$SF_CUDA_VENV/.pins" \
-            || { echo "cannot install $SF_CUDA_PINS from PyPI"; return 1; }
+            || { SF_CUDA_WHY="cannot install $SF_CUDA_PINS from PyPI"; return 1; }
     fi
-    site=$("$SF_CUDA_VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') || return 1
+    site=$("$SF_CUDA_VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') \
+        || { SF_CUDA_WHY="the venv $SF_CUDA_VENV is broken"; return 1; }
     export LD_LIBRARY_PATH="$site/nvidia/cuda_nvrtc/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     export PTXAS="$site/nvidia/cuda_nvcc/bin/ptxas"
-    [ -x "$PTXAS" ] || { echo "ptxas not found in $site/nvidia/cuda_nvcc/bin"; return 1; }
+    [ -x "$PTXAS" ] || { SF_CUDA_WHY="ptxas not found in $site/nvidia/cuda_nvcc/bin"; return 1; }
 }

@@ -10,7 +10,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/cuda-tools.sh
 # A CUDA toolkit's NVRTC is used when present; else the PyPI wheel.
-if ! ldconfig -p 2>/dev/null | grep -q 'libnvrtc.so.12'; then sf_cuda_tools; fi
+if ! ldconfig -p 2>/dev/null | grep -q 'libnvrtc.so.12'; then
+    sf_cuda_tools || { echo "$SF_CUDA_WHY" >&2; exit 1; }
+fi
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,compute_cap --format=csv,noheader
 
 cargo build --locked --release -p streamfuse --bin streamfuse

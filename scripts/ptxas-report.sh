@@ -9,7 +9,7 @@ check_only=false
 [ "${1:-}" = --check ] && check_only=true
 
 source scripts/cuda-tools.sh
-sf_cuda_tools
+sf_cuda_tools || { echo "$SF_CUDA_WHY" >&2; exit 1; }
 
 cargo build --locked --quiet --profile ci -p streamfuse --bin streamfuse
 ptx_dir=$(mktemp -d)

@@ -16,11 +16,11 @@ command -v cargo >/dev/null || { echo "cargo not found: install Rust from https:
 # NVRTC and ptxas from PyPI wheels (no CUDA install): the NVRTC test must
 # then pass, not skip.
 source scripts/cuda-tools.sh
-if why=$(sf_cuda_tools); then
+if sf_cuda_tools; then
     export STREAMFUSE_REQUIRE_NVRTC=1
     cuda_tools=1
 else
-    echo "SKIPPED CUDA compile checks: $why; not run: NVRTC compile test, kernels check, ptxas report"
+    echo "SKIPPED CUDA compile checks: $SF_CUDA_WHY; not run: NVRTC compile test, kernels check, ptxas report"
     cuda_tools=0
 fi
 

@@ -11,6 +11,11 @@ use streamfuse::plan::{Plan, plan};
 use streamfuse::spec::{self, DeviceChoice, FusionMode, Overrides, Pipeline};
 use streamfuse::stagebench;
 
+/// mimalloc keeps freed frame-sized blocks for reuse instead of returning
+/// them to the OS, so per-frame tensors do not pay page faults each frame.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// GPU-accelerated stream processing for CNN and vision pipelines.
 #[derive(Debug, Parser)]
 #[command(name = "streamfuse", version, about)]
