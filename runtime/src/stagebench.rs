@@ -60,8 +60,21 @@ pub fn bench(
     one.placement = vec![0; p.stages.len() + 1];
     let pl = plan(&one);
     let groups: Vec<_> = pl.segments.iter().flat_map(|s| s.groups.iter()).collect();
-    let SourceConfig::Synthetic(src) = &p.source;
-    let input = Synthetic::tensor(src, 0);
+    let input = match &p.source {
+        SourceConfig::Synthetic(src) => Synthetic::tensor(src, 0),
+        SourceConfig::Npy { input, shape, .. } => {
+            match crate::io::npy::NpySource::new(input.clone(), *shape, 1).next() {
+                Some(Ok(f)) => f.tensor,
+                Some(Err(e)) => {
+                    return Err(streamfuse_kernels::KernelError::BadParam {
+                        op: "npy source",
+                        what: e.to_string(),
+                    });
+                }
+                None => streamfuse_kernels::Tensor::zeros(*shape),
+            }
+        }
+    };
     let run = || -> Result<(), streamfuse_kernels::KernelError> {
         // As the executor does: later kernels take the frame by value, so
         // elementwise ones work in place.
@@ -82,7 +95,7 @@ pub fn bench(
         times.push(t0.elapsed().as_secs_f64() * 1e3);
     }
     times.sort_by(f64::total_cmp);
-    let shape = src.shape;
+    let shape = p.source.shape();
     let mut flops = 0;
     let mut bytes = 0;
     for g in &groups {

@@ -17,6 +17,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::frame::{Frame, now_ns};
+use crate::io::npy::{NpySink, NpySource};
 use crate::io::sink::{OrderError, SinkRecord};
 use crate::io::synthetic::Synthetic;
 use crate::metrics::Percentiles;
@@ -63,6 +64,9 @@ pub enum ExecError {
         /// Cause.
         source: streamfuse_kernels::cuda::device::CudaError,
     },
+    /// A tensor file could not be read or written.
+    #[error(transparent)]
+    Npy(#[from] crate::io::npy::NpyError),
     /// Frames reached the sink out of order.
     #[error(transparent)]
     Order(#[from] OrderError),
@@ -242,10 +246,12 @@ fn worker(
         group_compute: vec![Duration::ZERO; seg.groups.len()],
         ..SegmentStats::default()
     };
-    let mut source = seg.has_source.then(|| match &p.source {
-        SourceConfig::Synthetic(s) => Synthetic::new(s.clone()),
-    });
-    let mut sink = last.then(|| SinkRecord::new(p.sink == SinkConfig::Stats));
+    let mut source = seg.has_source.then(|| open_source(&p.source));
+    let mut npy_sink = match (&p.sink, last) {
+        (SinkConfig::Npy(out), true) => Some(NpySink::new(out.clone())?),
+        _ => None,
+    };
+    let mut sink = last.then(|| SinkRecord::new(p.sink != SinkConfig::Null));
     let mut gpu = match device {
         Device::Cpu => None,
         Device::Cuda(n) => Some(GpuLanes {
@@ -262,7 +268,7 @@ fn worker(
     loop {
         let frame = match (&mut source, &rx) {
             (Some(src), _) => match src.next() {
-                Some(f) => f,
+                Some(f) => f?,
                 None => break,
             },
             (None, Some(rx)) => {
@@ -282,24 +288,54 @@ fn worker(
             None => vec![run_cpu(p, seg, frame, &mut st.group_compute)?],
             Some(g) => g.push(seg, frame, &mut st.group_compute)?,
         };
-        if !emit(done, &mut st, &mut sink, tx.as_ref(), bar, &mut last_at)? {
-            return finish(st, sink, last_at);
+        let mut out = Outlet {
+            sink: &mut sink,
+            npy: &mut npy_sink,
+            tx: tx.as_ref(),
+            bar,
+        };
+        if !emit(done, &mut st, &mut out, &mut last_at)? {
+            return finish(st, sink, npy_sink, last_at);
         }
     }
     if let Some(g) = &mut gpu {
         let done = g.drain(seg, &mut st.group_compute)?;
-        emit(done, &mut st, &mut sink, tx.as_ref(), bar, &mut last_at)?;
+        let mut out = Outlet {
+            sink: &mut sink,
+            npy: &mut npy_sink,
+            tx: tx.as_ref(),
+            bar,
+        };
+        emit(done, &mut st, &mut out, &mut last_at)?;
     }
-    finish(st, sink, last_at)
+    finish(st, sink, npy_sink, last_at)
 }
 
 fn finish(
     mut st: SegmentStats,
     sink: Option<SinkRecord>,
+    npy: Option<NpySink>,
     last_at: Instant,
 ) -> Result<SegmentStats, ExecError> {
+    if let Some(mut n) = npy {
+        n.finish()?;
+    }
     st.sink = sink.map(|s| (s, last_at));
     Ok(st)
+}
+
+/// The source's frames.
+fn open_source(src: &SourceConfig) -> Box<dyn Iterator<Item = Result<Frame, ExecError>> + Send> {
+    match src {
+        SourceConfig::Synthetic(s) => Box::new(Synthetic::new(s.clone()).map(Ok)),
+        SourceConfig::Npy {
+            input,
+            shape,
+            frames,
+        } => Box::new(
+            NpySource::new(input.clone(), *shape, *frames).map(|r| r.map_err(ExecError::from)),
+        ),
+    }
 }
 
 fn stage_ids(p: &Pipeline, g: &crate::plan::Group) -> String {
@@ -339,21 +375,30 @@ fn run_cpu(
 
 /// Hands processed frames to the sink or the next segment; `false` when
 /// downstream is gone (it failed and reports why).
+/// Where a segment's processed frames go.
+struct Outlet<'a> {
+    sink: &'a mut Option<SinkRecord>,
+    npy: &'a mut Option<NpySink>,
+    tx: Option<&'a Sender<Msg>>,
+    bar: &'a ProgressBar,
+}
+
 fn emit(
     frames: Vec<Frame>,
     st: &mut SegmentStats,
-    sink: &mut Option<SinkRecord>,
-    tx: Option<&Sender<Msg>>,
-    bar: &ProgressBar,
+    out: &mut Outlet<'_>,
     last_at: &mut Instant,
 ) -> Result<bool, ExecError> {
     for frame in frames {
         st.frames += 1;
-        if let Some(sink) = sink {
+        if let Some(sink) = out.sink.as_mut() {
             sink.accept(&frame, now_ns())?;
+            if let Some(n) = out.npy.as_mut() {
+                n.write(&frame)?;
+            }
             *last_at = Instant::now();
-            bar.inc(1);
-        } else if let Some(tx) = tx
+            out.bar.inc(1);
+        } else if let Some(tx) = out.tx
             && tx
                 .send(Msg {
                     frame,

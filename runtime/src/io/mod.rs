@@ -1,4 +1,5 @@
 //! Sources and sinks.
 
+pub mod npy;
 pub mod sink;
 pub mod synthetic;

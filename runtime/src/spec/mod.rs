@@ -133,6 +133,15 @@ pub struct SyntheticSource {
 pub enum SourceConfig {
     /// Seeded random frames.
     Synthetic(SyntheticSource),
+    /// Frames from `.npy` files.
+    Npy {
+        /// The file or files.
+        input: crate::io::npy::NpyInput,
+        /// Frame shape (from the files).
+        shape: Shape,
+        /// Frames to read.
+        frames: u64,
+    },
 }
 
 impl SourceConfig {
@@ -140,6 +149,7 @@ impl SourceConfig {
     pub fn shape(&self) -> Shape {
         match self {
             SourceConfig::Synthetic(s) => s.shape,
+            SourceConfig::Npy { shape, .. } => *shape,
         }
     }
 
@@ -147,17 +157,20 @@ impl SourceConfig {
     pub fn frames(&self) -> u64 {
         match self {
             SourceConfig::Synthetic(s) => s.frames,
+            SourceConfig::Npy { frames, .. } => *frames,
         }
     }
 }
 
 /// Where frames go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SinkConfig {
     /// Discard (timings still recorded).
     Null,
     /// Timings and a digest of every output.
     Stats,
+    /// As `Stats`, and every output written to `.npy` files.
+    Npy(crate::io::npy::NpyOutput),
 }
 
 /// A resolved stage.

@@ -35,6 +35,35 @@ pub struct RawSpec {
 pub enum RawSource {
     /// Seeded random frames.
     Synthetic(RawSynthetic),
+    /// Frames from `.npy` files.
+    Npy(RawNpySource),
+}
+
+/// `source: { npy: { path: frames.npy } }` or `{ npy: { dir: frames/ } }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNpySource {
+    /// A stacked `[N, C, H, W]` (or `[C, H, W]`) file.
+    #[serde(default)]
+    pub path: Option<Spanned<String>>,
+    /// A folder of `[C, H, W]` files, read in name order.
+    #[serde(default)]
+    pub dir: Option<Spanned<String>>,
+    /// Frames to read (default: all).
+    #[serde(default)]
+    pub frames: Option<Spanned<u64>>,
+}
+
+/// `sink: { npy: { path: out.npy } }` or `{ npy: { dir: out/ } }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNpySink {
+    /// One stacked `[N, C, H, W]` float32 file.
+    #[serde(default)]
+    pub path: Option<Spanned<String>>,
+    /// `<stream>-<seq>.npy` per frame.
+    #[serde(default)]
+    pub dir: Option<Spanned<String>>,
 }
 
 /// `source: { synthetic: { ... } }`.
@@ -79,6 +108,8 @@ pub enum RawSink {
     Null(Empty),
     /// Record timings and a digest of every output.
     Stats(Empty),
+    /// Write every output to `.npy` files (timings and digest recorded too).
+    Npy(RawNpySink),
 }
 
 /// A map that must be empty: `{}`.

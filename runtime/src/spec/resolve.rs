@@ -44,6 +44,30 @@ pub(super) fn resolve(raw: RawSpec, file: &Path, ov: &Overrides) -> Result<Pipel
     let sink = match raw.sink {
         RawSink::Null(_) => SinkConfig::Null,
         RawSink::Stats(_) => SinkConfig::Stats,
+        RawSink::Npy(n) => {
+            use crate::io::npy::NpyOutput;
+            match (n.path, n.dir) {
+                (Some(p), None) => {
+                    SinkConfig::Npy(NpyOutput::Stacked(cx.base_dir().join(&p.value)))
+                }
+                (None, Some(d)) => SinkConfig::Npy(NpyOutput::Dir(cx.base_dir().join(&d.value))),
+                (Some(p), Some(_)) => {
+                    return Err(cx.at(
+                        &p,
+                        "sink.npy",
+                        "give `path` (one stacked file) or `dir` (a file per frame), not both",
+                    ));
+                }
+                (None, None) => {
+                    return Err(SpecError::field(
+                        cx.file,
+                        Position { line: 0, column: 0 },
+                        "sink.npy",
+                        "needs `path` (one stacked file) or `dir` (a file per frame)",
+                    ));
+                }
+            }
+        }
     };
     let nodes = resolve_nodes(&cx, raw.nodes)?;
     let placement = resolve_placement(&cx, raw.placement.as_ref(), ov, &nodes, &stages)?;
@@ -60,7 +84,10 @@ pub(super) fn resolve(raw: RawSpec, file: &Path, ov: &Overrides) -> Result<Pipel
 }
 
 fn resolve_source(cx: &Ctx<'_>, raw: RawSource, ov: &Overrides) -> Result<SourceConfig, SpecError> {
-    let RawSource::Synthetic(s) = raw;
+    let s = match raw {
+        RawSource::Synthetic(s) => s,
+        RawSource::Npy(n) => return resolve_npy_source(cx, n, ov),
+    };
     for (v, f) in [(&s.width, "width"), (&s.height, "height")] {
         if v.value == 0 {
             return Err(cx.at(v, format!("source.synthetic.{f}"), "must be at least 1"));
@@ -85,6 +112,82 @@ fn resolve_source(cx: &Ctx<'_>, raw: RawSource, ov: &Overrides) -> Result<Source
         seed: s.seed,
         fps: s.fps.map(|f| f.value),
     }))
+}
+
+fn resolve_npy_source(
+    cx: &Ctx<'_>,
+    n: super::raw::RawNpySource,
+    ov: &Overrides,
+) -> Result<SourceConfig, SpecError> {
+    use crate::io::npy::{self, NpyInput};
+    if ov.size.is_some() {
+        return Err(SpecError::Override {
+            flag: "--size",
+            message: "does not apply to an npy source: its frames have the files' size".into(),
+        });
+    }
+    let (input, shape, available, at, field) = match (&n.path, &n.dir) {
+        (Some(p), None) => {
+            let path = cx.base_dir().join(&p.value);
+            let h = npy::header(&path).map_err(|e| cx.at(p, "source.npy.path", e.to_string()))?;
+            let (shape, count) = npy::stacked_layout(&path, &h)
+                .map_err(|e| cx.at(p, "source.npy.path", e.to_string()))?;
+            (NpyInput::Stacked(path), shape, count, p, "source.npy.path")
+        }
+        (None, Some(d)) => {
+            let dir = cx.base_dir().join(&d.value);
+            let files =
+                npy::dir_files(&dir).map_err(|e| cx.at(d, "source.npy.dir", e.to_string()))?;
+            let h =
+                npy::header(&files[0]).map_err(|e| cx.at(d, "source.npy.dir", e.to_string()))?;
+            let (shape, count) = npy::stacked_layout(&files[0], &h)
+                .map_err(|e| cx.at(d, "source.npy.dir", e.to_string()))?;
+            if count != 1 || h.shape.len() != 3 {
+                return Err(cx.at(
+                    d,
+                    "source.npy.dir",
+                    format!(
+                        "{}: shape {:?}; each file must be one [C, H, W] frame",
+                        files[0].display(),
+                        h.shape
+                    ),
+                ));
+            }
+            let n = files.len() as u64;
+            (NpyInput::Files(files), shape, n, d, "source.npy.dir")
+        }
+        (Some(p), Some(_)) => {
+            return Err(cx.at(
+                p,
+                "source.npy",
+                "give `path` (one stacked file) or `dir` (a file per frame), not both",
+            ));
+        }
+        (None, None) => {
+            return Err(SpecError::field(
+                cx.file,
+                Position { line: 0, column: 0 },
+                "source.npy",
+                "needs `path` (a stacked file) or `dir` (a folder of frames)",
+            ));
+        }
+    };
+    let wanted = ov
+        .frames
+        .or(n.frames.as_ref().map(|f| f.value))
+        .unwrap_or(available);
+    if wanted > available {
+        return Err(cx.at(
+            at,
+            field,
+            format!("{wanted} frames asked for, the input holds {available}"),
+        ));
+    }
+    Ok(SourceConfig::Npy {
+        input,
+        shape,
+        frames: wanted,
+    })
 }
 
 fn valid_id(id: &str) -> bool {
