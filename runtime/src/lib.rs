@@ -9,8 +9,10 @@
 
 pub mod exec;
 pub mod frame;
+pub mod import;
 pub mod io;
 pub mod metrics;
+pub mod model;
 pub mod plan;
 pub mod spec;
 pub mod stagebench;

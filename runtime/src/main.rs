@@ -30,9 +30,35 @@ enum Command {
     Run(RunArgs),
     /// Print the segments, fusion groups and link sizes of a placement.
     Plan(PlanArgs),
+    /// Turn an ONNX model's chain of supported nodes into a spec.
+    Import(ImportArgs),
     /// Kernel tools.
     #[command(subcommand)]
     Kernels(KernelsCommand),
+}
+
+#[derive(Debug, Args)]
+struct ImportArgs {
+    /// The ONNX model.
+    model: PathBuf,
+    /// Write the spec here (default: stdout).
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Input size WxHxC, when the model's is dynamic or to override it.
+    #[arg(long, value_parser = parse_whc)]
+    input: Option<(usize, usize, usize)>,
+}
+
+fn parse_whc(s: &str) -> Result<(usize, usize, usize), String> {
+    let bad = || format!("bad input size `{s}` (expected WxHxC like 1280x720x3)");
+    let parts: Vec<usize> = s
+        .split(['x', 'X'])
+        .map(|p| p.parse().map_err(|_| bad()))
+        .collect::<Result<_, _>>()?;
+    match parts.as_slice() {
+        [w, h, c] if *w > 0 && *h > 0 && *c > 0 => Ok((*w, *h, *c)),
+        _ => Err(bad()),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -130,6 +156,7 @@ fn main() -> ExitCode {
     let quiet = match &cli.command {
         Command::Run(a) => a.json,
         Command::Plan(a) => a.json,
+        Command::Import(_) => true,
         Command::Kernels(KernelsCommand::Bench(a)) => a.json,
         Command::Kernels(KernelsCommand::Roofline(a)) => a.json,
         Command::Kernels(KernelsCommand::Check(a)) => a.json,
@@ -175,6 +202,23 @@ fn cmd_roofline(a: RooflineArgs) -> Result<()> {
             "triad bandwidth {:.1} GB/s, peak {:.1} GFLOP/s ({} threads, {})",
             r.bandwidth_gbs, r.peak_gflops, r.threads, r.cpu_features
         );
+    }
+    Ok(())
+}
+
+fn cmd_import(a: ImportArgs) -> Result<()> {
+    let opts = streamfuse::import::ImportOptions {
+        input: a.input,
+        spec_path: a.output.clone(),
+    };
+    let text = streamfuse::import::import(&a.model, &opts)?;
+    match &a.output {
+        Some(path) => {
+            std::fs::write(path, &text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!("wrote {}", path.display());
+        }
+        None => print!("{text}"),
     }
     Ok(())
 }
@@ -282,6 +326,7 @@ fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run(a) => cmd_run(a),
         Command::Plan(a) => cmd_plan(a),
+        Command::Import(a) => cmd_import(a),
         Command::Kernels(KernelsCommand::Bench(a)) => cmd_bench(a),
         Command::Kernels(KernelsCommand::Roofline(a)) => cmd_roofline(a),
         Command::Kernels(KernelsCommand::Check(a)) => cmd_check(a),

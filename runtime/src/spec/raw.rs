@@ -221,6 +221,36 @@ pub enum RawWeights {
     Random(RawRandom),
     /// A `.npy` file of shape `[out, in, k, k]` (path relative to the spec).
     Npy(String),
+    /// A tensor of a safetensors file (f32 or f16), and optionally the bias.
+    Safetensors(RawTensorRef),
+    /// An initializer of an ONNX model, and optionally the bias.
+    Onnx(RawOnnxRef),
+}
+
+/// `{ path, tensor, bias }` of a safetensors file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTensorRef {
+    /// File (relative to the spec).
+    pub path: String,
+    /// Weight tensor name.
+    pub tensor: String,
+    /// Bias tensor name.
+    #[serde(default)]
+    pub bias: Option<String>,
+}
+
+/// `{ path, initializer, bias }` of an ONNX model.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOnnxRef {
+    /// Model file (relative to the spec).
+    pub path: String,
+    /// Weight initializer name.
+    pub initializer: String,
+    /// Bias initializer name.
+    #[serde(default)]
+    pub bias: Option<String>,
 }
 
 /// `{ seed: N }`.

@@ -436,6 +436,9 @@ fn resolve_conv(sc: &StageCx<'_>, input: Shape) -> Result<Op, SpecError> {
         kernel as u64,
         kernel as u64,
     ];
+    let out_shape = [out_channels as u64];
+    // Bias named by the weights' source (safetensors, onnx), if any.
+    let mut source_bias: Option<Vec<f32>> = None;
     let (w, seed) = match &weights.value {
         RawWeights::Random(r) => (
             (0..params.weight_len() as u64)
@@ -448,9 +451,40 @@ fn resolve_conv(sc: &StageCx<'_>, input: Shape) -> Result<Op, SpecError> {
                 .map_err(|m| cx.at(weights, f("weights.npy"), m))?,
             None,
         ),
+        RawWeights::Safetensors(t) => {
+            let path = cx.base_dir().join(&t.path);
+            let w = crate::model::safetensors::load(&path, &t.tensor, &expected)
+                .map_err(|m| cx.at(weights, f("weights.safetensors.tensor"), m))?;
+            if let Some(b) = &t.bias {
+                source_bias = Some(
+                    crate::model::safetensors::load(&path, b, &out_shape)
+                        .map_err(|m| cx.at(weights, f("weights.safetensors.bias"), m))?,
+                );
+            }
+            (w, None)
+        }
+        RawWeights::Onnx(o) => {
+            let path = cx.base_dir().join(&o.path);
+            let w = crate::model::onnx::load(&path, &o.initializer, &expected)
+                .map_err(|m| cx.at(weights, f("weights.onnx.initializer"), m))?;
+            if let Some(b) = &o.bias {
+                source_bias = Some(
+                    crate::model::onnx::load(&path, b, &out_shape)
+                        .map_err(|m| cx.at(weights, f("weights.onnx.bias"), m))?,
+                );
+            }
+            (w, None)
+        }
     };
+    if let (Some(_), Some(b)) = (&source_bias, &st.bias) {
+        return Err(cx.at(
+            b,
+            f("bias"),
+            "the bias is already named by `weights`; remove one",
+        ));
+    }
     let bias = match &st.bias {
-        None => None,
+        None => source_bias,
         Some(b) => match (&b.value, seed) {
             (RawBias::Flag(false), _) => None,
             (RawBias::Flag(true), Some(seed)) => Some(
@@ -466,7 +500,7 @@ fn resolve_conv(sc: &StageCx<'_>, input: Shape) -> Result<Op, SpecError> {
                 ));
             }
             (RawBias::File(r), _) => Some(
-                load_npy(&cx.base_dir().join(&r.npy), &[out_channels as u64])
+                load_npy(&cx.base_dir().join(&r.npy), &out_shape)
                     .map_err(|m| cx.at(b, f("bias.npy"), m))?,
             ),
         },
