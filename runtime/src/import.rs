@@ -153,16 +153,31 @@ pub fn import(model: &Path, opts: &ImportOptions) -> Result<String, ImportError>
             ))
         };
         let id = stage_id(&name, &op.to_lowercase(), &mut used);
+        // A BatchNormalization right after a conv is folded into it.
+        let bn = (op == "Conv")
+            .then(|| {
+                let consumers: Vec<&NodeProto> = g
+                    .node
+                    .iter()
+                    .filter(|m| m.input.first() == node.output.first())
+                    .collect();
+                match consumers.as_slice() {
+                    [m] if m.op_type.as_deref() == Some("BatchNormalization") => Some(*m),
+                    _ => None,
+                }
+            })
+            .flatten();
         let line = match op {
             "Relu" => format!("  - {{ id: {id}, op: relu }}"),
-            "Conv" => conv_stage(g, node, &id, &quote(&model_ref), model)
+            "Conv" => conv_stage(g, node, bn, &id, &quote(&model_ref), model)
                 .map_err(|why| unsupported(&why))?,
             "MaxPool" => pool_stage(node, &id).map_err(|why| unsupported(&why))?,
             _ => return Err(unsupported("")),
         };
         stages.push(line);
         last_stage = format!("stage `{id}`");
-        cur = node
+        cur = bn
+            .unwrap_or(node)
             .output
             .first()
             .cloned()
@@ -230,6 +245,7 @@ fn pair(v: Option<Vec<i64>>, default: i64, what: &str) -> Result<i64, String> {
 fn conv_stage(
     g: &onnx::GraphProto,
     n: &NodeProto,
+    bn: Option<&NodeProto>,
     id: &str,
     model_ref: &str,
     model: &Path,
@@ -258,10 +274,28 @@ fn conv_stage(
     if kh != kw {
         return Err(format!(" (non-square kernel {kh}x{kw})"));
     }
-    let bias = match n.input.get(2).filter(|b| !b.is_empty()) {
+    let mut bias = match n.input.get(2).filter(|b| !b.is_empty()) {
         Some(b) => format!(", bias: {}", quote(b)),
         None => String::new(),
     };
+    if let Some(bn) = bn {
+        let [_, scale, beta, mean, var] = bn.input.as_slice() else {
+            return Err(" (BatchNormalization without its four parameters)".into());
+        };
+        let eps = bn
+            .attribute
+            .iter()
+            .find(|a| a.name.as_deref() == Some("epsilon"))
+            .and_then(|a| a.f)
+            .unwrap_or(1e-5);
+        bias.push_str(&format!(
+            ", batchnorm: {{ scale: {}, bias: {}, mean: {}, var: {}, epsilon: {eps:e} }}",
+            quote(scale),
+            quote(beta),
+            quote(mean),
+            quote(var)
+        ));
+    }
     Ok(format!(
         "  - {{ id: {id}, op: conv2d, kernel: {kh}, stride: {stride}, padding: {pad}, out_channels: {oc}, weights: {{ onnx: {{ path: {model_ref}, initializer: {}{bias} }} }} }}",
         quote(w_name)

@@ -356,3 +356,124 @@ fn safetensors_weights_load_and_a_wrong_shape_is_one_located_line() {
         "{err}"
     );
 }
+
+#[test]
+fn a_batchnorm_after_a_conv_is_folded_into_it() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let d = dir.path();
+    let (h, w) = (11usize, 14usize);
+    let wts = values(5 * 2 * 9, 11, 0.5);
+    let bias = values(5, 12, 0.5);
+    let gamma: Vec<f32> = values(5, 13, 0.5).iter().map(|v| v + 1.0).collect();
+    let beta = values(5, 14, 0.5);
+    let mean = values(5, 15, 0.3);
+    let var: Vec<f32> = values(5, 16, 0.4).iter().map(|v| v + 0.6).collect();
+    let eps = 1e-3f32;
+    let g = GraphProto {
+        node: vec![
+            node(
+                "conv",
+                "Conv",
+                &["x", "w", "b"],
+                "c",
+                vec![ints("kernel_shape", &[3, 3]), ints("pads", &[1, 1, 1, 1])],
+            ),
+            NodeProto {
+                attribute: vec![AttributeProto {
+                    name: Some("epsilon".into()),
+                    f: Some(eps),
+                    r#type: Some(1),
+                    ..AttributeProto::default()
+                }],
+                ..node(
+                    "bn",
+                    "BatchNormalization",
+                    &["c", "gamma", "beta", "mean", "var"],
+                    "n",
+                    vec![],
+                )
+            },
+            node("relu", "Relu", &["n"], "y", vec![]),
+        ],
+        name: Some("bn".into()),
+        initializer: vec![
+            init("w", &[5, 2, 3, 3], &wts),
+            init("b", &[5], &bias),
+            init("gamma", &[5], &gamma),
+            init("beta", &[5], &beta),
+            init("mean", &[5], &mean),
+            init("var", &[5], &var),
+        ],
+        input: vec![value("x", &[1, 2, h as i64, w as i64])],
+        output: vec![value("y", &[])],
+    };
+    let m = ModelProto {
+        ir_version: Some(8),
+        graph: Some(g),
+        ..ModelProto::default()
+    };
+    std::fs::write(d.join("bn.onnx"), m.encode_to_vec()).unwrap_or_else(|e| panic!("{e}"));
+    let spec = d.join("bn.yaml");
+    let out = streamfuse(&[
+        "import",
+        d.join("bn.onnx").to_str().unwrap_or_default(),
+        "-o",
+        spec.to_str().unwrap_or_default(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let frame = values(2 * h * w, 17, 1.0);
+    write_npy(&d.join("x.npy"), &[2, h as u64, w as u64], &frame);
+    let text = std::fs::read_to_string(&spec).unwrap_or_else(|e| panic!("{e}"));
+    assert!(text.contains("batchnorm: { scale: \"gamma\""), "{text}");
+    assert_eq!(
+        text.matches("op: ").count(),
+        2,
+        "the BatchNormalization became a stage: {text}"
+    );
+    let text = text
+        .replace(
+            "source: { synthetic: { width: 14, height: 11, channels: 2, frames: 100, seed: 0 } }",
+            "source: { npy: { path: x.npy } }",
+        )
+        .replace("sink: { stats: {} }", "sink: { npy: { path: y.npy } }");
+    std::fs::write(&spec, text).unwrap_or_else(|e| panic!("{e}"));
+    let run = streamfuse(&["run", spec.to_str().unwrap_or_default(), "--json"]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let (shape, got) =
+        streamfuse::io::npy::read_f32(&d.join("y.npy")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(shape, vec![1, 5, h as u64, w as u64]);
+    // Reference: the conv in f64, then the batch norm in f64, then ReLU.
+    let conv = Conv2d::new(
+        Conv2dParams {
+            in_channels: 2,
+            out_channels: 5,
+            kernel_h: 3,
+            kernel_w: 3,
+            stride: 1,
+            padding: 1,
+        },
+        wts,
+        Some(bias),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let c = reference::conv2d(&frame, Shape::new(2, h, w), &conv).unwrap_or_else(|| panic!("ref"));
+    let plane = h * w;
+    for (i, &g) in got.iter().enumerate() {
+        let oc = i / plane;
+        let k = f64::from(gamma[oc]) / (f64::from(var[oc]) + f64::from(eps)).sqrt();
+        let want = ((c.values[i] - f64::from(mean[oc])) * k + f64::from(beta[oc])).max(0.0);
+        let tol = 4.0 * reference::tolerance(18, c.magnitude[i] * k.abs()) + 1e-6;
+        assert!(
+            (f64::from(g) - want).abs() <= tol,
+            "value {i}: {g} vs {want}"
+        );
+    }
+}

@@ -251,6 +251,32 @@ pub struct RawOnnxRef {
     /// Bias initializer name.
     #[serde(default)]
     pub bias: Option<String>,
+    /// A BatchNormalization after the conv, folded into its weights and bias.
+    #[serde(default)]
+    pub batchnorm: Option<RawBatchNorm>,
+}
+
+/// Initializer names of a BatchNormalization to fold into the conv:
+/// `w' = w * scale / sqrt(var + epsilon)`, `b' = (b - mean) * scale /
+/// sqrt(var + epsilon) + bias`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBatchNorm {
+    /// Scale (gamma).
+    pub scale: String,
+    /// Bias (beta).
+    pub bias: String,
+    /// Running mean.
+    pub mean: String,
+    /// Running variance.
+    pub var: String,
+    /// Epsilon.
+    #[serde(default = "default_epsilon")]
+    pub epsilon: f32,
+}
+
+fn default_epsilon() -> f32 {
+    1e-5
 }
 
 /// `{ seed: N }`.

@@ -465,13 +465,39 @@ fn resolve_conv(sc: &StageCx<'_>, input: Shape) -> Result<Op, SpecError> {
         }
         RawWeights::Onnx(o) => {
             let path = cx.base_dir().join(&o.path);
-            let w = crate::model::onnx::load(&path, &o.initializer, &expected)
+            let mut w = crate::model::onnx::load(&path, &o.initializer, &expected)
                 .map_err(|m| cx.at(weights, f("weights.onnx.initializer"), m))?;
             if let Some(b) = &o.bias {
                 source_bias = Some(
                     crate::model::onnx::load(&path, b, &out_shape)
                         .map_err(|m| cx.at(weights, f("weights.onnx.bias"), m))?,
                 );
+            }
+            if let Some(bn) = &o.batchnorm {
+                let load = |name: &str| {
+                    crate::model::onnx::load(&path, name, &out_shape)
+                        .map_err(|m| cx.at(weights, f("weights.onnx.batchnorm"), m))
+                };
+                let (scale, beta, mean, var) = (
+                    load(&bn.scale)?,
+                    load(&bn.bias)?,
+                    load(&bn.mean)?,
+                    load(&bn.var)?,
+                );
+                let fan = params.filter_len();
+                let mut b = source_bias
+                    .take()
+                    .unwrap_or_else(|| vec![0.0; out_channels]);
+                for oc in 0..out_channels {
+                    let k =
+                        f64::from(scale[oc]) / (f64::from(var[oc]) + f64::from(bn.epsilon)).sqrt();
+                    for x in &mut w[oc * fan..(oc + 1) * fan] {
+                        *x = (f64::from(*x) * k) as f32;
+                    }
+                    b[oc] =
+                        ((f64::from(b[oc]) - f64::from(mean[oc])) * k + f64::from(beta[oc])) as f32;
+                }
+                source_bias = Some(b);
             }
             (w, None)
         }
