@@ -39,9 +39,12 @@ case "$(uname -m)" in
         ;;
 esac
 
+say "ONNX Runtime comparison: an imported ONNX model and safetensors weights on a real photograph"
+cargo build --locked --quiet --profile ci -p streamfuse --bin streamfuse
+python3 tests/onnx/check_against_onnxruntime.py --binary target/ci/streamfuse
+
 if [ "$cuda_tools" = 1 ]; then
     say "CUDA kernels: NVRTC for compute_70/72/87/90, ptxas registers and spills for sm_70/72"
-    cargo build --locked --quiet --profile ci -p streamfuse --bin streamfuse
     target/ci/streamfuse kernels check
     scripts/ptxas-report.sh --check
 fi
