@@ -6,6 +6,7 @@ extern "C" void conv2d_f32(const float*, const float*, const float*, float*, Con
 extern "C" void conv2d_direct_f32(const float*, const float*, const float*, float*, ConvParams);
 extern "C" void maxpool_f32(const float*, float*, PoolParams);
 extern "C" void relu_f32(float*, long);
+extern "C" void clip_f32(float*, long, float, float);
 extern "C" void fused_conv_pool_f32(const float*, const float*, const float*, float*, FusedParams);
 extern "C" void broken_conv2d_f32(const float*, const float*, const float*, float*, ConvParams);
 
@@ -39,6 +40,10 @@ extern "C" void sf_emu_maxpool(const SfLaunch* l, const float* in, float* out, c
 
 extern "C" void sf_emu_relu(const SfLaunch* l, float* data, long n) {
     sf_emu::launch(g(l), b(l), [&] { relu_f32(data, n); });
+}
+
+extern "C" void sf_emu_clip(const SfLaunch* l, float* data, long n, float lo, float hi) {
+    sf_emu::launch(g(l), b(l), [&] { clip_f32(data, n, lo, hi); });
 }
 
 extern "C" void sf_emu_fused(const SfLaunch* l, const float* in, const float* w, const float* bias,

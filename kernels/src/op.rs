@@ -216,6 +216,13 @@ pub enum Op {
     Conv2d(Conv2d),
     /// `max(x, 0)`.
     Relu,
+    /// `min(max(x, min), max)` (ONNX `Clip`; a bounded ReLU with `min` 0).
+    Clip {
+        /// Lower bound.
+        min: f32,
+        /// Upper bound.
+        max: f32,
+    },
     /// Max pooling.
     MaxPool(MaxPoolParams),
     /// Several ops run as one pass.
@@ -228,6 +235,7 @@ impl Op {
         match self {
             Op::Conv2d(_) => "conv2d",
             Op::Relu => "relu",
+            Op::Clip { .. } => "clip",
             Op::MaxPool(_) => "maxpool",
             Op::Fused(f) => match (f.relu, f.pool.is_some()) {
                 (true, true) => "fused(conv2d+relu+maxpool)",
@@ -246,6 +254,11 @@ impl Op {
         match self {
             Op::Conv2d(c) => c.params.output_shape(input),
             Op::Relu => Ok(input),
+            Op::Clip { min, max } if min > max => Err(KernelError::BadParam {
+                op: "clip",
+                what: format!("min {min} is above max {max}"),
+            }),
+            Op::Clip { .. } => Ok(input),
             Op::MaxPool(p) => p.output_shape(input),
             Op::Fused(f) => f.output_shape(input),
         }
@@ -261,6 +274,7 @@ impl Op {
         Ok(match self {
             Op::Conv2d(c) => conv_flops(c, out),
             Op::Relu => out.len() as u64,
+            Op::Clip { .. } => 2 * out.len() as u64,
             Op::MaxPool(p) => (out.len() * (p.size * p.size - 1)) as u64,
             Op::Fused(f) => {
                 let conv_out = f.conv.params.output_shape(input)?;
@@ -300,6 +314,12 @@ impl Op {
         match self {
             Op::Conv2d(c) => cpu::conv::conv2d(input, c),
             Op::Relu => Ok(cpu::elementwise::relu(input)),
+            Op::Clip { min, max } => {
+                self.output_shape(input.shape())?;
+                let mut out = input.clone();
+                cpu::elementwise::clip_in_place(out.data_mut(), *min, *max);
+                Ok(out)
+            }
             Op::MaxPool(p) => cpu::pool::maxpool(input, p),
             Op::Fused(f) => cpu::fused::run(input, f),
         }
@@ -317,6 +337,11 @@ impl Op {
         match self {
             Op::Relu => {
                 cpu::elementwise::relu_in_place(input.data_mut());
+                Ok(input)
+            }
+            Op::Clip { min, max } => {
+                self.output_shape(input.shape())?;
+                cpu::elementwise::clip_in_place(input.data_mut(), *min, *max);
                 Ok(input)
             }
             other => other.run_cpu(&input),

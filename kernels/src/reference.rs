@@ -80,6 +80,15 @@ pub fn relu(t: &RefTensor) -> RefTensor {
     }
 }
 
+/// `min(max(x, lo), hi)`.
+pub fn clip(t: &RefTensor, lo: f64, hi: f64) -> RefTensor {
+    RefTensor {
+        shape: t.shape,
+        values: t.values.iter().map(|&v| v.max(lo).min(hi)).collect(),
+        magnitude: t.magnitude.clone(),
+    }
+}
+
 /// Max pooling, floor mode. The magnitude of an output is the largest
 /// magnitude in its window. `None` when the window does not fit.
 pub fn maxpool(t: &RefTensor, p: &MaxPoolParams) -> Option<RefTensor> {

@@ -102,6 +102,18 @@ proptest! {
     }
 
     #[test]
+    fn clip_matches_reference(case in conv_case(), lo in -0.5f32..0.2, span in 0.0f32..1.0) {
+        let (input, _) = build(&case);
+        let hi = lo + span;
+        let op = Op::Clip { min: lo, max: hi };
+        let fast = op.run_cpu(&input).unwrap_or_else(|e| panic!("{e}"));
+        let want = reference::clip(&reference::from_f32(input.data(), input.shape()), f64::from(lo), f64::from(hi));
+        assert_close(&fast, &want, 0);
+        let in_place = op.run_cpu_owned(input).unwrap_or_else(|e| panic!("{e}"));
+        prop_assert_eq!(in_place, fast);
+    }
+
+    #[test]
     fn maxpool_matches_reference(
         c in 1usize..=3, h in 1usize..=41, w in 1usize..=131,
         size in 1usize..=4, stride in 1usize..=3, seed in any::<u64>()

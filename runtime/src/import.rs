@@ -2,8 +2,9 @@
 //! pipeline spec whose stages read the model's initializers.
 //!
 //! Supported nodes: `Conv` (2-D, square kernel, equal strides, symmetric
-//! padding, no dilation, one group, optional bias), `Relu`, `MaxPool`
-//! (square window, no padding, floor mode). The chain starts at the graph's
+//! padding, no dilation, one group, optional bias; a following
+//! `BatchNormalization` is folded in), `Relu`, `Clip` (bounded ReLU),
+//! `MaxPool` (square window, no padding, floor mode). The chain starts at the graph's
 //! first non-initializer input and follows each node's first output; it
 //! must end at a graph output. Anything else stops the import with a
 //! one-line error naming the node, its op and where the chain stopped;
@@ -172,6 +173,7 @@ pub fn import(model: &Path, opts: &ImportOptions) -> Result<String, ImportError>
             "Conv" => conv_stage(g, node, bn, &id, &quote(&model_ref), model)
                 .map_err(|why| unsupported(&why))?,
             "MaxPool" => pool_stage(node, &id).map_err(|why| unsupported(&why))?,
+            "Clip" => clip_stage(g, node, &id, model).map_err(|why| unsupported(&why))?,
             _ => return Err(unsupported("")),
         };
         stages.push(line);
@@ -300,6 +302,41 @@ fn conv_stage(
         "  - {{ id: {id}, op: conv2d, kernel: {kh}, stride: {stride}, padding: {pad}, out_channels: {oc}, weights: {{ onnx: {{ path: {model_ref}, initializer: {}{bias} }} }} }}",
         quote(w_name)
     ))
+}
+
+/// `Clip`: bounds from inputs 1 and 2 (opset 11+, scalar initializers) or
+/// from the `min`/`max` attributes (older opsets); a missing bound is none.
+fn clip_stage(
+    g: &onnx::GraphProto,
+    n: &NodeProto,
+    id: &str,
+    model: &Path,
+) -> Result<String, String> {
+    let bound = |k: usize, attr: &str| -> Result<Option<f32>, String> {
+        match n.input.get(k).filter(|s| !s.is_empty()) {
+            Some(name) => {
+                let (_, v) = onnx::initializer(g, name, model).map_err(|e| format!(" ({e})"))?;
+                match v.as_slice() {
+                    [x] => Ok(Some(*x)),
+                    _ => Err(format!(" (bound `{name}` is not a scalar)")),
+                }
+            }
+            None => Ok(n
+                .attribute
+                .iter()
+                .find(|a| a.name.as_deref() == Some(attr))
+                .and_then(|a| a.f)),
+        }
+    };
+    let mut line = format!("  - {{ id: {id}, op: clip");
+    if let Some(lo) = bound(1, "min")? {
+        line.push_str(&format!(", min: {lo:e}"));
+    }
+    if let Some(hi) = bound(2, "max")? {
+        line.push_str(&format!(", max: {hi:e}"));
+    }
+    line.push_str(" }");
+    Ok(line)
 }
 
 fn pool_stage(n: &NodeProto, id: &str) -> Result<String, String> {

@@ -477,3 +477,100 @@ fn a_batchnorm_after_a_conv_is_folded_into_it() {
         );
     }
 }
+
+#[test]
+fn a_clip_imports_as_a_bounded_relu() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let d = dir.path();
+    let wts = values(3 * 9, 21, 2.0);
+    let g = GraphProto {
+        node: vec![
+            node(
+                "conv",
+                "Conv",
+                &["x", "w"],
+                "c",
+                vec![ints("kernel_shape", &[3, 3])],
+            ),
+            node("relu6", "Clip", &["c", "lo", "hi"], "y", vec![]),
+        ],
+        name: Some("clip".into()),
+        initializer: vec![
+            init("w", &[3, 1, 3, 3], &wts),
+            init("lo", &[], &[0.0]),
+            init("hi", &[], &[0.5]),
+        ],
+        input: vec![value("x", &[1, 1, 9, 12])],
+        output: vec![value("y", &[])],
+    };
+    let m = ModelProto {
+        ir_version: Some(8),
+        graph: Some(g),
+        ..ModelProto::default()
+    };
+    std::fs::write(d.join("clip.onnx"), m.encode_to_vec()).unwrap_or_else(|e| panic!("{e}"));
+    let spec = d.join("clip.yaml");
+    let out = streamfuse(&[
+        "import",
+        d.join("clip.onnx").to_str().unwrap_or_default(),
+        "-o",
+        spec.to_str().unwrap_or_default(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let frame = values(9 * 12, 22, 1.0);
+    write_npy(&d.join("x.npy"), &[1, 9, 12], &frame);
+    let text = std::fs::read_to_string(&spec).unwrap_or_else(|e| panic!("{e}"));
+    assert!(text.contains("op: clip, min: 0e0, max: 5e-1"), "{text}");
+    let text = text
+        .replace(
+            "source: { synthetic: { width: 12, height: 9, channels: 1, frames: 100, seed: 0 } }",
+            "source: { npy: { path: x.npy } }",
+        )
+        .replace("sink: { stats: {} }", "sink: { npy: { path: y.npy } }");
+    std::fs::write(&spec, text).unwrap_or_else(|e| panic!("{e}"));
+    let run = streamfuse(&["run", spec.to_str().unwrap_or_default(), "--json"]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let (_, got) =
+        streamfuse::io::npy::read_f32(&d.join("y.npy")).unwrap_or_else(|e| panic!("{e}"));
+    let conv = Conv2d::new(
+        Conv2dParams {
+            in_channels: 1,
+            out_channels: 3,
+            kernel_h: 3,
+            kernel_w: 3,
+            stride: 1,
+            padding: 0,
+        },
+        wts,
+        None,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let want = reference::clip(
+        &reference::conv2d(&frame, Shape::new(1, 9, 12), &conv).unwrap_or_else(|| panic!("ref")),
+        0.0,
+        0.5,
+    );
+    assert_eq!(got.len(), want.values.len());
+    assert!(
+        got.contains(&0.5) && got.contains(&0.0),
+        "bounds never hit: {got:?}"
+    );
+    for (i, (&g, (&r, &m))) in got
+        .iter()
+        .zip(want.values.iter().zip(&want.magnitude))
+        .enumerate()
+    {
+        assert!(
+            (f64::from(g) - r).abs() <= reference::tolerance(9, m) + 1e-7,
+            "value {i}: {g} vs {r}"
+        );
+    }
+}

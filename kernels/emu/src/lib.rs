@@ -28,6 +28,7 @@ unsafe extern "C" {
     );
     fn sf_emu_maxpool(l: *const Launch, input: *const f32, out: *mut f32, p: *const PoolParams);
     fn sf_emu_relu(l: *const Launch, data: *mut f32, n: std::ffi::c_long);
+    fn sf_emu_clip(l: *const Launch, data: *mut f32, n: std::ffi::c_long, lo: f32, hi: f32);
     fn sf_emu_fused(
         l: *const Launch,
         input: *const f32,
@@ -124,6 +125,23 @@ pub fn run(op: &Op, input: &Tensor) -> Result<Tensor, KernelError> {
     match op {
         Op::Conv2d(c) => conv2d(input, c, Variant::Real),
         Op::Relu => Ok(relu(input.clone())),
+        Op::Clip { min, max } => {
+            op.output_shape(input.shape())?;
+            let mut t = input.clone();
+            let n = t.data().len();
+            let launch = params::launch_1d(n);
+            // SAFETY: `n` values at the pointer.
+            unsafe {
+                sf_emu_clip(
+                    &launch,
+                    t.data_mut().as_mut_ptr(),
+                    n as std::ffi::c_long,
+                    *min,
+                    *max,
+                )
+            };
+            Ok(t)
+        }
         Op::MaxPool(p) => maxpool(input, p),
         Op::Fused(chain) => {
             if let Some((p, launch)) = params::fused(chain, input.shape())? {

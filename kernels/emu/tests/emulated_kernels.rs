@@ -47,6 +47,18 @@ fn a_kernel_with_an_off_by_one_halo_fails_the_corpus() {
     }
 }
 
+#[test]
+fn emulated_clip_is_bit_identical_to_the_cpu() {
+    let shape = Shape::new(3, 7, 301);
+    let input = Tensor::from_vec(shape, seeded(shape.len(), 77)).unwrap_or_else(|e| panic!("{e}"));
+    for (lo, hi) in [(0.0, 6.0), (-0.25, 0.25), (f32::NEG_INFINITY, 0.5)] {
+        let op = Op::Clip { min: lo, max: hi };
+        let emu = run(&op, &input).unwrap_or_else(|e| panic!("{e}"));
+        let cpu = op.run_cpu(&input).unwrap_or_else(|e| panic!("{e}"));
+        assert!(bitwise_equal(&emu, &cpu), "clip({lo}, {hi}) differs");
+    }
+}
+
 fn seeded(n: usize, seed: u64) -> Vec<f32> {
     (0..n as u64)
         .map(|i| streamfuse_kernels::random::symmetric_f32(seed, 5, i, 1.0))

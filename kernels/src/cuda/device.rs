@@ -236,6 +236,17 @@ impl CudaDevice {
                 self.relu(cur, shape.len())?;
                 Ok((None, shape))
             }
+            Op::Clip { min, max } => {
+                let f = self.function("clip_f32")?.clone();
+                let n = shape.len();
+                let n64 =
+                    i64::try_from(n).map_err(|_| CudaError::Driver("tensor too large".into()))?;
+                let mut b = self.stream.launch_builder(&f);
+                b.arg(&mut *cur).arg(&n64).arg(min).arg(max);
+                // SAFETY: clip_f32(data, n, lo, hi) rewrites n values of `cur` in place.
+                unsafe { b.launch(cfg(params::launch_1d(n))) }.map_err(drv)?;
+                Ok((None, shape))
+            }
             Op::MaxPool(p) => {
                 let (params, launch) = params::pool(p, shape)?;
                 let out_shape = p.output_shape(shape)?;

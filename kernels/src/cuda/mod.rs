@@ -5,7 +5,7 @@
 //!
 //! Sources: `common.cuh` (parameter structs, tile sizes, helpers), `conv.cu`
 //! (`conv2d_f32`, `conv2d_direct_f32`, `maxpool_f32`), `elementwise.cu`
-//! (`relu_f32`), `fused.cu` (`fused_conv_pool_f32`). The same files run on
+//! (`relu_f32`, `clip_f32`), `fused.cu` (`fused_conv_pool_f32`). The same files run on
 //! CPU threads in the emulation harness (`kernels/emu`).
 
 pub mod device;
@@ -36,7 +36,7 @@ pub const SOURCES: &[Source] = &[
     Source {
         name: "elementwise.cu",
         text: include_str!("elementwise.cu"),
-        kernels: &["relu_f32"],
+        kernels: &["relu_f32", "clip_f32"],
     },
     Source {
         name: "fused.cu",

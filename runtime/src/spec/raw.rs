@@ -211,6 +211,12 @@ pub struct RawStage {
     /// maxpool: window side.
     #[serde(default)]
     pub size: Option<Spanned<usize>>,
+    /// clip: lower bound (default: no bound).
+    #[serde(default)]
+    pub min: Option<Spanned<f64>>,
+    /// clip: upper bound (default: no bound).
+    #[serde(default)]
+    pub max: Option<Spanned<f64>>,
 }
 
 /// Where a conv's weights come from.

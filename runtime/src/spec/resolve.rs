@@ -13,7 +13,7 @@ use super::{
 };
 
 /// Ops a stage may name.
-const OPS: &str = "conv2d, relu, maxpool";
+const OPS: &str = "conv2d, relu, clip, maxpool";
 
 struct Ctx<'a> {
     file: &'a Path,
@@ -260,6 +260,8 @@ fn present_fields(st: &RawStage) -> Vec<(&'static str, Position)> {
         ("bias", pos(&st.bias)),
         ("weights", pos(&st.weights)),
         ("size", pos(&st.size)),
+        ("min", pos(&st.min)),
+        ("max", pos(&st.max)),
     ]
     .into_iter()
     .filter_map(|(n, p)| p.map(|p| (n, p)))
@@ -278,6 +280,7 @@ fn resolve_op(cx: &Ctx<'_>, i: usize, st: &RawStage, input: Shape) -> Result<Op,
             "weights",
         ],
         "relu" => &[],
+        "clip" => &["min", "max"],
         "maxpool" => &["size", "stride"],
         other => {
             return Err(cx.at(
@@ -309,6 +312,25 @@ fn resolve_op(cx: &Ctx<'_>, i: usize, st: &RawStage, input: Shape) -> Result<Op,
     };
     match st.op.value.as_str() {
         "relu" => Ok(Op::Relu),
+        "clip" => {
+            let bound = |v: &Option<Spanned<f64>>, name: &str, default: f32| match v {
+                Some(s) if s.value.is_nan() => Err(cx.at(s, f(name), "must be a number")),
+                Some(s) => Ok(s.value as f32),
+                None => Ok(default),
+            };
+            let min = bound(&st.min, "min", f32::NEG_INFINITY)?;
+            let max = bound(&st.max, "max", f32::INFINITY)?;
+            if min > max {
+                let at = st.max.as_ref().map_or_else(|| st.op.pos(), Located::pos);
+                return Err(SpecError::field(
+                    cx.file,
+                    at,
+                    f("max"),
+                    format!("{max} is below min {min}"),
+                ));
+            }
+            Ok(Op::Clip { min, max })
+        }
         "maxpool" => {
             let size = positive(&st.size, "size", None)?;
             let stride = positive(&st.stride, "stride", Some(size))?;
