@@ -3,9 +3,9 @@
 //! reference; weights from safetensors; one-line errors for an unsupported
 //! node and for a tensor of the wrong shape.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
+use common::{streamfuse, values, write_npy};
 use prost::Message;
 use streamfuse::model::onnx::pb::{
     AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
@@ -13,12 +13,6 @@ use streamfuse::model::onnx::pb::{
 };
 use streamfuse_kernels::reference;
 use streamfuse_kernels::{Conv2d, Conv2dParams, MaxPoolParams, Shape};
-
-fn values(n: usize, seed: u64, bound: f32) -> Vec<f32> {
-    (0..n as u64)
-        .map(|i| streamfuse_kernels::random::symmetric_f32(seed, 2, i, bound))
-        .collect()
-}
 
 fn init(name: &str, dims: &[i64], v: &[f32]) -> TensorProto {
     TensorProto {
@@ -151,27 +145,6 @@ fn model(h: i64, w: i64, softmax: bool) -> (ModelProto, Net) {
         }],
     };
     (m, net)
-}
-
-fn streamfuse(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_streamfuse"))
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn write_npy(path: &Path, shape: &[u64], data: &[f32]) {
-    use npyz::WriterBuilder;
-    let file = std::fs::File::create(path).unwrap_or_else(|e| panic!("{e}"));
-    let mut w = npyz::WriteOptions::<f32>::new()
-        .default_dtype()
-        .shape(shape)
-        .writer(std::io::BufWriter::new(file))
-        .begin_nd()
-        .unwrap_or_else(|e| panic!("{e}"));
-    w.extend(data.iter().copied())
-        .unwrap_or_else(|e| panic!("{e}"));
-    w.finish().unwrap_or_else(|e| panic!("{e}"));
 }
 
 fn expected(net: &Net, frame: &[f32], h: usize, w: usize) -> reference::RefTensor {

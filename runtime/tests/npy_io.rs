@@ -2,25 +2,15 @@
 //! through a conv → ReLU → pool pipeline into both `npy` sink forms, read
 //! back and compared with the f64 reference.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
+use common::write_npy;
+
 use streamfuse_kernels::reference;
 use streamfuse_kernels::{Conv2d, Conv2dParams, MaxPoolParams, Shape};
-
-fn write_npy(path: &Path, shape: &[u64], data: &[f32]) {
-    let file = std::fs::File::create(path).unwrap_or_else(|e| panic!("{e}"));
-    use npyz::WriterBuilder;
-    let mut w = npyz::WriteOptions::<f32>::new()
-        .default_dtype()
-        .shape(shape)
-        .writer(std::io::BufWriter::new(file))
-        .begin_nd()
-        .unwrap_or_else(|e| panic!("{e}"));
-    w.extend(data.iter().copied())
-        .unwrap_or_else(|e| panic!("{e}"));
-    w.finish().unwrap_or_else(|e| panic!("{e}"));
-}
 
 fn read_npy(path: &Path) -> (Vec<u64>, Vec<f32>) {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
