@@ -83,6 +83,17 @@ impl DeviceTensor {
     pub fn shape(&self) -> Shape {
         self.shape
     }
+
+    /// A device-to-device copy (for benchmarks that reuse one input).
+    ///
+    /// # Errors
+    /// [`CudaError::Driver`] when the copy fails.
+    pub fn clone_on_device(&self, dev: &CudaDevice) -> Result<Self, CudaError> {
+        Ok(Self {
+            buf: dev.stream.clone_dtod(&self.buf).map_err(drv)?,
+            shape: self.shape,
+        })
+    }
 }
 
 /// One CUDA device with its compiled kernels and uploaded weights.
