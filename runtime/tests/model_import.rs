@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::path::{Path, PathBuf};
+
 use common::{streamfuse, values, write_npy};
 use prost::Message;
 use streamfuse::model::onnx::pb::{
@@ -183,17 +185,15 @@ fn expected(net: &Net, frame: &[f32], h: usize, w: usize) -> reference::RefTenso
     reference::relu(&t2)
 }
 
-#[test]
-fn an_imported_onnx_model_runs_and_matches_the_reference() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let d = dir.path();
-    let (h, w) = (17usize, 23usize);
-    let (m, net) = model(h as i64, w as i64, false);
-    std::fs::write(d.join("model.onnx"), m.encode_to_vec()).unwrap_or_else(|e| panic!("{e}"));
-    let spec = d.join("model.yaml");
+/// Writes `m` as `<name>.onnx` in `d`, imports it to `<name>.yaml` and
+/// returns the spec's path and text.
+fn import(d: &Path, name: &str, m: &ModelProto) -> (PathBuf, String) {
+    let model = d.join(format!("{name}.onnx"));
+    std::fs::write(&model, m.encode_to_vec()).unwrap_or_else(|e| panic!("{e}"));
+    let spec = d.join(format!("{name}.yaml"));
     let out = streamfuse(&[
         "import",
-        d.join("model.onnx").to_str().unwrap_or_default(),
+        model.to_str().unwrap_or_default(),
         "-o",
         spec.to_str().unwrap_or_default(),
     ]);
@@ -203,6 +203,40 @@ fn an_imported_onnx_model_runs_and_matches_the_reference() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = std::fs::read_to_string(&spec).unwrap_or_else(|e| panic!("{e}"));
+    (spec, text)
+}
+
+/// Replaces the spec's source and sink lines, writes it and runs it.
+fn run_with(spec: &Path, text: &str, source: &str, sink: &str) {
+    let text = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("source:") {
+                format!("source: {source}")
+            } else if l.starts_with("sink:") {
+                format!("sink: {sink}")
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(spec, text).unwrap_or_else(|e| panic!("{e}"));
+    let run = streamfuse(&["run", spec.to_str().unwrap_or_default(), "--json"]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
+
+#[test]
+fn an_imported_onnx_model_runs_and_matches_the_reference() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let d = dir.path();
+    let (h, w) = (17usize, 23usize);
+    let (m, net) = model(h as i64, w as i64, false);
+    let (spec, text) = import(d, "model", &m);
     assert!(
         text.contains("initializer: \"w1\", bias: \"b1\"") && text.contains("path: \"model.onnx\""),
         "{text}"
@@ -211,25 +245,11 @@ fn an_imported_onnx_model_runs_and_matches_the_reference() {
     // Swap the synthetic source for two frames from a file, and save the outputs.
     let frames = values(2 * 3 * h * w, 9, 1.0);
     write_npy(&d.join("frames.npy"), &[2, 3, h as u64, w as u64], &frames);
-    let text = text
-        .lines()
-        .map(|l| {
-            if l.starts_with("source:") {
-                "source: { npy: { path: frames.npy } }".to_owned()
-            } else if l.starts_with("sink:") {
-                "sink: { npy: { path: out.npy } }".to_owned()
-            } else {
-                l.to_owned()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    std::fs::write(&spec, text).unwrap_or_else(|e| panic!("{e}"));
-    let run = streamfuse(&["run", spec.to_str().unwrap_or_default(), "--json"]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
+    run_with(
+        &spec,
+        &text,
+        "{ npy: { path: frames.npy } }",
+        "{ npy: { path: out.npy } }",
     );
     let (shape, got) =
         streamfuse::io::npy::read_f32(&d.join("out.npy")).unwrap_or_else(|e| panic!("{e}"));
@@ -385,40 +405,20 @@ fn a_batchnorm_after_a_conv_is_folded_into_it() {
         graph: Some(g),
         ..ModelProto::default()
     };
-    std::fs::write(d.join("bn.onnx"), m.encode_to_vec()).unwrap_or_else(|e| panic!("{e}"));
-    let spec = d.join("bn.yaml");
-    let out = streamfuse(&[
-        "import",
-        d.join("bn.onnx").to_str().unwrap_or_default(),
-        "-o",
-        spec.to_str().unwrap_or_default(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (spec, text) = import(d, "bn", &m);
     let frame = values(2 * h * w, 17, 1.0);
     write_npy(&d.join("x.npy"), &[2, h as u64, w as u64], &frame);
-    let text = std::fs::read_to_string(&spec).unwrap_or_else(|e| panic!("{e}"));
     assert!(text.contains("batchnorm: { scale: \"gamma\""), "{text}");
     assert_eq!(
         text.matches("op: ").count(),
         2,
         "the BatchNormalization became a stage: {text}"
     );
-    let text = text
-        .replace(
-            "source: { synthetic: { width: 14, height: 11, channels: 2, frames: 100, seed: 0 } }",
-            "source: { npy: { path: x.npy } }",
-        )
-        .replace("sink: { stats: {} }", "sink: { npy: { path: y.npy } }");
-    std::fs::write(&spec, text).unwrap_or_else(|e| panic!("{e}"));
-    let run = streamfuse(&["run", spec.to_str().unwrap_or_default(), "--json"]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
+    run_with(
+        &spec,
+        &text,
+        "{ npy: { path: x.npy } }",
+        "{ npy: { path: y.npy } }",
     );
     let (shape, got) =
         streamfuse::io::npy::read_f32(&d.join("y.npy")).unwrap_or_else(|e| panic!("{e}"));
@@ -481,35 +481,15 @@ fn a_clip_imports_as_a_bounded_relu() {
         graph: Some(g),
         ..ModelProto::default()
     };
-    std::fs::write(d.join("clip.onnx"), m.encode_to_vec()).unwrap_or_else(|e| panic!("{e}"));
-    let spec = d.join("clip.yaml");
-    let out = streamfuse(&[
-        "import",
-        d.join("clip.onnx").to_str().unwrap_or_default(),
-        "-o",
-        spec.to_str().unwrap_or_default(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (spec, text) = import(d, "clip", &m);
     let frame = values(9 * 12, 22, 1.0);
     write_npy(&d.join("x.npy"), &[1, 9, 12], &frame);
-    let text = std::fs::read_to_string(&spec).unwrap_or_else(|e| panic!("{e}"));
     assert!(text.contains("op: clip, min: 0e0, max: 5e-1"), "{text}");
-    let text = text
-        .replace(
-            "source: { synthetic: { width: 12, height: 9, channels: 1, frames: 100, seed: 0 } }",
-            "source: { npy: { path: x.npy } }",
-        )
-        .replace("sink: { stats: {} }", "sink: { npy: { path: y.npy } }");
-    std::fs::write(&spec, text).unwrap_or_else(|e| panic!("{e}"));
-    let run = streamfuse(&["run", spec.to_str().unwrap_or_default(), "--json"]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
+    run_with(
+        &spec,
+        &text,
+        "{ npy: { path: x.npy } }",
+        "{ npy: { path: y.npy } }",
     );
     let (_, got) =
         streamfuse::io::npy::read_f32(&d.join("y.npy")).unwrap_or_else(|e| panic!("{e}"));
