@@ -6,7 +6,7 @@
 use streamfuse_kernels::cuda::params::{
     self, ConvKernel, ConvParams, FusedParams, Launch, PoolParams,
 };
-use streamfuse_kernels::{Conv2d, KernelError, MaxPoolParams, Op, Shape, Tensor};
+use streamfuse_kernels::{Conv2d, KernelError, MaxPoolParams, Op, Tensor};
 
 unsafe extern "C" {
     fn sf_emu_conv2d(
@@ -169,9 +169,4 @@ pub fn run(op: &Op, input: &Tensor) -> Result<Tensor, KernelError> {
             }
         }
     }
-}
-
-/// Shape helper for tests.
-pub fn shape(c: usize, h: usize, w: usize) -> Shape {
-    Shape::new(c, h, w)
 }

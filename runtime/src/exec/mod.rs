@@ -412,12 +412,19 @@ fn emit(
     Ok(true)
 }
 
+/// What identifies a frame whose data is on the device.
+struct FrameId {
+    stream_id: u32,
+    seq: u64,
+    capture_ns: u64,
+}
+
 /// Frames in flight on a CUDA device: two lanes (stream + pinned buffers),
 /// so one frame's copies overlap the other's kernels; frames leave in order.
 struct GpuLanes {
     dev: CudaDevice,
     /// Frames submitted and not yet completed, oldest first, with their lane.
-    in_flight: std::collections::VecDeque<(usize, Frame)>,
+    in_flight: std::collections::VecDeque<(usize, FrameId)>,
     next_lane: usize,
 }
 
@@ -453,11 +460,12 @@ impl GpuLanes {
             .submit(lane, &ops, &frame.tensor)
             .map_err(Self::err(seg, frame.seq))?;
         // The host copy is no longer needed: keep only the frame's identity.
-        let meta = Frame {
-            tensor: streamfuse_kernels::Tensor::zeros(streamfuse_kernels::Shape::new(0, 0, 0)),
-            ..frame
+        let id = FrameId {
+            stream_id: frame.stream_id,
+            seq: frame.seq,
+            capture_ns: frame.capture_ns,
         };
-        self.in_flight.push_back((lane, meta));
+        self.in_flight.push_back((lane, id));
         self.next_lane = (lane + 1) % Self::LANES;
         Ok(done)
     }
@@ -467,7 +475,7 @@ impl GpuLanes {
         seg: &Segment,
         times: &mut [Duration],
     ) -> Result<Frame, ExecError> {
-        let Some((lane, meta)) = self.in_flight.pop_front() else {
+        let Some((lane, id)) = self.in_flight.pop_front() else {
             return Err(ExecError::Cuda {
                 segment: seg.index,
                 seq: None,
@@ -476,11 +484,16 @@ impl GpuLanes {
                 ),
             });
         };
-        let (tensor, ms) = self.dev.complete(lane).map_err(Self::err(seg, meta.seq))?;
+        let (tensor, ms) = self.dev.complete(lane).map_err(Self::err(seg, id.seq))?;
         for (t, m) in times.iter_mut().zip(ms) {
             *t += Duration::from_secs_f64(f64::from(m.max(0.0)) / 1e3);
         }
-        Ok(Frame { tensor, ..meta })
+        Ok(Frame {
+            stream_id: id.stream_id,
+            seq: id.seq,
+            capture_ns: id.capture_ns,
+            tensor,
+        })
     }
 
     /// Completes every frame still in flight, in order.
