@@ -2,6 +2,10 @@
 # On a machine with an NVIDIA GPU and driver: checks and measures the CUDA
 # backend in one command and prints one table.
 #   scripts/gpu-check.sh
+#   STREAMFUSE_PREBUILT=DIR scripts/gpu-check.sh
+# With STREAMFUSE_PREBUILT the binaries come from DIR (streamfuse, cuda_device,
+# cuda_bench, built elsewhere with `--profile ci`) for machines without cargo;
+# DIR/nvrtc.tar.zst, when present, holds libnvrtc 12.x to use.
 # Runs: NVRTC compile of every kernel for this GPU, the CUDA tests (device
 # against the CPU backend, f32 tolerance 1e-5 relative), the cuda_* benches
 # when present, and `streamfuse run examples/{thesis,cnn}.yaml --device cuda`
@@ -9,17 +13,31 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/cuda-tools.sh
-# A CUDA toolkit's NVRTC is used when present; else the PyPI wheel.
-if ! ldconfig -p 2>/dev/null | grep -q 'libnvrtc.so.12'; then
+pre="${STREAMFUSE_PREBUILT:-}"
+if [ -n "$pre" ] && [ -f "$pre/nvrtc.tar.zst" ] && command -v zstd >/dev/null; then
+    mkdir -p /tmp/sf-nvrtc && zstd -dc "$pre/nvrtc.tar.zst" | tar -C /tmp/sf-nvrtc -xf -
+    export LD_LIBRARY_PATH="/tmp/sf-nvrtc${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+elif [ -n "$pre" ]; then
+    # No cargo, pip or zstd there: the machine's own CUDA toolkit NVRTC.
+    for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
+        [ -d "$d" ] && export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    done
+elif ! ldconfig -p 2>/dev/null | grep -q 'libnvrtc.so.12'; then
+    # A CUDA 12 toolkit's NVRTC is used when present; else the PyPI wheel.
     sf_cuda_tools || { echo "$SF_CUDA_WHY" >&2; exit 1; }
 fi
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,compute_cap --format=csv,noheader
 
-cargo build --locked --release -p streamfuse --bin streamfuse
-bin=target/release/streamfuse
-$bin kernels check
-STREAMFUSE_REQUIRE_CUDA=1 cargo test --locked --release -p streamfuse-kernels --test cuda_device -- --nocapture
-if cargo bench --locked -p streamfuse-benches --bench cuda --no-run >/dev/null 2>&1; then
+if [ -n "$pre" ]; then
+    bin=$pre/streamfuse
+    $bin kernels check ${STREAMFUSE_CHECK_ARCH:+--arch $STREAMFUSE_CHECK_ARCH}
+    STREAMFUSE_REQUIRE_CUDA=1 "$pre/cuda_device" --nocapture
+    "$pre/cuda_bench" --bench --noplot
+else
+    cargo build --locked --release -p streamfuse --bin streamfuse
+    bin=target/release/streamfuse
+    $bin kernels check ${STREAMFUSE_CHECK_ARCH:+--arch $STREAMFUSE_CHECK_ARCH}
+    STREAMFUSE_REQUIRE_CUDA=1 cargo test --locked --release -p streamfuse-kernels --test cuda_device -- --nocapture
     cargo bench --locked -p streamfuse-benches --bench cuda -- --noplot
 fi
 

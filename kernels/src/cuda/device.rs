@@ -109,7 +109,10 @@ pub struct CudaDevice {
     name: String,
     arch: &'static str,
     functions: HashMap<&'static str, CudaFunction>,
-    weights: HashMap<usize, Arc<CudaSlice<f32>>>,
+    /// Device copies of weights, keyed by the host `Arc`'s address. The
+    /// entry holds that `Arc` too, so the address cannot be freed and reused
+    /// by other weights while it is cached.
+    weights: HashMap<usize, (Arc<[f32]>, Arc<CudaSlice<f32>>)>,
 }
 
 impl CudaDevice {
@@ -171,13 +174,17 @@ impl CudaDevice {
 
     fn upload_weights(&mut self, v: &Arc<[f32]>) -> Result<Arc<CudaSlice<f32>>, CudaError> {
         let key = Arc::as_ptr(v).cast::<f32>() as usize;
-        if let Some(s) = self.weights.get(&key) {
+        if let Some((_, s)) = self.weights.get(&key) {
             return Ok(s.clone());
         }
+        // Drop device copies of weights nobody else holds any more (replaced
+        // weights, finished ops) before adding one.
+        self.weights
+            .retain(|_, (host, _)| Arc::strong_count(host) > 1);
         let s = Arc::new(self.main.clone_htod(&v[..]).map_err(drv)?);
         // Weights are used from the lanes' streams too: wait for the copy.
         self.main.synchronize().map_err(drv)?;
-        self.weights.insert(key, s.clone());
+        self.weights.insert(key, (v.clone(), s.clone()));
         Ok(s)
     }
 
@@ -457,6 +464,17 @@ impl CudaDevice {
             .get(lane)
             .and_then(Option::as_ref)
             .is_some_and(|l| l.pending.is_some())
+    }
+
+    /// Whether lane `lane`'s frame has finished on the device, so that
+    /// [`CudaDevice::complete`] returns without waiting.
+    pub fn lane_done(&self, lane: usize) -> bool {
+        self.lanes
+            .get(lane)
+            .and_then(Option::as_ref)
+            .is_some_and(|l| {
+                l.pending.is_some() && l.events.last().is_some_and(|e| e.is_complete())
+            })
     }
 
     /// Waits for all queued work.

@@ -467,6 +467,15 @@ impl GpuLanes {
         };
         self.in_flight.push_back((lane, id));
         self.next_lane = (lane + 1) % Self::LANES;
+        // Frames that already finished leave now rather than when their lane
+        // is needed again, so latency does not include the next frames' wait.
+        while self
+            .in_flight
+            .front()
+            .is_some_and(|&(l, _)| self.dev.lane_done(l))
+        {
+            done.push(self.complete_oldest(seg, times)?);
+        }
         Ok(done)
     }
 
