@@ -329,11 +329,15 @@ impl Op {
 impl Op {
     /// Runs the op on the CPU, consuming the input: elementwise ops work in
     /// place (no allocation, one pass), others read it and return a new
-    /// tensor. Same values as [`Op::run_cpu`].
+    /// tensor. A shared input (a received payload) is never written: the op
+    /// runs out of place instead. Same values as [`Op::run_cpu`].
     ///
     /// # Errors
     /// [`KernelError`] when the op cannot take `input`.
     pub fn run_cpu_owned(&self, mut input: Tensor) -> Result<Tensor, KernelError> {
+        if input.is_shared() {
+            return self.run_cpu(&input);
+        }
         match self {
             Op::Relu => {
                 cpu::elementwise::relu_in_place(input.data_mut());

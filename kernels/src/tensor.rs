@@ -49,10 +49,47 @@ impl fmt::Display for Shape {
 }
 
 /// A host tensor of `f32` values in `[C, H, W]` order.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// The values live in a `Vec` the tensor owns, or in a shared
+/// [`bytes::Bytes`] (a frame's payload as it came off the wire, borrowed
+/// without a copy). Reading works the same for both; writing to a shared
+/// tensor copies it first ([`Tensor::data_mut`]).
+#[derive(Clone)]
 pub struct Tensor {
     shape: Shape,
-    data: Vec<f32>,
+    data: Storage,
+}
+
+#[derive(Clone)]
+enum Storage {
+    Owned(Vec<f32>),
+    /// 4-byte aligned, `shape.bytes()` long (checked on construction).
+    Shared(bytes::Bytes),
+}
+
+impl PartialEq for Tensor {
+    fn eq(&self, other: &Self) -> bool {
+        self.shape == other.shape && self.data() == other.data()
+    }
+}
+
+impl fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tensor")
+            .field("shape", &self.shape)
+            .field("shared", &self.is_shared())
+            .field("data", &self.data())
+            .finish()
+    }
+}
+
+/// Lets a `Vec<f32>` back a [`bytes::Bytes`] without a copy.
+struct F32Owner(Vec<f32>);
+
+impl AsRef<[u8]> for F32Owner {
+    fn as_ref(&self) -> &[u8] {
+        bytemuck::cast_slice(&self.0)
+    }
 }
 
 impl Tensor {
@@ -68,14 +105,63 @@ impl Tensor {
                 got: data.len(),
             });
         }
-        Ok(Self { shape, data })
+        Ok(Self {
+            shape,
+            data: Storage::Owned(data),
+        })
+    }
+
+    /// Wraps little-endian `f32` bytes as a tensor of `shape` without a copy
+    /// when they are 4-byte aligned; otherwise copies them into an owned
+    /// buffer. The flag says whether a copy was made.
+    ///
+    /// # Errors
+    /// [`KernelError::Length`] when `bytes` is not `shape.bytes()` long.
+    pub fn from_bytes(shape: Shape, bytes: bytes::Bytes) -> Result<(Self, bool), KernelError> {
+        if bytes.len() != shape.bytes() {
+            return Err(KernelError::Length {
+                shape,
+                expected: shape.len(),
+                got: bytes.len() / std::mem::size_of::<f32>(),
+            });
+        }
+        if bytemuck::try_cast_slice::<u8, f32>(&bytes).is_ok() {
+            return Ok((
+                Self {
+                    shape,
+                    data: Storage::Shared(bytes),
+                },
+                false,
+            ));
+        }
+        let data: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes);
+        Ok((
+            Self {
+                shape,
+                data: Storage::Owned(data),
+            },
+            true,
+        ))
+    }
+
+    /// The values' bytes as a shared [`bytes::Bytes`], without a copy.
+    pub fn into_bytes(self) -> bytes::Bytes {
+        match self.data {
+            Storage::Owned(v) => bytes::Bytes::from_owner(F32Owner(v)),
+            Storage::Shared(b) => b,
+        }
+    }
+
+    /// Whether the values are a shared buffer (written only after a copy).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.data, Storage::Shared(_))
     }
 
     /// A tensor of zeros.
     pub fn zeros(shape: Shape) -> Self {
         Self {
             shape,
-            data: vec![0.0; shape.len()],
+            data: Storage::Owned(vec![0.0; shape.len()]),
         }
     }
 
@@ -86,28 +172,42 @@ impl Tensor {
 
     /// All values, `[C, H, W]` row-major.
     pub fn data(&self) -> &[f32] {
-        &self.data
+        match &self.data {
+            Storage::Owned(v) => v,
+            // Alignment and length were checked when the tensor was made.
+            Storage::Shared(b) => bytemuck::try_cast_slice(b).unwrap_or(&[]),
+        }
     }
 
-    /// All values, mutable.
+    /// All values, mutable; a shared tensor is copied into an owned buffer
+    /// first.
     pub fn data_mut(&mut self) -> &mut [f32] {
-        &mut self.data
+        if let Storage::Shared(b) = &self.data {
+            self.data = Storage::Owned(bytemuck::pod_collect_to_vec(b));
+        }
+        match &mut self.data {
+            Storage::Owned(v) => v,
+            Storage::Shared(_) => &mut [],
+        }
     }
 
     /// One channel plane.
     pub fn plane(&self, c: usize) -> &[f32] {
         let p = self.shape.plane();
-        &self.data[c * p..(c + 1) * p]
+        &self.data()[c * p..(c + 1) * p]
     }
 
     /// The values' bytes in native order (little-endian on every supported
     /// target), without a copy.
     pub fn as_bytes(&self) -> &[u8] {
-        bytemuck::cast_slice(&self.data)
+        bytemuck::cast_slice(self.data())
     }
 
-    /// Consumes the tensor and returns its values.
+    /// Consumes the tensor and returns its values (a copy when shared).
     pub fn into_vec(self) -> Vec<f32> {
-        self.data
+        match self.data {
+            Storage::Owned(v) => v,
+            Storage::Shared(b) => bytemuck::pod_collect_to_vec(&b),
+        }
     }
 }

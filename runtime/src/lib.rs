@@ -5,14 +5,19 @@
 //! element to a node; the [`plan`] groups adjacent co-located stages into
 //! segments and fuses what can be fused; the [`exec`]utor runs the segments
 //! with bounded links between them and reports throughput, latency
-//! percentiles and the communication/computation ratio.
+//! percentiles and the communication/computation ratio. Split across
+//! processes, each segment is [`serve`]d on its own and frames cross the
+//! [`transport`] (gRPC); [`local`] runs such a split on one machine.
 
 pub mod exec;
 pub mod frame;
 pub mod import;
 pub mod io;
+pub mod local;
 pub mod metrics;
 pub mod model;
 pub mod plan;
+pub mod serve;
 pub mod spec;
 pub mod stagebench;
+pub mod transport;

@@ -26,8 +26,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the whole pipeline in this process and report fps, latency and CCR.
+    /// Run the whole pipeline (in this process, or split with --local) and
+    /// report fps, latency and CCR.
     Run(RunArgs),
+    /// Serve one segment: receive frames over gRPC (or read the source),
+    /// run the segment's stages, forward downstream (or to the sink).
+    Serve(ServeArgs),
     /// Print the segments, fusion groups and link sizes of a placement.
     Plan(PlanArgs),
     /// Turn an ONNX model's chain of supported nodes into a spec.
@@ -92,6 +96,41 @@ struct RunArgs {
     /// Print one JSON object as the last line of stdout, and no progress bar.
     #[arg(long)]
     json: bool,
+    /// Run each segment as its own `serve` process on loopback ports, wired
+    /// over gRPC (the split layout on one machine).
+    #[arg(long)]
+    local: bool,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    spec: SpecArgs,
+    /// Segment to serve (0 is the one with the source).
+    #[arg(long)]
+    segment: usize,
+    /// Address for gRPC and health.
+    #[arg(long, default_value = "0.0.0.0:50051")]
+    listen: std::net::SocketAddr,
+    /// Next segment's address (default: from its node's `address` in the spec).
+    #[arg(long)]
+    next: Option<String>,
+    /// Serve Prometheus metrics at this address.
+    #[arg(long)]
+    metrics: Option<std::net::SocketAddr>,
+    /// Device: auto, cpu, cuda or cuda:N (default: the node's).
+    #[arg(long)]
+    device: Option<DeviceChoice>,
+    /// Exit once every stream has ended and been delivered, printing the
+    /// segment's account as one JSON line.
+    #[arg(long)]
+    once: bool,
+    /// Longest wait for in-flight frames on SIGTERM, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    drain_timeout: f64,
+    /// Extra time per frame, ms (a deliberately slow segment, for experiments).
+    #[arg(long, default_value_t = 0.0)]
+    delay_ms: f64,
 }
 
 #[derive(Debug, Args)]
@@ -155,6 +194,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let quiet = match &cli.command {
         Command::Run(a) => a.json,
+        Command::Serve(_) => false,
         Command::Plan(a) => a.json,
         Command::Import(_) => true,
         Command::Kernels(KernelsCommand::Bench(a)) => a.json,
@@ -325,6 +365,7 @@ fn load(a: &SpecArgs) -> Result<Pipeline> {
 fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run(a) => cmd_run(a),
+        Command::Serve(a) => cmd_serve(a),
         Command::Plan(a) => cmd_plan(a),
         Command::Import(a) => cmd_import(a),
         Command::Kernels(KernelsCommand::Bench(a)) => cmd_bench(a),
@@ -333,9 +374,70 @@ fn dispatch(cli: Cli) -> Result<()> {
     }
 }
 
+/// The spec path and overrides as `serve` arguments.
+fn spec_args(a: &SpecArgs) -> Vec<String> {
+    let mut v = vec![a.spec.display().to_string()];
+    let mut push = |k: &str, val: Option<String>| {
+        if let Some(x) = val {
+            v.push(k.to_owned());
+            v.push(x);
+        }
+    };
+    push("--frames", a.frames.map(|f| f.to_string()));
+    push("--size", a.size.map(|(w, h)| format!("{w}x{h}")));
+    push("--placement", a.placement.clone());
+    push("--fusion", a.fusion.map(|f| f.name().to_owned()));
+    push("--threads", a.threads.map(|t| t.to_string()));
+    v
+}
+
+fn cmd_serve(a: ServeArgs) -> Result<()> {
+    let p = load(&a.spec)?;
+    let pl = plan(&p);
+    anyhow::ensure!(
+        a.drain_timeout.is_finite() && a.drain_timeout >= 0.0,
+        "--drain-timeout must be a non-negative number of seconds"
+    );
+    anyhow::ensure!(
+        a.delay_ms.is_finite() && a.delay_ms >= 0.0,
+        "--delay-ms must be a non-negative number"
+    );
+    let opts = streamfuse::serve::ServeOptions {
+        segment: a.segment,
+        listen: a.listen,
+        next: a.next,
+        metrics: a.metrics,
+        once: a.once,
+        device: a.device,
+        drain_timeout: std::time::Duration::from_secs_f64(a.drain_timeout),
+        delay: std::time::Duration::from_secs_f64(a.delay_ms / 1e3),
+    };
+    let outcome = streamfuse::serve::serve(&p, &pl, &opts)?;
+    if a.once {
+        println!("{}", serde_json::to_string(&outcome)?);
+    }
+    Ok(())
+}
+
 fn cmd_run(a: RunArgs) -> Result<()> {
     let p = load(&a.spec)?;
     let pl = plan(&p);
+    if a.local {
+        let exe = std::env::current_exe().context("cannot find the streamfuse executable")?;
+        let mut args = spec_args(&a.spec);
+        if let Some(d) = a.device {
+            args.push("--device".into());
+            args.push(d.to_string());
+        }
+        tracing::info!(segments = pl.segments.len(), "running split on loopback");
+        let r = streamfuse::local::run(&exe, &args, &p, &pl)?;
+        if a.json {
+            println!("{}", serde_json::to_string(&r)?);
+        } else {
+            print_report(&r);
+        }
+        return Ok(());
+    }
     let opts = RunOptions {
         device: a.device,
         progress: !a.json && std::io::stderr().is_terminal(),

@@ -242,28 +242,14 @@ fn worker(
     last: bool,
     bar: &ProgressBar,
 ) -> Result<SegmentStats, ExecError> {
-    let mut st = SegmentStats {
-        group_compute: vec![Duration::ZERO; seg.groups.len()],
-        ..SegmentStats::default()
-    };
+    let mut st = SegmentStats::default();
     let mut source = seg.has_source.then(|| open_source(&p.source));
     let mut npy_sink = match (&p.sink, last) {
         (SinkConfig::Npy(out), true) => Some(NpySink::new(out.clone())?),
         _ => None,
     };
     let mut sink = last.then(|| SinkRecord::new(p.sink != SinkConfig::Null));
-    let mut gpu = match device {
-        Device::Cpu => None,
-        Device::Cuda(n) => Some(GpuLanes {
-            dev: CudaDevice::open(n).map_err(|source| ExecError::Cuda {
-                segment: seg.index,
-                seq: None,
-                source,
-            })?,
-            in_flight: std::collections::VecDeque::new(),
-            next_lane: 0,
-        }),
-    };
+    let mut runner = SegmentRunner::new(p, seg, device)?;
     let mut last_at = Instant::now();
     loop {
         let frame = match (&mut source, &rx) {
@@ -284,10 +270,7 @@ fn worker(
             }
             (None, None) => break,
         };
-        let done = match &mut gpu {
-            None => vec![run_cpu(p, seg, frame, &mut st.group_compute)?],
-            Some(g) => g.push(seg, frame, &mut st.group_compute)?,
-        };
+        let done = runner.push(frame)?;
         let mut out = Outlet {
             sink: &mut sink,
             npy: &mut npy_sink,
@@ -295,19 +278,19 @@ fn worker(
             bar,
         };
         if !emit(done, &mut st, &mut out, &mut last_at)? {
+            st.group_compute = runner.group_compute;
             return finish(st, sink, npy_sink, last_at);
         }
     }
-    if let Some(g) = &mut gpu {
-        let done = g.drain(seg, &mut st.group_compute)?;
-        let mut out = Outlet {
-            sink: &mut sink,
-            npy: &mut npy_sink,
-            tx: tx.as_ref(),
-            bar,
-        };
-        emit(done, &mut st, &mut out, &mut last_at)?;
-    }
+    let done = runner.drain()?;
+    let mut out = Outlet {
+        sink: &mut sink,
+        npy: &mut npy_sink,
+        tx: tx.as_ref(),
+        bar,
+    };
+    emit(done, &mut st, &mut out, &mut last_at)?;
+    st.group_compute = runner.group_compute;
     finish(st, sink, npy_sink, last_at)
 }
 
@@ -325,7 +308,9 @@ fn finish(
 }
 
 /// The source's frames.
-fn open_source(src: &SourceConfig) -> Box<dyn Iterator<Item = Result<Frame, ExecError>> + Send> {
+pub fn open_source(
+    src: &SourceConfig,
+) -> Box<dyn Iterator<Item = Result<Frame, ExecError>> + Send> {
     match src {
         SourceConfig::Synthetic(s) => Box::new(Synthetic::new(s.clone()).map(Ok)),
         SourceConfig::Npy {
@@ -338,12 +323,79 @@ fn open_source(src: &SourceConfig) -> Box<dyn Iterator<Item = Result<Frame, Exec
     }
 }
 
-fn stage_ids(p: &Pipeline, g: &crate::plan::Group) -> String {
+/// The stage ids a group covers, joined by `+`.
+pub fn stage_ids(p: &Pipeline, g: &crate::plan::Group) -> String {
     p.stages[g.stages.clone()]
         .iter()
         .map(|s| s.id.as_str())
         .collect::<Vec<_>>()
         .join("+")
+}
+
+/// Runs one segment's fusion groups on its device, frame by frame, timing
+/// each group. On a GPU frames overlap (two lanes), so a frame may come
+/// out of a later [`SegmentRunner::push`] or of [`SegmentRunner::drain`];
+/// frames always leave in the order they went in.
+pub struct SegmentRunner<'p> {
+    p: &'p Pipeline,
+    seg: &'p Segment,
+    gpu: Option<GpuLanes>,
+    /// Compute time per group so far.
+    pub group_compute: Vec<Duration>,
+}
+
+impl<'p> SegmentRunner<'p> {
+    /// Opens `device` for `seg`.
+    ///
+    /// # Errors
+    /// [`ExecError::Cuda`] when the CUDA device cannot be opened.
+    pub fn new(p: &'p Pipeline, seg: &'p Segment, device: Device) -> Result<Self, ExecError> {
+        let gpu = match device {
+            Device::Cpu => None,
+            Device::Cuda(n) => Some(GpuLanes {
+                dev: CudaDevice::open(n).map_err(|source| ExecError::Cuda {
+                    segment: seg.index,
+                    seq: None,
+                    source,
+                })?,
+                in_flight: std::collections::VecDeque::new(),
+                next_lane: 0,
+            }),
+        };
+        Ok(Self {
+            p,
+            seg,
+            gpu,
+            group_compute: vec![Duration::ZERO; seg.groups.len()],
+        })
+    }
+
+    /// Processes `frame`; returns the frames that are finished.
+    ///
+    /// # Errors
+    /// [`ExecError`] when a kernel or the device fails on a frame.
+    pub fn push(&mut self, frame: Frame) -> Result<Vec<Frame>, ExecError> {
+        match &mut self.gpu {
+            None => Ok(vec![run_cpu(
+                self.p,
+                self.seg,
+                frame,
+                &mut self.group_compute,
+            )?]),
+            Some(g) => g.push(self.seg, frame, &mut self.group_compute),
+        }
+    }
+
+    /// Finishes every frame still in flight.
+    ///
+    /// # Errors
+    /// [`ExecError`] when the device fails.
+    pub fn drain(&mut self) -> Result<Vec<Frame>, ExecError> {
+        match &mut self.gpu {
+            None => Ok(Vec::new()),
+            Some(g) => g.drain(self.seg, &mut self.group_compute),
+        }
+    }
 }
 
 /// Runs a segment's groups on the CPU, timing each.

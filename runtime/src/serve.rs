@@ -1,0 +1,696 @@
+//! One segment as its own process (`streamfuse serve`): frames come from
+//! the source (first segment) or from upstream over gRPC, run through the
+//! segment's stages on its device, and go downstream over gRPC or into the
+//! sink (last segment).
+//!
+//! Threads: a tokio runtime for the network (server, forwarder, metrics,
+//! signals), one worker thread running the kernels, and for the first
+//! segment one source thread. They meet in bounded queues, so a slow
+//! downstream slows everything upstream and memory stays bounded.
+//!
+//! `SIGTERM` (or `SIGINT`) drains: new frames are refused (`Unavailable`,
+//! the sender keeps and later replays them), queued frames are finished and
+//! forwarded, and the process waits until downstream has acknowledged them
+//! (at most `drain_timeout`) before it exits.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use streamfuse_proto::v1;
+use streamfuse_proto::v1::stage_server::StageServer;
+use tokio::sync::{mpsc, oneshot, watch};
+use tonic_health::ServingStatus;
+
+use crate::exec::{self, Device, ExecError, SegmentRunner};
+use crate::frame::now_ns;
+use crate::io::npy::NpySink;
+use crate::io::sink::SinkRecord;
+use crate::plan::Plan;
+use crate::spec::{DeviceChoice, Pipeline, SinkConfig};
+use crate::transport::forward::{ForwardError, Forwarder};
+use crate::transport::metrics::{self, SegmentMetrics};
+use crate::transport::server::{AckBoard, AckMap, StageService, Work};
+use crate::transport::{Limits, WINDOW, wire};
+
+/// How to serve a segment.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Segment index.
+    pub segment: usize,
+    /// Address to listen on (gRPC and health).
+    pub listen: SocketAddr,
+    /// Next segment's address (default: from the spec's nodes).
+    pub next: Option<String>,
+    /// Prometheus metrics address.
+    pub metrics: Option<SocketAddr>,
+    /// Exit once every stream has ended and been delivered.
+    pub once: bool,
+    /// Device override.
+    pub device: Option<DeviceChoice>,
+    /// Longest wait for in-flight frames on `SIGTERM`.
+    pub drain_timeout: Duration,
+    /// Extra time per frame in the worker (experiments and tests: a
+    /// deliberately slow stage).
+    pub delay: Duration,
+}
+
+/// Serving failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// No such segment.
+    #[error("segment {segment} does not exist: the plan has {segments} segment(s)")]
+    NoSegment {
+        /// Asked for.
+        segment: usize,
+        /// Available.
+        segments: usize,
+    },
+    /// The next segment's address is unknown.
+    #[error(
+        "segment {segment} forwards to node `{node}`, which has no `address` in the spec (or pass --next)"
+    )]
+    NoAddress {
+        /// Segment.
+        segment: usize,
+        /// Node of the next segment.
+        node: String,
+    },
+    /// A node address has no port.
+    #[error("node `{node}`: address `{address}` has no port")]
+    BadAddress {
+        /// Node.
+        node: String,
+        /// Its address.
+        address: String,
+    },
+    /// The worker failed.
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+    /// The link could not be set up.
+    #[error(transparent)]
+    Forward(#[from] ForwardError),
+    /// Network setup failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was attempted.
+        what: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Server(#[from] tonic::transport::Error),
+    /// A thread died.
+    #[error("{0} thread panicked")]
+    Panicked(&'static str),
+}
+
+/// What the sink saw.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct SinkOutcome {
+    /// Latency of every frame, ns, in order.
+    pub latencies_ns: Vec<u64>,
+    /// Output digest (stats sink).
+    pub digest: Option<String>,
+    /// Wall clock when the last frame arrived, ns.
+    pub last_ns: u64,
+}
+
+/// A segment process's account of its run (printed as JSON with `--once`).
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct SegmentOutcome {
+    /// Segment index.
+    pub segment: usize,
+    /// Frames processed.
+    pub frames: u64,
+    /// Compute time per group, ns.
+    pub group_compute_ns: Vec<u64>,
+    /// Link transit time of received frames, ns.
+    pub link_in_ns: u64,
+    /// First frame's capture time (source segment), ns.
+    pub first_capture_ns: Option<u64>,
+    /// Device the stages ran on.
+    pub device: String,
+    /// The sink's record (last segment).
+    pub sink: Option<SinkOutcome>,
+    /// Downstream reconnections.
+    pub reconnects: u64,
+    /// Frames replayed downstream.
+    pub replays: u64,
+    /// Duplicates dropped on receipt.
+    pub duplicates_dropped: u64,
+    /// Frames lost (0).
+    pub frames_dropped: u64,
+    /// Payloads copied on receipt (misaligned).
+    pub payload_copies: u64,
+}
+
+/// The address segment `k` listens on, from its node's `address`: segments
+/// sharing a node take consecutive ports from the node's port on.
+///
+/// # Errors
+/// [`ServeError::NoAddress`]/[`ServeError::BadAddress`] when the node has
+/// no usable address.
+pub fn segment_address(p: &Pipeline, plan: &Plan, k: usize) -> Result<String, ServeError> {
+    let seg = plan.segments.get(k).ok_or(ServeError::NoSegment {
+        segment: k,
+        segments: plan.segments.len(),
+    })?;
+    let node = &p.nodes[seg.node];
+    let address = node.address.clone().ok_or_else(|| ServeError::NoAddress {
+        segment: k.saturating_sub(1),
+        node: node.name.clone(),
+    })?;
+    let ordinal = plan.segments[..k]
+        .iter()
+        .filter(|s| s.node == seg.node)
+        .count();
+    let bad = || ServeError::BadAddress {
+        node: node.name.clone(),
+        address: address.clone(),
+    };
+    let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    let port = port.checked_add(ordinal as u16).ok_or_else(bad)?;
+    Ok(format!("{host}:{port}"))
+}
+
+enum Out {
+    Forward(mpsc::Sender<v1::Frame>),
+    Sink {
+        record: SinkRecord,
+        npy: Option<NpySink>,
+        acks: AckBoard,
+        last_ns: u64,
+    },
+}
+
+struct WorkerResult {
+    frames: u64,
+    group_compute: Vec<Duration>,
+    link_in_ns: u64,
+    sink: Option<SinkOutcome>,
+}
+
+/// Serves segment `opts.segment` of `plan` until every stream has ended
+/// (with `once`) or a termination signal, and returns its account.
+///
+/// # Errors
+/// [`ServeError`] when the segment does not exist, an address cannot be
+/// bound or resolved, the device cannot be opened, or a kernel fails.
+pub fn serve(p: &Pipeline, plan: &Plan, opts: &ServeOptions) -> Result<SegmentOutcome, ServeError> {
+    let seg = plan
+        .segments
+        .get(opts.segment)
+        .ok_or(ServeError::NoSegment {
+            segment: opts.segment,
+            segments: plan.segments.len(),
+        })?;
+    let last = opts.segment + 1 == plan.segments.len();
+    let next = match (&opts.next, last) {
+        (_, true) => None,
+        (Some(a), false) => Some(a.clone()),
+        (None, false) => Some(segment_address(p, plan, opts.segment + 1)?),
+    };
+    let limits = Limits::for_plan(p, plan);
+    let choice = opts.device.unwrap_or(p.nodes[seg.node].device);
+    let device = exec::device::resolve(choice).map_err(ExecError::from)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("streamfuse-net")
+        .build()
+        .map_err(|source| ServeError::Io {
+            what: "tokio runtime".into(),
+            source,
+        })?;
+    rt.block_on(serve_async(p, plan, opts, next, limits, device))
+}
+
+#[allow(clippy::too_many_lines)]
+async fn serve_async(
+    p: &Pipeline,
+    plan: &Plan,
+    opts: &ServeOptions,
+    next: Option<String>,
+    limits: Limits,
+    device: Device,
+) -> Result<SegmentOutcome, ServeError> {
+    let seg = &plan.segments[opts.segment];
+    let metrics = Arc::new(SegmentMetrics::new(&p.name, seg.index));
+    if let Some(addr) = opts.metrics {
+        let bound = metrics::serve(addr, metrics.clone())
+            .await
+            .map_err(|source| ServeError::Io {
+                what: format!("metrics listener {addr}"),
+                source,
+            })?;
+        tracing::info!(%bound, "metrics");
+    }
+    let (acks_tx, acks_rx) = watch::channel(AckMap::new());
+    let (draining_tx, draining_rx) = watch::channel(false);
+    let (inbox_tx, inbox_rx) = mpsc::channel::<Work>(2);
+    let input_shape = seg
+        .groups
+        .first()
+        .map_or_else(|| p.source.shape(), |g| g.input);
+    let input_shape = if seg.has_source {
+        p.source.shape()
+    } else {
+        input_shape
+    };
+    let info = v1::InfoReply {
+        pipeline: p.name.clone(),
+        segment: seg.index as u32,
+        segments: plan.segments.len() as u32,
+        node: p.nodes[seg.node].name.clone(),
+        device: device.to_string(),
+        stages: p.stages[seg.stages.clone()]
+            .iter()
+            .map(|s| s.id.clone())
+            .collect(),
+        kernels: seg.groups.iter().map(|g| g.op.name().to_owned()).collect(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        max_frame_bytes: limits.max_frame_bytes as u64,
+    };
+    let active = Arc::new(AtomicUsize::new(0));
+    let service = StageService::new(
+        inbox_tx.clone(),
+        acks_rx,
+        info,
+        input_shape,
+        limits.max_frame_bytes,
+        WINDOW,
+        metrics.clone(),
+        draining_rx.clone(),
+    )
+    .with_active_calls(active.clone());
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    reporter
+        .set_service_status("readiness", ServingStatus::NotServing)
+        .await;
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|source| ServeError::Io {
+            what: format!("listen on {}", opts.listen),
+            source,
+        })?;
+    let bound = listener.local_addr().map_err(|source| ServeError::Io {
+        what: "listener address".into(),
+        source,
+    })?;
+    tracing::info!(segment = seg.index, %bound, ?next, %device, "serving");
+    let (stop_server, server_stopped) = oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder()
+        .initial_stream_window_size(limits.stream_window)
+        .initial_connection_window_size(limits.connection_window)
+        .max_frame_size(limits.h2_frame)
+        .tcp_nodelay(true)
+        .add_service(health)
+        .add_service(
+            StageServer::new(service)
+                .max_decoding_message_size(limits.max_message)
+                .max_encoding_message_size(limits.max_message),
+        )
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            async {
+                let _ = server_stopped.await;
+            },
+        );
+    let server = tokio::spawn(server);
+
+    // Downstream link.
+    let (out, forwarder) = match &next {
+        Some(addr) => {
+            let (tx, rx) = mpsc::channel::<v1::Frame>(2);
+            let f = Forwarder::new(addr, limits, metrics.clone(), acks_tx.clone())?;
+            (Out::Forward(tx), Some(tokio::spawn(f.run(rx))))
+        }
+        None => {
+            let npy = match &p.sink {
+                SinkConfig::Npy(out) => Some(NpySink::new(out.clone()).map_err(ExecError::from)?),
+                _ => None,
+            };
+            (
+                Out::Sink {
+                    record: SinkRecord::new(p.sink != SinkConfig::Null),
+                    npy,
+                    acks: acks_tx.clone(),
+                    last_ns: 0,
+                },
+                None,
+            )
+        }
+    };
+
+    // Source.
+    let first_capture = Arc::new(std::sync::Mutex::new(None::<u64>));
+    let source = if seg.has_source {
+        let tx = inbox_tx.clone();
+        let src = p.source.clone();
+        let draining = draining_rx.clone();
+        let first = first_capture.clone();
+        let m = metrics.clone();
+        Some(
+            std::thread::Builder::new()
+                .name("source".into())
+                .spawn(move || -> Result<(), ExecError> {
+                    let mut n = 0u64;
+                    for f in exec::open_source(&src) {
+                        if *draining.borrow() {
+                            break;
+                        }
+                        let f = f?;
+                        if n == 0
+                            && let Ok(mut g) = first.lock()
+                        {
+                            *g = Some(f.capture_ns);
+                        }
+                        n += 1;
+                        m.frames_in.inc();
+                        m.bytes_in.inc_by(f.tensor.shape().bytes() as u64);
+                        if tx.blocking_send(Work::Frame(f, 0)).is_err() {
+                            return Ok(());
+                        }
+                    }
+                    if !*draining.borrow() {
+                        let _ = tx.blocking_send(Work::End {
+                            stream_id: 0,
+                            frames: n,
+                        });
+                    }
+                    Ok(())
+                })
+                .map_err(|source| ServeError::Io {
+                    what: "source thread".into(),
+                    source,
+                })?,
+        )
+    } else {
+        None
+    };
+    let stop_tx = inbox_tx;
+
+    // Worker.
+    let (ready_tx, ready_rx) = oneshot::channel::<Result<(), String>>();
+    let worker = {
+        let m = metrics.clone();
+        let once = opts.once;
+        let delay = opts.delay;
+        let p2 = p.clone();
+        let plan2 = plan.clone();
+        let index = seg.index;
+        std::thread::Builder::new()
+            .name(format!("segment-{index}"))
+            .spawn(move || {
+                worker(
+                    &p2,
+                    &plan2.segments[index],
+                    device,
+                    inbox_rx,
+                    out,
+                    ready_tx,
+                    &m,
+                    once,
+                    delay,
+                )
+            })
+            .map_err(|source| ServeError::Io {
+                what: "worker thread".into(),
+                source,
+            })?
+    };
+    match ready_rx.await {
+        Ok(Ok(())) => {
+            reporter
+                .set_service_status("", ServingStatus::Serving)
+                .await;
+            reporter
+                .set_service_status("readiness", ServingStatus::Serving)
+                .await;
+        }
+        _ => tracing::error!("segment worker failed to start"),
+    }
+
+    // Wait for the worker (all streams done) or a signal.
+    let worker_done = tokio::task::spawn_blocking(move || worker.join());
+    let drain = opts.drain_timeout;
+    let mut worker_done = std::pin::pin!(worker_done);
+    let signalled = tokio::select! {
+        r = &mut worker_done => Some(r),
+        () = termination() => None,
+    };
+    let result = match signalled {
+        Some(r) => r,
+        None => {
+            tracing::info!("terminating: draining in-flight frames");
+            draining_tx.send_replace(true);
+            reporter
+                .set_service_status("readiness", ServingStatus::NotServing)
+                .await;
+            let _ = tokio::time::timeout(drain, stop_tx.send(Work::Stop)).await;
+            match tokio::time::timeout(drain, &mut worker_done).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::warn!("drain timed out");
+                    return Ok(outcome(opts, device, &metrics, None, &first_capture));
+                }
+            }
+        }
+    };
+    let worker_result = match result {
+        Ok(Ok(r)) => r?,
+        _ => return Err(ServeError::Panicked("worker")),
+    };
+    drop(stop_tx);
+    if let Some(f) = forwarder {
+        if *draining_tx.borrow() {
+            if tokio::time::timeout(drain, f).await.is_err() {
+                tracing::warn!("downstream did not acknowledge everything in time");
+            }
+        } else {
+            let _ = f.await;
+        }
+    }
+    if let Some(s) = source
+        && let Ok(Err(e)) = s.join()
+    {
+        return Err(e.into());
+    }
+    // Let upstream read our last acks: wait until its calls end.
+    let t0 = Instant::now();
+    while active.load(Ordering::SeqCst) > 0 && t0.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let _ = stop_server.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    Ok(outcome(
+        opts,
+        device,
+        &metrics,
+        Some(worker_result),
+        &first_capture,
+    ))
+}
+
+async fn termination() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            std::future::pending::<()>().await;
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn outcome(
+    opts: &ServeOptions,
+    device: Device,
+    m: &SegmentMetrics,
+    w: Option<WorkerResult>,
+    first: &std::sync::Mutex<Option<u64>>,
+) -> SegmentOutcome {
+    let w = w.unwrap_or(WorkerResult {
+        frames: 0,
+        group_compute: Vec::new(),
+        link_in_ns: 0,
+        sink: None,
+    });
+    SegmentOutcome {
+        segment: opts.segment,
+        frames: w.frames,
+        group_compute_ns: w
+            .group_compute
+            .iter()
+            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+            .collect(),
+        link_in_ns: w.link_in_ns,
+        first_capture_ns: first.lock().ok().and_then(|g| *g),
+        device: device.to_string(),
+        sink: w.sink,
+        reconnects: m.reconnects.get(),
+        replays: m.replays.get(),
+        duplicates_dropped: m.duplicates_dropped.get(),
+        frames_dropped: m.frames_dropped.get(),
+        payload_copies: m.payload_copies.get(),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn worker(
+    p: &Pipeline,
+    seg: &crate::plan::Segment,
+    device: Device,
+    mut inbox: mpsc::Receiver<Work>,
+    mut out: Out,
+    ready: oneshot::Sender<Result<(), String>>,
+    m: &SegmentMetrics,
+    once: bool,
+    delay: Duration,
+) -> Result<WorkerResult, ExecError> {
+    let mut runner = match SegmentRunner::new(p, seg, device) {
+        Ok(r) => {
+            let _ = ready.send(Ok(()));
+            r
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e.to_string()));
+            return Err(e);
+        }
+    };
+    let names: Vec<String> = seg.groups.iter().map(|g| exec::stage_ids(p, g)).collect();
+    let mut frames = 0u64;
+    let mut link_in_ns = 0u64;
+    let mut open: BTreeSet<u32> = BTreeSet::new();
+    let mut ended: BTreeSet<u32> = BTreeSet::new();
+    while let Some(work) = inbox.blocking_recv() {
+        m.queue_depth.set(inbox.len() as i64);
+        let done = match work {
+            Work::Frame(frame, transit) => {
+                open.insert(frame.stream_id);
+                link_in_ns += transit;
+                m.receive_seconds.inc_by(transit as f64 / 1e9);
+                if !delay.is_zero() {
+                    std::thread::sleep(delay);
+                }
+                let before = runner.group_compute.clone();
+                let done = runner.push(frame)?;
+                for ((name, a), b) in names.iter().zip(&runner.group_compute).zip(&before) {
+                    m.add_compute(name, a.saturating_sub(*b).as_secs_f64());
+                }
+                done
+            }
+            Work::End {
+                stream_id,
+                frames: count,
+            } => {
+                let done = runner.drain()?;
+                frames_out(&mut out, done, m, &mut frames)?;
+                end_stream(&mut out, stream_id, count);
+                open.insert(stream_id);
+                ended.insert(stream_id);
+                if once && ended.len() == open.len() {
+                    break;
+                }
+                continue;
+            }
+            Work::Stop => break,
+        };
+        frames_out(&mut out, done, m, &mut frames)?;
+    }
+    let done = runner.drain()?;
+    frames_out(&mut out, done, m, &mut frames)?;
+    let sink = match out {
+        Out::Sink {
+            record,
+            npy,
+            last_ns,
+            ..
+        } => {
+            if let Some(mut n) = npy {
+                n.finish()?;
+            }
+            Some(SinkOutcome {
+                latencies_ns: record.latencies_ns,
+                digest: record.digest.map(|d| d.finish()),
+                last_ns,
+            })
+        }
+        Out::Forward(_) => None,
+    };
+    Ok(WorkerResult {
+        frames,
+        group_compute: runner.group_compute,
+        link_in_ns,
+        sink,
+    })
+}
+
+fn frames_out(
+    out: &mut Out,
+    done: Vec<crate::frame::Frame>,
+    m: &SegmentMetrics,
+    frames: &mut u64,
+) -> Result<(), ExecError> {
+    for f in done {
+        *frames += 1;
+        match out {
+            Out::Forward(tx) => {
+                if tx.blocking_send(wire::encode(f, 0)).is_err() {
+                    m.frames_dropped.inc();
+                }
+            }
+            Out::Sink {
+                record,
+                npy,
+                acks,
+                last_ns,
+            } => {
+                let (stream, seq) = (f.stream_id, f.seq);
+                record.accept(&f, now_ns())?;
+                if let Some(n) = npy {
+                    n.write(&f)?;
+                }
+                *last_ns = now_ns();
+                m.frames_out.inc();
+                acks.send_modify(|a| {
+                    a.insert(stream, seq + 1);
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn end_stream(out: &mut Out, stream_id: u32, frames: u64) {
+    match out {
+        Out::Forward(tx) => {
+            let _ = tx.blocking_send(wire::end_of_stream(stream_id, frames));
+        }
+        Out::Sink { acks, .. } => {
+            acks.send_modify(|a| {
+                a.insert(stream_id, frames + 1);
+            });
+        }
+    }
+}

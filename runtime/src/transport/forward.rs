@@ -1,0 +1,210 @@
+//! The sending side of a link: keeps every frame until downstream has
+//! acknowledged it, sends within the receiver's credits, and after a
+//! broken call reconnects with exponential backoff and replays what is
+//! unacknowledged.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use streamfuse_proto::v1;
+use streamfuse_proto::v1::stage_client::StageClient;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Endpoint;
+
+use super::Limits;
+use super::metrics::SegmentMetrics;
+use super::server::{AckBoard, AckMap};
+use crate::frame::now_ns;
+
+/// First wait before reconnecting; doubles up to [`BACKOFF_MAX`].
+pub const BACKOFF_START: Duration = Duration::from_millis(20);
+/// Longest wait between reconnection attempts.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// A link could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    /// The downstream address is not a valid URI.
+    #[error("downstream address {addr}: {source}")]
+    Address {
+        /// The address.
+        addr: String,
+        /// Cause.
+        source: tonic::transport::Error,
+    },
+}
+
+/// The client end of the link to the next segment.
+pub struct Forwarder {
+    endpoint: Endpoint,
+    limits: Limits,
+    /// Most frames kept unacknowledged (memory bound of this link).
+    max_unacked: usize,
+    metrics: Arc<SegmentMetrics>,
+    acks_up: AckBoard,
+}
+
+/// The HTTP/2 endpoint for `addr` (`host:port` or a URI) tuned for `limits`.
+///
+/// # Errors
+/// [`ForwardError::Address`] when `addr` is not a valid URI.
+pub fn endpoint(addr: &str, limits: &Limits) -> Result<Endpoint, ForwardError> {
+    let uri = if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("http://{addr}")
+    };
+    let e = Endpoint::from_shared(uri).map_err(|source| ForwardError::Address {
+        addr: addr.to_owned(),
+        source,
+    })?;
+    Ok(e.initial_stream_window_size(limits.stream_window)
+        .initial_connection_window_size(limits.connection_window)
+        .max_frame_size(limits.h2_frame)
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(2))
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5)))
+}
+
+impl Forwarder {
+    /// A forwarder to `addr`; what downstream acknowledges is published on
+    /// `acks_up` (the upstream acks of a middle segment).
+    ///
+    /// # Errors
+    /// [`ForwardError::Address`] when `addr` is not a valid URI.
+    pub fn new(
+        addr: &str,
+        limits: Limits,
+        metrics: Arc<SegmentMetrics>,
+        acks_up: AckBoard,
+    ) -> Result<Self, ForwardError> {
+        Ok(Self {
+            endpoint: endpoint(addr, &limits)?,
+            max_unacked: limits.max_unacked,
+            limits,
+            metrics,
+            acks_up,
+        })
+    }
+
+    /// Sends every frame of `input` downstream until `input` closes and
+    /// everything sent is acknowledged. Never gives up on a broken link:
+    /// it retries with backoff (bounded memory: at most `max_unacked`
+    /// frames are kept).
+    pub async fn run(self, mut input: mpsc::Receiver<v1::Frame>) {
+        let m = &self.metrics;
+        let mut unacked: VecDeque<v1::Frame> = VecDeque::new();
+        let mut input_done = false;
+        let mut backoff = BACKOFF_START;
+        let mut connected_before = false;
+        let mut acked = AckMap::new();
+        loop {
+            if input_done && unacked.is_empty() {
+                return;
+            }
+            let call = async {
+                let channel = self.endpoint.connect().await.map_err(|e| e.to_string())?;
+                let mut client = StageClient::new(channel)
+                    .max_decoding_message_size(self.limits.max_message)
+                    .max_encoding_message_size(self.limits.max_message);
+                let (tx, rx) = mpsc::channel::<v1::Frame>(4);
+                let resp = client
+                    .push(ReceiverStream::new(rx))
+                    .await
+                    .map_err(|s| s.to_string())?;
+                Ok::<_, String>((tx, resp.into_inner()))
+            };
+            let (tx, mut acks) = match call.await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(error = %e, wait_ms = backoff.as_millis() as u64, "downstream not reachable");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+            };
+            if connected_before {
+                m.reconnects.inc();
+                m.replays.inc_by(unacked.len() as u64);
+                tracing::info!(replay = unacked.len(), "reconnected downstream");
+            }
+            connected_before = true;
+            backoff = BACKOFF_START;
+            let mut sent = 0u64;
+            let mut credit = 0u64;
+            let mut next = 0usize; // index in `unacked` of the next frame to send on this call
+            loop {
+                while sent < credit && next < unacked.len() {
+                    let mut f = unacked[next].clone();
+                    f.sent_ns = now_ns();
+                    let t0 = Instant::now();
+                    if tx.send(f).await.is_err() {
+                        break;
+                    }
+                    m.send_seconds.inc_by(t0.elapsed().as_secs_f64());
+                    sent += 1;
+                    next += 1;
+                }
+                m.credits.set(credit.saturating_sub(sent) as i64);
+                m.unacked.set(unacked.len() as i64);
+                if input_done && unacked.is_empty() {
+                    return;
+                }
+                let room = !input_done && unacked.len() < self.max_unacked;
+                tokio::select! {
+                    a = acks.message() => match a {
+                        Ok(Some(a)) => {
+                            credit = a.credit_total;
+                            let mut changed = false;
+                            for s in a.streams {
+                                let e = acked.entry(s.stream_id).or_insert(0);
+                                if s.next_seq > *e {
+                                    *e = s.next_seq;
+                                    changed = true;
+                                }
+                            }
+                            if changed {
+                                let mut i = 0usize;
+                                let sent_here = next;
+                                unacked.retain(|f| {
+                                    let keep = acked.get(&f.stream_id).is_none_or(|&n| f.seq >= n);
+                                    if !keep && i < sent_here {
+                                        next -= 1;
+                                    }
+                                    i += 1;
+                                    keep
+                                });
+                                self.acks_up.send_replace(acked.clone());
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(status) => {
+                            if status.code() == tonic::Code::InvalidArgument {
+                                // Downstream refused a frame as malformed: a
+                                // bug upstream, not a transient fault. Keep
+                                // it (no loss) and say so loudly.
+                                tracing::error!(%status, "downstream refused a frame");
+                            } else {
+                                tracing::debug!(%status, "downstream call ended");
+                            }
+                            break;
+                        }
+                    },
+                    f = input.recv(), if room => match f {
+                        Some(f) => {
+                            m.frames_out.inc();
+                            m.bytes_out.inc_by(f.payload.len() as u64);
+                            unacked.push_back(f);
+                        }
+                        None => input_done = true,
+                    },
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+}

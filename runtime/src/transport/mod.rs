@@ -1,0 +1,92 @@
+//! gRPC frame streaming between segments.
+//!
+//! - [`wire`]: frames to and from protocol messages, the checks on receipt,
+//!   and the copies that remain per frame.
+//! - [`server`]: the receiving side (service `streamfuse.v1.Stage`).
+//! - [`forward`]: the sending side (credits, acks, reconnect and replay).
+//! - [`metrics`]: Prometheus text exposition of a segment.
+//!
+//! Delivery is at-least-once per link and exactly-once at the sink: a
+//! sender keeps each frame until the receiver acknowledges it, and a
+//! receiver acknowledges a frame only when it is delivered further on (its
+//! output acknowledged downstream, or taken by the sink). A restarted
+//! segment therefore loses nothing: its upstream replays every frame it
+//! had not finished, and receivers drop the duplicates by
+//! `(stream_id, seq)`. A restarted *sink* starts a new output: its record
+//! lives in its process.
+
+pub mod forward;
+pub mod metrics;
+pub mod server;
+pub mod wire;
+
+use crate::plan::Plan;
+use crate::spec::Pipeline;
+
+/// Frames a receiver lets a sender have in flight beyond what it queued.
+pub const WINDOW: u64 = 2;
+
+/// Message and HTTP/2 sizes for a pipeline's links, computed from the
+/// largest frame the plan can put on a link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest payload, bytes.
+    pub max_frame_bytes: usize,
+    /// gRPC message limit (payload plus framing), both directions.
+    pub max_message: usize,
+    /// HTTP/2 stream window.
+    pub stream_window: u32,
+    /// HTTP/2 connection window.
+    pub connection_window: u32,
+    /// HTTP/2 frame size.
+    pub h2_frame: u32,
+    /// Frames a sender keeps unacknowledged at most.
+    pub max_unacked: usize,
+}
+
+impl Limits {
+    /// Limits for payloads of at most `max_frame_bytes`.
+    pub fn for_frame(max_frame_bytes: usize) -> Self {
+        let max_message = max_frame_bytes + wire::MESSAGE_OVERHEAD;
+        // Two whole frames per stream window so a sender never stalls on
+        // WINDOW_UPDATE mid-frame; HTTP/2 caps windows at 2^31 - 1.
+        let cap = (1u64 << 31) - 1;
+        let stream = (2 * max_message as u64).clamp(1 << 20, cap);
+        let conn = (2 * stream).min(cap);
+        Self {
+            max_frame_bytes,
+            max_message,
+            stream_window: stream as u32,
+            connection_window: conn as u32,
+            // 1 MiB DATA frames (HTTP/2 allows up to 16 MiB - 1; the default
+            // 16 KiB costs a frame header and a wakeup per 16 KiB).
+            h2_frame: 1 << 20,
+            max_unacked: 8,
+        }
+    }
+
+    /// Limits for every link of `plan`: the largest frame any segment takes
+    /// or emits.
+    pub fn for_plan(p: &Pipeline, plan: &Plan) -> Self {
+        let mut max = p.source.shape().bytes();
+        for seg in &plan.segments {
+            max = max.max(seg.output.bytes());
+        }
+        Self::for_frame(max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_fit_the_largest_frame_and_stay_within_http2() {
+        let l = Limits::for_frame(1280 * 720 * 4);
+        assert!(l.max_message >= 1280 * 720 * 4 + 100);
+        assert!(l.stream_window as usize >= 2 * l.max_message);
+        let huge = Limits::for_frame(4 << 30);
+        assert_eq!(huge.stream_window, (1 << 31) - 1);
+        assert_eq!(Limits::for_frame(10).stream_window, 1 << 20);
+    }
+}

@@ -1,0 +1,268 @@
+//! The receiving side of a link: service `streamfuse.v1.Stage`.
+//!
+//! Each `Push` call reads frames, checks them ([`super::wire::decode`]),
+//! drops replayed duplicates by `(stream_id, seq)`, and queues the rest for
+//! the segment's worker. The response stream carries [`v1::Ack`]s: the
+//! cumulative delivered position per stream (from the segment's
+//! [`AckBoard`]: downstream's acks for a middle segment, the sink's for the
+//! last) and a running credit total that lets the sender have at most
+//! `window` frames beyond what this call has queued.
+//!
+//! Within one call a stream's seq must increase; a call that sends a seq
+//! that is not above its previous one is answered `InvalidArgument`.
+//! Across calls (a replay after reconnecting) a seq below the stream's next
+//! one is a duplicate and dropped; a seq above it is a gap and refused.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use streamfuse_kernels::Shape;
+use streamfuse_proto::v1;
+use streamfuse_proto::v1::stage_server::Stage;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::metrics::SegmentMetrics;
+use super::wire::{self, Incoming};
+use crate::frame::now_ns;
+
+/// Delivered position per stream: every seq below the value is done.
+pub type AckMap = BTreeMap<u32, u64>;
+
+/// Where a segment publishes what it has delivered, for its upstream acks.
+pub type AckBoard = watch::Sender<AckMap>;
+
+/// Work for a segment's worker.
+#[derive(Debug)]
+pub enum Work {
+    /// A frame to process, with its link transit time in ns.
+    Frame(crate::frame::Frame, u64),
+    /// A stream ended after `frames` frames.
+    End {
+        /// Stream.
+        stream_id: u32,
+        /// Frames in the stream.
+        frames: u64,
+    },
+    /// Stop after what is queued (drain).
+    Stop,
+}
+
+/// The service's state, shared by its calls.
+pub struct StageService {
+    inbox: mpsc::Sender<Work>,
+    next_seq: Arc<Mutex<HashMap<u32, u64>>>,
+    acks: watch::Receiver<AckMap>,
+    info: v1::InfoReply,
+    input: Shape,
+    max_bytes: usize,
+    window: u64,
+    metrics: Arc<SegmentMetrics>,
+    draining: watch::Receiver<bool>,
+    active: Arc<AtomicUsize>,
+}
+
+impl StageService {
+    /// Counts open `Push` calls in `active` (a segment waits for its
+    /// upstream's calls to end before it exits, so its last acks arrive).
+    #[must_use]
+    pub fn with_active_calls(mut self, active: Arc<AtomicUsize>) -> Self {
+        self.active = active;
+        self
+    }
+
+    /// A service queuing accepted frames of shape `input` (payload at most
+    /// `max_bytes`) into `inbox`, acking from `acks`, granting `window`
+    /// frames of credit per call.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        inbox: mpsc::Sender<Work>,
+        acks: watch::Receiver<AckMap>,
+        info: v1::InfoReply,
+        input: Shape,
+        max_bytes: usize,
+        window: u64,
+        metrics: Arc<SegmentMetrics>,
+        draining: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            inbox,
+            next_seq: Arc::default(),
+            acks,
+            info,
+            input,
+            max_bytes,
+            window,
+            metrics,
+            draining,
+            active: Arc::default(),
+        }
+    }
+}
+
+struct CallGuard(Arc<AtomicUsize>);
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Decides what to do with seq `seq` of `stream`: `Ok(true)` take it,
+/// `Ok(false)` a duplicate, `Err` a gap.
+fn admit(next: &Mutex<HashMap<u32, u64>>, stream: u32, seq: u64) -> Result<bool, Status> {
+    let mut next = next
+        .lock()
+        .map_err(|_| Status::internal("sequence table poisoned"))?;
+    match next.get(&stream).copied() {
+        Some(n) if seq < n => Ok(false),
+        Some(n) if seq > n => Err(Status::invalid_argument(format!(
+            "frame seq {seq} (stream {stream}): gap, expected seq {n}"
+        ))),
+        _ => {
+            next.insert(stream, seq + 1);
+            Ok(true)
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Stage for StageService {
+    type PushStream = ReceiverStream<Result<v1::Ack, Status>>;
+
+    async fn push(
+        &self,
+        request: Request<Streaming<v1::Frame>>,
+    ) -> Result<Response<Self::PushStream>, Status> {
+        if *self.draining.borrow() {
+            return Err(Status::unavailable("segment is draining"));
+        }
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        let (credit_tx, mut credit_rx) = watch::channel(self.window);
+        // Acks: on every change of the delivered positions or the credit.
+        let mut acks = self.acks.clone();
+        let ack_tx = tx.clone();
+        tokio::spawn(async move {
+            loop {
+                let ack = v1::Ack {
+                    streams: acks
+                        .borrow_and_update()
+                        .iter()
+                        .map(|(&stream_id, &next_seq)| v1::StreamAck {
+                            stream_id,
+                            next_seq,
+                        })
+                        .collect(),
+                    credit_total: *credit_rx.borrow_and_update(),
+                };
+                if ack_tx.send(Ok(ack)).await.is_err() {
+                    break;
+                }
+                tokio::select! {
+                    r = acks.changed() => if r.is_err() { break },
+                    r = credit_rx.changed() => if r.is_err() { break },
+                    () = ack_tx.closed() => break,
+                }
+            }
+        });
+        let inbox = self.inbox.clone();
+        let next_seq = self.next_seq.clone();
+        let (input, max_bytes, window) = (self.input, self.max_bytes, self.window);
+        let metrics = self.metrics.clone();
+        let draining = self.draining.clone();
+        let active = self.active.clone();
+        active.fetch_add(1, Ordering::SeqCst);
+        tokio::spawn(async move {
+            let _call = CallGuard(active);
+            let mut last: HashMap<u32, u64> = HashMap::new();
+            let mut queued = 0u64;
+            let refuse = |status: Status| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send(Err(status)).await;
+                }
+            };
+            loop {
+                let m = match inbound.message().await {
+                    Ok(Some(m)) => m,
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::debug!(%status, "push stream ended");
+                        break;
+                    }
+                };
+                if *draining.borrow() {
+                    refuse(Status::unavailable("segment is draining")).await;
+                    break;
+                }
+                let (stream, seq) = (m.stream_id, m.seq);
+                if let Some(&prev) = last.get(&stream)
+                    && seq <= prev
+                {
+                    metrics.frames_rejected.inc();
+                    refuse(Status::invalid_argument(format!(
+                        "frame seq {seq} (stream {stream}): seq goes backwards (after seq {prev})"
+                    )))
+                    .await;
+                    break;
+                }
+                last.insert(stream, seq);
+                let bytes = m.payload.len() as u64;
+                let work = match wire::decode(m, input, max_bytes) {
+                    Ok(Incoming::Frame {
+                        frame,
+                        copied,
+                        sent_ns,
+                    }) => {
+                        if copied {
+                            metrics.payload_copies.inc();
+                        }
+                        Work::Frame(frame, now_ns().saturating_sub(sent_ns))
+                    }
+                    Ok(Incoming::End { stream_id, seq }) => Work::End {
+                        stream_id,
+                        frames: seq,
+                    },
+                    Err(e) => {
+                        metrics.frames_rejected.inc();
+                        tracing::warn!(error = %e, "refused a frame");
+                        refuse(Status::invalid_argument(e.to_string())).await;
+                        break;
+                    }
+                };
+                match admit(&next_seq, stream, seq) {
+                    Ok(true) => {
+                        metrics.frames_in.inc();
+                        metrics.bytes_in.inc_by(bytes);
+                        metrics.queue_depth.inc();
+                        if inbox.send(work).await.is_err() {
+                            refuse(Status::unavailable("segment worker stopped")).await;
+                            break;
+                        }
+                    }
+                    Ok(false) => {
+                        metrics.duplicates_dropped.inc();
+                    }
+                    Err(status) => {
+                        metrics.frames_rejected.inc();
+                        refuse(status).await;
+                        break;
+                    }
+                }
+                queued += 1;
+                credit_tx.send_replace(queued + window);
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn info(
+        &self,
+        _request: Request<v1::InfoRequest>,
+    ) -> Result<Response<v1::InfoReply>, Status> {
+        Ok(Response::new(self.info.clone()))
+    }
+}

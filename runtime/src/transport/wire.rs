@@ -1,0 +1,296 @@
+//! Frames on the wire: conversion between [`Frame`] and the protocol's
+//! `Frame` message, with the checks a receiver makes on every frame.
+//!
+//! Copies per frame and hop (payload bytes only):
+//! 1. send: the payload is handed to the encoder as a `Bytes` that owns the
+//!    kernel's output buffer (no copy), and prost copies it once into
+//!    tonic's encode buffer. tonic's codec API writes into its own
+//!    `BytesMut`, so this copy cannot be avoided without replacing tonic's
+//!    HTTP/2 body; h2 then writes that buffer to the socket (kernel copy).
+//! 2. receive: tonic appends each HTTP/2 DATA chunk to its decode buffer
+//!    (one copy, in tonic), and prost hands out the payload as a `Bytes`
+//!    view of that buffer (no copy). The tensor borrows it
+//!    ([`Tensor::from_bytes`]) when it is 4-byte aligned, which the sender
+//!    arranges with the `pad`-free fixed-width header below; a misaligned
+//!    payload is copied once and counted.
+//!
+//! Replays re-send the kept `Bytes` (no copy).
+
+use bytes::Bytes;
+use streamfuse_kernels::{Shape, Tensor};
+use streamfuse_proto::v1;
+
+use crate::frame::Frame;
+
+/// Bytes of framing around a payload in one message (fields before the
+/// payload, gRPC's 5-byte prefix), generously rounded up.
+pub const MESSAGE_OVERHEAD: usize = 256;
+
+/// A received message that is not an acceptable frame.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// The dtype is unknown or unsupported.
+    #[error("frame seq {seq} (stream {stream}): unsupported dtype {dtype}")]
+    Dtype {
+        /// Stream.
+        stream: u32,
+        /// Frame.
+        seq: u64,
+        /// The value received.
+        dtype: i32,
+    },
+    /// The shape is not three positive dimensions, overflows, or exceeds the limit.
+    #[error("frame seq {seq} (stream {stream}): shape {shape:?} {why}")]
+    Shape {
+        /// Stream.
+        stream: u32,
+        /// Frame.
+        seq: u64,
+        /// The dimensions received.
+        shape: Vec<u32>,
+        /// What is wrong.
+        why: String,
+    },
+    /// The payload length disagrees with shape and dtype.
+    #[error(
+        "frame seq {seq} (stream {stream}): payload is {got} bytes, shape {shape} as f32 needs {expected}"
+    )]
+    Length {
+        /// Stream.
+        stream: u32,
+        /// Frame.
+        seq: u64,
+        /// Shape.
+        shape: Shape,
+        /// Bytes expected.
+        expected: usize,
+        /// Bytes received.
+        got: usize,
+    },
+    /// The frame's shape is not what this segment takes.
+    #[error("frame seq {seq} (stream {stream}): shape {got}, this segment takes {expected}")]
+    WrongShape {
+        /// Stream.
+        stream: u32,
+        /// Frame.
+        seq: u64,
+        /// Expected.
+        expected: Shape,
+        /// Received.
+        got: Shape,
+    },
+}
+
+/// A frame as received: data frame or end-of-stream marker.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A data frame; `copied` when its payload had to be copied (misaligned).
+    Frame {
+        /// The frame.
+        frame: Frame,
+        /// Whether the payload was copied.
+        copied: bool,
+        /// Sender's wall clock at send, ns.
+        sent_ns: u64,
+    },
+    /// End of a stream: `seq` is the stream's frame count.
+    End {
+        /// Stream.
+        stream_id: u32,
+        /// Frames in the stream.
+        seq: u64,
+    },
+}
+
+/// Builds the message for `frame` (payload shared, not copied).
+pub fn encode(frame: Frame, sent_ns: u64) -> v1::Frame {
+    let s = frame.tensor.shape();
+    v1::Frame {
+        stream_id: frame.stream_id,
+        seq: frame.seq,
+        capture_ns: frame.capture_ns,
+        sent_ns,
+        shape: vec![dim(s.c), dim(s.h), dim(s.w)],
+        dtype: v1::Dtype::F32 as i32,
+        end_of_stream: false,
+        payload: frame.tensor.into_bytes(),
+    }
+}
+
+fn dim(v: usize) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
+}
+
+/// The end-of-stream marker for `stream_id` after `frames` frames.
+pub fn end_of_stream(stream_id: u32, frames: u64) -> v1::Frame {
+    v1::Frame {
+        stream_id,
+        seq: frames,
+        end_of_stream: true,
+        ..v1::Frame::default()
+    }
+}
+
+/// Checks `m` and turns it into a frame of `expected` shape whose payload
+/// is at most `max_bytes`.
+///
+/// # Errors
+/// [`WireError`] naming the seq and what is wrong.
+pub fn decode(m: v1::Frame, expected: Shape, max_bytes: usize) -> Result<Incoming, WireError> {
+    let (stream, seq) = (m.stream_id, m.seq);
+    if m.end_of_stream {
+        return Ok(Incoming::End {
+            stream_id: stream,
+            seq,
+        });
+    }
+    if m.dtype != v1::Dtype::F32 as i32 {
+        return Err(WireError::Dtype {
+            stream,
+            seq,
+            dtype: m.dtype,
+        });
+    }
+    let bad = |why: String| WireError::Shape {
+        stream,
+        seq,
+        shape: m.shape.clone(),
+        why,
+    };
+    let [c, h, w] = m.shape[..] else {
+        return Err(bad("is not [C, H, W]".into()));
+    };
+    if c == 0 || h == 0 || w == 0 {
+        return Err(bad("has a zero dimension".into()));
+    }
+    let bytes = (c as usize)
+        .checked_mul(h as usize)
+        .and_then(|n| n.checked_mul(w as usize))
+        .and_then(|n| n.checked_mul(4))
+        .ok_or_else(|| bad("overflows".into()))?;
+    if bytes > max_bytes {
+        return Err(bad(format!(
+            "needs {bytes} bytes, over this segment's limit of {max_bytes}"
+        )));
+    }
+    let shape = Shape::new(c as usize, h as usize, w as usize);
+    if m.payload.len() != bytes {
+        return Err(WireError::Length {
+            stream,
+            seq,
+            shape,
+            expected: bytes,
+            got: m.payload.len(),
+        });
+    }
+    if shape != expected {
+        return Err(WireError::WrongShape {
+            stream,
+            seq,
+            expected,
+            got: shape,
+        });
+    }
+    let payload: Bytes = m.payload;
+    let (tensor, copied) = Tensor::from_bytes(shape, payload).map_err(|_| WireError::Length {
+        stream,
+        seq,
+        shape,
+        expected: bytes,
+        got: bytes,
+    })?;
+    Ok(Incoming::Frame {
+        frame: Frame {
+            stream_id: stream,
+            seq,
+            capture_ns: m.capture_ns,
+            tensor,
+        },
+        copied,
+        sent_ns: m.sent_ns,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(shape: Shape) -> Frame {
+        let data = (0..shape.len()).map(|i| i as f32 * 0.5).collect();
+        Frame {
+            stream_id: 3,
+            seq: 9,
+            capture_ns: 77,
+            tensor: Tensor::from_vec(shape, data).unwrap_or_else(|_| Tensor::zeros(shape)),
+        }
+    }
+
+    #[test]
+    fn round_trip_keeps_every_field_and_value() {
+        let s = Shape::new(2, 3, 5);
+        let f = frame(s);
+        let m = encode(f.clone(), 5);
+        match decode(m, s, 1 << 20) {
+            Ok(Incoming::Frame { frame, sent_ns, .. }) => {
+                assert_eq!(frame, f);
+                assert_eq!(sent_ns, 5);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_bad_frame_names_its_seq_and_fault() {
+        let s = Shape::new(1, 4, 4);
+        let good = encode(frame(s), 0);
+        let mut short = good.clone();
+        short.payload = short.payload.slice(..8);
+        let mut dtype = good.clone();
+        dtype.dtype = 9;
+        let mut over = good.clone();
+        over.shape = vec![u32::MAX, u32::MAX, u32::MAX];
+        let mut big = good.clone();
+        big.shape = vec![1, 1024, 1024];
+        let mut flat = good.clone();
+        flat.shape = vec![16];
+        let cases = [
+            (short, "payload is 8 bytes"),
+            (dtype, "unsupported dtype 9"),
+            (over, "overflows"),
+            (big, "over this segment's limit"),
+            (flat, "is not [C, H, W]"),
+        ];
+        for (m, want) in cases {
+            let e = decode(m, s, 4096).map(|_| ()).unwrap_err().to_string();
+            assert!(
+                e.contains("frame seq 9 (stream 3)") && e.contains(want),
+                "{e}"
+            );
+        }
+        assert!(decode(good, Shape::new(1, 2, 8), 4096).is_err());
+    }
+
+    #[test]
+    fn aligned_payload_is_borrowed_misaligned_is_copied() {
+        let s = Shape::new(1, 2, 2);
+        let raw: Vec<u8> = (0..20u8).collect();
+        let whole = Bytes::from(raw);
+        for off in 0..4 {
+            let m = v1::Frame {
+                shape: vec![1, 2, 2],
+                dtype: v1::Dtype::F32 as i32,
+                payload: whole.slice(off..off + 16),
+                ..v1::Frame::default()
+            };
+            let aligned = (m.payload.as_ptr() as usize) % 4 == 0;
+            match decode(m, s, 64) {
+                Ok(Incoming::Frame { copied, frame, .. }) => {
+                    assert_eq!(copied, !aligned);
+                    assert_eq!(frame.tensor.is_shared(), aligned);
+                    assert_eq!(frame.tensor.as_bytes(), &whole[off..off + 16]);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+}
