@@ -276,6 +276,10 @@ async fn serve_async(
         kernels: seg.groups.iter().map(|g| g.op.name().to_owned()).collect(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         max_frame_bytes: limits.max_frame_bytes as u64,
+        input_shape: [input_shape.c, input_shape.h, input_shape.w]
+            .iter()
+            .map(|&d| u32::try_from(d).unwrap_or(u32::MAX))
+            .collect(),
     };
     let active = Arc::new(AtomicUsize::new(0));
     let service = StageService::new(
@@ -588,7 +592,7 @@ fn worker(
         let done = match work {
             Work::Frame(frame, transit) => {
                 open.insert(frame.stream_id);
-                link_in_ns += transit;
+                link_in_ns = link_in_ns.saturating_add(transit);
                 m.receive_seconds.inc_by(transit as f64 / 1e9);
                 if !delay.is_zero() {
                     std::thread::sleep(delay);

@@ -55,7 +55,7 @@ pub struct SinkRecord {
     pub latencies_ns: Vec<u64>,
     /// Digest (stats sink only).
     pub digest: Option<OutputDigest>,
-    next_seq: u64,
+    next_seq: std::collections::HashMap<u32, u64>,
 }
 
 impl SinkRecord {
@@ -64,27 +64,58 @@ impl SinkRecord {
         Self {
             latencies_ns: Vec::new(),
             digest: digest.then(OutputDigest::default),
-            next_seq: 0,
+            next_seq: std::collections::HashMap::new(),
         }
     }
 
     /// Takes one frame at wall-clock time `now_ns`.
     ///
     /// # Errors
-    /// [`OrderError`] when the frame is not the next of its stream.
+    /// [`OrderError`] when the frame is not the next of its stream. A
+    /// stream's first frame may have any seq (a restarted sink process
+    /// resumes where its upstream replays from); after it, seqs are gapless.
     pub fn accept(&mut self, f: &Frame, now_ns: u64) -> Result<(), OrderError> {
-        if f.seq != self.next_seq {
+        let next = self.next_seq.entry(f.stream_id).or_insert(f.seq);
+        if f.seq != *next {
             return Err(OrderError {
                 stream: f.stream_id,
-                expected: self.next_seq,
+                expected: *next,
                 got: f.seq,
             });
         }
-        self.next_seq += 1;
+        *next += 1;
         self.latencies_ns.push(now_ns.saturating_sub(f.capture_ns));
         if let Some(d) = &mut self.digest {
             d.update(f);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use streamfuse_kernels::{Shape, Tensor};
+
+    use super::*;
+
+    fn f(stream_id: u32, seq: u64) -> Frame {
+        Frame {
+            stream_id,
+            seq,
+            capture_ns: 0,
+            tensor: Tensor::zeros(Shape::new(1, 1, 1)),
+        }
+    }
+
+    #[test]
+    fn streams_are_ordered_independently_and_gaps_are_refused() {
+        let mut r = SinkRecord::new(true);
+        for (s, q) in [(0, 0), (1, 7), (0, 1), (1, 8), (0, 2)] {
+            assert!(r.accept(&f(s, q), 0).is_ok(), "stream {s} seq {q}");
+        }
+        let e = r.accept(&f(1, 10), 0).unwrap_err();
+        assert_eq!((e.stream, e.expected, e.got), (1, 9, 10));
+        assert!(r.accept(&f(0, 2), 0).is_err(), "a duplicate is refused");
+        assert_eq!(r.latencies_ns.len(), 5);
     }
 }

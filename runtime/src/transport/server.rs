@@ -220,7 +220,15 @@ impl Stage for StageService {
                         if copied {
                             metrics.payload_copies.inc();
                         }
-                        Work::Frame(frame, now_ns().saturating_sub(sent_ns))
+                        // Unknown (0) send times count as no transit; clocks
+                        // of different hosts may disagree, so this is a
+                        // measure for loopback and synchronised clocks.
+                        let transit = if sent_ns == 0 {
+                            0
+                        } else {
+                            now_ns().saturating_sub(sent_ns)
+                        };
+                        Work::Frame(frame, transit)
                     }
                     Ok(Incoming::End { stream_id, seq }) => Work::End {
                         stream_id,
