@@ -1,6 +1,8 @@
 //! Workloads shared by the criterion benches: the thesis and cnn pipelines
 //! at the study's frame sizes.
 
+pub mod transport;
+
 use streamfuse_kernels::{Conv2d, Conv2dParams, FusedChain, MaxPoolParams, Shape, Tensor, random};
 
 /// Frame sizes `(width, height)` of the study: 128², 256², 512², 1024², 720p.

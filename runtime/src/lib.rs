@@ -9,6 +9,7 @@
 //! processes, each segment is [`serve`]d on its own and frames cross the
 //! [`transport`] (gRPC); [`local`] runs such a split on one machine.
 
+pub mod alloc;
 pub mod exec;
 pub mod frame;
 pub mod import;

@@ -191,6 +191,7 @@ struct BenchArgs {
 }
 
 fn main() -> ExitCode {
+    streamfuse::alloc::keep_freed_memory();
     let cli = Cli::parse();
     let quiet = match &cli.command {
         Command::Run(a) => a.json,

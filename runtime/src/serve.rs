@@ -323,8 +323,11 @@ async fn serve_async(
                 .max_decoding_message_size(limits.max_message)
                 .max_encoding_message_size(limits.max_message),
         )
+        // TcpIncoming sets TCP_NODELAY on accepted sockets (the builder's
+        // `tcp_nodelay` applies only to listeners tonic binds itself):
+        // without it small acks wait for Nagle and delayed ACKs.
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             async {
                 let _ = server_stopped.await;
             },
