@@ -219,7 +219,9 @@ impl TcpChain {
         let mut addr = last.local_addr().unwrap_or_else(|e| panic!("{e}"));
         let r = received.clone();
         std::thread::spawn(move || {
-            let Ok((mut s, _)) = last.accept() else { return };
+            let Ok((mut s, _)) = last.accept() else {
+                return;
+            };
             let mut buf = Vec::new();
             while read_frame(&mut s, &mut buf) {
                 r.fetch_add(1, Ordering::Release);
@@ -231,7 +233,9 @@ impl TcpChain {
             addr = l.local_addr().unwrap_or_else(|e| panic!("{e}"));
             std::thread::spawn(move || {
                 let Ok((mut s, _)) = l.accept() else { return };
-                let Ok(mut out) = TcpStream::connect(next) else { return };
+                let Ok(mut out) = TcpStream::connect(next) else {
+                    return;
+                };
                 let _ = out.set_nodelay(true);
                 let mut buf = Vec::new();
                 while read_frame(&mut s, &mut buf) {

@@ -179,6 +179,7 @@ pub fn segment_address(p: &Pipeline, plan: &Plan, k: usize) -> Result<String, Se
     Ok(format!("{host}:{port}"))
 }
 
+#[allow(clippy::large_enum_variant)] // one per process, never moved per frame
 enum Out {
     Forward(mpsc::Sender<v1::Frame>),
     Sink {

@@ -96,6 +96,9 @@ impl DeviceTensor {
     }
 }
 
+/// A host weight buffer and its device copy.
+type CachedWeights = (Arc<[f32]>, Arc<CudaSlice<f32>>);
+
 /// One CUDA device with its compiled kernels and uploaded weights.
 #[derive(Debug)]
 pub struct CudaDevice {
@@ -112,7 +115,7 @@ pub struct CudaDevice {
     /// Device copies of weights, keyed by the host `Arc`'s address. The
     /// entry holds that `Arc` too, so the address cannot be freed and reused
     /// by other weights while it is cached.
-    weights: HashMap<usize, (Arc<[f32]>, Arc<CudaSlice<f32>>)>,
+    weights: HashMap<usize, CachedWeights>,
 }
 
 impl CudaDevice {

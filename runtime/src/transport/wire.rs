@@ -282,7 +282,7 @@ mod tests {
                 payload: whole.slice(off..off + 16),
                 ..v1::Frame::default()
             };
-            let aligned = (m.payload.as_ptr() as usize) % 4 == 0;
+            let aligned = (m.payload.as_ptr() as usize).is_multiple_of(4);
             match decode(m, s, 64) {
                 Ok(Incoming::Frame { copied, frame, .. }) => {
                     assert_eq!(copied, !aligned);
