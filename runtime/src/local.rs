@@ -8,8 +8,9 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use crate::exec::{GroupReport, LinkReport, RunReport};
-use crate::metrics::Percentiles;
+use std::time::Duration;
+
+use crate::exec::{self, RunReport, SegmentTotals};
 use crate::plan::Plan;
 use crate::serve::SegmentOutcome;
 use crate::spec::Pipeline;
@@ -144,76 +145,33 @@ fn tail(s: &str) -> String {
 
 /// Assembles the run's report from each segment's account.
 pub fn report(p: &Pipeline, plan: &Plan, outcomes: &[SegmentOutcome]) -> RunReport {
-    let mut groups = Vec::new();
-    let mut links = Vec::new();
-    let (mut compute, mut comm) = (0u64, 0u64);
-    let mut sink = None;
-    let mut first = None;
-    for (seg, o) in plan.segments.iter().zip(outcomes) {
-        let per = |ns: u64| {
-            if o.frames == 0 {
-                0.0
-            } else {
-                ns as f64 / 1e6 / o.frames as f64
-            }
-        };
-        for (g, &ns) in seg.groups.iter().zip(&o.group_compute_ns) {
-            compute += ns;
-            groups.push(GroupReport {
-                stages: p.stages[g.stages.clone()]
-                    .iter()
-                    .map(|s| s.id.clone())
-                    .collect(),
-                kernel: g.op.name().to_owned(),
-                segment: seg.index,
-                node: p.nodes[seg.node].name.clone(),
-                mean_ms: per(ns),
-            });
-        }
-        if seg.index > 0 {
-            comm += o.link_in_ns;
-            links.push(LinkReport {
-                from_segment: seg.index - 1,
-                to_segment: seg.index,
-                bytes_per_frame: plan.segments[seg.index - 1].output.bytes() as u64,
-                mean_ms: per(o.link_in_ns),
-            });
-        }
-        if o.first_capture_ns.is_some() {
-            first = o.first_capture_ns;
-        }
-        if o.sink.is_some() {
-            sink = o.sink.clone();
-        }
-    }
-    let sink = sink.unwrap_or_default();
-    let frames = sink.latencies_ns.len() as u64;
+    let totals: Vec<SegmentTotals> = outcomes
+        .iter()
+        .map(|o| SegmentTotals {
+            frames: o.frames,
+            group_compute: o
+                .group_compute_ns
+                .iter()
+                .map(|&ns| Duration::from_nanos(ns))
+                .collect(),
+            link_in: Duration::from_nanos(o.link_in_ns),
+        })
+        .collect();
+    let first = outcomes.iter().find_map(|o| o.first_capture_ns);
+    let sink = outcomes
+        .iter()
+        .rev()
+        .find_map(|o| o.sink.clone())
+        .unwrap_or_default();
     let elapsed = first.map_or(0.0, |f| sink.last_ns.saturating_sub(f) as f64 / 1e9);
-    let mut devices: Vec<String> = outcomes.iter().map(|o| o.device.clone()).collect();
-    devices.dedup();
-    RunReport {
-        name: p.name.clone(),
-        frames,
-        fps: if elapsed > 0.0 {
-            frames as f64 / elapsed
-        } else {
-            0.0
-        },
-        latency_ms: Percentiles::from_ns(&sink.latencies_ns),
-        ccr: if compute == 0 {
-            0.0
-        } else {
-            comm as f64 / compute as f64
-        },
-        segments: plan.segments.len(),
-        placement: p.placement_letters(),
-        device: devices.join(","),
-        fusion: plan.fusion.name().to_owned(),
-        cpu_features: streamfuse_kernels::cpu::simd::level().name().to_owned(),
-        threads: rayon::current_num_threads(),
-        output_digest: sink.digest,
-        elapsed_s: elapsed,
-        groups,
-        links,
-    }
+    let devices: Vec<String> = outcomes.iter().map(|o| o.device.clone()).collect();
+    exec::assemble(
+        p,
+        plan,
+        &totals,
+        &sink.latencies_ns,
+        sink.digest,
+        elapsed,
+        &devices,
+    )
 }

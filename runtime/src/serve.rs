@@ -255,14 +255,9 @@ async fn serve_async(
     let (acks_tx, acks_rx) = watch::channel(AckMap::new());
     let (draining_tx, draining_rx) = watch::channel(false);
     let (inbox_tx, inbox_rx) = mpsc::channel::<Work>(2);
-    let input_shape = seg
-        .groups
-        .first()
-        .map_or_else(|| p.source.shape(), |g| g.input);
-    let input_shape = if seg.has_source {
-        p.source.shape()
-    } else {
-        input_shape
+    let input_shape = match seg.groups.first() {
+        Some(g) if !seg.has_source => g.input,
+        _ => p.source.shape(),
     };
     let info = v1::InfoReply {
         pipeline: p.name.clone(),
@@ -587,6 +582,8 @@ fn worker(
         }
     };
     let names: Vec<String> = seg.groups.iter().map(|g| exec::stage_ids(p, g)).collect();
+    // Compute time already added to the metrics, per group.
+    let mut reported = vec![Duration::ZERO; names.len()];
     let mut frames = 0u64;
     let mut link_in_ns = 0u64;
     let mut open: BTreeSet<u32> = BTreeSet::new();
@@ -601,10 +598,12 @@ fn worker(
                 if !delay.is_zero() {
                     std::thread::sleep(delay);
                 }
-                let before = runner.group_compute.clone();
                 let done = runner.push(frame)?;
-                for ((name, a), b) in names.iter().zip(&runner.group_compute).zip(&before) {
-                    m.add_compute(name, a.saturating_sub(*b).as_secs_f64());
+                for ((name, now), seen) in
+                    names.iter().zip(&runner.group_compute).zip(&mut reported)
+                {
+                    m.add_compute(name, now.saturating_sub(*seen).as_secs_f64());
+                    *seen = *now;
                 }
                 done
             }

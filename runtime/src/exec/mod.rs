@@ -574,12 +574,59 @@ fn report(
     stats: Vec<SegmentStats>,
     start: Instant,
 ) -> RunReport {
+    let mut totals = Vec::with_capacity(stats.len());
+    let mut record = None;
+    for st in stats {
+        totals.push(SegmentTotals {
+            frames: st.frames,
+            group_compute: st.group_compute,
+            link_in: st.link_in,
+        });
+        if st.sink.is_some() {
+            record = st.sink;
+        }
+    }
+    let (sink, end) = record.unwrap_or_else(|| (SinkRecord::new(false), start));
+    let elapsed = end.saturating_duration_since(start).as_secs_f64();
+    let devices: Vec<String> = devices.iter().map(ToString::to_string).collect();
+    assemble(
+        p,
+        plan,
+        &totals,
+        &sink.latencies_ns,
+        sink.digest.map(|d| d.finish()),
+        elapsed,
+        &devices,
+    )
+}
+
+/// One segment's totals over a run, what a [`RunReport`] is built from.
+#[derive(Debug, Clone, Default)]
+pub struct SegmentTotals {
+    /// Frames the segment processed.
+    pub frames: u64,
+    /// Compute time per fusion group.
+    pub group_compute: Vec<Duration>,
+    /// Link transit time of the frames it received.
+    pub link_in: Duration,
+}
+
+/// Builds the run's report from per-segment totals (in plan order), the
+/// sink's latencies and digest, the run's wall time and the devices used.
+pub fn assemble(
+    p: &Pipeline,
+    plan: &Plan,
+    totals: &[SegmentTotals],
+    latencies_ns: &[u64],
+    output_digest: Option<String>,
+    elapsed: f64,
+    devices: &[String],
+) -> RunReport {
     let mut groups = Vec::new();
     let mut links = Vec::new();
     let mut compute = Duration::ZERO;
     let mut comm = Duration::ZERO;
-    let mut record = None;
-    for (seg, st) in plan.segments.iter().zip(stats) {
+    for (seg, st) in plan.segments.iter().zip(totals) {
         let per = |d: Duration| {
             if st.frames == 0 {
                 0.0
@@ -609,14 +656,9 @@ fn report(
                 mean_ms: per(st.link_in),
             });
         }
-        if st.sink.is_some() {
-            record = st.sink;
-        }
     }
-    let (sink, end) = record.unwrap_or_else(|| (SinkRecord::new(false), start));
-    let frames = sink.latencies_ns.len() as u64;
-    let elapsed = end.saturating_duration_since(start).as_secs_f64();
-    let mut device_names: Vec<String> = devices.iter().map(ToString::to_string).collect();
+    let frames = latencies_ns.len() as u64;
+    let mut device_names = devices.to_vec();
     device_names.dedup();
     RunReport {
         name: p.name.clone(),
@@ -626,7 +668,7 @@ fn report(
         } else {
             0.0
         },
-        latency_ms: Percentiles::from_ns(&sink.latencies_ns),
+        latency_ms: Percentiles::from_ns(latencies_ns),
         ccr: if compute.is_zero() {
             0.0
         } else {
@@ -638,7 +680,7 @@ fn report(
         fusion: plan.fusion.name().to_owned(),
         cpu_features: streamfuse_kernels::cpu::simd::level().name().to_owned(),
         threads: rayon::current_num_threads(),
-        output_digest: sink.digest.map(|d| d.finish()),
+        output_digest,
         elapsed_s: elapsed,
         groups,
         links,
