@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use streamfuse::transport::forward::Forwarder;
 use streamfuse::transport::metrics::SegmentMetrics;
+use streamfuse::transport::push::StageRoutes;
 use streamfuse::transport::server::{AckMap, StageService, Work};
 use streamfuse::transport::{Limits, WINDOW, wire};
 use streamfuse_kernels::Shape;
 use streamfuse_proto::v1;
-use streamfuse_proto::v1::stage_server::StageServer;
 use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, watch};
 
@@ -77,11 +77,7 @@ async fn server(
         .initial_connection_window_size(limits.connection_window)
         .max_frame_size(limits.h2_frame)
         .tcp_nodelay(true)
-        .add_service(
-            StageServer::new(svc)
-                .max_decoding_message_size(limits.max_message)
-                .max_encoding_message_size(limits.max_message),
-        )
+        .add_service(StageRoutes::new(svc, limits.max_message))
         .serve_with_incoming(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
         );

@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use streamfuse_proto::v1;
-use streamfuse_proto::v1::stage_server::StageServer;
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic_health::ServingStatus;
 
@@ -33,6 +32,7 @@ use crate::plan::Plan;
 use crate::spec::{DeviceChoice, Pipeline, SinkConfig};
 use crate::transport::forward::{ForwardError, Forwarder};
 use crate::transport::metrics::{self, SegmentMetrics};
+use crate::transport::push::StageRoutes;
 use crate::transport::server::{AckBoard, AckMap, StageService, Work};
 use crate::transport::{Limits, WINDOW, wire};
 
@@ -314,11 +314,7 @@ async fn serve_async(
         .max_frame_size(limits.h2_frame)
         .tcp_nodelay(true)
         .add_service(health)
-        .add_service(
-            StageServer::new(service)
-                .max_decoding_message_size(limits.max_message)
-                .max_encoding_message_size(limits.max_message),
-        )
+        .add_service(StageRoutes::new(service, limits.max_message))
         // TcpIncoming sets TCP_NODELAY on accepted sockets (the builder's
         // `tcp_nodelay` applies only to listeners tonic binds itself):
         // without it small acks wait for Nagle and delayed ACKs.

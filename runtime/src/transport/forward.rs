@@ -8,13 +8,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use streamfuse_proto::v1;
-use streamfuse_proto::v1::stage_client::StageClient;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 
 use super::Limits;
 use super::metrics::SegmentMetrics;
+use super::push;
 use super::server::{AckBoard, AckMap};
 use crate::frame::now_ns;
 
@@ -107,15 +106,9 @@ impl Forwarder {
             }
             let call = async {
                 let channel = self.endpoint.connect().await.map_err(|e| e.to_string())?;
-                let mut client = StageClient::new(channel)
-                    .max_decoding_message_size(self.limits.max_message)
-                    .max_encoding_message_size(self.limits.max_message);
-                let (tx, rx) = mpsc::channel::<v1::Frame>(4);
-                let resp = client
-                    .push(ReceiverStream::new(rx))
+                push::open(channel, self.endpoint.uri(), self.limits.max_message)
                     .await
-                    .map_err(|s| s.to_string())?;
-                Ok::<_, String>((tx, resp.into_inner()))
+                    .map_err(|s| s.to_string())
             };
             let (tx, mut acks) = match call.await {
                 Ok(c) => c,
@@ -155,7 +148,7 @@ impl Forwarder {
                 }
                 let room = !input_done && unacked.len() < self.max_unacked;
                 tokio::select! {
-                    a = acks.message() => match a {
+                    a = acks.next::<v1::Ack>() => match a {
                         Ok(Some(a)) => {
                             credit = a.credit_total;
                             let mut changed = false;

@@ -4,6 +4,8 @@
 //!   and the copies that remain per frame.
 //! - [`server`]: the receiving side (service `streamfuse.v1.Stage`).
 //! - [`forward`]: the sending side (credits, acks, reconnect and replay).
+//! - [`framing`], [`push`]: the `Push` call below tonic's codec, so
+//!   payloads are not copied into encode or decode buffers.
 //! - [`metrics`]: Prometheus text exposition of a segment.
 //!
 //! Delivery is at-least-once per link and exactly-once at the sink: a
@@ -16,7 +18,9 @@
 //! lives in its process.
 
 pub mod forward;
+pub mod framing;
 pub mod metrics;
+pub mod push;
 pub mod server;
 pub mod wire;
 

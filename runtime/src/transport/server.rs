@@ -128,18 +128,45 @@ fn admit(next: &Mutex<HashMap<u32, u64>>, stream: u32, seq: u64) -> Result<bool,
     }
 }
 
-#[tonic::async_trait]
-impl Stage for StageService {
-    type PushStream = ReceiverStream<Result<v1::Ack, Status>>;
+/// Where a call's frames come from: tonic's decoder, or
+/// [`super::framing::MessageReader`] (no payload copy).
+pub trait Inbound: Send + 'static {
+    /// The next frame, `None` at the end of the call.
+    fn next_frame(
+        &mut self,
+    ) -> impl std::future::Future<Output = Result<Option<v1::Frame>, Status>> + Send;
+}
 
-    async fn push(
+impl Inbound for Streaming<v1::Frame> {
+    async fn next_frame(&mut self) -> Result<Option<v1::Frame>, Status> {
+        self.message().await
+    }
+}
+
+impl<B> Inbound for super::framing::MessageReader<B>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    async fn next_frame(&mut self) -> Result<Option<v1::Frame>, Status> {
+        self.next::<v1::Frame>().await
+    }
+}
+
+impl StageService {
+    /// Starts serving one `Push` call reading frames from `inbound`;
+    /// returns the call's acks (an `Err` item ends the call with that
+    /// status).
+    ///
+    /// # Errors
+    /// `Unavailable` while the segment drains.
+    pub fn open_call<I: Inbound>(
         &self,
-        request: Request<Streaming<v1::Frame>>,
-    ) -> Result<Response<Self::PushStream>, Status> {
+        mut inbound: I,
+    ) -> Result<mpsc::Receiver<Result<v1::Ack, Status>>, Status> {
         if *self.draining.borrow() {
             return Err(Status::unavailable("segment is draining"));
         }
-        let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
         let (credit_tx, mut credit_rx) = watch::channel(self.window);
         // Acks: on every change of the delivered positions or the credit.
@@ -186,7 +213,7 @@ impl Stage for StageService {
                 }
             };
             loop {
-                let m = match inbound.message().await {
+                let m = match inbound.next_frame().await {
                     Ok(Some(m)) => m,
                     Ok(None) => break,
                     Err(status) => {
@@ -264,7 +291,22 @@ impl Stage for StageService {
                 credit_tx.send_replace(queued + window);
             }
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(rx)
+    }
+}
+
+#[tonic::async_trait]
+impl Stage for StageService {
+    type PushStream = ReceiverStream<Result<v1::Ack, Status>>;
+
+    /// Served by [`super::push::StageRoutes`] in the runtime (no payload
+    /// copies); this tonic path is the same call through tonic's codec.
+    async fn push(
+        &self,
+        request: Request<Streaming<v1::Frame>>,
+    ) -> Result<Response<Self::PushStream>, Status> {
+        let acks = self.open_call(request.into_inner())?;
+        Ok(Response::new(ReceiverStream::new(acks)))
     }
 
     async fn info(

@@ -1,18 +1,23 @@
 //! Frames on the wire: conversion between [`Frame`] and the protocol's
 //! `Frame` message, with the checks a receiver makes on every frame.
 //!
-//! Copies per frame and hop (payload bytes only):
-//! 1. send: the payload is handed to the encoder as a `Bytes` that owns the
-//!    kernel's output buffer (no copy), and prost copies it once into
-//!    tonic's encode buffer. tonic's codec API writes into its own
-//!    `BytesMut`, so this copy cannot be avoided without replacing tonic's
-//!    HTTP/2 body; h2 then writes that buffer to the socket (kernel copy).
-//! 2. receive: tonic appends each HTTP/2 DATA chunk to its decode buffer
-//!    (one copy, in tonic), and prost hands out the payload as a `Bytes`
-//!    view of that buffer (no copy). The tensor borrows it
-//!    ([`Tensor::from_bytes`]) when it is 4-byte aligned, which the sender
-//!    arranges with the `pad`-free fixed-width header below; a misaligned
-//!    payload is copied once and counted.
+//! Copies per frame and hop (payload bytes only), with the `Push` call
+//! made below tonic's codec ([`super::framing`], [`super::push`]):
+//! 1. send: none in user space. The payload goes out as the `Bytes` that
+//!    owns the kernel's output buffer, as its own HTTP/2 DATA chunk after a
+//!    small head chunk (prefix and the other fields); h2 writes it to the
+//!    socket from where it lies (the kernel's socket copy is all).
+//! 2. receive: at most one. h2 hands each DATA frame over as a `Bytes` view
+//!    of its read buffer. A payload inside one DATA frame is borrowed; one
+//!    spread over several (frames above the 1 MiB HTTP/2 frame size, such
+//!    as 720p f32) is gathered into one fresh buffer, which is aligned, so
+//!    the tensor borrows it ([`Tensor::from_bytes`]). A borrowed payload
+//!    that lands misaligned in h2's buffer is copied once instead, and
+//!    counted (`streamfuse_payload_copies_total`).
+//!
+//! Through the generated tonic client or server (kept for `Info` and for
+//! peers that use it) the codec adds one copy on each side: into tonic's
+//! encode buffer, and into its decode buffer.
 //!
 //! Replays re-send the kept `Bytes` (no copy).
 
