@@ -84,11 +84,7 @@ impl Workload {
 
     /// conv → ReLU → pool as one chain.
     pub fn fused(self) -> FusedChain {
-        FusedChain {
-            conv: self.conv(),
-            relu: true,
-            pool: Some(Self::pool()),
-        }
+        FusedChain::conv_relu_pool(self.conv(), true, Some(Self::pool()))
     }
 }
 

@@ -6,7 +6,6 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -188,9 +187,8 @@ impl GrpcChain {
 /// into a reused buffer at every hop.
 pub struct TcpChain {
     out: TcpStream,
-    received: Arc<AtomicU64>,
+    received: std::sync::mpsc::Receiver<()>,
     payload: Vec<u8>,
-    sent: u64,
 }
 
 fn read_frame(s: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
@@ -209,18 +207,21 @@ impl TcpChain {
     /// # Panics
     /// When loopback sockets cannot be bound.
     pub fn new(bytes: usize, hops: usize) -> Self {
-        let received = Arc::new(AtomicU64::new(0));
+        // The far end reports each frame; the sender blocks on it (a spin
+        // would take a core from the link on a small machine).
+        let (done, received) = std::sync::mpsc::channel::<()>();
         let bind = || TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
         let last = bind();
         let mut addr = last.local_addr().unwrap_or_else(|e| panic!("{e}"));
-        let r = received.clone();
         std::thread::spawn(move || {
             let Ok((mut s, _)) = last.accept() else {
                 return;
             };
             let mut buf = Vec::new();
             while read_frame(&mut s, &mut buf) {
-                r.fetch_add(1, Ordering::Release);
+                if done.send(()).is_err() {
+                    return;
+                }
             }
         });
         for _ in 1..hops {
@@ -248,7 +249,6 @@ impl TcpChain {
             out,
             received,
             payload: (0..bytes).map(|i| (i % 251) as u8).collect(),
-            sent: 0,
         }
     }
 
@@ -261,9 +261,10 @@ impl TcpChain {
                 panic!("raw TCP link broke");
             }
         }
-        self.sent += n;
-        while self.received.load(Ordering::Acquire) < self.sent {
-            std::thread::yield_now();
+        for _ in 0..n {
+            if self.received.recv().is_err() {
+                panic!("raw TCP receiver stopped");
+            }
         }
         t0.elapsed()
     }

@@ -13,6 +13,7 @@
 #include <barrier>
 #include <cmath>
 #include <cstddef>
+#include <cstring>
 #include <functional>
 #include <mutex>
 #include <thread>
@@ -80,3 +81,19 @@ inline T __ldg(const T* p) {
 }
 
 using std::fmaf;
+
+// Bit reinterpretation and correctly rounded multiply / add that are never
+// contracted into an FMA (volatile keeps the rounding steps).
+inline float __int_as_float(int x) {
+    float f;
+    std::memcpy(&f, &x, sizeof f);
+    return f;
+}
+inline float __fmul_rn(float a, float b) {
+    volatile float r = a * b;
+    return r;
+}
+inline float __fadd_rn(float a, float b) {
+    volatile float r = a + b;
+    return r;
+}

@@ -15,5 +15,5 @@ pub mod reference;
 pub mod tensor;
 
 pub use error::KernelError;
-pub use op::{Conv2d, Conv2dParams, FusedChain, MaxPoolParams, Op};
+pub use op::{Conv2d, Conv2dParams, FusedChain, MaxPoolParams, Op, Pointwise};
 pub use tensor::{Shape, Tensor};

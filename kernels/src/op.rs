@@ -181,27 +181,220 @@ impl MaxPoolParams {
     }
 }
 
-/// A fused chain: a convolution (with its bias), an optional ReLU epilogue
-/// applied in registers, and an optional max-pool consumer that reduces
+/// A function of one value, applied to every value of a tensor: what a
+/// fused chain's epilogue is made of. Each is defined by one expression
+/// that the CPU and CUDA backends evaluate identically (no contraction into
+/// FMA), so a fused chain gives the same bits as the ops run one by one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Pointwise {
+    /// `x > 0 ? x : 0`.
+    Relu,
+    /// `v = x > min ? x : min; v < max ? v : max`.
+    Clip {
+        /// Lower bound.
+        min: f32,
+        /// Upper bound.
+        max: f32,
+    },
+    /// `x * scale + shift`, rounded after the multiply and after the add.
+    Affine {
+        /// Factor.
+        scale: f32,
+        /// Offset.
+        shift: f32,
+    },
+    /// `x > threshold ? value : 0` (OpenCV's `THRESH_BINARY`).
+    Threshold {
+        /// Level.
+        threshold: f32,
+        /// Value above the level.
+        value: f32,
+    },
+}
+
+impl Pointwise {
+    /// Short name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Pointwise::Relu => "relu",
+            Pointwise::Clip { .. } => "clip",
+            Pointwise::Affine { .. } => "affine",
+            Pointwise::Threshold { .. } => "threshold",
+        }
+    }
+
+    /// The function at one value.
+    #[inline(always)]
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            Pointwise::Relu => {
+                if x > 0.0 {
+                    x
+                } else {
+                    0.0
+                }
+            }
+            Pointwise::Clip { min, max } => {
+                let v = if x > min { x } else { min };
+                if v < max { v } else { max }
+            }
+            Pointwise::Affine { scale, shift } => x * scale + shift,
+            Pointwise::Threshold { threshold, value } => {
+                if x > threshold {
+                    value
+                } else {
+                    0.0
+                }
+            }
+        }
+    }
+
+    /// The function on every value of `d`, in place (one tight loop per
+    /// op, so it vectorises).
+    #[inline]
+    pub fn apply_slice(self, d: &mut [f32]) {
+        match self {
+            Pointwise::Relu => d.iter_mut().for_each(|v| *v = Pointwise::Relu.apply(*v)),
+            Pointwise::Clip { min, max } => d
+                .iter_mut()
+                .for_each(|v| *v = Pointwise::Clip { min, max }.apply(*v)),
+            Pointwise::Affine { scale, shift } => d
+                .iter_mut()
+                .for_each(|v| *v = Pointwise::Affine { scale, shift }.apply(*v)),
+            Pointwise::Threshold { threshold, value } => d
+                .iter_mut()
+                .for_each(|v| *v = Pointwise::Threshold { threshold, value }.apply(*v)),
+        }
+    }
+
+    /// Floating-point operations per value.
+    pub fn flops(self) -> u64 {
+        match self {
+            Pointwise::Relu | Pointwise::Threshold { .. } => 1,
+            Pointwise::Clip { .. } | Pointwise::Affine { .. } => 2,
+        }
+    }
+
+    /// Checks the parameters.
+    ///
+    /// # Errors
+    /// [`KernelError::BadParam`] for a clip whose `min` is above its `max`
+    /// or a parameter that is NaN.
+    pub fn check(self) -> Result<(), KernelError> {
+        let bad = |what: String| {
+            Err(KernelError::BadParam {
+                op: self.name(),
+                what,
+            })
+        };
+        match self {
+            Pointwise::Relu => Ok(()),
+            Pointwise::Clip { min, max } if min > max => {
+                bad(format!("min {min} is above max {max}"))
+            }
+            Pointwise::Clip { min, max } if min.is_nan() || max.is_nan() => {
+                bad("min and max must be numbers".into())
+            }
+            Pointwise::Affine { scale, shift } if !scale.is_finite() || !shift.is_finite() => {
+                bad(format!("scale {scale} and shift {shift} must be finite"))
+            }
+            Pointwise::Threshold { threshold, value } if threshold.is_nan() || value.is_nan() => {
+                bad("threshold and value must be numbers".into())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl From<Pointwise> for Op {
+    fn from(p: Pointwise) -> Self {
+        match p {
+            Pointwise::Relu => Op::Relu,
+            Pointwise::Clip { min, max } => Op::Clip { min, max },
+            Pointwise::Affine { scale, shift } => Op::Affine { scale, shift },
+            Pointwise::Threshold { threshold, value } => Op::Threshold { threshold, value },
+        }
+    }
+}
+
+/// Applies `ops` in order to every value of `d`, in place.
+#[inline]
+pub fn apply_pointwise(ops: &[Pointwise], d: &mut [f32]) {
+    for op in ops {
+        op.apply_slice(d);
+    }
+}
+
+/// A fused chain: a producer (a convolution with its bias, or a plain load
+/// of the input), any number of pointwise ops applied while the values are
+/// in registers or cache, and an optional max-pool consumer that reduces
 /// before the store. One pass over the image; bit-identical to running the
 /// ops one by one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FusedChain {
-    /// The producer.
-    pub conv: Conv2d,
-    /// ReLU after the convolution.
-    pub relu: bool,
-    /// Max pool after the ReLU.
+    /// The producer; `None` loads the input as it is.
+    pub conv: Option<Conv2d>,
+    /// Pointwise ops after the producer, in order.
+    pub epilogue: Vec<Pointwise>,
+    /// Max pool after the epilogue.
     pub pool: Option<MaxPoolParams>,
 }
 
 impl FusedChain {
+    /// The classic chain: conv, optional ReLU, optional pool.
+    pub fn conv_relu_pool(conv: Conv2d, relu: bool, pool: Option<MaxPoolParams>) -> Self {
+        Self {
+            conv: Some(conv),
+            epilogue: if relu { vec![Pointwise::Relu] } else { vec![] },
+            pool,
+        }
+    }
+
+    /// `Some(relu)` when the epilogue is empty or a single ReLU (the shape
+    /// of the hand-written fused kernels), else `None`.
+    pub fn relu_only(&self) -> Option<bool> {
+        match self.epilogue.as_slice() {
+            [] => Some(false),
+            [Pointwise::Relu] => Some(true),
+            _ => None,
+        }
+    }
+
+    /// Members joined by `+`, e.g. `conv2d+relu+maxpool`.
+    pub fn label(&self) -> String {
+        let mut parts: Vec<&str> = Vec::new();
+        parts.push(if self.conv.is_some() {
+            "conv2d"
+        } else {
+            "load"
+        });
+        parts.extend(self.epilogue.iter().map(|p| p.name()));
+        if self.pool.is_some() {
+            parts.push("maxpool");
+        }
+        parts.join("+")
+    }
+
+    /// Shape after the producer.
+    ///
+    /// # Errors
+    /// [`KernelError`] when the convolution rejects its input.
+    pub fn produced_shape(&self, input: Shape) -> Result<Shape, KernelError> {
+        match &self.conv {
+            Some(c) => c.params.output_shape(input),
+            None => Ok(input),
+        }
+    }
+
     /// Output shape for `input`.
     ///
     /// # Errors
     /// [`KernelError`] when any member rejects its input.
     pub fn output_shape(&self, input: Shape) -> Result<Shape, KernelError> {
-        let s = self.conv.params.output_shape(input)?;
+        let s = self.produced_shape(input)?;
+        for p in &self.epilogue {
+            p.check()?;
+        }
         match &self.pool {
             Some(p) => p.output_shape(s),
             None => Ok(s),
@@ -223,6 +416,20 @@ pub enum Op {
         /// Upper bound.
         max: f32,
     },
+    /// `x * scale + shift` (see [`Pointwise::Affine`]).
+    Affine {
+        /// Factor.
+        scale: f32,
+        /// Offset.
+        shift: f32,
+    },
+    /// `x > threshold ? value : 0` (see [`Pointwise::Threshold`]).
+    Threshold {
+        /// Level.
+        threshold: f32,
+        /// Value above the level.
+        value: f32,
+    },
     /// Max pooling.
     MaxPool(MaxPoolParams),
     /// Several ops run as one pass.
@@ -236,13 +443,30 @@ impl Op {
             Op::Conv2d(_) => "conv2d",
             Op::Relu => "relu",
             Op::Clip { .. } => "clip",
+            Op::Affine { .. } => "affine",
+            Op::Threshold { .. } => "threshold",
             Op::MaxPool(_) => "maxpool",
-            Op::Fused(f) => match (f.relu, f.pool.is_some()) {
-                (true, true) => "fused(conv2d+relu+maxpool)",
-                (true, false) => "fused(conv2d+relu)",
-                (false, true) => "fused(conv2d+maxpool)",
-                (false, false) => "fused(conv2d)",
-            },
+            Op::Fused(_) => "fused",
+        }
+    }
+
+    /// Name with the members of a fused chain, e.g.
+    /// `fused(conv2d+relu+maxpool)`.
+    pub fn label(&self) -> String {
+        match self {
+            Op::Fused(f) => format!("fused({})", f.label()),
+            other => other.name().to_owned(),
+        }
+    }
+
+    /// The op as a pointwise function, when it is one.
+    pub fn pointwise(&self) -> Option<Pointwise> {
+        match *self {
+            Op::Relu => Some(Pointwise::Relu),
+            Op::Clip { min, max } => Some(Pointwise::Clip { min, max }),
+            Op::Affine { scale, shift } => Some(Pointwise::Affine { scale, shift }),
+            Op::Threshold { threshold, value } => Some(Pointwise::Threshold { threshold, value }),
+            _ => None,
         }
     }
 
@@ -253,12 +477,12 @@ impl Op {
     pub fn output_shape(&self, input: Shape) -> Result<Shape, KernelError> {
         match self {
             Op::Conv2d(c) => c.params.output_shape(input),
-            Op::Relu => Ok(input),
-            Op::Clip { min, max } if min > max => Err(KernelError::BadParam {
-                op: "clip",
-                what: format!("min {min} is above max {max}"),
-            }),
-            Op::Clip { .. } => Ok(input),
+            Op::Relu | Op::Clip { .. } | Op::Affine { .. } | Op::Threshold { .. } => {
+                if let Some(p) = self.pointwise() {
+                    p.check()?;
+                }
+                Ok(input)
+            }
             Op::MaxPool(p) => p.output_shape(input),
             Op::Fused(f) => f.output_shape(input),
         }
@@ -273,15 +497,14 @@ impl Op {
         let out = self.output_shape(input)?;
         Ok(match self {
             Op::Conv2d(c) => conv_flops(c, out),
-            Op::Relu => out.len() as u64,
-            Op::Clip { .. } => 2 * out.len() as u64,
+            Op::Relu | Op::Clip { .. } | Op::Affine { .. } | Op::Threshold { .. } => {
+                self.pointwise().map_or(0, Pointwise::flops) * out.len() as u64
+            }
             Op::MaxPool(p) => (out.len() * (p.size * p.size - 1)) as u64,
             Op::Fused(f) => {
-                let conv_out = f.conv.params.output_shape(input)?;
-                let mut n = conv_flops(&f.conv, conv_out);
-                if f.relu {
-                    n += conv_out.len() as u64;
-                }
+                let mid = f.produced_shape(input)?;
+                let mut n = f.conv.as_ref().map_or(0, |c| conv_flops(c, mid));
+                n += f.epilogue.iter().map(|p| p.flops()).sum::<u64>() * mid.len() as u64;
                 if let Some(p) = &f.pool {
                     n += (out.len() * (p.size * p.size - 1)) as u64;
                 }
@@ -298,7 +521,7 @@ impl Op {
     pub fn min_bytes(&self, input: Shape) -> Result<u64, KernelError> {
         let out = self.output_shape(input)?;
         let weights = match self {
-            Op::Conv2d(c) | Op::Fused(FusedChain { conv: c, .. }) => {
+            Op::Conv2d(c) | Op::Fused(FusedChain { conv: Some(c), .. }) => {
                 (c.weights.len() + c.bias.as_ref().map_or(0, |b| b.len())) * 4
             }
             _ => 0,
@@ -314,10 +537,12 @@ impl Op {
         match self {
             Op::Conv2d(c) => cpu::conv::conv2d(input, c),
             Op::Relu => Ok(cpu::elementwise::relu(input)),
-            Op::Clip { min, max } => {
+            Op::Clip { .. } | Op::Affine { .. } | Op::Threshold { .. } => {
                 self.output_shape(input.shape())?;
                 let mut out = input.clone();
-                cpu::elementwise::clip_in_place(out.data_mut(), *min, *max);
+                if let Some(p) = self.pointwise() {
+                    cpu::elementwise::pointwise_in_place(out.data_mut(), &[p]);
+                }
                 Ok(out)
             }
             Op::MaxPool(p) => cpu::pool::maxpool(input, p),
@@ -343,9 +568,11 @@ impl Op {
                 cpu::elementwise::relu_in_place(input.data_mut());
                 Ok(input)
             }
-            Op::Clip { min, max } => {
+            Op::Clip { .. } | Op::Affine { .. } | Op::Threshold { .. } => {
                 self.output_shape(input.shape())?;
-                cpu::elementwise::clip_in_place(input.data_mut(), *min, *max);
+                if let Some(p) = self.pointwise() {
+                    cpu::elementwise::pointwise_in_place(input.data_mut(), &[p]);
+                }
                 Ok(input)
             }
             other => other.run_cpu(&input),

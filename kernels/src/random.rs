@@ -32,7 +32,20 @@ pub fn symmetric_f32(seed: u64, stream: u64, index: u64, bound: f32) -> f32 {
 /// camera frame.
 #[inline]
 pub fn pixel_f32(seed: u64, stream: u64, index: u64) -> f32 {
-    (hash3(seed, stream, index) >> 56) as f32 * (1.0 / 255.0)
+    pixel_f32_keyed(stream_key(seed, stream), index)
+}
+
+/// The part of [`hash3`] that depends on `(seed, stream)` only: computed
+/// once per frame, it leaves one mix per value.
+#[inline]
+pub const fn stream_key(seed: u64, stream: u64) -> u64 {
+    mix64(mix64(seed ^ 0x9e37_79b9_7f4a_7c15) ^ stream)
+}
+
+/// [`pixel_f32`] from a precomputed [`stream_key`].
+#[inline]
+pub fn pixel_f32_keyed(key: u64, index: u64) -> f32 {
+    (mix64(key ^ index) >> 56) as f32 * (1.0 / 255.0)
 }
 
 #[cfg(test)]
@@ -54,6 +67,13 @@ mod tests {
             sum += f64::from(v);
         }
         let mean = sum / 10_000.0;
+        let key = stream_key(7, 9);
+        for i in [0u64, 1, 12_345, u64::MAX] {
+            assert_eq!(
+                pixel_f32_keyed(key, i),
+                (hash3(7, 9, i) >> 56) as f32 / 255.0
+            );
+        }
         assert!((mean - 0.5).abs() < 0.02, "mean {mean}");
     }
 }

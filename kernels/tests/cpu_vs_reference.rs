@@ -139,7 +139,7 @@ proptest! {
         if let Some(p) = pool {
             prop_assume!(p.size <= conv_shape.h && p.size <= conv_shape.w);
         }
-        let chain = FusedChain { conv: conv.clone(), relu, pool };
+        let chain = FusedChain::conv_relu_pool(conv.clone(), relu, pool);
         let fused = Op::Fused(chain).run_cpu(&input).unwrap_or_else(|e| panic!("{e}"));
 
         let mut unfused = Op::Conv2d(conv.clone()).run_cpu(&input).unwrap_or_else(|e| panic!("{e}"));
@@ -176,11 +176,11 @@ fn full_hd_frames_match_reference_on_every_row_band() {
         seed: 42,
     };
     let (input, conv) = build(&case);
-    let chain = FusedChain {
-        conv: conv.clone(),
-        relu: true,
-        pool: Some(MaxPoolParams { size: 2, stride: 2 }),
-    };
+    let chain = FusedChain::conv_relu_pool(
+        conv.clone(),
+        true,
+        Some(MaxPoolParams { size: 2, stride: 2 }),
+    );
     let fused = Op::Fused(chain)
         .run_cpu(&input)
         .unwrap_or_else(|e| panic!("{e}"));

@@ -148,7 +148,9 @@ enum KernelsCommand {
     Bench(BenchArgs),
     /// Measure this machine's memory bandwidth and peak FLOP/s on the kernel threads.
     Roofline(RooflineArgs),
-    /// Compile every CUDA kernel with NVRTC for each target architecture.
+    /// Compile every CUDA kernel with NVRTC for each target architecture:
+    /// the hand-written sources and the generated kernels of a
+    /// representative set of fused chains.
     Check(CheckArgs),
 }
 
@@ -288,16 +290,34 @@ fn cmd_check(a: CheckArgs) -> Result<()> {
     }
     let mut rows = Vec::new();
     let mut failed = 0;
-    for src in cuda::SOURCES {
+    // The hand-written sources, then the generated kernel of each
+    // representative fused chain (one per distinct source).
+    let mut units: Vec<(String, Vec<String>, String)> = cuda::SOURCES
+        .iter()
+        .map(|s| {
+            (
+                s.name.trim_end_matches(".cu").to_owned(),
+                s.kernels.iter().map(|k| (*k).to_owned()).collect(),
+                s.standalone(),
+            )
+        })
+        .collect();
+    let mut seen = std::collections::BTreeSet::new();
+    for chain in cuda::codegen::representative_chains() {
+        let g = cuda::codegen::generate(&chain);
+        if seen.insert(g.name.clone()) {
+            units.push((format!("chain({})", chain.label()), vec![g.name], g.source));
+        }
+    }
+    for (unit, kernels, text) in &units {
         for &arch in &archs {
             let t0 = std::time::Instant::now();
-            let result = nvrtc::compile(src, arch);
+            let result = nvrtc::compile_text(unit, text.clone(), arch);
             let ms = t0.elapsed().as_secs_f64() * 1e3;
             let (ok, detail) = match &result {
                 Ok(ptx) => {
                     if let Some(dir) = &a.emit_ptx {
-                        let path =
-                            dir.join(format!("{}-{arch}.ptx", src.name.trim_end_matches(".cu")));
+                        let path = dir.join(format!("{unit}-{arch}.ptx"));
                         std::fs::write(&path, ptx)
                             .with_context(|| format!("cannot write {}", path.display()))?;
                     }
@@ -309,7 +329,7 @@ fn cmd_check(a: CheckArgs) -> Result<()> {
                 }
             };
             rows.push(serde_json::json!({
-                "source": src.name, "kernels": src.kernels, "arch": arch,
+                "source": unit, "kernels": kernels, "arch": arch,
                 "ok": ok, "ms": ms, "detail": detail,
             }));
         }
@@ -322,12 +342,12 @@ fn cmd_check(a: CheckArgs) -> Result<()> {
     } else {
         println!("NVRTC {major}.{minor}");
         println!(
-            "{:<16} {:<12} {:<6} {:>9}  kernels / detail",
+            "{:<40} {:<12} {:<6} {:>9}  kernels / detail",
             "source", "arch", "status", "ms"
         );
         for r in &rows {
             println!(
-                "{:<16} {:<12} {:<6} {:>9.1}  {} ({})",
+                "{:<40} {:<12} {:<6} {:>9.1}  {} ({})",
                 r["source"].as_str().unwrap_or_default(),
                 r["arch"].as_str().unwrap_or_default(),
                 if r["ok"].as_bool().unwrap_or(false) {
@@ -532,14 +552,16 @@ fn cmd_plan(a: PlanArgs) -> Result<()> {
                 .iter()
                 .map(|s| s.id.as_str())
                 .collect();
+            let (flops, bytes) = (g.op.flops(g.input)?, g.op.min_bytes(g.input)?);
             println!(
-                "  {:<24} {:<28} {} -> {}  {:.1} MFLOP  {:.2} MB",
+                "  {:<24} {:<28} {} -> {}  {:.1} MFLOP  {:.2} MB  {:.2} FLOP/B",
                 ids.join("+"),
-                g.op.name(),
+                g.op.label(),
                 g.input,
                 g.output,
-                g.op.flops(g.input)? as f64 / 1e6,
-                g.op.min_bytes(g.input)? as f64 / 1e6
+                flops as f64 / 1e6,
+                bytes as f64 / 1e6,
+                flops as f64 / bytes.max(1) as f64
             );
         }
         println!(
@@ -551,6 +573,24 @@ fn cmd_plan(a: PlanArgs) -> Result<()> {
     Ok(())
 }
 
+/// The CUDA kernel a fused group runs as: the hand-written one, a
+/// generated one (by name), or its members one by one.
+fn cuda_kernel_of(op: &streamfuse_kernels::Op, input: streamfuse_kernels::Shape) -> String {
+    use streamfuse_kernels::cuda::{codegen, params};
+    match op {
+        streamfuse_kernels::Op::Fused(chain) => {
+            if matches!(params::fused(chain, input), Ok(Some(_))) {
+                "fused_conv_pool_f32".into()
+            } else if matches!(codegen::plan(chain, input), Ok(Some(_))) {
+                codegen::generate(chain).name
+            } else {
+                "members one by one".into()
+            }
+        }
+        other => other.name().into(),
+    }
+}
+
 fn plan_json(p: &Pipeline, pl: &Plan) -> Result<serde_json::Value> {
     let mut segs = Vec::new();
     for seg in &pl.segments {
@@ -558,11 +598,14 @@ fn plan_json(p: &Pipeline, pl: &Plan) -> Result<serde_json::Value> {
         for g in &seg.groups {
             groups.push(serde_json::json!({
                 "stages": p.stages[g.stages.clone()].iter().map(|s| s.id.clone()).collect::<Vec<_>>(),
-                "kernel": g.op.name(),
+                "kernel": g.op.label(),
                 "input": [g.input.c, g.input.h, g.input.w],
                 "output": [g.output.c, g.output.h, g.output.w],
+                "fused": matches!(g.op, streamfuse_kernels::Op::Fused(_)),
+                "cuda_kernel": cuda_kernel_of(&g.op, g.input),
                 "flops": g.op.flops(g.input)?,
                 "bytes": g.op.min_bytes(g.input)?,
+                "flops_per_byte": g.op.flops(g.input)? as f64 / g.op.min_bytes(g.input)?.max(1) as f64,
             }));
         }
         segs.push(serde_json::json!({
@@ -574,7 +617,18 @@ fn plan_json(p: &Pipeline, pl: &Plan) -> Result<serde_json::Value> {
             "output_bytes": seg.output.bytes(),
         }));
     }
+    // Every link between segments carries the sending segment's output.
+    let links: Vec<serde_json::Value> = pl
+        .segments
+        .windows(2)
+        .map(|w| {
+            serde_json::json!({
+                "from": w[0].index, "to": w[1].index, "bytes_per_frame": w[0].output.bytes(),
+            })
+        })
+        .collect();
     Ok(serde_json::json!({
+        "links": links,
         "name": p.name,
         "placement": p.placement_letters(),
         "fusion": p.fusion.name(),

@@ -269,7 +269,7 @@ async fn serve_async(
             .iter()
             .map(|s| s.id.clone())
             .collect(),
-        kernels: seg.groups.iter().map(|g| g.op.name().to_owned()).collect(),
+        kernels: seg.groups.iter().map(|g| g.op.label()).collect(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         max_frame_bytes: limits.max_frame_bytes as u64,
         input_shape: [input_shape.c, input_shape.h, input_shape.w]

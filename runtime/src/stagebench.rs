@@ -109,7 +109,7 @@ pub fn bench(
         size: format!("{}x{}", shape.w, shape.h),
         channels: shape.c,
         fusion: fusion.name().to_owned(),
-        kernels: groups.iter().map(|g| g.op.name().to_owned()).collect(),
+        kernels: groups.iter().map(|g| g.op.label()).collect(),
         iters: times.len(),
         median_ms: times[times.len() / 2],
         min_ms: times[0],

@@ -230,3 +230,59 @@ fn plan_json_lists_segments_groups_and_link_bytes() {
     let flops = 1278u64 * 718 * 18 + 1278 * 718 + 359 * 639 * 3;
     assert_eq!(g["flops"], flops);
 }
+
+#[test]
+fn a_long_chain_fuses_into_one_generated_group_and_fusion_modes_agree() {
+    let spec = repo("examples/chain.yaml");
+    let spec = spec.to_str().unwrap_or_default();
+    let mut digests = Vec::new();
+    for fusion in ["off", "chain", "kernel"] {
+        let v = run_json(&[
+            spec, "--frames", "6", "--size", "70x45", "--device", "cpu", "--fusion", fusion,
+        ]);
+        assert_eq!(v["frames"], 6, "{v}");
+        digests.push(v["output_digest"].as_str().unwrap_or_default().to_owned());
+    }
+    assert!(digests.iter().all(|d| d == &digests[0]), "{digests:?}");
+
+    let out = run_ok(&["plan", spec, "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
+    let groups = v["segments"][0]["groups"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(groups.len(), 2, "{v}");
+    assert_eq!(
+        groups[0]["kernel"],
+        "fused(conv2d+affine+relu+clip+maxpool)"
+    );
+    assert_eq!(groups[0]["stages"].as_array().map(Vec::len), Some(5));
+    assert!(
+        groups[0]["cuda_kernel"]
+            .as_str()
+            .is_some_and(|k| k.starts_with("sf_chain_")),
+        "{v}"
+    );
+    assert_eq!(groups[1]["kernel"], "threshold");
+}
+
+#[test]
+fn plan_names_the_segments_and_the_fused_group_of_each() {
+    let spec = repo("examples/thesis.yaml");
+    let out = run_ok(&[
+        "plan",
+        spec.to_str().unwrap_or_default(),
+        "--placement",
+        "EESS",
+        "--json",
+    ]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
+    let segs = v["segments"].as_array().cloned().unwrap_or_default();
+    assert_eq!(segs.len(), 2, "{v}");
+    assert_eq!(segs[0]["node"], "edge");
+    assert_eq!(segs[1]["node"], "server");
+    assert_eq!(segs[0]["groups"][0]["kernel"], "conv2d");
+    assert_eq!(segs[1]["groups"][0]["kernel"], "fused(load+relu+maxpool)");
+    assert_eq!(segs[1]["groups"][0]["fused"], true);
+    assert_eq!(v["links"][0]["bytes_per_frame"], 718 * 1278 * 4);
+}

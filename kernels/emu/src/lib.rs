@@ -6,7 +6,9 @@
 use streamfuse_kernels::cuda::params::{
     self, ConvKernel, ConvParams, FusedParams, Launch, PoolParams,
 };
-use streamfuse_kernels::{Conv2d, KernelError, MaxPoolParams, Op, Tensor};
+use streamfuse_kernels::{Conv2d, FusedChain, KernelError, MaxPoolParams, Op, Tensor};
+
+pub mod generated;
 
 unsafe extern "C" {
     fn sf_emu_conv2d(
@@ -143,25 +145,51 @@ pub fn run(op: &Op, input: &Tensor) -> Result<Tensor, KernelError> {
             Ok(t)
         }
         Op::MaxPool(p) => maxpool(input, p),
+        Op::Affine { .. } | Op::Threshold { .. } => {
+            let chain = FusedChain {
+                conv: None,
+                epilogue: op.pointwise().into_iter().collect(),
+                pool: None,
+            };
+            run(&Op::Fused(chain), input)
+        }
         Op::Fused(chain) => {
             if let Some((p, launch)) = params::fused(chain, input.shape())? {
                 let mut out = Tensor::zeros(chain.output_shape(input.shape())?);
+                let conv = chain.conv.as_ref().ok_or_else(|| KernelError::BadParam {
+                    op: "fused",
+                    what: "the hand-written fused kernel needs a convolution".into(),
+                })?;
                 // SAFETY: buffers hold the shapes `p` describes.
                 unsafe {
                     sf_emu_fused(
                         &launch,
                         input.data().as_ptr(),
-                        chain.conv.weights.as_ptr(),
-                        bias_ptr(&chain.conv),
+                        conv.weights.as_ptr(),
+                        bias_ptr(conv),
                         out.data_mut().as_mut_ptr(),
                         &p,
                     );
                 }
                 return Ok(out);
             }
-            let mut t = conv2d(input, &chain.conv, Variant::Real)?;
-            if chain.relu {
-                t = relu(t);
+            match generated::run(chain, input) {
+                Ok(Some(t)) => return Ok(t),
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(KernelError::BadParam {
+                        op: "fused",
+                        what: e.to_string(),
+                    });
+                }
+            }
+            // Does not fit a fused kernel: member by member.
+            let mut t = match &chain.conv {
+                Some(c) => conv2d(input, c, Variant::Real)?,
+                None => input.clone(),
+            };
+            for &p in &chain.epilogue {
+                t = run(&Op::from(p), &t)?;
             }
             match &chain.pool {
                 Some(p) => maxpool(&t, p),

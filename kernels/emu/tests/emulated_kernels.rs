@@ -99,7 +99,7 @@ proptest! {
         if let Some(p) = pool {
             prop_assume!(p.size <= conv_shape.h && p.size <= conv_shape.w);
         }
-        let chain = Op::Fused(FusedChain { conv: conv.clone(), relu, pool });
+        let chain = Op::Fused(FusedChain::conv_relu_pool(conv.clone(), relu, pool));
         let emu = run(&chain, &input).unwrap_or_else(|e| panic!("{e}"));
 
         let mut want = reference::conv2d(input.data(), shape, &conv).unwrap_or_else(|| panic!("reference"));

@@ -3,6 +3,7 @@
 use rayon::prelude::*;
 
 use super::relu1;
+use crate::op::{Pointwise, apply_pointwise};
 use crate::tensor::Tensor;
 
 /// Values per parallel chunk.
@@ -33,4 +34,11 @@ pub fn relu_in_place(data: &mut [f32]) {
             *v = relu1(*v);
         }
     });
+}
+
+/// Applies `ops` in order to every value, in place, in one pass (each
+/// chunk gets every op while it is in cache).
+pub fn pointwise_in_place(data: &mut [f32], ops: &[Pointwise]) {
+    data.par_chunks_mut(CHUNK / 4)
+        .for_each(|chunk| apply_pointwise(ops, chunk));
 }

@@ -1,20 +1,24 @@
-//! Fused conv → bias → ReLU → max-pool in one pass over the image.
+//! Fused chains in one pass over the image: a producer (a convolution, or a
+//! plain load of the input), the chain's pointwise epilogue, and an
+//! optional max-pool consumer.
 //!
-//! For each pooled output row, the `size` convolution rows it needs are
-//! computed tile by tile ([`RowEngine`]); each tile gets the bias (already in
-//! the accumulators), the ReLU and the vertical max while still in registers,
-//! into a per-band row buffer that stays in cache; the horizontal max then
-//! writes the pooled row. The convolution output is never stored. Values are
-//! bit-identical to [`conv2d`](super::conv::conv2d) then
-//! [`relu`](super::elementwise::relu) then [`maxpool`](super::pool::maxpool).
+//! With a convolution, each output row is computed tile by tile
+//! ([`RowEngine`]); each tile (at most 128 values, in L1) gets the
+//! epilogue, one tight loop per op, and with a pool the vertical max, into
+//! a per-band row buffer that stays in cache; the horizontal max then
+//! writes the pooled row. The convolution output is never stored. Without
+//! a convolution the same happens to input rows. Values are bit-identical
+//! to running the members one by one ([`super::conv::conv2d`], each
+//! [`Pointwise`], [`super::pool::maxpool`]): the same expressions in the
+//! same order.
 
 use rayon::prelude::*;
 
 use super::conv::RowEngine;
-use super::pool::horizontal_max;
-use super::{band_rows, max2, plane_bands, relu1};
+use super::pool::{horizontal_max, vertical_max};
+use super::{band_rows, plane_bands};
 use crate::error::KernelError;
-use crate::op::FusedChain;
+use crate::op::{Conv2d, FusedChain, MaxPoolParams, Pointwise, apply_pointwise};
 use crate::tensor::{Shape, Tensor};
 
 /// Runs a fused chain on `input`.
@@ -22,75 +26,62 @@ use crate::tensor::{Shape, Tensor};
 /// # Errors
 /// [`KernelError`] when a member of the chain cannot take its input.
 pub fn run(input: &Tensor, chain: &FusedChain) -> Result<Tensor, KernelError> {
-    let conv_shape = chain.conv.params.output_shape(input.shape())?;
-    match chain.pool {
-        None => conv_epilogue(input, chain, conv_shape),
-        Some(pool) => {
-            let out_shape = pool.output_shape(conv_shape)?;
-            Ok(conv_pool(
-                input,
-                chain,
-                conv_shape,
-                out_shape,
-                pool.size,
-                pool.stride,
-            ))
+    let mid = chain.produced_shape(input.shape())?;
+    let out_shape = chain.output_shape(input.shape())?;
+    let ep = chain.epilogue.as_slice();
+    Ok(match (&chain.conv, chain.pool) {
+        (Some(conv), None) => conv_epilogue(input, conv, ep, out_shape),
+        (Some(conv), Some(pool)) => conv_pool(input, conv, ep, mid, out_shape, pool),
+        (None, Some(pool)) => load_pool(input, ep, out_shape, pool),
+        (None, None) => {
+            let mut out = input.clone();
+            super::elementwise::pointwise_in_place(out.data_mut(), ep);
+            out
         }
-    }
+    })
 }
 
-/// Applies the epilogue (ReLU or nothing) to one value.
-#[inline(always)]
-fn epilogue(relu: bool, x: f32) -> f32 {
-    if relu { relu1(x) } else { x }
-}
-
-fn conv_epilogue(
-    input: &Tensor,
-    chain: &FusedChain,
-    out_shape: Shape,
-) -> Result<Tensor, KernelError> {
+fn conv_epilogue(input: &Tensor, conv: &Conv2d, ep: &[Pointwise], out_shape: Shape) -> Tensor {
     let Shape { c, h, w } = out_shape;
     let mut out = Tensor::zeros(out_shape);
     let band = band_rows(h);
-    let relu = chain.relu;
     let bands = plane_bands(out.data_mut(), c, h, w, band);
     bands.into_par_iter().enumerate().for_each(|(b, mut rows)| {
-        let mut eng = RowEngine::new(&chain.conv, input, out_shape);
+        let mut eng = RowEngine::new(conv, input, out_shape);
         let nrows = rows.first().map_or(0, |r| r.len() / w);
         for r in 0..nrows {
             eng.row(b * band + r, |oc, x0, tile| {
                 if x0 < w {
                     let n = (w - x0).min(tile.len());
                     let dst = &mut rows[oc][r * w + x0..r * w + x0 + n];
-                    for (d, &v) in dst.iter_mut().zip(tile) {
-                        *d = epilogue(relu, v);
-                    }
+                    dst.copy_from_slice(&tile[..n]);
+                    apply_pointwise(ep, dst);
                 }
             });
         }
     });
-    Ok(out)
+    out
 }
 
 fn conv_pool(
     input: &Tensor,
-    chain: &FusedChain,
+    conv: &Conv2d,
+    ep: &[Pointwise],
     conv_shape: Shape,
     out_shape: Shape,
-    size: usize,
-    stride: usize,
+    pool: MaxPoolParams,
 ) -> Tensor {
     let Shape { c, h, w } = out_shape;
+    let (size, stride) = (pool.size, pool.stride);
     let mut out = Tensor::zeros(out_shape);
     let band = band_rows(h);
-    let relu = chain.relu;
     let bands = plane_bands(out.data_mut(), c, h, w, band);
     bands.into_par_iter().enumerate().for_each(|(b, mut rows)| {
-        let mut eng = RowEngine::new(&chain.conv, input, conv_shape);
+        let mut eng = RowEngine::new(conv, input, conv_shape);
         let tw = eng.tiles_w();
         // Vertical maxima of the current pooled row, one conv row per channel.
         let mut vmax = vec![0.0f32; c * tw];
+        let mut scratch = vec![0.0f32; tw];
         let nrows = rows.first().map_or(0, |r| r.len() / w);
         for r in 0..nrows {
             let y0 = (b * band + r) * stride;
@@ -98,19 +89,47 @@ fn conv_pool(
                 eng.row(y0 + j, |oc, x0, tile| {
                     let v = &mut vmax[oc * tw + x0..oc * tw + x0 + tile.len()];
                     if j == 0 {
-                        for (a, &t) in v.iter_mut().zip(tile) {
-                            *a = epilogue(relu, t);
-                        }
+                        v.copy_from_slice(tile);
+                        apply_pointwise(ep, v);
                     } else {
-                        for (a, &t) in v.iter_mut().zip(tile) {
-                            *a = max2(*a, epilogue(relu, t));
-                        }
+                        let t = &mut scratch[..tile.len()];
+                        t.copy_from_slice(tile);
+                        apply_pointwise(ep, t);
+                        vertical_max(v, t);
                     }
                 });
             }
             for (oc, out_rows) in rows.iter_mut().enumerate() {
                 let v = &vmax[oc * tw..oc * tw + conv_shape.w];
                 horizontal_max(v, &mut out_rows[r * w..(r + 1) * w], size, stride);
+            }
+        }
+    });
+    out
+}
+
+fn load_pool(input: &Tensor, ep: &[Pointwise], out_shape: Shape, pool: MaxPoolParams) -> Tensor {
+    let in_shape = input.shape();
+    let Shape { c, h, w } = out_shape;
+    let mut out = Tensor::zeros(out_shape);
+    let band = band_rows(h);
+    let bands = plane_bands(out.data_mut(), c, h, w, band);
+    bands.into_par_iter().enumerate().for_each(|(b, mut rows)| {
+        let mut v = vec![0.0f32; in_shape.w];
+        let mut t = vec![0.0f32; in_shape.w];
+        for (ch, rows) in rows.iter_mut().enumerate() {
+            let plane = input.plane(ch);
+            for (r, out_row) in rows.chunks_exact_mut(w).enumerate() {
+                let y0 = (b * band + r) * pool.stride;
+                let row = |y: usize| &plane[y * in_shape.w..(y + 1) * in_shape.w];
+                v.copy_from_slice(row(y0));
+                apply_pointwise(ep, &mut v);
+                for y in y0 + 1..y0 + pool.size {
+                    t.copy_from_slice(row(y));
+                    apply_pointwise(ep, &mut t);
+                    vertical_max(&mut v, &t);
+                }
+                horizontal_max(&v, out_row, pool.size, pool.stride);
             }
         }
     });

@@ -12,10 +12,11 @@ use cudarc::driver::{
 use cudarc::nvrtc::Ptx;
 
 use super::SOURCES;
+use super::codegen;
 use super::nvrtc::{self, NvrtcError};
 use super::params::{self, ConvKernel, ConvParams, FusedParams, Launch, PoolParams};
 use crate::error::KernelError;
-use crate::op::{Conv2d, Op};
+use crate::op::{Conv2d, FusedChain, Op};
 use crate::tensor::{Shape, Tensor};
 
 // SAFETY: #[repr(C)] structs of i32 fields, laid out as in common.cuh.
@@ -112,6 +113,8 @@ pub struct CudaDevice {
     name: String,
     arch: &'static str,
     functions: HashMap<&'static str, CudaFunction>,
+    /// Generated fused-chain kernels, by name (a hash of their source).
+    generated: HashMap<String, CudaFunction>,
     /// Device copies of weights, keyed by the host `Arc`'s address. The
     /// entry holds that `Arc` too, so the address cannot be freed and reused
     /// by other weights while it is cached.
@@ -155,6 +158,7 @@ impl CudaDevice {
             name,
             arch,
             functions,
+            generated: HashMap::new(),
             weights: HashMap::new(),
         })
     }
@@ -173,6 +177,21 @@ impl CudaDevice {
         self.functions
             .get(name)
             .ok_or_else(|| CudaError::Driver(format!("kernel {name} not loaded")))
+    }
+
+    /// The generated kernel for `chain`, compiled (PTX cached on disk) and
+    /// loaded on first use.
+    fn generated_kernel(&mut self, chain: &FusedChain) -> Result<CudaFunction, CudaError> {
+        let g = codegen::generate(chain);
+        if let Some(f) = self.generated.get(&g.name) {
+            return Ok(f.clone());
+        }
+        let ptx = nvrtc::compile_cached_text(&g.name, g.source, self.arch)?;
+        let module: Arc<CudaModule> = self.ctx.load_module(Ptx::from_src(ptx)).map_err(drv)?;
+        let f = module.load_function(&g.name).map_err(drv)?;
+        tracing::debug!(kernel = %g.name, chain = %chain.label(), "generated kernel loaded");
+        self.generated.insert(g.name, f.clone());
+        Ok(f)
     }
 
     fn upload_weights(&mut self, v: &Arc<[f32]>) -> Result<Arc<CudaSlice<f32>>, CudaError> {
@@ -287,10 +306,21 @@ impl CudaDevice {
                 let out = self.conv(c, cur, shape)?;
                 Ok((Some(out), c.params.output_shape(shape)?))
             }
+            Op::Affine { .. } | Op::Threshold { .. } => {
+                let chain = FusedChain {
+                    conv: None,
+                    epilogue: op.pointwise().into_iter().collect(),
+                    pool: None,
+                };
+                self.run_on_device(&Op::Fused(chain), cur, shape)
+            }
             Op::Fused(chain) => {
-                if let Some((params, launch)) = params::fused(chain, shape)? {
-                    let out_shape = chain.output_shape(shape)?;
-                    let (w, bias) = self.conv_weights(&chain.conv)?;
+                let out_shape = chain.output_shape(shape)?;
+                if let (Some(c), Some((params, launch))) =
+                    (&chain.conv, params::fused(chain, shape)?)
+                {
+                    // The hand-written kernel: conv, optional ReLU, pool.
+                    let (w, bias) = self.conv_weights(c)?;
                     let mut out = self
                         .stream
                         .alloc_zeros::<f32>(out_shape.len())
@@ -302,20 +332,53 @@ impl CudaDevice {
                     unsafe { b.launch(cfg(launch)) }.map_err(drv)?;
                     return Ok((Some(out), out_shape));
                 }
-                // Not fusible on the GPU (no pool, or too large): one by one.
-                let conv_shape = chain.conv.params.output_shape(shape)?;
-                let mut out = self.conv(&chain.conv, cur, shape)?;
-                if chain.relu {
-                    self.relu(&mut out, conv_shape.len())?;
+                if let Some((params, launch)) = codegen::plan(chain, shape)? {
+                    let f = self.generated_kernel(chain)?;
+                    let mut out = self
+                        .stream
+                        .alloc_zeros::<f32>(out_shape.len())
+                        .map_err(drv)?;
+                    let (w, bias) = match &chain.conv {
+                        Some(c) => self.conv_weights(c)?,
+                        None => {
+                            let z = self.upload_weights(&ZERO.with(Clone::clone))?;
+                            (z.clone(), z)
+                        }
+                    };
+                    let mut b = self.stream.launch_builder(&f);
+                    b.arg(&*cur).arg(&*w).arg(&*bias).arg(&mut out).arg(&params);
+                    // SAFETY: generated kernels take (in, w, bias, out,
+                    // FusedParams); `cur` holds the input shape the params
+                    // describe, `w`/`bias` the conv weights (read only with
+                    // a conv producer, bias only when has_bias), `out` the
+                    // output shape.
+                    unsafe { b.launch(cfg(launch)) }.map_err(drv)?;
+                    return Ok((Some(out), out_shape));
                 }
-                match &chain.pool {
-                    Some(p) => {
-                        let (next, s) =
-                            self.run_on_device(&Op::MaxPool(*p), &mut out, conv_shape)?;
-                        Ok((next.or(Some(out)), s))
+                // Does not fit a fused kernel: member by member.
+                let mut shape = shape;
+                let mut owned: Option<CudaSlice<f32>> = None;
+                if let Some(c) = &chain.conv {
+                    owned = Some(self.conv(c, cur, shape)?);
+                    shape = c.params.output_shape(shape)?;
+                }
+                let members = chain
+                    .epilogue
+                    .iter()
+                    .map(|&p| Op::from(p))
+                    .chain(chain.pool.map(Op::MaxPool));
+                for m in members {
+                    let buf = match owned.as_mut() {
+                        Some(b) => b,
+                        None => &mut *cur,
+                    };
+                    let (next, s) = self.run_on_device(&m, buf, shape)?;
+                    if next.is_some() {
+                        owned = next;
                     }
-                    None => Ok((Some(out), conv_shape)),
+                    shape = s;
                 }
+                Ok((owned, shape))
             }
         }
     }

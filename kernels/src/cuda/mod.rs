@@ -5,9 +5,11 @@
 //!
 //! Sources: `common.cuh` (parameter structs, tile sizes, helpers), `conv.cu`
 //! (`conv2d_f32`, `conv2d_direct_f32`, `maxpool_f32`), `elementwise.cu`
-//! (`relu_f32`, `clip_f32`), `fused.cu` (`fused_conv_pool_f32`). The same files run on
+//! (`relu_f32`, `clip_f32`), `fused.cu` (`fused_conv_pool_f32`), and
+//! `chain.cu`, the template [`codegen`] fills in for each fused chain. The same files run on
 //! CPU threads in the emulation harness (`kernels/emu`).
 
+pub mod codegen;
 pub mod device;
 pub mod nvrtc;
 pub mod params;
@@ -56,3 +58,10 @@ impl Source {
 /// Virtual architectures every kernel must compile for: Titan V (sm_70),
 /// Jetson Xavier (sm_72), Jetson Orin (sm_87), H100 (sm_90).
 pub const ARCHS: &[&str] = &["compute_70", "compute_72", "compute_87", "compute_90"];
+
+/// 64-bit FNV-1a (a cache key and kernel-name hash, not a security hash).
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use cudarc::nvrtc::{CompileOptions, compile_ptx_with_opts};
 
 use super::Source;
+use super::fnv1a;
 
 /// NVRTC is missing or failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,6 +57,15 @@ pub fn version() -> Result<(i32, i32), NvrtcError> {
 /// # Errors
 /// [`NvrtcError`] when NVRTC is missing or the source does not compile.
 pub fn compile(src: &Source, arch: &'static str) -> Result<String, NvrtcError> {
+    compile_text(src.name, src.standalone(), arch)
+}
+
+/// Compiles a self-contained source `text` (named `name` in messages) to
+/// PTX for `arch`, as [`compile`].
+///
+/// # Errors
+/// [`NvrtcError`] when NVRTC is missing or the source does not compile.
+pub fn compile_text(name: &str, text: String, arch: &'static str) -> Result<String, NvrtcError> {
     if !available() {
         return Err(NvrtcError::Missing);
     }
@@ -63,13 +73,13 @@ pub fn compile(src: &Source, arch: &'static str) -> Result<String, NvrtcError> {
         arch: Some(arch),
         fmad: Some(true),
         options: vec!["--std=c++17".into(), "-lineinfo".into()],
-        name: Some(src.name.into()),
+        name: Some(name.into()),
         ..CompileOptions::default()
     };
-    compile_ptx_with_opts(src.standalone(), opts)
+    compile_ptx_with_opts(text, opts)
         .map(|ptx| ptx.to_src())
         .map_err(|e| NvrtcError::Compile {
-            file: src.name.into(),
+            file: name.into(),
             arch: arch.into(),
             log: compile_log(&e),
         })
@@ -103,18 +113,29 @@ pub fn cache_dir() -> PathBuf {
 /// # Errors
 /// As [`compile`].
 pub fn compile_cached(src: &Source, arch: &'static str) -> Result<String, NvrtcError> {
+    compile_cached_text(src.name, src.standalone(), arch)
+}
+
+/// [`compile_text`], cached on disk as [`compile_cached`] is.
+///
+/// # Errors
+/// As [`compile`].
+pub fn compile_cached_text(
+    name: &str,
+    text: String,
+    arch: &'static str,
+) -> Result<String, NvrtcError> {
     let (major, minor) = version()?;
-    let text = src.standalone();
     let key = format!(
         "{}-{arch}-nvrtc{major}.{minor}-{:016x}.ptx",
-        src.name.trim_end_matches(".cu"),
+        name.trim_end_matches(".cu"),
         fnv1a(text.as_bytes())
     );
     let path = cache_dir().join("ptx").join(key);
     if let Ok(ptx) = std::fs::read_to_string(&path) {
         return Ok(ptx);
     }
-    let ptx = compile(src, arch)?;
+    let ptx = compile_text(name, text, arch)?;
     if let Some(dir) = path.parent()
         && std::fs::create_dir_all(dir).is_ok()
     {
@@ -124,11 +145,4 @@ pub fn compile_cached(src: &Source, arch: &'static str) -> Result<String, NvrtcE
         }
     }
     Ok(ptx)
-}
-
-/// 64-bit FNV-1a (a cache key, not a security hash).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
 }

@@ -111,7 +111,7 @@ fn i(v: usize, what: &str) -> Result<i32, KernelError> {
     })
 }
 
-fn grid_2d(out: Shape) -> Result<Launch, KernelError> {
+pub(crate) fn grid_2d(out: Shape) -> Result<Launch, KernelError> {
     let x = u32::try_from(out.w.div_ceil(TILE_W as usize)).map_err(|_| too_big(out))?;
     let y = u32::try_from(out.h.div_ceil(TILE_H as usize)).map_err(|_| too_big(out))?;
     let z = u32::try_from(out.c.div_ceil(OC_BLOCK as usize)).map_err(|_| too_big(out))?;
@@ -198,23 +198,22 @@ pub fn fused(
     chain: &FusedChain,
     input: Shape,
 ) -> Result<Option<(FusedParams, Launch)>, KernelError> {
-    let Some(pool) = chain.pool else {
+    let (Some(c), Some(pool), Some(relu)) = (&chain.conv, chain.pool, chain.relu_only()) else {
         return Ok(None);
     };
-    let (conv, _, _) = self::conv(&chain.conv, input)?;
-    let conv_shape = chain.conv.params.output_shape(input)?;
+    let (conv, _, _) = self::conv(c, input)?;
+    let conv_shape = c.params.output_shape(input)?;
     let out = pool.output_shape(conv_shape)?;
-    let s = chain.conv.params.stride;
+    let s = c.params.stride;
     let conv_w = (TILE_W as usize - 1) * pool.stride + pool.size;
     let conv_h = (TILE_H as usize - 1) * pool.stride + pool.size;
-    let tile = ((conv_h - 1) * s + chain.conv.params.kernel_h)
-        * ((conv_w - 1) * s + chain.conv.params.kernel_w);
+    let tile = ((conv_h - 1) * s + c.params.kernel_h) * ((conv_w - 1) * s + c.params.kernel_w);
     if pool.size > MAX_POOL || tile > SMEM_FLOATS {
         return Ok(None);
     }
     let params = FusedParams {
         conv,
-        relu: i32::from(chain.relu),
+        relu: i32::from(relu),
         pool_size: i(pool.size, "pool size")?,
         pool_stride: i(pool.stride, "pool stride")?,
         out_h: i(out.h, "height")?,

@@ -81,11 +81,11 @@ pub fn op_of(case: &Case) -> Op {
         "conv2d" => Op::Conv2d(conv()),
         "relu" => Op::Relu,
         "maxpool" => Op::MaxPool(pool().unwrap_or_else(|| panic!("{}: no pool", case.name))),
-        "fused" => Op::Fused(FusedChain {
-            conv: conv(),
-            relu: case.relu.unwrap_or(false),
-            pool: pool(),
-        }),
+        "fused" => Op::Fused(FusedChain::conv_relu_pool(
+            conv(),
+            case.relu.unwrap_or(false),
+            pool(),
+        )),
         other => panic!("{}: unknown op {other}", case.name),
     }
 }

@@ -641,7 +641,7 @@ pub fn assemble(
                     .iter()
                     .map(|s| s.id.clone())
                     .collect(),
-                kernel: g.op.name().to_owned(),
+                kernel: g.op.label(),
                 segment: seg.index,
                 node: p.nodes[seg.node].name.clone(),
                 mean_ms: per(*d),

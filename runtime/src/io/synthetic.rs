@@ -36,13 +36,14 @@ impl Synthetic {
     /// The tensor of frame `seq` (no pacing, no timestamp).
     pub fn tensor(cfg: &SyntheticSource, seq: u64) -> Tensor {
         let mut t = Tensor::zeros(cfg.shape);
+        let key = random::stream_key(cfg.seed, seq);
         t.data_mut()
             .par_chunks_mut(CHUNK)
             .enumerate()
             .for_each(|(c, chunk)| {
                 let base = (c * CHUNK) as u64;
                 for (i, v) in chunk.iter_mut().enumerate() {
-                    *v = random::pixel_f32(cfg.seed, seq, base + i as u64);
+                    *v = random::pixel_f32_keyed(key, base + i as u64);
                 }
             });
         t

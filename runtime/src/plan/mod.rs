@@ -1,20 +1,40 @@
 //! Placement → segments → fusion groups.
 //!
-//! Rules:
+//! Segments:
 //! - The elements are the source, then each stage, each placed on a node.
-//! - A **segment** is a maximal run of adjacent elements on one node. A new
-//!   segment also starts at a stage with `fuse: false`, and with
-//!   `fusion: off` every element is its own segment (the microservice
-//!   baseline: stages run as separate pipelined tasks).
-//! - Within a segment, `chain` runs each stage as its own **group**, back to
-//!   back on each frame; `kernel` also merges a `conv2d` with an immediately
-//!   following `relu` and then `maxpool` into one fused group (one pass over
-//!   the image, bit-identical results). A group never spans segments.
+//! - A **segment** is a maximal run of adjacent elements on one node, run
+//!   as one task (one process or pod when split); frames stay in process
+//!   (and on the device) within it. A placement change (a different node,
+//!   hence possibly a different device) always starts a new segment.
+//! - A stage with `fuse: false` starts a new segment even on the same node,
+//!   and with `fusion: off` every element is its own segment (the
+//!   microservice baseline: stages run as separate pipelined tasks, a frame
+//!   handed from task to task).
 //! - Each link between segments carries the last element's output frame.
+//!
+//! Fusion groups, within a segment:
+//! - `fusion: chain`: every stage is its own **group**, run back to back on
+//!   each frame (no hand-off between tasks, no fused kernel).
+//! - `fusion: kernel`: a group is a chain `producer → pointwise* → maxpool?`
+//!   run as one kernel (one pass over the image; generated for the chain
+//!   on CUDA, a fused loop nest on the CPU):
+//!   - the producer is a `conv2d` (with its bias), or a pointwise op read
+//!     straight from the input (a "load" producer);
+//!   - any number of pointwise ops follow (`relu`, `clip`, `affine`,
+//!     `threshold`), applied while values are in registers or cache;
+//!   - an optional `maxpool` consumes the result and ends the group.
+//! - What ends a group: the end of the segment (placement or device
+//!   change, `fuse: false`); an op that is not pointwise after the
+//!   producer (a second `conv2d`: a reshape the fused kernel cannot
+//!   follow, since it needs the whole neighbourhood of each value); the
+//!   `maxpool` consumer; and a stage marked `tap: true` (a metrics tap:
+//!   its own output and time are observed, so it is a group of its own).
+//! - A group of one stage runs that stage's own kernel. Fused groups give
+//!   bit-identical results to the stages run one by one.
 
 use std::ops::Range;
 
-use streamfuse_kernels::{FusedChain, Op, Shape};
+use streamfuse_kernels::{FusedChain, Op, Pointwise, Shape};
 
 use crate::spec::{FusionMode, Pipeline};
 
@@ -105,16 +125,28 @@ fn groups(p: &Pipeline, stages: Range<usize>) -> Vec<Group> {
         let st = &p.stages[i];
         let mut end = i + 1;
         let mut op = st.op.clone();
+        let producer = match &st.op {
+            Op::Conv2d(c) => Some(Some(c.clone())),
+            o if o.pointwise().is_some() => Some(None),
+            _ => None,
+        };
         if p.fusion == FusionMode::Kernel
-            && let Op::Conv2d(conv) = &st.op
+            && !st.tap
+            && let Some(conv) = producer
         {
-            let mut relu = false;
-            let mut pool = None;
-            if end < stages.end && p.stages[end].op == Op::Relu {
-                relu = true;
-                end += 1;
+            let mut epilogue: Vec<Pointwise> = st.op.pointwise().into_iter().collect();
+            let fusible = |k: usize| k < stages.end && !p.stages[k].tap;
+            while fusible(end) {
+                match p.stages[end].op.pointwise() {
+                    Some(pw) => {
+                        epilogue.push(pw);
+                        end += 1;
+                    }
+                    None => break,
+                }
             }
-            if end < stages.end
+            let mut pool = None;
+            if fusible(end)
                 && let Op::MaxPool(mp) = p.stages[end].op
             {
                 pool = Some(mp);
@@ -122,8 +154,8 @@ fn groups(p: &Pipeline, stages: Range<usize>) -> Vec<Group> {
             }
             if end > i + 1 {
                 op = Op::Fused(FusedChain {
-                    conv: conv.clone(),
-                    relu,
+                    conv,
+                    epilogue,
                     pool,
                 });
             }

@@ -182,6 +182,8 @@ pub struct Stage {
     pub op: Op,
     /// `false`: this stage starts a new segment.
     pub fuse: bool,
+    /// `true`: a metrics tap, never fused with its neighbours.
+    pub tap: bool,
     /// Input shape.
     pub input: Shape,
     /// Output shape.

@@ -217,6 +217,22 @@ pub struct RawStage {
     /// clip: upper bound (default: no bound).
     #[serde(default)]
     pub max: Option<Spanned<f64>>,
+    /// affine: factor (default 1).
+    #[serde(default)]
+    pub scale: Option<Spanned<f64>>,
+    /// affine: offset (default 0).
+    #[serde(default)]
+    pub shift: Option<Spanned<f64>>,
+    /// threshold: level.
+    #[serde(default)]
+    pub threshold: Option<Spanned<f64>>,
+    /// threshold: value above the level (default 1).
+    #[serde(default)]
+    pub value: Option<Spanned<f64>>,
+    /// `true`: the stage's output is observed on its own (its compute time
+    /// is reported), so it is never fused with its neighbours.
+    #[serde(default)]
+    pub tap: Option<bool>,
 }
 
 /// Where a conv's weights come from.

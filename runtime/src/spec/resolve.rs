@@ -13,7 +13,7 @@ use super::{
 };
 
 /// Ops a stage may name.
-const OPS: &str = "conv2d, relu, clip, maxpool";
+const OPS: &str = "conv2d, relu, clip, affine, threshold, maxpool";
 
 struct Ctx<'a> {
     file: &'a Path,
@@ -238,6 +238,7 @@ fn resolve_stages(
             id: id.clone(),
             op,
             fuse: st.fuse.unwrap_or(true),
+            tap: st.tap.unwrap_or(false),
             input: shape,
             output,
         });
@@ -262,6 +263,10 @@ fn present_fields(st: &RawStage) -> Vec<(&'static str, Position)> {
         ("size", pos(&st.size)),
         ("min", pos(&st.min)),
         ("max", pos(&st.max)),
+        ("scale", pos(&st.scale)),
+        ("shift", pos(&st.shift)),
+        ("threshold", pos(&st.threshold)),
+        ("value", pos(&st.value)),
     ]
     .into_iter()
     .filter_map(|(n, p)| p.map(|p| (n, p)))
@@ -281,6 +286,8 @@ fn resolve_op(cx: &Ctx<'_>, i: usize, st: &RawStage, input: Shape) -> Result<Op,
         ],
         "relu" => &[],
         "clip" => &["min", "max"],
+        "affine" => &["scale", "shift"],
+        "threshold" => &["threshold", "value"],
         "maxpool" => &["size", "stride"],
         other => {
             return Err(cx.at(
@@ -330,6 +337,24 @@ fn resolve_op(cx: &Ctx<'_>, i: usize, st: &RawStage, input: Shape) -> Result<Op,
                 ));
             }
             Ok(Op::Clip { min, max })
+        }
+        "affine" | "threshold" => {
+            let finite = |v: &Option<Spanned<f64>>, name: &str, default: Option<f32>| match v {
+                Some(s) if !s.value.is_finite() || (s.value as f32).is_infinite() => {
+                    Err(cx.at(s, f(name), "must be a finite number"))
+                }
+                Some(s) => Ok(s.value as f32),
+                None => default.ok_or_else(|| cx.at(&st.op, f(name), "is required")),
+            };
+            if st.op.value == "affine" {
+                let scale = finite(&st.scale, "scale", Some(1.0))?;
+                let shift = finite(&st.shift, "shift", Some(0.0))?;
+                Ok(Op::Affine { scale, shift })
+            } else {
+                let threshold = finite(&st.threshold, "threshold", None)?;
+                let value = finite(&st.value, "value", Some(1.0))?;
+                Ok(Op::Threshold { threshold, value })
+            }
         }
         "maxpool" => {
             let size = positive(&st.size, "size", None)?;
