@@ -363,7 +363,7 @@ async fn serve_async(
                 .name("source".into())
                 .spawn(move || -> Result<(), ExecError> {
                     let mut n = 0u64;
-                    for f in exec::open_source(&src) {
+                    for f in exec::open_source_inline(&src) {
                         if *draining.borrow() {
                             break;
                         }

@@ -307,8 +307,40 @@ fn finish(
     Ok(st)
 }
 
-/// The source's frames.
+/// Frames a source thread may have ready ahead of its segment.
+const SOURCE_AHEAD: usize = 2;
+
+/// The source's frames, produced on their own thread (`source`) up to
+/// [`SOURCE_AHEAD`] frames ahead of the caller, as a camera delivers frames
+/// while the previous ones are processed: producing the next frame overlaps
+/// processing this one. Each frame's `capture_ns` is stamped when it is
+/// produced, so time spent waiting for the segment counts as latency.
 pub fn open_source(
+    src: &SourceConfig,
+) -> Box<dyn Iterator<Item = Result<Frame, ExecError>> + Send> {
+    let inner = open_source_inline(src);
+    let (tx, rx) = bounded(SOURCE_AHEAD);
+    let spawned = std::thread::Builder::new()
+        .name("source".into())
+        .spawn(move || {
+            for item in inner {
+                let stop = item.is_err();
+                if tx.send(item).is_err() || stop {
+                    break;
+                }
+            }
+        });
+    match spawned {
+        Ok(_) => Box::new(rx.into_iter()),
+        Err(e) => {
+            tracing::warn!(error = %e, "no source thread; producing frames inline");
+            open_source_inline(src)
+        }
+    }
+}
+
+/// The source's frames, produced on the caller's thread.
+pub fn open_source_inline(
     src: &SourceConfig,
 ) -> Box<dyn Iterator<Item = Result<Frame, ExecError>> + Send> {
     match src {

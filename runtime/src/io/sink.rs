@@ -27,7 +27,14 @@ impl OutputDigest {
         for d in [s.c, s.h, s.w] {
             self.hasher.update(&(d as u64).to_le_bytes());
         }
-        self.hasher.update(f.tensor.as_bytes());
+        let bytes = f.tensor.as_bytes();
+        if bytes.len() >= 1 << 17 {
+            // Same hash, on the kernel threads (large frames only: below
+            // this the hand-off costs more than it saves).
+            self.hasher.update_rayon(bytes);
+        } else {
+            self.hasher.update(bytes);
+        }
     }
 
     /// `blake3:<hex>`.

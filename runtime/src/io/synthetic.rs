@@ -35,18 +35,20 @@ impl Synthetic {
 
     /// The tensor of frame `seq` (no pacing, no timestamp).
     pub fn tensor(cfg: &SyntheticSource, seq: u64) -> Tensor {
-        let mut t = Tensor::zeros(cfg.shape);
+        let n = cfg.shape.len();
         let key = random::stream_key(cfg.seed, seq);
-        t.data_mut()
+        let mut data: Vec<f32> = Vec::with_capacity(n);
+        data.spare_capacity_mut()[..n]
             .par_chunks_mut(CHUNK)
             .enumerate()
-            .for_each(|(c, chunk)| {
-                let base = (c * CHUNK) as u64;
-                for (i, v) in chunk.iter_mut().enumerate() {
-                    *v = random::pixel_f32_keyed(key, base + i as u64);
-                }
-            });
-        t
+            .for_each(|(c, chunk)| random::fill_pixels_uninit(key, (c * CHUNK) as u64, chunk));
+        // SAFETY: the chunks above cover all `n` values and each is written.
+        unsafe { data.set_len(n) };
+        match Tensor::from_vec(cfg.shape, data) {
+            Ok(t) => t,
+            // Unreachable: `data` has `shape.len()` values.
+            Err(_) => Tensor::zeros(cfg.shape),
+        }
     }
 }
 
