@@ -22,13 +22,18 @@ table=$(
     for ptx in "$ptx_dir"/*.ptx; do
         arch=${ptx##*-compute_}
         arch=sm_${arch%.ptx}
-        "$PTXAS" -v -arch="$arch" "$ptx" -o /dev/null 2>&1 | awk -v arch="$arch" '
-            /Compiling entry function/ { match($0, /'"'"'[^'"'"']+'"'"'/); k = substr($0, RSTART + 1, RLENGTH - 2) }
+        unit=$(basename "${ptx%-compute_*}")
+        "$PTXAS" -v -arch="$arch" "$ptx" -o /dev/null 2>&1 | awk -v arch="$arch" -v unit="$unit" '
+            /Compiling entry function/ {
+                match($0, /'"'"'[^'"'"']+'"'"'/); k = "`" substr($0, RSTART + 1, RLENGTH - 2) "`"
+                # Generated kernels are named by hash: add the chain they run.
+                if (k ~ /sf_chain_/) k = k " " unit
+            }
             /bytes stack frame/ { stack = $1; ss = $5; sl = $9 }
             /Used [0-9]+ registers/ {
                 regs = $5; smem = 0
                 if (match($0, /[0-9]+ bytes smem/)) { smem = substr($0, RSTART, RLENGTH); sub(/ bytes smem/, "", smem) }
-                printf "| `%s` | %s | %s | %s B | %s B | %s B | %s B |\n", k, arch, regs, smem, stack, ss, sl
+                printf "| %s | %s | %s | %s B | %s B | %s B | %s B |\n", k, arch, regs, smem, stack, ss, sl
             }'
     done | sort
 )
