@@ -60,3 +60,54 @@ fn cuda_matches_the_cpu_backend_on_full_frames() {
         }
     }
 }
+
+/// Generated fused-chain kernels on the device: every representative chain
+/// `kernels check` compiles, with real weights, against the CPU backend
+/// (the values are the CPU's to the bit where no convolution rounds
+/// differently; 1e-5 relative otherwise, since a threshold after a
+/// convolution can flip on a last-bit difference it is left out of
+/// conv chains here).
+#[test]
+fn generated_chain_kernels_match_the_cpu_backend() {
+    use streamfuse_kernels::cuda::codegen::representative_chains;
+    use streamfuse_kernels::{Conv2d, Pointwise, Shape};
+    let Some(mut dev) = device() else { return };
+    let shape = Shape::new(3, 45, 70);
+    let input = Tensor::from_vec(
+        shape,
+        (0..shape.len() as u64)
+            .map(|i| streamfuse_kernels::random::symmetric_f32(3, 1, i, 1.0))
+            .collect(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    for mut chain in representative_chains() {
+        if let Some(c) = &chain.conv {
+            let w = (0..c.params.weight_len() as u64)
+                .map(|i| streamfuse_kernels::random::symmetric_f32(9, 2, i, 0.3))
+                .collect();
+            let b = c.bias.as_ref().map(|b| vec![0.125; b.len()]);
+            chain.conv = Some(Conv2d::new(c.params, w, b).unwrap_or_else(|e| panic!("{e}")));
+            if chain
+                .epilogue
+                .iter()
+                .any(|p| matches!(p, Pointwise::Threshold { .. }))
+            {
+                continue;
+            }
+        }
+        let op = Op::Fused(chain.clone());
+        let cpu = op.run_cpu(&input).unwrap_or_else(|e| panic!("{e}"));
+        let gpu = dev
+            .run_chain(&[&op], &input)
+            .unwrap_or_else(|e| panic!("{}: {e}", chain.label()));
+        assert_eq!(cpu.shape(), gpu.shape(), "{}", chain.label());
+        for (i, (&a, &b)) in cpu.data().iter().zip(gpu.data()).enumerate() {
+            let tol = 1e-5 * a.abs().max(1.0);
+            assert!(
+                (a - b).abs() <= tol,
+                "{} value {i}: cpu {a} cuda {b}",
+                chain.label()
+            );
+        }
+    }
+}
