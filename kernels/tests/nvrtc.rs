@@ -60,3 +60,47 @@ fn a_kernel_with_a_syntax_error_is_reported_with_the_compiler_log() {
         "{err}"
     );
 }
+
+/// The chain of the emulator's generated-kernel test (conv2d → affine →
+/// ReLU → clip → max-pool, which no hand-written kernel covers) compiles
+/// for every architecture, with its entry point in the PTX.
+#[test]
+fn a_generated_conv_three_op_pool_chain_compiles_for_every_architecture() {
+    use streamfuse_kernels::cuda::codegen::generate;
+    use streamfuse_kernels::{Conv2d, Conv2dParams, FusedChain, MaxPoolParams, Pointwise};
+    if !nvrtc::available() {
+        assert!(
+            std::env::var("STREAMFUSE_REQUIRE_NVRTC").as_deref() != Ok("1"),
+            "STREAMFUSE_REQUIRE_NVRTC=1 but NVRTC cannot be loaded"
+        );
+        return;
+    }
+    let p = Conv2dParams {
+        in_channels: 3,
+        out_channels: 5,
+        kernel_h: 3,
+        kernel_w: 3,
+        stride: 1,
+        padding: 1,
+    };
+    let conv = Conv2d::new(p, vec![0.5; p.weight_len()], Some(vec![0.0; 5]))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let chain = FusedChain {
+        conv: Some(conv),
+        epilogue: vec![
+            Pointwise::Affine {
+                scale: 0.75,
+                shift: 0.1,
+            },
+            Pointwise::Relu,
+            Pointwise::Clip { min: 0.0, max: 0.8 },
+        ],
+        pool: Some(MaxPoolParams { size: 2, stride: 2 }),
+    };
+    let g = generate(&chain);
+    for &arch in ARCHS {
+        let ptx = nvrtc::compile_text(&g.name, g.source.clone(), arch)
+            .unwrap_or_else(|e| panic!("{arch}: {e}"));
+        assert!(ptx.contains(&format!(".entry {}(", g.name)), "{arch}");
+    }
+}
