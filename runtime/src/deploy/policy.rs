@@ -15,7 +15,8 @@
 //! - a segment's `--next` is the next segment's Service name and gRPC port,
 //!   the last segment has none;
 //! - the spec is mounted from the ConfigMap, the pod runs as non-root, and
-//!   its termination grace period exceeds its drain timeout.
+//!   its termination grace period exceeds its drain timeout;
+//! - every label is a valid Kubernetes label.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -197,6 +198,26 @@ pub fn check(p: &Pipeline, plan: &Plan, m: &Manifests) -> Vec<String> {
             err("Deployment has no pod template with one container".into());
             continue;
         };
+        let template_labels = s
+            .deployment
+            .spec
+            .as_ref()
+            .and_then(|d| d.template.metadata.as_ref())
+            .and_then(|m| m.labels.as_ref());
+        for labels in [
+            s.deployment.metadata.labels.as_ref(),
+            template_labels,
+            s.service.metadata.labels.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            for (key, value) in labels {
+                if let Err(why) = check_label(key, value) {
+                    err(format!("label {key}={value}: {why}"));
+                }
+            }
+        }
         check_gpu(&p.nodes[seg.node].labels, machine, pod, c, &mut err);
         check_ports_and_probes(s, c, &mut err);
         check_args(p, k, pod, c, &cm_name, &mut err);

@@ -263,6 +263,23 @@ fn bad_nodes_are_refused() {
 }
 
 #[test]
+fn node_names_become_valid_label_values() {
+    let text = SPEC.replace("  pi:", "  pi_4_:").replace("PXTT", "PXTT\n");
+    let p = match spec::parse(&text, Path::new("demo.yaml"), &Overrides::default()) {
+        Ok(p) => p,
+        Err(e) => panic!("{e}"),
+    };
+    let pl = plan(&p);
+    let m = match generate(&p, &pl, &text, &DeployOptions::default()) {
+        Ok(m) => m,
+        Err(e) => panic!("{e}"),
+    };
+    let v = policy::check(&p, &pl, &m);
+    assert!(v.is_empty(), "{v:#?}");
+    assert_eq!(m.segments[0].name(), "demo-pipe-seg0-pi-4");
+}
+
+#[test]
 fn labels_and_dns_names() {
     assert!(policy::check_label("streamfuse.io/tier", "edge").is_ok());
     assert!(policy::check_label("tier", "").is_ok());

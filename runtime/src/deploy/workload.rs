@@ -66,7 +66,10 @@ pub(super) fn segment(i: &SegmentInput<'_>) -> SegmentObjects {
     let selector = i.names.selector(k);
     let mut labels = i.names.common_labels();
     labels.extend(selector.clone());
-    labels.insert("streamfuse.io/node".into(), node.name.clone());
+    labels.insert(
+        "streamfuse.io/node".into(),
+        super::dns_label(&node.name, 63),
+    );
     labels.insert("streamfuse.io/machine".into(), node.machine.name().into());
 
     let pod_labels = labels.clone();
