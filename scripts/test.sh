@@ -43,6 +43,11 @@ say "ONNX Runtime comparison: an imported ONNX model and safetensors weights on 
 cargo build --locked --quiet --profile ci -p streamfuse --bin streamfuse
 python3 tests/onnx/check_against_onnxruntime.py --binary target/ci/streamfuse
 
+say "k3s manifests: every thesis placement, validated offline with kubernetes-validate --strict"
+rc=0
+scripts/validate-manifests.sh target/ci/streamfuse || rc=$?
+[ "$rc" = 0 ] || [ "$rc" = 2 ] || exit "$rc"
+
 if [ "$cuda_tools" = 1 ]; then
     say "CUDA kernels: NVRTC for compute_70/72/87/90, ptxas registers and spills for sm_70/72"
     target/ci/streamfuse kernels check

@@ -34,6 +34,9 @@ enum Command {
     Serve(ServeArgs),
     /// Print the segments, fusion groups and link sizes of a placement.
     Plan(PlanArgs),
+    /// Write the Kubernetes (k3s) objects that run a placement: a ConfigMap
+    /// with the spec, and a Deployment and a Service per segment.
+    Manifests(ManifestsArgs),
     /// Turn an ONNX model's chain of supported nodes into a spec.
     Import(ImportArgs),
     /// Kernel tools.
@@ -134,6 +137,34 @@ struct ServeArgs {
 }
 
 #[derive(Debug, Args)]
+struct ManifestsArgs {
+    #[command(flatten)]
+    spec: SpecArgs,
+    /// Image for `gpu-server` nodes (x86_64, CUDA 12).
+    #[arg(long, default_value_t = streamfuse::deploy::Images::default().server)]
+    image_server: String,
+    /// Image for `jetson` nodes (L4T r35, CUDA 11.4).
+    #[arg(long, default_value_t = streamfuse::deploy::Images::default().jetson)]
+    image_jetson: String,
+    /// Image for `cpu` nodes (amd64 and arm64).
+    #[arg(long, default_value_t = streamfuse::deploy::Images::default().cpu)]
+    image_cpu: String,
+    /// `serve --drain-timeout` of every pod, seconds; the termination grace
+    /// period is 5 s longer.
+    #[arg(long, default_value_t = 10)]
+    drain_timeout: u32,
+    /// Write one file per object group into DIR (default: print every
+    /// object to stdout, for `kubectl apply -f -`). Generated files of an
+    /// earlier run that are no longer produced are removed.
+    #[arg(short, long, value_name = "DIR")]
+    output: Option<PathBuf>,
+    /// Also write `runtimeclass.yaml`: the `nvidia` RuntimeClass, for k3s
+    /// versions that do not create it.
+    #[arg(long)]
+    runtime_class: bool,
+}
+
+#[derive(Debug, Args)]
 struct PlanArgs {
     #[command(flatten)]
     spec: SpecArgs,
@@ -199,7 +230,7 @@ fn main() -> ExitCode {
         Command::Run(a) => a.json,
         Command::Serve(_) => false,
         Command::Plan(a) => a.json,
-        Command::Import(_) => true,
+        Command::Manifests(_) | Command::Import(_) => true,
         Command::Kernels(KernelsCommand::Bench(a)) => a.json,
         Command::Kernels(KernelsCommand::Roofline(a)) => a.json,
         Command::Kernels(KernelsCommand::Check(a)) => a.json,
@@ -262,6 +293,57 @@ fn cmd_import(a: ImportArgs) -> Result<()> {
             eprintln!("wrote {}", path.display());
         }
         None => print!("{text}"),
+    }
+    Ok(())
+}
+
+fn cmd_manifests(a: ManifestsArgs) -> Result<()> {
+    use streamfuse::deploy::{self, DeployOptions, Images};
+    let p = load(&a.spec)?;
+    let pl = plan(&p);
+    let text = std::fs::read_to_string(&a.spec.spec)
+        .with_context(|| format!("cannot read {}", a.spec.spec.display()))?;
+    let opts = DeployOptions {
+        images: Images {
+            server: a.image_server,
+            jetson: a.image_jetson,
+            cpu: a.image_cpu,
+        },
+        drain_timeout_s: a.drain_timeout,
+        frames: a.spec.frames,
+        size: a.spec.size,
+        threads: a.spec.threads,
+    };
+    let m = deploy::generate(&p, &pl, &text, &opts)?;
+    let violations = deploy::policy::check(&p, &pl, &m);
+    anyhow::ensure!(
+        violations.is_empty(),
+        "generated manifests break the deployment rules:\n  {}",
+        violations.join("\n  ")
+    );
+    for w in &m.warnings {
+        eprintln!("warning: {w}");
+    }
+    let mut files = m.files()?;
+    if a.runtime_class {
+        files.push(deploy::runtime_class_file()?);
+    }
+    match &a.output {
+        Some(dir) => {
+            for path in deploy::write_dir(dir, &files)? {
+                eprintln!("removed {}", path.display());
+            }
+            for f in &files {
+                eprintln!("wrote {}", dir.join(&f.name).display());
+            }
+        }
+        None => {
+            let docs: Vec<&str> = files
+                .iter()
+                .map(|f| f.text.strip_prefix(deploy::HEADER).unwrap_or(&f.text))
+                .collect();
+            print!("{}{}", deploy::HEADER, docs.join("---\n"));
+        }
     }
     Ok(())
 }
@@ -388,6 +470,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Run(a) => cmd_run(a),
         Command::Serve(a) => cmd_serve(a),
         Command::Plan(a) => cmd_plan(a),
+        Command::Manifests(a) => cmd_manifests(a),
         Command::Import(a) => cmd_import(a),
         Command::Kernels(KernelsCommand::Bench(a)) => cmd_bench(a),
         Command::Kernels(KernelsCommand::Roofline(a)) => cmd_roofline(a),

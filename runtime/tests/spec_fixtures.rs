@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use streamfuse::plan::plan;
-use streamfuse::spec::{self, FusionMode, Overrides, SpecError};
+use streamfuse::spec::{self, FusionMode, Machine, Overrides, SpecError};
 use streamfuse_kernels::{Op, Shape};
 
 fn fixtures() -> Vec<PathBuf> {
@@ -207,4 +207,19 @@ fn overrides_apply_before_validation() {
     .map(|e| e.to_string())
     .unwrap_or_default();
     assert!(err.contains(":5:37: stages[0].kernel: window 3x3"), "{err}");
+}
+
+#[test]
+fn machine_is_given_or_inferred_from_the_device() {
+    let p = load("valid-machines.yaml", &Overrides::default());
+    let machines: Vec<Machine> = p.nodes.iter().map(|n| n.machine).collect();
+    assert_eq!(
+        machines,
+        [Machine::Cpu, Machine::Jetson, Machine::GpuServer],
+        "pi says cpu, xavier says jetson, titan's cuda device makes it a GPU server"
+    );
+    // `auto` and no machine: taken as a machine without a GPU.
+    let p = load("valid-thesis-map.yaml", &Overrides::default());
+    assert_eq!(p.nodes[1].machine, Machine::Cpu);
+    assert!(!Machine::Cpu.has_gpu() && Machine::Jetson.has_gpu());
 }

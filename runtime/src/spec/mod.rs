@@ -11,8 +11,8 @@
 //!   - { id: pool, op: maxpool, size: 2, stride: 2 }
 //! sink: { stats: {} }
 //! nodes:
-//!   edge:   { letter: E, device: auto }
-//!   server: { letter: S, device: auto }
+//!   edge:   { letter: E, device: auto, machine: jetson }
+//!   server: { letter: S, device: auto, machine: gpu-server }
 //! placement: EESS
 //! fusion: kernel
 //! ```
@@ -115,6 +115,66 @@ impl fmt::Display for DeviceChoice {
     }
 }
 
+/// What kind of machine a node is. Only deployment depends on it: it picks
+/// the container image, the GPU runtime and the scheduling constraints of
+/// the node's pods (`streamfuse manifests`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Machine {
+    /// An x86_64 server with an NVIDIA GPU exposed by the device plugin
+    /// (`nvidia.com/gpu`).
+    GpuServer,
+    /// An NVIDIA Jetson board (aarch64, integrated GPU, L4T).
+    Jetson,
+    /// A machine without a usable GPU (Raspberry Pi, plain x86_64 or arm64).
+    Cpu,
+}
+
+impl Machine {
+    /// Name as written in specs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Machine::GpuServer => "gpu-server",
+            Machine::Jetson => "jetson",
+            Machine::Cpu => "cpu",
+        }
+    }
+
+    /// Whether its pods run on a GPU.
+    pub fn has_gpu(self) -> bool {
+        !matches!(self, Machine::Cpu)
+    }
+
+    /// The machine a node is taken to be when its spec says none: a CUDA
+    /// device means a GPU server; `cpu` and `auto` mean a machine without
+    /// a GPU (its pods then claim no GPU and fit any node).
+    pub fn infer(device: DeviceChoice) -> Self {
+        match device {
+            DeviceChoice::Cuda(_) => Machine::GpuServer,
+            DeviceChoice::Cpu | DeviceChoice::Auto => Machine::Cpu,
+        }
+    }
+}
+
+impl fmt::Display for Machine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Machine {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "gpu-server" => Ok(Machine::GpuServer),
+            "jetson" => Ok(Machine::Jetson),
+            "cpu" => Ok(Machine::Cpu),
+            other => Err(format!(
+                "unknown machine `{other}` (expected gpu-server, jetson or cpu)"
+            )),
+        }
+    }
+}
+
 /// Synthetic source settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SyntheticSource {
@@ -203,6 +263,8 @@ pub struct Node {
     pub address: Option<String>,
     /// Kubernetes node labels.
     pub labels: Vec<(String, String)>,
+    /// What kind of machine it is (given, or inferred from `device`).
+    pub machine: Machine,
 }
 
 /// A resolved, validated pipeline.

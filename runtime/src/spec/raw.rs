@@ -132,6 +132,11 @@ pub struct RawNode {
     /// Kubernetes node labels that select it.
     #[serde(default)]
     pub labels: IndexMap<String, String>,
+    /// What kind of machine it is (`gpu-server`, `jetson`, `cpu`): picks the
+    /// container image and GPU runtime in generated manifests. Inferred
+    /// from `device` when absent.
+    #[serde(default)]
+    pub machine: Option<Spanned<String>>,
 }
 
 /// `placement: EESS` or `placement: { conv: edge, relu: server }`.

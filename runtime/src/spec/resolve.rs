@@ -8,8 +8,8 @@ use streamfuse_kernels::{Conv2d, Conv2dParams, KernelError, MaxPoolParams, Op, S
 use super::raw::{RawBias, RawPlacement, RawSink, RawSource, RawSpec, RawStage, RawWeights};
 use super::weights::load_npy;
 use super::{
-    DeviceChoice, Node, Overrides, Pipeline, Position, SinkConfig, SourceConfig, SpecError, Stage,
-    SyntheticSource,
+    DeviceChoice, Machine, Node, Overrides, Pipeline, Position, SinkConfig, SourceConfig,
+    SpecError, Stage, SyntheticSource,
 };
 
 /// Ops a stage may name.
@@ -594,6 +594,7 @@ fn resolve_nodes(
             device: DeviceChoice::Auto,
             address: None,
             labels: Vec::new(),
+            machine: Machine::Cpu,
         }]);
     }
     let mut nodes: Vec<Node> = Vec::with_capacity(raw.len());
@@ -631,12 +632,30 @@ fn resolve_nodes(
                 .parse()
                 .map_err(|m: String| cx.at(d, field("device"), m))?,
         };
+        let machine = match &n.machine {
+            None => Machine::infer(device),
+            Some(m) => {
+                let machine: Machine = m
+                    .value
+                    .parse()
+                    .map_err(|msg: String| cx.at(m, field("machine"), msg))?;
+                if machine == Machine::Cpu && matches!(device, DeviceChoice::Cuda(_)) {
+                    return Err(cx.at(
+                        m,
+                        field("machine"),
+                        format!("a `cpu` machine has no GPU, but the node's device is `{device}`"),
+                    ));
+                }
+                machine
+            }
+        };
         nodes.push(Node {
             name,
             letter,
             device,
             address: n.address,
             labels: n.labels.into_iter().collect(),
+            machine,
         });
     }
     Ok(nodes)
