@@ -110,12 +110,26 @@ fn fill_pixels_generic(key: u64, first: u64, out: &mut [MaybeUninit<f32>]) {
     let group0 = (first + i as u64) / 8;
     let whole = (out.len() - i) / 8 * 8;
     let done = i + whole;
-    let mut groups = out[i..done].chunks_exact_mut(8);
-    for (g, chunk) in (&mut groups).enumerate() {
-        let bytes = mix64(key ^ (group0 + g as u64)).to_le_bytes();
+    // Blocks of 64 pixels: eight hashes, then 64 byte-to-float conversions
+    // in one loop (both vectorise); then the remaining groups of eight.
+    let mut blocks = out[i..done].chunks_exact_mut(64);
+    let mut g = group0;
+    for block in &mut blocks {
+        let mut bytes = [0u8; 64];
+        for (j, b8) in bytes.chunks_exact_mut(8).enumerate() {
+            b8.copy_from_slice(&mix64(key ^ (g + j as u64)).to_le_bytes());
+        }
+        for (v, &b) in block.iter_mut().zip(&bytes) {
+            v.write(f32::from(b) * (1.0 / 255.0));
+        }
+        g += 8;
+    }
+    for chunk in blocks.into_remainder().chunks_exact_mut(8) {
+        let bytes = mix64(key ^ g).to_le_bytes();
         for (v, &b) in chunk.iter_mut().zip(&bytes) {
             v.write(f32::from(b) * (1.0 / 255.0));
         }
+        g += 1;
     }
     for (j, v) in out[done..].iter_mut().enumerate() {
         let idx = first + (done + j) as u64;
@@ -143,7 +157,14 @@ mod tests {
         }
         let mean = sum / 10_000.0;
         let key = stream_key(7, 9);
-        for (first, n) in [(77u64, 1000usize), (0, 64), (5, 2), (8, 13)] {
+        for (first, n) in [
+            (77u64, 1000usize),
+            (0, 64),
+            (5, 2),
+            (8, 13),
+            (3, 200),
+            (64, 130),
+        ] {
             let mut filled = vec![0.0f32; n];
             fill_pixels(key, first, &mut filled);
             for (i, &v) in filled.iter().enumerate() {
