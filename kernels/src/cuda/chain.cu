@@ -5,8 +5,10 @@
 //   SF_CHAIN_NAME       the kernel's name (sf_chain_<hash>),
 //   SF_CHAIN_CONV       1: the producer is a convolution (with bias),
 //                       0: the producer loads the input as it is,
-//   sf_chain_epilogue   the epilogue: a __device__ float(float) that
-//                       applies each pointwise op in order.
+//   sf_chain_epilogue   the epilogue: a __device__ float(float, const
+//                       FusedParams&) that applies each pointwise op in
+//                       order (fused.cu's reads the ReLU flag of the
+//                       params; generated ones have their ops baked in).
 // Numerics follow common.cuh: the convolution as fused.cu (bias, then fmaf
 // over taps in (ic, ky, kx) order), each window's columns' vertical maxima
 // first, then across columns, so results match the CPU backend bit for
@@ -87,11 +89,11 @@ extern "C" __global__ void SF_CHAIN_NAME(const float* __restrict__ in,
 #pragma unroll
                 for (int dx = 0; dx < SF_MAX_POOL; ++dx) {
                     if (dx < pk) {
-                        float v = sf_chain_epilogue(acc[j][dx]);
+                        float v = sf_chain_epilogue(acc[j][dx], f);
 #pragma unroll
                         for (int dy = 1; dy < SF_MAX_POOL; ++dy) {
                             if (dy < pk) {
-                                v = sf_max(v, sf_chain_epilogue(acc[j][dy * SF_MAX_POOL + dx]));
+                                v = sf_max(v, sf_chain_epilogue(acc[j][dy * SF_MAX_POOL + dx], f));
                             }
                         }
                         m = dx == 0 ? v : sf_max(m, v);
@@ -121,9 +123,9 @@ extern "C" __global__ void SF_CHAIN_NAME(const float* __restrict__ in,
     const int y0 = oy * f.pool_stride;
     float m = 0.0f;
     for (int dx = 0; dx < f.pool_size; ++dx) {
-        float v = sf_chain_epilogue(__ldg(&plane[(long)y0 * iw + x0 + dx]));
+        float v = sf_chain_epilogue(__ldg(&plane[(long)y0 * iw + x0 + dx]), f);
         for (int dy = 1; dy < f.pool_size; ++dy) {
-            v = sf_max(v, sf_chain_epilogue(__ldg(&plane[(long)(y0 + dy) * iw + x0 + dx])));
+            v = sf_max(v, sf_chain_epilogue(__ldg(&plane[(long)(y0 + dy) * iw + x0 + dx]), f));
         }
         m = dx == 0 ? v : sf_max(m, v);
     }

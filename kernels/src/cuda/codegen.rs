@@ -68,7 +68,7 @@ pub fn generate(chain: &FusedChain) -> Generated {
     let body = format!(
         "// Generated for the chain {label}.\n\
          #define SF_CHAIN_CONV {c}\n\
-         __device__ __forceinline__ float sf_chain_epilogue(float v) {{\n{epi}    return v;\n}}\n",
+         __device__ __forceinline__ float sf_chain_epilogue(float v, const FusedParams& f) {{\n    (void)f;\n{epi}    return v;\n}}\n",
         label = chain.label(),
         c = i32::from(conv),
     );

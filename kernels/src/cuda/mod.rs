@@ -22,7 +22,8 @@ pub const COMMON: &str = include_str!("common.cuh");
 pub struct Source {
     /// File name.
     pub name: &'static str,
-    /// Text (with `#include "common.cuh"`).
+    /// Text (with `#include "common.cuh"`, and `#include "chain.cu"` where
+    /// it instantiates the chain template).
     pub text: &'static str,
     /// `extern "C"` kernels it defines.
     pub kernels: &'static [&'static str],
@@ -48,10 +49,12 @@ pub const SOURCES: &[Source] = &[
 ];
 
 impl Source {
-    /// The self-contained text NVRTC compiles: `common.cuh` in place of its
-    /// include.
+    /// The self-contained text NVRTC compiles: `common.cuh` and `chain.cu`
+    /// in place of their includes.
     pub fn standalone(&self) -> String {
-        self.text.replacen("#include \"common.cuh\"", COMMON, 1)
+        self.text
+            .replacen("#include \"common.cuh\"", COMMON, 1)
+            .replacen("#include \"chain.cu\"", codegen::TEMPLATE, 1)
     }
 }
 
