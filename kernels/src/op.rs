@@ -308,12 +308,7 @@ impl Pointwise {
 
 impl From<Pointwise> for Op {
     fn from(p: Pointwise) -> Self {
-        match p {
-            Pointwise::Relu => Op::Relu,
-            Pointwise::Clip { min, max } => Op::Clip { min, max },
-            Pointwise::Affine { scale, shift } => Op::Affine { scale, shift },
-            Pointwise::Threshold { threshold, value } => Op::Threshold { threshold, value },
-        }
+        Op::Pointwise(p)
     }
 }
 
@@ -407,29 +402,9 @@ impl FusedChain {
 pub enum Op {
     /// 2-D convolution with optional bias.
     Conv2d(Conv2d),
-    /// `max(x, 0)`.
-    Relu,
-    /// `min(max(x, min), max)` (ONNX `Clip`; a bounded ReLU with `min` 0).
-    Clip {
-        /// Lower bound.
-        min: f32,
-        /// Upper bound.
-        max: f32,
-    },
-    /// `x * scale + shift` (see [`Pointwise::Affine`]).
-    Affine {
-        /// Factor.
-        scale: f32,
-        /// Offset.
-        shift: f32,
-    },
-    /// `x > threshold ? value : 0` (see [`Pointwise::Threshold`]).
-    Threshold {
-        /// Level.
-        threshold: f32,
-        /// Value above the level.
-        value: f32,
-    },
+    /// A function of each value: ReLU, clip (ONNX `Clip`), affine,
+    /// threshold ([`Pointwise`]).
+    Pointwise(Pointwise),
     /// Max pooling.
     MaxPool(MaxPoolParams),
     /// Several ops run as one pass.
@@ -441,10 +416,7 @@ impl Op {
     pub fn name(&self) -> &'static str {
         match self {
             Op::Conv2d(_) => "conv2d",
-            Op::Relu => "relu",
-            Op::Clip { .. } => "clip",
-            Op::Affine { .. } => "affine",
-            Op::Threshold { .. } => "threshold",
+            Op::Pointwise(p) => p.name(),
             Op::MaxPool(_) => "maxpool",
             Op::Fused(_) => "fused",
         }
@@ -462,10 +434,7 @@ impl Op {
     /// The op as a pointwise function, when it is one.
     pub fn pointwise(&self) -> Option<Pointwise> {
         match *self {
-            Op::Relu => Some(Pointwise::Relu),
-            Op::Clip { min, max } => Some(Pointwise::Clip { min, max }),
-            Op::Affine { scale, shift } => Some(Pointwise::Affine { scale, shift }),
-            Op::Threshold { threshold, value } => Some(Pointwise::Threshold { threshold, value }),
+            Op::Pointwise(p) => Some(p),
             _ => None,
         }
     }
@@ -477,10 +446,8 @@ impl Op {
     pub fn output_shape(&self, input: Shape) -> Result<Shape, KernelError> {
         match self {
             Op::Conv2d(c) => c.params.output_shape(input),
-            Op::Relu | Op::Clip { .. } | Op::Affine { .. } | Op::Threshold { .. } => {
-                if let Some(p) = self.pointwise() {
-                    p.check()?;
-                }
+            Op::Pointwise(p) => {
+                p.check()?;
                 Ok(input)
             }
             Op::MaxPool(p) => p.output_shape(input),
@@ -497,9 +464,7 @@ impl Op {
         let out = self.output_shape(input)?;
         Ok(match self {
             Op::Conv2d(c) => conv_flops(c, out),
-            Op::Relu | Op::Clip { .. } | Op::Affine { .. } | Op::Threshold { .. } => {
-                self.pointwise().map_or(0, Pointwise::flops) * out.len() as u64
-            }
+            Op::Pointwise(p) => p.flops() * out.len() as u64,
             Op::MaxPool(p) => (out.len() * (p.size * p.size - 1)) as u64,
             Op::Fused(f) => {
                 let mid = f.produced_shape(input)?;
@@ -536,13 +501,10 @@ impl Op {
     pub fn run_cpu(&self, input: &Tensor) -> Result<Tensor, KernelError> {
         match self {
             Op::Conv2d(c) => cpu::conv::conv2d(input, c),
-            Op::Relu => Ok(cpu::elementwise::relu(input)),
-            Op::Clip { .. } | Op::Affine { .. } | Op::Threshold { .. } => {
-                self.output_shape(input.shape())?;
+            Op::Pointwise(p) => {
+                p.check()?;
                 let mut out = input.clone();
-                if let Some(p) = self.pointwise() {
-                    cpu::elementwise::pointwise_in_place(out.data_mut(), &[p]);
-                }
+                cpu::elementwise::pointwise_in_place(out.data_mut(), &[*p]);
                 Ok(out)
             }
             Op::MaxPool(p) => cpu::pool::maxpool(input, p),
@@ -564,15 +526,9 @@ impl Op {
             return self.run_cpu(&input);
         }
         match self {
-            Op::Relu => {
-                cpu::elementwise::relu_in_place(input.data_mut());
-                Ok(input)
-            }
-            Op::Clip { .. } | Op::Affine { .. } | Op::Threshold { .. } => {
-                self.output_shape(input.shape())?;
-                if let Some(p) = self.pointwise() {
-                    cpu::elementwise::pointwise_in_place(input.data_mut(), &[p]);
-                }
+            Op::Pointwise(p) => {
+                p.check()?;
+                cpu::elementwise::pointwise_in_place(input.data_mut(), &[*p]);
                 Ok(input)
             }
             other => other.run_cpu(&input),

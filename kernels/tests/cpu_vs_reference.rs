@@ -94,10 +94,10 @@ proptest! {
     #[test]
     fn relu_matches_reference(case in conv_case()) {
         let (input, _) = build(&case);
-        let fast = Op::Relu.run_cpu(&input).unwrap_or_else(|e| panic!("{e}"));
+        let fast = Op::Pointwise(streamfuse_kernels::Pointwise::Relu).run_cpu(&input).unwrap_or_else(|e| panic!("{e}"));
         let want = reference::relu(&reference::from_f32(input.data(), input.shape()));
         assert_close(&fast, &want, 0);
-        let in_place = Op::Relu.run_cpu_owned(input).unwrap_or_else(|e| panic!("{e}"));
+        let in_place = Op::Pointwise(streamfuse_kernels::Pointwise::Relu).run_cpu_owned(input).unwrap_or_else(|e| panic!("{e}"));
         prop_assert_eq!(in_place, fast);
     }
 
@@ -105,7 +105,7 @@ proptest! {
     fn clip_matches_reference(case in conv_case(), lo in -0.5f32..0.2, span in 0.0f32..1.0) {
         let (input, _) = build(&case);
         let hi = lo + span;
-        let op = Op::Clip { min: lo, max: hi };
+        let op = Op::Pointwise(streamfuse_kernels::Pointwise::Clip { min: lo, max: hi });
         let fast = op.run_cpu(&input).unwrap_or_else(|e| panic!("{e}"));
         let want = reference::clip(&reference::from_f32(input.data(), input.shape()), f64::from(lo), f64::from(hi));
         assert_close(&fast, &want, 0);
@@ -146,7 +146,7 @@ proptest! {
         let mut want = reference::conv2d(input.data(), input.shape(), &conv)
             .unwrap_or_else(|| panic!("reference rejected"));
         if relu {
-            unfused = Op::Relu.run_cpu(&unfused).unwrap_or_else(|e| panic!("{e}"));
+            unfused = Op::Pointwise(streamfuse_kernels::Pointwise::Relu).run_cpu(&unfused).unwrap_or_else(|e| panic!("{e}"));
             want = reference::relu(&want);
         }
         if let Some(p) = pool {

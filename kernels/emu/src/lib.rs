@@ -6,7 +6,7 @@
 use streamfuse_kernels::cuda::params::{
     self, ConvKernel, ConvParams, FusedParams, Launch, PoolParams,
 };
-use streamfuse_kernels::{Conv2d, FusedChain, KernelError, MaxPoolParams, Op, Tensor};
+use streamfuse_kernels::{Conv2d, FusedChain, KernelError, MaxPoolParams, Op, Pointwise, Tensor};
 
 pub mod generated;
 
@@ -126,8 +126,8 @@ pub fn relu(mut t: Tensor) -> Tensor {
 pub fn run(op: &Op, input: &Tensor) -> Result<Tensor, KernelError> {
     match op {
         Op::Conv2d(c) => conv2d(input, c, Variant::Real),
-        Op::Relu => Ok(relu(input.clone())),
-        Op::Clip { min, max } => {
+        Op::Pointwise(Pointwise::Relu) => Ok(relu(input.clone())),
+        Op::Pointwise(Pointwise::Clip { min, max }) => {
             op.output_shape(input.shape())?;
             let mut t = input.clone();
             let n = t.data().len();
@@ -145,10 +145,10 @@ pub fn run(op: &Op, input: &Tensor) -> Result<Tensor, KernelError> {
             Ok(t)
         }
         Op::MaxPool(p) => maxpool(input, p),
-        Op::Affine { .. } | Op::Threshold { .. } => {
+        Op::Pointwise(p) => {
             let chain = FusedChain {
                 conv: None,
-                epilogue: op.pointwise().into_iter().collect(),
+                epilogue: vec![*p],
                 pool: None,
             };
             run(&Op::Fused(chain), input)

@@ -52,7 +52,7 @@ fn emulated_clip_is_bit_identical_to_the_cpu() {
     let shape = Shape::new(3, 7, 301);
     let input = Tensor::from_vec(shape, seeded(shape.len(), 77)).unwrap_or_else(|e| panic!("{e}"));
     for (lo, hi) in [(0.0, 6.0), (-0.25, 0.25), (f32::NEG_INFINITY, 0.5)] {
-        let op = Op::Clip { min: lo, max: hi };
+        let op = Op::Pointwise(streamfuse_kernels::Pointwise::Clip { min: lo, max: hi });
         let emu = run(&op, &input).unwrap_or_else(|e| panic!("{e}"));
         let cpu = op.run_cpu(&input).unwrap_or_else(|e| panic!("{e}"));
         assert!(bitwise_equal(&emu, &cpu), "clip({lo}, {hi}) differs");

@@ -16,17 +16,6 @@ pub fn relu(input: &Tensor) -> Tensor {
     out
 }
 
-/// Clamps every value to `[min, max]` in place, as `x > min ? x : min`
-/// then `v < max ? v : max` (NaN becomes `min`, like ReLU's NaN → 0).
-pub fn clip_in_place(data: &mut [f32], min: f32, max: f32) {
-    data.par_chunks_mut(CHUNK).for_each(|chunk| {
-        for v in chunk {
-            let x = if *v > min { *v } else { min };
-            *v = if x < max { x } else { max };
-        }
-    });
-}
-
 /// ReLU in place.
 pub fn relu_in_place(data: &mut [f32]) {
     data.par_chunks_mut(CHUNK).for_each(|chunk| {

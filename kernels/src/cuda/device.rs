@@ -16,7 +16,7 @@ use super::codegen;
 use super::nvrtc::{self, NvrtcError};
 use super::params::{self, ConvKernel, ConvParams, FusedParams, Launch, PoolParams};
 use crate::error::KernelError;
-use crate::op::{Conv2d, FusedChain, Op};
+use crate::op::{Conv2d, FusedChain, Op, Pointwise};
 use crate::tensor::{Shape, Tensor};
 
 // SAFETY: #[repr(C)] structs of i32 fields, laid out as in common.cuh.
@@ -272,11 +272,11 @@ impl CudaDevice {
         shape: Shape,
     ) -> Result<(Option<CudaSlice<f32>>, Shape), CudaError> {
         match op {
-            Op::Relu => {
+            Op::Pointwise(Pointwise::Relu) => {
                 self.relu(cur, shape.len())?;
                 Ok((None, shape))
             }
-            Op::Clip { min, max } => {
+            Op::Pointwise(Pointwise::Clip { min, max }) => {
                 let f = self.function("clip_f32")?.clone();
                 let n = shape.len();
                 let n64 =
@@ -306,10 +306,11 @@ impl CudaDevice {
                 let out = self.conv(c, cur, shape)?;
                 Ok((Some(out), c.params.output_shape(shape)?))
             }
-            Op::Affine { .. } | Op::Threshold { .. } => {
+            Op::Pointwise(p) => {
+                // The others through a generated one-op kernel.
                 let chain = FusedChain {
                     conv: None,
-                    epilogue: op.pointwise().into_iter().collect(),
+                    epilogue: vec![*p],
                     pool: None,
                 };
                 self.run_on_device(&Op::Fused(chain), cur, shape)

@@ -79,7 +79,7 @@ pub fn op_of(case: &Case) -> Op {
     };
     match case.op.as_str() {
         "conv2d" => Op::Conv2d(conv()),
-        "relu" => Op::Relu,
+        "relu" => Op::Pointwise(streamfuse_kernels::Pointwise::Relu),
         "maxpool" => Op::MaxPool(pool().unwrap_or_else(|| panic!("{}: no pool", case.name))),
         "fused" => Op::Fused(FusedChain::conv_relu_pool(
             conv(),

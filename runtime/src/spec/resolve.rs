@@ -3,7 +3,9 @@
 use std::path::Path;
 
 use serde_saphyr::Spanned;
-use streamfuse_kernels::{Conv2d, Conv2dParams, KernelError, MaxPoolParams, Op, Shape, random};
+use streamfuse_kernels::{
+    Conv2d, Conv2dParams, KernelError, MaxPoolParams, Op, Pointwise, Shape, random,
+};
 
 use super::raw::{RawBias, RawPlacement, RawSink, RawSource, RawSpec, RawStage, RawWeights};
 use super::weights::load_npy;
@@ -318,7 +320,7 @@ fn resolve_op(cx: &Ctx<'_>, i: usize, st: &RawStage, input: Shape) -> Result<Op,
         sc.positive(v, name, default)
     };
     match st.op.value.as_str() {
-        "relu" => Ok(Op::Relu),
+        "relu" => Ok(Op::Pointwise(Pointwise::Relu)),
         "clip" => {
             let bound = |v: &Option<Spanned<f64>>, name: &str, default: f32| match v {
                 Some(s) if s.value.is_nan() => Err(cx.at(s, f(name), "must be a number")),
@@ -336,7 +338,7 @@ fn resolve_op(cx: &Ctx<'_>, i: usize, st: &RawStage, input: Shape) -> Result<Op,
                     format!("{max} is below min {min}"),
                 ));
             }
-            Ok(Op::Clip { min, max })
+            Ok(Op::Pointwise(Pointwise::Clip { min, max }))
         }
         "affine" | "threshold" => {
             let finite = |v: &Option<Spanned<f64>>, name: &str, default: Option<f32>| match v {
@@ -349,11 +351,11 @@ fn resolve_op(cx: &Ctx<'_>, i: usize, st: &RawStage, input: Shape) -> Result<Op,
             if st.op.value == "affine" {
                 let scale = finite(&st.scale, "scale", Some(1.0))?;
                 let shift = finite(&st.shift, "shift", Some(0.0))?;
-                Ok(Op::Affine { scale, shift })
+                Ok(Op::Pointwise(Pointwise::Affine { scale, shift }))
             } else {
                 let threshold = finite(&st.threshold, "threshold", None)?;
                 let value = finite(&st.value, "value", Some(1.0))?;
-                Ok(Op::Threshold { threshold, value })
+                Ok(Op::Pointwise(Pointwise::Threshold { threshold, value }))
             }
         }
         "maxpool" => {
