@@ -7,9 +7,11 @@
 //! with bounded links between them and reports throughput, latency
 //! percentiles and the communication/computation ratio. Split across
 //! processes, each segment is [`serve`]d on its own and frames cross the
-//! [`transport`] (gRPC); [`local`] runs such a split on one machine.
+//! [`transport`] (gRPC); [`local`] runs such a split on one machine, and
+//! [`bench`] runs the placement experiments on an emulated cluster.
 
 pub mod alloc;
+pub mod bench;
 pub mod exec;
 pub mod frame;
 pub mod import;
