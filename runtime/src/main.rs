@@ -99,6 +99,9 @@ struct PipelineBenchArgs {
     /// stdout, and no progress bar.
     #[arg(long)]
     json: bool,
+    /// Run nothing: draw the plots again from --out's results.csv and latencies.csv.
+    #[arg(long)]
+    replot: bool,
 }
 
 fn parse_slow(s: &str) -> Result<(String, f64), String> {
@@ -503,6 +506,12 @@ fn spec_args(a: &SpecArgs) -> Vec<String> {
 
 fn cmd_pipeline_bench(a: PipelineBenchArgs) -> Result<()> {
     use streamfuse::bench::{self, BenchOptions, cluster::ClusterOptions};
+    if a.replot {
+        for f in bench::replot(&a.out)? {
+            println!("wrote {}", f.display());
+        }
+        return Ok(());
+    }
     let sizes = if a.sizes.is_empty() {
         if a.quick {
             vec![(256, 256), (1280, 720)]

@@ -216,7 +216,14 @@ pub fn run(opts: &BenchOptions) -> Result<BenchOutcome, BenchError> {
     for (id, c) in configs.iter().enumerate() {
         bar.set_message(format!("{} {}", c.size_label(), c.label()));
         let (row, lat) = ctx.run_config(id, c)?;
-        tracing::debug!(label = %row.label, size = %row.size, fps = row.fps, "done");
+        tracing::info!(
+            run = %format!("{}/{}", id + 1, configs.len()),
+            size = %row.size,
+            config = %row.label,
+            fps = format!("{:.1}", row.fps),
+            p50_ms = format!("{:.2}", row.latency_p50_ms),
+            "done"
+        );
         rows.push(row);
         latencies.push(lat);
         bar.inc(1);
@@ -251,6 +258,19 @@ pub fn run(opts: &BenchOptions) -> Result<BenchOutcome, BenchError> {
         environment,
         checks,
     })
+}
+
+/// Draws the plots again from the `results.csv` and `latencies.csv` in
+/// `dir` (after a change to the plots, without running anything).
+///
+/// # Errors
+/// [`BenchError`] when the files cannot be read or a plot written.
+pub fn replot(dir: &std::path::Path) -> Result<Vec<PathBuf>, BenchError> {
+    let (rows, latencies) = results::read(dir)?;
+    Ok(plots::all(dir, &rows, &latencies)?
+        .into_iter()
+        .map(|(f, _)| f)
+        .collect())
 }
 
 fn validate(opts: &BenchOptions, base: &Pipeline) -> Result<(), BenchError> {

@@ -193,7 +193,7 @@ fn latency_cdf(
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
+        .position(SeriesLabelPosition::UpperLeft)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()
@@ -233,11 +233,9 @@ fn per_size(
         .margin(12)
         .x_label_area_size(48)
         .y_label_area_size(70)
-        // A segmented range includes its end: sizes 0..=n-1.
-        .build_cartesian_2d(
-            (0..xs.len().saturating_sub(1)).into_segmented(),
-            (lo..hi).log_scale(),
-        )
+        // A segmented range includes its end: sizes 0..=n-1, and one empty
+        // column on the right for the legend.
+        .build_cartesian_2d((0..xs.len()).into_segmented(), (lo..hi).log_scale())
         .map_err(|x| e(x.to_string()))?;
     chart
         .configure_mesh()
@@ -306,8 +304,9 @@ fn stages(path: &Path, rows: &[Row]) -> Result<(), BenchError> {
     let vals: Vec<f64> = kept.iter().map(|r| r.fps).filter(|v| *v > 0.0).collect();
     let lo = vals.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = vals.iter().copied().fold(0.0, f64::max);
+    // Headroom above the lines for the legend (one entry per node and size).
     let (lo, hi) = if lo.is_finite() && hi > 0.0 {
-        (lo / 1.5, hi * 1.5)
+        (lo / 1.5, hi * 8.0)
     } else {
         (0.1, 1.0)
     };

@@ -3,12 +3,12 @@
 
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::BenchError;
 
 /// What one configuration measured.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
     /// Position in the run order.
     pub id: usize,
@@ -116,4 +116,34 @@ pub fn write_latencies(
         }
     }
     w.flush().map_err(|e| err(e.into()))
+}
+
+/// Reads `results.csv` and `latencies.csv` back (to draw the plots again).
+///
+/// # Errors
+/// [`BenchError::Csv`] when a file cannot be read or parsed.
+pub fn read(dir: &Path) -> Result<(Vec<Row>, Vec<Vec<u64>>), BenchError> {
+    let path = dir.join("results.csv");
+    let err = |path: &Path| {
+        let path = path.to_owned();
+        move |source: csv::Error| BenchError::Csv {
+            path: path.clone(),
+            source,
+        }
+    };
+    let mut r = csv::Reader::from_path(&path).map_err(err(&path))?;
+    let rows: Vec<Row> = r
+        .deserialize()
+        .collect::<Result<_, _>>()
+        .map_err(err(&path))?;
+    let mut latencies = vec![Vec::new(); rows.len()];
+    let lpath = dir.join("latencies.csv");
+    let mut r = csv::Reader::from_path(&lpath).map_err(err(&lpath))?;
+    for rec in r.deserialize::<(usize, String, String, usize, f64)>() {
+        let (id, _, _, _, ms) = rec.map_err(err(&lpath))?;
+        if let Some(pos) = rows.iter().position(|row| row.id == id) {
+            latencies[pos].push((ms * 1e6).round() as u64);
+        }
+    }
+    Ok((rows, latencies))
 }

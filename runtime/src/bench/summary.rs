@@ -20,6 +20,9 @@ pub struct Checks {
     pub pipelining_checked: usize,
     /// `label @ size: ratio` of those below.
     pub pipelining_failed: Vec<String>,
+    /// Of the checked runs, those split across tiers (edge and server:
+    /// the stages do not share a device), and how many of them reached it.
+    pub pipelining_across_tiers: (usize, usize),
     /// Sizes where the fused single-process run on the server had a lower
     /// median latency than every split run.
     pub latency_ok: Vec<String>,
@@ -38,6 +41,11 @@ fn monolith<'a>(rows: &'a [Row], size: &str, server: char) -> Option<&'a Row> {
     })
 }
 
+/// Whether a run places elements on more than one node.
+fn across_tiers(r: &Row) -> bool {
+    r.placement.chars().any(|c| !r.placement.starts_with(c))
+}
+
 fn sizes(rows: &[Row]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for r in rows {
@@ -54,8 +62,15 @@ pub fn checks(rows: &[Row], server: Option<char>) -> Checks {
     for r in rows {
         if let Some(ratio) = r.pipelining {
             c.pipelining_checked += 1;
+            let across = across_tiers(r);
+            if across {
+                c.pipelining_across_tiers.1 += 1;
+            }
             if ratio >= PIPELINING_MIN {
                 c.pipelining_ok += 1;
+                if across {
+                    c.pipelining_across_tiers.0 += 1;
+                }
             } else {
                 c.pipelining_failed
                     .push(format!("{} @ {}: {ratio:.2}", r.label, r.size));
@@ -188,9 +203,11 @@ pub fn markdown(
     let _ = writeln!(s, "\n## Checks\n");
     let _ = writeln!(
         s,
-        "- Pipelining: {}/{} split runs reach ≥ {PIPELINING_MIN} × their slowest stage's throughput alone.{}",
+        "- Pipelining: {}/{} split runs reach ≥ {PIPELINING_MIN} × their slowest stage's throughput alone ({}/{} of those split across edge and server; the others share one node's CPUs between all their processes).{}",
         checks.pipelining_ok,
         checks.pipelining_checked,
+        checks.pipelining_across_tiers.0,
+        checks.pipelining_across_tiers.1,
         if checks.pipelining_failed.is_empty() {
             String::new()
         } else {
