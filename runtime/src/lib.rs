@@ -8,9 +8,11 @@
 //! percentiles and the communication/computation ratio. Split across
 //! processes, each segment is [`serve`]d on its own and frames cross the
 //! [`transport`] (gRPC); [`local`] runs such a split on one machine, and
-//! [`deploy`] writes the Kubernetes objects that run it on a k3s cluster.
+//! [`deploy`] writes the Kubernetes objects that run it on a k3s cluster;
+//! [`bench`] runs the placement experiments on an emulated cluster.
 
 pub mod alloc;
+pub mod bench;
 pub mod deploy;
 pub mod exec;
 pub mod frame;

@@ -42,6 +42,79 @@ enum Command {
     /// Kernel tools.
     #[command(subcommand)]
     Kernels(KernelsCommand),
+    /// Pipeline experiments: every size x placement x fusion mode and the
+    /// pipeline split into 1..4 processes, on an emulated edge/server
+    /// cluster (root) or loopback; writes CSV, a markdown summary and SVG plots.
+    Bench(PipelineBenchArgs),
+}
+
+#[derive(Debug, Args)]
+struct PipelineBenchArgs {
+    /// Pipeline spec (YAML).
+    spec: PathBuf,
+    /// Image sizes: WxH or one side for a square
+    /// [default: 128,256,512,1024,1280x720; --quick: 256,1280x720].
+    #[arg(long, value_delimiter = ',', value_parser = spec::parse_size)]
+    sizes: Vec<(usize, usize)>,
+    /// Placements [default: SSSS,ESSS,EESS,EEES,EEEE].
+    #[arg(long, value_delimiter = ',')]
+    placements: Vec<String>,
+    /// Fusion modes of the placement sweep [default: off,kernel].
+    #[arg(long, value_delimiter = ',')]
+    fusion: Vec<FusionMode>,
+    /// Processes the pipeline is split into, on one node [default: 1,2,3,4].
+    #[arg(long, value_delimiter = ',')]
+    stages: Vec<usize>,
+    /// Frames per run [default: 1000; --quick: 100].
+    #[arg(long)]
+    frames: Option<u64>,
+    /// Output directory.
+    #[arg(long, default_value = "bench-out")]
+    out: PathBuf,
+    /// A small matrix that finishes in a few minutes: two sizes, 100 frames.
+    #[arg(long)]
+    quick: bool,
+    /// CPUs the edge's processes get together (a CFS quota).
+    #[arg(long, default_value_t = 0.5)]
+    edge_cpu: f64,
+    /// CPUs the server's processes get together (default: unlimited).
+    #[arg(long)]
+    server_cpu: Option<f64>,
+    /// Rate of the edge-server link (tc syntax: 1gbit, 100mbit).
+    #[arg(long, default_value = "1gbit")]
+    link: String,
+    /// Run on plain loopback even as root (no emulated cluster).
+    #[arg(long)]
+    no_emulation: bool,
+    /// Slow stage ID down by MS per frame (checks the harness): STAGE:MS.
+    #[arg(long, value_parser = parse_slow)]
+    slow: Option<(String, f64)>,
+    /// Longest time one run may take, seconds.
+    #[arg(long, default_value_t = 600.0)]
+    timeout: f64,
+    /// Device for every node: auto, cpu, cuda or cuda:N.
+    #[arg(long)]
+    device: Option<DeviceChoice>,
+    /// Kernel worker threads per process (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Print one JSON object (rows, files, checks) as the last line of
+    /// stdout, and no progress bar.
+    #[arg(long)]
+    json: bool,
+    /// Run nothing: draw the plots again from --out's results.csv and latencies.csv.
+    #[arg(long)]
+    replot: bool,
+}
+
+fn parse_slow(s: &str) -> Result<(String, f64), String> {
+    let bad = || format!("bad --slow `{s}` (expected STAGE:MS, e.g. relu:20)");
+    let (id, ms) = s.rsplit_once(':').ok_or_else(bad)?;
+    let ms: f64 = ms.parse().map_err(|_| bad())?;
+    if id.is_empty() || !ms.is_finite() || ms < 0.0 {
+        return Err(bad());
+    }
+    Ok((id.to_owned(), ms))
 }
 
 #[derive(Debug, Args)]
@@ -87,6 +160,13 @@ struct SpecArgs {
     /// Kernel worker threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
+    /// Stage ids that start a new segment, as `fuse: false` in the spec.
+    #[arg(long, value_delimiter = ',')]
+    split: Vec<String>,
+    /// Only segment K, alone: its stages fed by a synthetic source of its
+    /// input shape, output dropped (what the segment does without links).
+    #[arg(long, value_name = "K")]
+    solo: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -234,6 +314,7 @@ fn main() -> ExitCode {
         Command::Kernels(KernelsCommand::Bench(a)) => a.json,
         Command::Kernels(KernelsCommand::Roofline(a)) => a.json,
         Command::Kernels(KernelsCommand::Check(a)) => a.json,
+        Command::Bench(a) => a.json,
     };
     init_tracing(quiet);
     match dispatch(cli) {
@@ -462,7 +543,15 @@ fn load(a: &SpecArgs) -> Result<Pipeline> {
         placement: a.placement.clone(),
         fusion: a.fusion,
     };
-    Ok(spec::load(&a.spec, &ov)?)
+    let mut p = spec::load(&a.spec, &ov)?;
+    streamfuse::plan::cut_before(&mut p, &a.split)?;
+    if let Some(k) = a.solo {
+        let pl = plan(&p);
+        p = streamfuse::plan::solo(&p, &pl, k).with_context(|| {
+            format!("--solo {k}: the plan has {} segment(s)", pl.segments.len())
+        })?;
+    }
+    Ok(p)
 }
 
 fn dispatch(cli: Cli) -> Result<()> {
@@ -475,6 +564,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Kernels(KernelsCommand::Bench(a)) => cmd_bench(a),
         Command::Kernels(KernelsCommand::Roofline(a)) => cmd_roofline(a),
         Command::Kernels(KernelsCommand::Check(a)) => cmd_check(a),
+        Command::Bench(a) => cmd_pipeline_bench(a),
     }
 }
 
@@ -492,7 +582,106 @@ fn spec_args(a: &SpecArgs) -> Vec<String> {
     push("--placement", a.placement.clone());
     push("--fusion", a.fusion.map(|f| f.name().to_owned()));
     push("--threads", a.threads.map(|t| t.to_string()));
+    push("--split", (!a.split.is_empty()).then(|| a.split.join(",")));
+    push("--solo", a.solo.map(|k| k.to_string()));
     v
+}
+
+fn cmd_pipeline_bench(a: PipelineBenchArgs) -> Result<()> {
+    use streamfuse::bench::{self, BenchOptions, cluster::ClusterOptions};
+    if a.replot {
+        for f in bench::replot(&a.out)? {
+            println!("wrote {}", f.display());
+        }
+        return Ok(());
+    }
+    let sizes = if a.sizes.is_empty() {
+        if a.quick {
+            vec![(256, 256), (1280, 720)]
+        } else {
+            vec![
+                (128, 128),
+                (256, 256),
+                (512, 512),
+                (1024, 1024),
+                (1280, 720),
+            ]
+        }
+    } else {
+        a.sizes.clone()
+    };
+    let placements = if a.placements.is_empty() {
+        ["SSSS", "ESSS", "EESS", "EEES", "EEEE"]
+            .map(str::to_owned)
+            .to_vec()
+    } else {
+        a.placements.clone()
+    };
+    let fusion = if a.fusion.is_empty() {
+        vec![FusionMode::Off, FusionMode::Kernel]
+    } else {
+        a.fusion.clone()
+    };
+    let stages = if a.stages.is_empty() {
+        vec![1, 2, 3, 4]
+    } else {
+        a.stages.clone()
+    };
+    anyhow::ensure!(
+        a.timeout.is_finite() && a.timeout > 0.0,
+        "--timeout must be a positive number of seconds"
+    );
+    let opts = BenchOptions {
+        spec: a.spec.clone(),
+        exe: std::env::current_exe().context("cannot find the streamfuse executable")?,
+        sizes,
+        placements,
+        fusion,
+        stages,
+        frames: a.frames.unwrap_or(if a.quick { 100 } else { 1000 }),
+        out: a.out.clone(),
+        device: a.device,
+        threads: a.threads,
+        emulate: !a.no_emulation,
+        cluster: ClusterOptions {
+            edge_cpu: a.edge_cpu,
+            server_cpu: a.server_cpu,
+            link: a.link.clone(),
+        },
+        slow: a.slow.clone(),
+        timeout: std::time::Duration::from_secs_f64(a.timeout),
+        progress: !a.json && std::io::stderr().is_terminal(),
+        command: std::env::args()
+            .enumerate()
+            .map(|(i, x)| if i == 0 { "streamfuse".to_owned() } else { x })
+            .collect::<Vec<_>>()
+            .join(" "),
+    };
+    let t0 = std::time::Instant::now();
+    let outcome = bench::run(&opts)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&outcome)?);
+        return Ok(());
+    }
+    let c = &outcome.checks;
+    println!(
+        "{} runs in {:.1} s on {}",
+        outcome.rows.len(),
+        t0.elapsed().as_secs_f64(),
+        outcome.environment
+    );
+    println!(
+        "pipelining: {}/{} split runs >= {} x their slowest stage alone; fused single process fastest at {}/{} sizes",
+        c.pipelining_ok,
+        c.pipelining_checked,
+        bench::summary::PIPELINING_MIN,
+        c.latency_ok.len(),
+        c.latency_ok.len() + c.latency_failed.len()
+    );
+    for f in &outcome.files {
+        println!("wrote {}", f.display());
+    }
+    Ok(())
 }
 
 fn cmd_serve(a: ServeArgs) -> Result<()> {

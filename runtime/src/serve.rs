@@ -54,7 +54,8 @@ pub struct ServeOptions {
     /// Longest wait for in-flight frames on `SIGTERM`.
     pub drain_timeout: Duration,
     /// Extra time per frame in the worker (experiments and tests: a
-    /// deliberately slow stage).
+    /// deliberately slow stage), counted as compute time of the segment's
+    /// first group.
     pub delay: Duration,
 }
 
@@ -591,10 +592,17 @@ fn worker(
                 open.insert(frame.stream_id);
                 link_in_ns = link_in_ns.saturating_add(transit);
                 m.receive_seconds.inc_by(transit as f64 / 1e9);
-                if !delay.is_zero() {
+                let slowed = (!delay.is_zero()).then(|| {
+                    let t0 = Instant::now();
                     std::thread::sleep(delay);
-                }
+                    t0.elapsed()
+                });
                 let done = runner.push(frame)?;
+                // The deliberate delay is compute time of the segment's
+                // first group: the slow stage, as the report shows it.
+                if let (Some(d), Some(first)) = (slowed, runner.group_compute.first_mut()) {
+                    *first += d;
+                }
                 for ((name, now), seen) in
                     names.iter().zip(&runner.group_compute).zip(&mut reported)
                 {

@@ -170,3 +170,70 @@ fn groups(p: &Pipeline, stages: Range<usize>) -> Vec<Group> {
     }
     out
 }
+
+/// A stage named for a cut does not exist.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("--split: no stage `{id}` (stages: {known})")]
+pub struct UnknownStage {
+    /// The id asked for.
+    pub id: String,
+    /// The stage ids there are.
+    pub known: String,
+}
+
+/// Starts a new segment at each stage in `ids`, as `fuse: false` on those
+/// stages in the spec would.
+///
+/// # Errors
+/// [`UnknownStage`] when an id names no stage.
+pub fn cut_before(p: &mut Pipeline, ids: &[String]) -> Result<(), UnknownStage> {
+    for id in ids {
+        let known = || {
+            p.stages
+                .iter()
+                .map(|s| s.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let Some(k) = p.stages.iter().position(|s| s.id == *id) else {
+            return Err(UnknownStage {
+                id: id.clone(),
+                known: known(),
+            });
+        };
+        p.stages[k].fuse = false;
+    }
+    Ok(())
+}
+
+/// Segment `k` of `plan` as a pipeline of its own: a synthetic source of
+/// the segment's input shape (the pipeline's own source for the first
+/// segment), the segment's stages as one segment on its node, fused as
+/// they are in `plan`, and a null sink. Running it measures what the
+/// segment does alone, without the links around it. `None` when `k` is not
+/// a segment of `plan`.
+pub fn solo(p: &Pipeline, plan: &Plan, k: usize) -> Option<Pipeline> {
+    let seg = plan.segments.get(k)?;
+    let mut out = p.clone();
+    if !seg.has_source {
+        let input = p.stages.get(seg.stages.start)?.input;
+        out.source = crate::spec::SourceConfig::Synthetic(crate::spec::SyntheticSource {
+            shape: input,
+            frames: p.source.frames(),
+            seed: 0,
+            fps: None,
+        });
+    }
+    out.stages = p.stages[seg.stages.clone()].to_vec();
+    for s in &mut out.stages {
+        s.fuse = true;
+    }
+    out.placement = vec![seg.node; out.stages.len() + 1];
+    out.sink = crate::spec::SinkConfig::Null;
+    // One segment: with `off` each stage of the original was its own
+    // segment already, so `chain` runs the same kernels.
+    if out.fusion == FusionMode::Off {
+        out.fusion = FusionMode::Chain;
+    }
+    Some(out)
+}

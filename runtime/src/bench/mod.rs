@@ -1,0 +1,558 @@
+//! `streamfuse bench`: the pipeline experiments of the thesis study on any
+//! cluster — here on one machine, on an emulated one.
+//!
+//! For every image size it runs each placement with each fusion mode and
+//! the pipeline split into 1…4 processes on one node ([`matrix`]); every
+//! configuration runs as `streamfuse serve` processes wired over gRPC
+//! ([`crate::local`]), inside an emulated edge/server cluster when root is
+//! available ([`cluster`]), else on plain loopback. Each run yields
+//! throughput, end-to-end latency of every frame (capture to sink),
+//! per-stage compute and per-link transit times and their ratio (CCR). For
+//! split runs, each segment is also run alone (same node, same CPU quota,
+//! no links) to find the slowest stage, the bound a pipelined split should
+//! reach. Results go to `results.csv`, `latencies.csv`, `summary.md`
+//! ([`summary`]) and SVG plots ([`plots`]).
+
+pub mod cluster;
+pub mod matrix;
+pub mod plots;
+pub mod results;
+pub mod summary;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::local::{self, Launcher, LocalError, RunLimits};
+use crate::plan::{self, Plan, UnknownStage};
+use crate::spec::{self, DeviceChoice, FusionMode, Overrides, Pipeline, SpecError};
+use cluster::{Cluster, ClusterError, ClusterLauncher, ClusterOptions, LoopbackLauncher, Tier};
+use matrix::Config;
+use results::Row;
+
+/// What to run and where to write it.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Pipeline spec.
+    pub spec: PathBuf,
+    /// The `streamfuse` executable the segment processes run.
+    pub exe: PathBuf,
+    /// Image sizes.
+    pub sizes: Vec<(usize, usize)>,
+    /// Placements of the placement sweep.
+    pub placements: Vec<String>,
+    /// Fusion modes of the placement sweep.
+    pub fusion: Vec<FusionMode>,
+    /// Process counts of the stages sweep.
+    pub stages: Vec<usize>,
+    /// Frames per run.
+    pub frames: u64,
+    /// Output directory.
+    pub out: PathBuf,
+    /// Device for every node.
+    pub device: Option<DeviceChoice>,
+    /// Kernel threads per process.
+    pub threads: Option<usize>,
+    /// Run in an emulated cluster when root (else loopback).
+    pub emulate: bool,
+    /// The emulated cluster's parameters.
+    pub cluster: ClusterOptions,
+    /// A stage to slow down by this many ms per frame (a dry-run check of
+    /// the harness).
+    pub slow: Option<(String, f64)>,
+    /// Longest time one run may take.
+    pub timeout: Duration,
+    /// Show a progress bar.
+    pub progress: bool,
+    /// The command line, for the summary.
+    pub command: String,
+}
+
+/// A bench failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The spec (or an override) is invalid.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// A cut names no stage.
+    #[error(transparent)]
+    Cut(#[from] UnknownStage),
+    /// The emulated cluster could not be set up or removed.
+    #[error("emulated cluster: {0}")]
+    Cluster(#[from] ClusterError),
+    /// A configuration's run failed.
+    #[error("run `{label}` at {size}: {source}")]
+    Run {
+        /// The configuration.
+        label: String,
+        /// Its image size.
+        size: String,
+        /// Cause.
+        source: LocalError,
+    },
+    /// Interrupted by a signal (everything created was removed).
+    #[error("interrupted")]
+    Interrupted,
+    /// A file or directory could not be written.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was attempted.
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A CSV file could not be written.
+    #[error("write {path}: {source}")]
+    Csv {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        source: csv::Error,
+    },
+    /// A plot could not be drawn.
+    #[error("plot {path}: {detail}")]
+    Plot {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        detail: String,
+    },
+    /// Bad options.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What a bench produced.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BenchOutcome {
+    /// One row per configuration.
+    pub rows: Vec<Row>,
+    /// Files written.
+    pub files: Vec<PathBuf>,
+    /// Where it ran: the emulated cluster's parameters, or loopback.
+    pub environment: String,
+    /// The acceptance checks over the rows.
+    pub checks: summary::Checks,
+}
+
+/// Runs every configuration and writes the results, summary and plots to
+/// `opts.out`.
+///
+/// # Errors
+/// [`BenchError`] when the spec or options are invalid, the cluster cannot
+/// be set up, a run fails or an output cannot be written. The emulated
+/// cluster is removed on every path, also on `SIGINT`/`SIGTERM`.
+pub fn run(opts: &BenchOptions) -> Result<BenchOutcome, BenchError> {
+    let base = spec::load(&opts.spec, &Overrides::default())?;
+    validate(opts, &base)?;
+    let tiers: Vec<(String, Tier)> = base
+        .nodes
+        .iter()
+        .map(|n| (n.name.clone(), cluster::tier(n)))
+        .collect();
+    // The stages sweep runs on the first server node, then the first edge node.
+    let mut stage_nodes = Vec::new();
+    for want in [Tier::Server, Tier::Edge] {
+        if let Some(n) = base.nodes.iter().find(|n| cluster::tier(n) == want) {
+            stage_nodes.push(n.letter);
+        }
+    }
+    let configs = matrix::configs(
+        &base,
+        &matrix::Sweeps {
+            sizes: &opts.sizes,
+            placements: &opts.placements,
+            fusion: &opts.fusion,
+            stages: &opts.stages,
+            stage_nodes: &stage_nodes,
+        },
+    );
+    std::fs::create_dir_all(&opts.out).map_err(|source| BenchError::Io {
+        what: "create",
+        path: opts.out.clone(),
+        source,
+    })?;
+    let cancel = cluster::interrupt_flag().map_err(|source| BenchError::Io {
+        what: "install signal handlers for",
+        path: PathBuf::from("SIGINT/SIGTERM"),
+        source,
+    })?;
+    let mut emulated = if opts.emulate && cluster::is_root() {
+        Some(Cluster::create(&opts.cluster)?)
+    } else {
+        if opts.emulate {
+            tracing::warn!("not root: running on plain loopback (no link shaping, no CPU quota)");
+        }
+        None
+    };
+    let environment = match &emulated {
+        Some(c) => format!(
+            "emulated cluster: edge and server network namespaces, veth link at {} (tc htb; no netem, so no link delay), edge CPU quota {} CPU{}",
+            c.options.link,
+            c.options.edge_cpu,
+            c.options
+                .server_cpu
+                .map_or_else(String::new, |s| format!(", server CPU quota {s} CPU"))
+        ),
+        None => "plain loopback (no link shaping, no CPU quota)".to_owned(),
+    };
+    tracing::info!(configurations = configs.len(), %environment, "bench");
+    let bar = progress(opts.progress, configs.len() as u64);
+    let mut ctx = Ctx {
+        opts,
+        cluster: emulated.as_ref(),
+        tiers,
+        cancel: cancel.clone(),
+        solo: HashMap::new(),
+    };
+    let mut rows = Vec::with_capacity(configs.len());
+    let mut latencies = Vec::with_capacity(configs.len());
+    for (id, c) in configs.iter().enumerate() {
+        bar.set_message(format!("{} {}", c.size_label(), c.label()));
+        let (row, lat) = ctx.run_config(id, c)?;
+        tracing::info!(
+            run = %format!("{}/{}", id + 1, configs.len()),
+            size = %row.size,
+            config = %row.label,
+            fps = format!("{:.1}", row.fps),
+            p50_ms = format!("{:.2}", row.latency_p50_ms),
+            "done"
+        );
+        rows.push(row);
+        latencies.push(lat);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    if let Some(c) = emulated.as_mut() {
+        c.teardown()?;
+    }
+    drop(emulated);
+    let mut files = Vec::new();
+    let csv_path = opts.out.join("results.csv");
+    results::write_csv(&csv_path, &rows)?;
+    files.push(csv_path);
+    let lat_path = opts.out.join("latencies.csv");
+    results::write_latencies(&lat_path, &rows, &latencies)?;
+    files.push(lat_path);
+    let server_letter = stage_nodes.first().copied();
+    let checks = summary::checks(&rows, server_letter);
+    let plotted = plots::all(&opts.out, &rows, &latencies)?;
+    let md = summary::markdown(&rows, &checks, &environment, &opts.command, &plotted);
+    files.extend(plotted.into_iter().map(|(f, _)| f));
+    let md_path = opts.out.join("summary.md");
+    std::fs::write(&md_path, md).map_err(|source| BenchError::Io {
+        what: "write",
+        path: md_path.clone(),
+        source,
+    })?;
+    files.push(md_path);
+    Ok(BenchOutcome {
+        rows,
+        files,
+        environment,
+        checks,
+    })
+}
+
+/// Draws the plots again from the `results.csv` and `latencies.csv` in
+/// `dir` (after a change to the plots, without running anything).
+///
+/// # Errors
+/// [`BenchError`] when the files cannot be read or a plot written.
+pub fn replot(dir: &std::path::Path) -> Result<Vec<PathBuf>, BenchError> {
+    let (rows, latencies) = results::read(dir)?;
+    Ok(plots::all(dir, &rows, &latencies)?
+        .into_iter()
+        .map(|(f, _)| f)
+        .collect())
+}
+
+fn validate(opts: &BenchOptions, base: &Pipeline) -> Result<(), BenchError> {
+    let bad = |m: String| Err(BenchError::Invalid(m));
+    if opts.sizes.is_empty() {
+        return bad("--sizes: no size given".into());
+    }
+    if opts.frames == 0 {
+        return bad("--frames must be at least 1".into());
+    }
+    for pl in &opts.placements {
+        // The spec resolves (and checks) the letters.
+        spec::load(
+            &opts.spec,
+            &Overrides {
+                placement: Some(pl.clone()),
+                ..Overrides::default()
+            },
+        )?;
+    }
+    if let Some((id, ms)) = &opts.slow {
+        if !base.stages.iter().any(|s| s.id == *id) {
+            return bad(format!("--slow: no stage `{id}`"));
+        }
+        if !(ms.is_finite() && *ms >= 0.0) {
+            return bad(format!("--slow: bad delay {ms} ms"));
+        }
+    }
+    Ok(())
+}
+
+fn progress(show: bool, total: u64) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} runs  eta {eta}  {msg}",
+    ) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// What every run needs.
+struct Ctx<'a> {
+    opts: &'a BenchOptions,
+    cluster: Option<&'a Cluster>,
+    tiers: Vec<(String, Tier)>,
+    cancel: Arc<AtomicBool>,
+    /// Throughput of a segment run alone, by what it runs.
+    solo: HashMap<String, f64>,
+}
+
+/// A segment's stage ids joined by `+` (`source` for the source alone).
+fn segment_name(p: &Pipeline, plan: &Plan, k: usize) -> String {
+    let seg = &plan.segments[k];
+    let mut names: Vec<&str> = Vec::new();
+    if seg.has_source {
+        names.push("source");
+    }
+    names.extend(p.stages[seg.stages.clone()].iter().map(|s| s.id.as_str()));
+    names.join("+")
+}
+
+impl Ctx<'_> {
+    fn args(&self, c: &Config) -> Vec<String> {
+        let o = self.opts;
+        let mut v = vec![
+            o.spec.display().to_string(),
+            "--frames".into(),
+            o.frames.to_string(),
+            "--size".into(),
+            c.size_label(),
+            "--placement".into(),
+            c.placement.clone(),
+            "--fusion".into(),
+            c.fusion.name().into(),
+        ];
+        if !c.split.is_empty() {
+            v.push("--split".into());
+            v.push(c.split.join(","));
+        }
+        if let Some(t) = o.threads {
+            v.push("--threads".into());
+            v.push(t.to_string());
+        }
+        if let Some(d) = o.device {
+            v.push("--device".into());
+            v.push(d.to_string());
+        }
+        v
+    }
+
+    /// `--delay-ms` for each segment of `plan` that holds the slowed stage.
+    fn delays(&self, p: &Pipeline, plan: &Plan) -> Vec<Vec<String>> {
+        plan.segments
+            .iter()
+            .map(|seg| match &self.opts.slow {
+                Some((id, ms)) if p.stages[seg.stages.clone()].iter().any(|s| s.id == *id) => {
+                    vec!["--delay-ms".into(), ms.to_string()]
+                }
+                _ => Vec::new(),
+            })
+            .collect()
+    }
+
+    fn launch(
+        &self,
+        args: &[String],
+        p: &Pipeline,
+        plan: &Plan,
+        label: &str,
+        size: &str,
+    ) -> Result<local::LocalRun, BenchError> {
+        let extra = self.delays(p, plan);
+        let limits = RunLimits {
+            timeout: Some(self.opts.timeout),
+            cancel: Some(self.cancel.clone()),
+        };
+        let launcher: Box<dyn Launcher + '_> = match self.cluster {
+            Some(cluster) => Box::new(ClusterLauncher {
+                cluster,
+                tiers: self.tiers.clone(),
+                extra,
+            }),
+            None => Box::new(LoopbackLauncher { extra }),
+        };
+        local::run_with(&self.opts.exe, args, p, plan, launcher.as_ref(), &limits).map_err(
+            |source| {
+                if self.cancel.load(Ordering::SeqCst) {
+                    BenchError::Interrupted
+                } else {
+                    BenchError::Run {
+                        label: label.to_owned(),
+                        size: size.to_owned(),
+                        source,
+                    }
+                }
+            },
+        )
+    }
+
+    fn tier_name(&self, p: &Pipeline, node: usize) -> String {
+        let name = &p.nodes[node].name;
+        match self.tiers.iter().find(|(n, _)| n == name) {
+            Some((_, Tier::Edge)) => "edge".into(),
+            _ => "server".into(),
+        }
+    }
+
+    fn run_config(&mut self, id: usize, c: &Config) -> Result<(Row, Vec<u64>), BenchError> {
+        let ov = Overrides {
+            frames: Some(self.opts.frames),
+            size: Some(c.size),
+            placement: Some(c.placement.clone()),
+            fusion: Some(c.fusion),
+        };
+        let mut p = spec::load(&self.opts.spec, &ov)?;
+        plan::cut_before(&mut p, &c.split)?;
+        let pl = plan::plan(&p);
+        let args = self.args(c);
+        let label = c.label();
+        let size = c.size_label();
+        let run = self.launch(&args, &p, &pl, &label, &size)?;
+        let r = &run.report;
+        let compute_ms = r.groups.iter().fold(0.0, |a, g| a + g.mean_ms);
+        let comm_ms = r.links.iter().fold(0.0, |a, l| a + l.mean_ms);
+        let group_ms = r
+            .groups
+            .iter()
+            .map(|g| format!("{}@{}={:.4}", g.stages.join("+"), g.node, g.mean_ms))
+            .collect::<Vec<_>>()
+            .join(";");
+        let link_ms = r
+            .links
+            .iter()
+            .map(|l| {
+                format!(
+                    "{}->{}={:.4} ({} B)",
+                    l.from_segment, l.to_segment, l.mean_ms, l.bytes_per_frame
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(";");
+        let (slowest, bound_fps) = if pl.segments.len() > 1 {
+            let (s, b) = self.bound(&args, &p, &pl, &size)?;
+            (s, Some(b))
+        } else {
+            (String::new(), None)
+        };
+        let stages_node = match c.stages {
+            Some(_) => self.tier_name(&p, p.placement[0]),
+            None => String::new(),
+        };
+        let row = Row {
+            id,
+            size,
+            width: c.size.0,
+            height: c.size.1,
+            placement: c.placement.clone(),
+            fusion: c.fusion.name().into(),
+            split: c.split.join("|"),
+            label,
+            in_placements: c.in_placements,
+            stages: c.stages,
+            stages_node,
+            segments: r.segments,
+            frames: r.frames,
+            fps: r.fps,
+            latency_p50_ms: r.latency_ms.p50,
+            latency_p95_ms: r.latency_ms.p95,
+            latency_p99_ms: r.latency_ms.p99,
+            latency_max_ms: r.latency_ms.max,
+            latency_mean_ms: r.latency_ms.mean,
+            compute_ms,
+            comm_ms,
+            ccr: r.ccr,
+            group_ms,
+            link_ms,
+            slowest,
+            bound_fps,
+            pipelining: bound_fps.map(|b| if b > 0.0 { r.fps / b } else { 0.0 }),
+            output_digest: r.output_digest.clone().unwrap_or_default(),
+            elapsed_s: r.elapsed_s,
+        };
+        Ok((row, run.latencies_ns))
+    }
+
+    /// The slowest stage of a split run and its throughput alone: each
+    /// segment run alone on its node (cached), and each link between the
+    /// tiers at its shaped rate.
+    fn bound(
+        &mut self,
+        args: &[String],
+        p: &Pipeline,
+        pl: &Plan,
+        size: &str,
+    ) -> Result<(String, f64), BenchError> {
+        let mut best: Option<(String, f64)> = None;
+        let mut consider = |name: String, fps: f64| {
+            if best.as_ref().is_none_or(|(_, b)| fps < *b) {
+                best = Some((name, fps));
+            }
+        };
+        for k in 0..pl.segments.len() {
+            let Some(sp) = plan::solo(p, pl, k) else {
+                continue;
+            };
+            let splan = plan::plan(&sp);
+            let name = segment_name(p, pl, k);
+            let tier = self.tier_name(p, pl.segments[k].node);
+            let delay = self.delays(&sp, &splan).concat().join(" ");
+            let key = format!("{size}|{tier}|{}|{name}|{delay}", pl.fusion);
+            let fps = match self.solo.get(&key) {
+                Some(&f) => f,
+                None => {
+                    let mut a = args.to_vec();
+                    a.push("--solo".into());
+                    a.push(k.to_string());
+                    let label = format!("{name} alone on {tier}");
+                    let f = self.launch(&a, &sp, &splan, &label, size)?.report.fps;
+                    self.solo.insert(key, f);
+                    f
+                }
+            };
+            consider(format!("{name} alone on {tier}"), fps);
+        }
+        if let Some(c) = self.cluster {
+            for w in pl.segments.windows(2) {
+                let (a, b) = (&w[0], &w[1]);
+                if self.tier_name(p, a.node) != self.tier_name(p, b.node) {
+                    let bytes = a.output.bytes() as f64;
+                    if bytes > 0.0 {
+                        consider(
+                            format!("link {}->{} at {}", a.index, b.index, c.options.link),
+                            c.link_bps / (8.0 * bytes),
+                        );
+                    }
+                }
+            }
+        }
+        Ok(best.unwrap_or_default())
+    }
+}
