@@ -16,10 +16,55 @@ use rayon::prelude::*;
 
 use super::conv::RowEngine;
 use super::pool::{horizontal_max, vertical_max};
-use super::{band_rows, plane_bands};
+use super::{band_rows, max2, plane_bands, relu1};
 use crate::error::KernelError;
 use crate::op::{Conv2d, FusedChain, MaxPoolParams, Pointwise, apply_pointwise};
 use crate::tensor::{Shape, Tensor};
+
+/// `dst[i] = g(src[i])`.
+#[inline(always)]
+fn map_row<F: Fn(f32) -> f32>(g: F, dst: &mut [f32], src: &[f32]) {
+    for (d, &x) in dst.iter_mut().zip(src) {
+        *d = g(x);
+    }
+}
+
+/// `v[i] = max(v[i], g(src[i]))`.
+#[inline(always)]
+fn max_row<F: Fn(f32) -> f32>(g: F, v: &mut [f32], src: &[f32]) {
+    for (a, &x) in v.iter_mut().zip(src) {
+        *a = max2(*a, g(x));
+    }
+}
+
+/// `dst = epilogue(src)`: one loop for the common epilogues (none, a
+/// single ReLU), else a copy and one in-cache pass per op.
+#[inline(always)]
+fn epilogue_row(ep: &[Pointwise], dst: &mut [f32], src: &[f32]) {
+    match ep {
+        [] => dst.copy_from_slice(src),
+        [Pointwise::Relu] => map_row(relu1, dst, src),
+        _ => {
+            dst.copy_from_slice(src);
+            apply_pointwise(ep, dst);
+        }
+    }
+}
+
+/// `v = max(v, epilogue(src))`, with `scratch` for the general case.
+#[inline(always)]
+fn epilogue_max_row(ep: &[Pointwise], v: &mut [f32], src: &[f32], scratch: &mut [f32]) {
+    match ep {
+        [] => max_row(|x| x, v, src),
+        [Pointwise::Relu] => max_row(relu1, v, src),
+        _ => {
+            let t = &mut scratch[..src.len()];
+            t.copy_from_slice(src);
+            apply_pointwise(ep, t);
+            vertical_max(v, t);
+        }
+    }
+}
 
 /// Runs a fused chain on `input`.
 ///
@@ -54,8 +99,7 @@ fn conv_epilogue(input: &Tensor, conv: &Conv2d, ep: &[Pointwise], out_shape: Sha
                 if x0 < w {
                     let n = (w - x0).min(tile.len());
                     let dst = &mut rows[oc][r * w + x0..r * w + x0 + n];
-                    dst.copy_from_slice(&tile[..n]);
-                    apply_pointwise(ep, dst);
+                    epilogue_row(ep, dst, &tile[..n]);
                 }
             });
         }
@@ -89,13 +133,9 @@ fn conv_pool(
                 eng.row(y0 + j, |oc, x0, tile| {
                     let v = &mut vmax[oc * tw + x0..oc * tw + x0 + tile.len()];
                     if j == 0 {
-                        v.copy_from_slice(tile);
-                        apply_pointwise(ep, v);
+                        epilogue_row(ep, v, tile);
                     } else {
-                        let t = &mut scratch[..tile.len()];
-                        t.copy_from_slice(tile);
-                        apply_pointwise(ep, t);
-                        vertical_max(v, t);
+                        epilogue_max_row(ep, v, tile, &mut scratch);
                     }
                 });
             }
@@ -122,12 +162,9 @@ fn load_pool(input: &Tensor, ep: &[Pointwise], out_shape: Shape, pool: MaxPoolPa
             for (r, out_row) in rows.chunks_exact_mut(w).enumerate() {
                 let y0 = (b * band + r) * pool.stride;
                 let row = |y: usize| &plane[y * in_shape.w..(y + 1) * in_shape.w];
-                v.copy_from_slice(row(y0));
-                apply_pointwise(ep, &mut v);
+                epilogue_row(ep, &mut v, row(y0));
                 for y in y0 + 1..y0 + pool.size {
-                    t.copy_from_slice(row(y));
-                    apply_pointwise(ep, &mut t);
-                    vertical_max(&mut v, &t);
+                    epilogue_max_row(ep, &mut v, row(y), &mut t);
                 }
                 horizontal_max(&v, out_row, pool.size, pool.stride);
             }
