@@ -92,36 +92,9 @@ pub fn plan(
 ) -> Result<Option<(FusedParams, Launch)>, KernelError> {
     let out = chain.output_shape(input)?;
     let (pool_size, pool_stride) = chain.pool.map_or((1, 1), |p| (p.size, p.stride));
-    let i = |v: usize, what: &str| {
-        i32::try_from(v).map_err(|_| KernelError::BadParam {
-            op: "cuda",
-            what: format!("{what} {v} exceeds the CUDA kernels' 32-bit sizes"),
-        })
-    };
+    let i = params::i;
     match &chain.conv {
-        Some(c) => {
-            if pool_size > params::MAX_POOL {
-                return Ok(None);
-            }
-            let (conv, _, _) = params::conv(c, input)?;
-            let s = c.params.stride;
-            let conv_w = (params::TILE_W as usize - 1) * pool_stride + pool_size;
-            let conv_h = (params::TILE_H as usize - 1) * pool_stride + pool_size;
-            let tile =
-                ((conv_h - 1) * s + c.params.kernel_h) * ((conv_w - 1) * s + c.params.kernel_w);
-            if tile > params::SMEM_FLOATS {
-                return Ok(None);
-            }
-            let p = FusedParams {
-                conv,
-                relu: 0,
-                pool_size: i(pool_size, "pool size")?,
-                pool_stride: i(pool_stride, "pool stride")?,
-                out_h: i(out.h, "height")?,
-                out_w: i(out.w, "width")?,
-            };
-            Ok(Some((p, params::grid_2d(out)?)))
-        }
+        Some(c) => params::conv_producer(c, input, (pool_size, pool_stride), false, out),
         None => {
             let conv = params::ConvParams {
                 in_c: i(input.c, "channels")?,

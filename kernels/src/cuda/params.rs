@@ -104,7 +104,7 @@ pub enum ConvKernel {
     Direct,
 }
 
-fn i(v: usize, what: &str) -> Result<i32, KernelError> {
+pub(crate) fn i(v: usize, what: &str) -> Result<i32, KernelError> {
     i32::try_from(v).map_err(|_| KernelError::BadParam {
         op: "cuda",
         what: format!("{what} {v} exceeds the CUDA kernels' 32-bit sizes"),
@@ -201,21 +201,38 @@ pub fn fused(
     let (Some(c), Some(pool), Some(relu)) = (&chain.conv, chain.pool, chain.relu_only()) else {
         return Ok(None);
     };
+    let out = pool.output_shape(c.params.output_shape(input)?)?;
+    conv_producer(c, input, (pool.size, pool.stride), relu, out)
+}
+
+/// Parameters and launch of a kernel with the conv producer of `chain.cu`
+/// (the fused kernel and generated conv chains): `pool` is `(size, stride)`
+/// (`(1, 1)` stores every value), `out` the final output shape. `None` when
+/// the window exceeds [`MAX_POOL`] or the input tile the shared memory.
+///
+/// # Errors
+/// [`KernelError`] when the convolution cannot take `input` or sizes exceed
+/// the kernels' 32-bit limits.
+pub(crate) fn conv_producer(
+    c: &Conv2d,
+    input: Shape,
+    (pool_size, pool_stride): (usize, usize),
+    relu: bool,
+    out: Shape,
+) -> Result<Option<(FusedParams, Launch)>, KernelError> {
     let (conv, _, _) = self::conv(c, input)?;
-    let conv_shape = c.params.output_shape(input)?;
-    let out = pool.output_shape(conv_shape)?;
     let s = c.params.stride;
-    let conv_w = (TILE_W as usize - 1) * pool.stride + pool.size;
-    let conv_h = (TILE_H as usize - 1) * pool.stride + pool.size;
+    let conv_w = (TILE_W as usize - 1) * pool_stride + pool_size;
+    let conv_h = (TILE_H as usize - 1) * pool_stride + pool_size;
     let tile = ((conv_h - 1) * s + c.params.kernel_h) * ((conv_w - 1) * s + c.params.kernel_w);
-    if pool.size > MAX_POOL || tile > SMEM_FLOATS {
+    if pool_size > MAX_POOL || tile > SMEM_FLOATS {
         return Ok(None);
     }
     let params = FusedParams {
         conv,
         relu: i32::from(relu),
-        pool_size: i(pool.size, "pool size")?,
-        pool_stride: i(pool.stride, "pool stride")?,
+        pool_size: i(pool_size, "pool size")?,
+        pool_stride: i(pool_stride, "pool stride")?,
         out_h: i(out.h, "height")?,
         out_w: i(out.w, "width")?,
     };
