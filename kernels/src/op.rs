@@ -251,7 +251,7 @@ impl Pointwise {
 
     /// The function on every value of `d`, in place (one tight loop per
     /// op, so it vectorises).
-    #[inline]
+    #[inline(always)]
     pub fn apply_slice(self, d: &mut [f32]) {
         match self {
             Pointwise::Relu => d.iter_mut().for_each(|v| *v = Pointwise::Relu.apply(*v)),
@@ -313,7 +313,7 @@ impl From<Pointwise> for Op {
 }
 
 /// Applies `ops` in order to every value of `d`, in place.
-#[inline]
+#[inline(always)]
 pub fn apply_pointwise(ops: &[Pointwise], d: &mut [f32]) {
     for op in ops {
         op.apply_slice(d);

@@ -13,6 +13,7 @@
 
 pub mod alloc;
 pub mod bench;
+pub mod cputime;
 pub mod deploy;
 pub mod exec;
 pub mod frame;

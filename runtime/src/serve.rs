@@ -24,6 +24,7 @@ use streamfuse_proto::v1;
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic_health::ServingStatus;
 
+use crate::cputime;
 use crate::exec::{self, Device, ExecError, SegmentRunner};
 use crate::frame::now_ns;
 use crate::io::npy::NpySink;
@@ -148,6 +149,11 @@ pub struct SegmentOutcome {
     pub frames_dropped: u64,
     /// Payloads copied on receipt (misaligned).
     pub payload_copies: u64,
+    /// CPU time the whole process (every thread: source, kernels,
+    /// transport) used from its first frame to its last, ns; what the
+    /// segment cost its node. Absent where the platform does not tell.
+    #[serde(default)]
+    pub cpu_ns: Option<u64>,
 }
 
 /// The address segment `k` listens on, from its node's `address`: segments
@@ -196,6 +202,7 @@ struct WorkerResult {
     group_compute: Vec<Duration>,
     link_in_ns: u64,
     sink: Option<SinkOutcome>,
+    cpu: Option<Duration>,
 }
 
 /// Serves segment `opts.segment` of `plan` until every stream has ended
@@ -535,6 +542,7 @@ fn outcome(
         group_compute: Vec::new(),
         link_in_ns: 0,
         sink: None,
+        cpu: None,
     });
     SegmentOutcome {
         segment: opts.segment,
@@ -553,6 +561,9 @@ fn outcome(
         duplicates_dropped: m.duplicates_dropped.get(),
         frames_dropped: m.frames_dropped.get(),
         payload_copies: m.payload_copies.get(),
+        cpu_ns: w
+            .cpu
+            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
     }
 }
 
@@ -585,10 +596,14 @@ fn worker(
     let mut link_in_ns = 0u64;
     let mut open: BTreeSet<u32> = BTreeSet::new();
     let mut ended: BTreeSet<u32> = BTreeSet::new();
+    let mut cpu_start = None;
     while let Some(work) = inbox.blocking_recv() {
         m.queue_depth.set(inbox.len() as i64);
         let done = match work {
             Work::Frame(frame, transit) => {
+                if frames == 0 && cpu_start.is_none() {
+                    cpu_start = cputime::process_cpu();
+                }
                 open.insert(frame.stream_id);
                 link_in_ns = link_in_ns.saturating_add(transit);
                 m.receive_seconds.inc_by(transit as f64 / 1e9);
@@ -649,11 +664,13 @@ fn worker(
         }
         Out::Forward(_) => None,
     };
+    let cpu = cpu_start.and_then(|t0| Some(cputime::process_cpu()?.saturating_sub(t0)));
     Ok(WorkerResult {
         frames,
         group_compute: runner.group_compute,
         link_in_ns,
         sink,
+        cpu,
     })
 }
 

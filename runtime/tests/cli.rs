@@ -65,7 +65,7 @@ fn thesis_run_follows_the_contract_and_fusion_modes_agree() {
         assert!(v["cpu_features"].is_string());
         digests.push(v["output_digest"].as_str().unwrap_or_default().to_owned());
     }
-    assert!(digests[0].starts_with("blake3:"), "{digests:?}");
+    assert!(digests[0].starts_with("xxh3-128:"), "{digests:?}");
     assert!(digests.iter().all(|d| d == &digests[0]), "{digests:?}");
 }
 

@@ -3,6 +3,7 @@
 use rayon::prelude::*;
 
 use super::relu1;
+use super::simd::multiversion;
 use crate::op::{Pointwise, apply_pointwise};
 use crate::tensor::Tensor;
 
@@ -18,16 +19,26 @@ pub fn relu(input: &Tensor) -> Tensor {
 
 /// ReLU in place.
 pub fn relu_in_place(data: &mut [f32]) {
-    data.par_chunks_mut(CHUNK).for_each(|chunk| {
+    data.par_chunks_mut(CHUNK).for_each(relu_chunk);
+}
+
+multiversion! {
+    fn relu_chunk(chunk: &mut [f32]) {
         for v in chunk {
             *v = relu1(*v);
         }
-    });
+    }
+}
+
+multiversion! {
+    fn pointwise_chunk(ops: &[Pointwise], chunk: &mut [f32]) {
+        apply_pointwise(ops, chunk);
+    }
 }
 
 /// Applies `ops` in order to every value, in place, in one pass (each
 /// chunk gets every op while it is in cache).
 pub fn pointwise_in_place(data: &mut [f32], ops: &[Pointwise]) {
     data.par_chunks_mut(CHUNK / 4)
-        .for_each(|chunk| apply_pointwise(ops, chunk));
+        .for_each(|chunk| pointwise_chunk(ops, chunk));
 }

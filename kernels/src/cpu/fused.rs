@@ -15,7 +15,8 @@
 use rayon::prelude::*;
 
 use super::conv::RowEngine;
-use super::pool::{horizontal_max, vertical_max};
+use super::pool::horizontal_max;
+use super::simd::multiversion;
 use super::{band_rows, max2, plane_bands, relu1};
 use crate::error::KernelError;
 use crate::op::{Conv2d, FusedChain, MaxPoolParams, Pointwise, apply_pointwise};
@@ -37,31 +38,35 @@ fn max_row<F: Fn(f32) -> f32>(g: F, v: &mut [f32], src: &[f32]) {
     }
 }
 
-/// `dst = epilogue(src)`: one loop for the common epilogues (none, a
-/// single ReLU), else a copy and one in-cache pass per op.
-#[inline(always)]
-fn epilogue_row(ep: &[Pointwise], dst: &mut [f32], src: &[f32]) {
-    match ep {
-        [] => dst.copy_from_slice(src),
-        [Pointwise::Relu] => map_row(relu1, dst, src),
-        _ => {
-            dst.copy_from_slice(src);
-            apply_pointwise(ep, dst);
+multiversion! {
+    /// `dst = epilogue(src)`: one loop for the common epilogues (none, a
+    /// single ReLU), else a copy and one in-cache pass per op.
+    fn epilogue_row(ep: &[Pointwise], dst: &mut [f32], src: &[f32]) {
+        match ep {
+            [] => dst.copy_from_slice(src),
+            [Pointwise::Relu] => map_row(relu1, dst, src),
+            _ => {
+                dst.copy_from_slice(src);
+                apply_pointwise(ep, dst);
+            }
         }
     }
 }
 
-/// `v = max(v, epilogue(src))`, with `scratch` for the general case.
-#[inline(always)]
-fn epilogue_max_row(ep: &[Pointwise], v: &mut [f32], src: &[f32], scratch: &mut [f32]) {
-    match ep {
-        [] => max_row(|x| x, v, src),
-        [Pointwise::Relu] => max_row(relu1, v, src),
-        _ => {
-            let t = &mut scratch[..src.len()];
-            t.copy_from_slice(src);
-            apply_pointwise(ep, t);
-            vertical_max(v, t);
+multiversion! {
+    /// `v = max(v, epilogue(src))`, with `scratch` for the general case.
+    fn epilogue_max_row(ep: &[Pointwise], v: &mut [f32], src: &[f32], scratch: &mut [f32]) {
+        match ep {
+            [] => max_row(|x| x, v, src),
+            [Pointwise::Relu] => max_row(relu1, v, src),
+            _ => {
+                let t = &mut scratch[..src.len()];
+                t.copy_from_slice(src);
+                apply_pointwise(ep, t);
+                for (a, &b) in v.iter_mut().zip(t.iter()) {
+                    *a = max2(*a, b);
+                }
+            }
         }
     }
 }

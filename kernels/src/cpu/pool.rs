@@ -7,35 +7,38 @@
 
 use rayon::prelude::*;
 
+use super::simd::multiversion;
 use super::{band_rows, max2, plane_bands};
 use crate::error::KernelError;
 use crate::op::MaxPoolParams;
 use crate::tensor::{Shape, Tensor};
 
-/// `v[i] = max(v[i], row[i])`.
-#[inline]
-pub(crate) fn vertical_max(v: &mut [f32], row: &[f32]) {
-    for (a, &b) in v.iter_mut().zip(row) {
-        *a = max2(*a, b);
+multiversion! {
+    /// `v[i] = max(v[i], row[i])`.
+    pub(crate) fn vertical_max(v: &mut [f32], row: &[f32]) {
+        for (a, &b) in v.iter_mut().zip(row) {
+            *a = max2(*a, b);
+        }
     }
 }
 
-/// `out[x] = max(v[x*stride .. x*stride + size])`, for every `x` of `out`.
-#[inline]
-pub(crate) fn horizontal_max(v: &[f32], out: &mut [f32], size: usize, stride: usize) {
-    if size == 2 && stride == 2 {
-        for (o, pair) in out.iter_mut().zip(v.chunks_exact(2)) {
-            *o = max2(pair[0], pair[1]);
+multiversion! {
+    /// `out[x] = max(v[x*stride .. x*stride + size])`, for every `x` of `out`.
+    pub(crate) fn horizontal_max(v: &[f32], out: &mut [f32], size: usize, stride: usize) {
+        if size == 2 && stride == 2 {
+            for (o, pair) in out.iter_mut().zip(v.chunks_exact(2)) {
+                *o = max2(pair[0], pair[1]);
+            }
+            return;
         }
-        return;
-    }
-    for (x, o) in out.iter_mut().enumerate() {
-        let win = &v[x * stride..x * stride + size];
-        let mut m = win[0];
-        for &b in &win[1..] {
-            m = max2(m, b);
+        for (x, o) in out.iter_mut().enumerate() {
+            let win = &v[x * stride..x * stride + size];
+            let mut m = win[0];
+            for &b in &win[1..] {
+                m = max2(m, b);
+            }
+            *o = m;
         }
-        *o = m;
     }
 }
 

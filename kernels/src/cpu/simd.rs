@@ -70,3 +70,43 @@ fn detect() -> Level {
 fn detect() -> Level {
     Level::Portable
 }
+
+/// Defines a row loop (plain Rust that the compiler vectorises) compiled
+/// once per [`Level`] and picked at run time: the body is an
+/// `#[inline(always)]` function inlined into one `#[target_feature]`
+/// wrapper per x86 level, so it uses 512- or 256-bit vectors instead of the
+/// x86-64 baseline's 128-bit ones. Every lane computes the same scalar
+/// expression (no contraction into FMA: Rust never contracts), so the
+/// values do not depend on the level.
+macro_rules! multiversion {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$m])*
+        #[inline]
+        $vis fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn imp($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f,avx512vl,fma")]
+            fn avx512($($arg: $ty),*) {
+                imp($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            fn avx2($($arg: $ty),*) {
+                imp($($arg),*)
+            }
+            match $crate::cpu::simd::level() {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `Level::Avx512` is only chosen when the CPU has
+                // AVX-512F and FMA.
+                $crate::cpu::simd::Level::Avx512 => unsafe { avx512($($arg),*) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `Level::Avx2Fma` is only chosen when the CPU has
+                // AVX2 and FMA.
+                $crate::cpu::simd::Level::Avx2Fma => unsafe { avx2($($arg),*) },
+                _ => imp($($arg),*),
+            }
+        }
+    };
+}
+pub(crate) use multiversion;

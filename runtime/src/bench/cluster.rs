@@ -222,6 +222,9 @@ pub struct Cluster {
     pub link_bps: f64,
     /// The options it was made with.
     pub options: ClusterOptions,
+    /// CPUs (a `taskset` list) the edge's processes are pinned to; `None`
+    /// when they may use every CPU.
+    pub edge_affinity: Option<String>,
     created: Vec<Resource>,
 }
 
@@ -265,6 +268,7 @@ impl Cluster {
             cgroup,
             link_bps,
             options: options.clone(),
+            edge_affinity: edge_affinity(options.edge_cpu),
             created: Vec::new(),
         };
         c.build(pid)?;
@@ -272,6 +276,7 @@ impl Cluster {
             edge = %c.edge_ns,
             server = %c.server_ns,
             edge_cpu = options.edge_cpu,
+            edge_cpus = c.edge_affinity.as_deref().unwrap_or("all"),
             link = %options.link,
             "emulated cluster up (link rate only: no netem, so no link delay)"
         );
@@ -381,6 +386,38 @@ impl Cluster {
     }
 }
 
+/// The CPUs the edge's processes are pinned to: as many as its quota
+/// needs (one for a fraction of a core), as a `taskset` list, or `None`
+/// when that is every CPU or `taskset` is missing.
+///
+/// A small board has one or a few cores, and pinning is also what makes the
+/// quota exact: CFS hands a cgroup's quota to each CPU's run queue in 5 ms
+/// slices, so a 5 ms quota per 10 ms period spread over two CPUs is often
+/// held by one CPU's queue while the other's processes are throttled, and
+/// a split edge pipeline got only about two thirds of its half core.
+fn edge_affinity(edge_cpu: f64) -> Option<String> {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let need = (edge_cpu.ceil() as usize).max(1);
+    if need >= cpus {
+        return None;
+    }
+    let have = Command::new("taskset")
+        .arg("-V")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have {
+        tracing::warn!("taskset not found: the edge's processes may use every CPU");
+        return None;
+    }
+    Some(if need == 1 {
+        "0".to_owned()
+    } else {
+        format!("0-{}", need - 1)
+    })
+}
+
 /// Kills what is left in a cgroup (only processes this bench started go
 /// there), then removes it.
 fn remove_cgroup(dir: &Path) -> Result<(), ClusterError> {
@@ -441,16 +478,25 @@ impl Launcher for ClusterLauncher<'_> {
     }
 
     fn command(&self, node: &str, exe: &Path) -> Command {
-        let (ns, cg) = self.cluster.place(self.tier_of(node));
-        // Join the cgroup first, then the namespace, then become `exe`: the
-        // pid stays the same throughout, so killing the child kills it.
+        let tier = self.tier_of(node);
+        let (ns, cg) = self.cluster.place(tier);
+        let affinity = match tier {
+            Tier::Edge => self.cluster.edge_affinity.clone().unwrap_or_default(),
+            Tier::Server => String::new(),
+        };
+        // Join the cgroup first, then (on the edge) pin to its CPUs, then
+        // the namespace, then become `exe`: the pid stays the same
+        // throughout, so killing the child kills it.
         let mut cmd = Command::new("sh");
         cmd.arg("-c")
-            .arg(
-                r#"echo $$ > "$0/cgroup.procs" && ns=$1 && shift && exec ip netns exec "$ns" "$@""#,
-            )
+            .arg(concat!(
+                r#"echo $$ > "$0/cgroup.procs" && ns=$1 && cpus=$2 && shift 2 && "#,
+                r#"if [ -n "$cpus" ]; then exec taskset -c "$cpus" ip netns exec "$ns" "$@"; "#,
+                r#"else exec ip netns exec "$ns" "$@"; fi"#
+            ))
             .arg(cg)
             .arg(ns)
+            .arg(affinity)
             .arg(exe);
         cmd
     }

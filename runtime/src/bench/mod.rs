@@ -8,9 +8,11 @@
 //! available ([`cluster`]), else on plain loopback. Each run yields
 //! throughput, end-to-end latency of every frame (capture to sink),
 //! per-stage compute and per-link transit times and their ratio (CCR). For
-//! split runs, each segment is also run alone (same node, same CPU quota,
-//! no links) to find the slowest stage, the bound a pipelined split should
-//! reach. Results go to `results.csv`, `latencies.csv`, `summary.md`
+//! split runs it also finds the slowest resource, the bound a pipelined
+//! split should reach: each segment run alone (same node, same CPU quota,
+//! no links), each shaped link, and each pool of CPUs that several of the
+//! run's processes share ([`cpu_bounds`], from the CPU time every process
+//! reports). Results go to `results.csv`, `latencies.csv`, `summary.md`
 //! ([`summary`]) and SVG plots ([`plots`]).
 
 pub mod cluster;
@@ -193,9 +195,12 @@ pub fn run(opts: &BenchOptions) -> Result<BenchOutcome, BenchError> {
     };
     let environment = match &emulated {
         Some(c) => format!(
-            "emulated cluster: edge and server network namespaces, veth link at {} (tc htb; no netem, so no link delay), edge CPU quota {} CPU{}",
+            "emulated cluster: edge and server network namespaces, veth link at {} (tc htb; no netem, so no link delay), edge CPU quota {} CPU{}{}",
             c.options.link,
             c.options.edge_cpu,
+            c.edge_affinity
+                .as_ref()
+                .map_or_else(String::new, |l| format!(" on CPU {l}")),
             c.options
                 .server_cpu
                 .map_or_else(String::new, |s| format!(", server CPU quota {s} CPU"))
@@ -457,7 +462,7 @@ impl Ctx<'_> {
             .collect::<Vec<_>>()
             .join(";");
         let (slowest, bound_fps) = if pl.segments.len() > 1 {
-            let (s, b) = self.bound(&args, &p, &pl, &size)?;
+            let (s, b) = self.bound(&args, &p, &pl, &size, &run.outcomes)?;
             (s, Some(b))
         } else {
             (String::new(), None)
@@ -500,15 +505,17 @@ impl Ctx<'_> {
         Ok((row, run.latencies_ns))
     }
 
-    /// The slowest stage of a split run and its throughput alone: each
-    /// segment run alone on its node (cached), and each link between the
-    /// tiers at its shaped rate.
+    /// What bounds a split run's throughput, and that bound in frames/s:
+    /// the tightest of each segment run alone on its node (cached), each
+    /// link between the tiers at its shaped rate, and each pool of CPUs
+    /// the run's processes share ([`cpu_bounds`]).
     fn bound(
         &mut self,
         args: &[String],
         p: &Pipeline,
         pl: &Plan,
         size: &str,
+        outcomes: &[crate::serve::SegmentOutcome],
     ) -> Result<(String, f64), BenchError> {
         let mut best: Option<(String, f64)> = None;
         let mut consider = |name: String, fps: f64| {
@@ -539,6 +546,14 @@ impl Ctx<'_> {
             };
             consider(format!("{name} alone on {tier}"), fps);
         }
+        let tiers: Vec<String> = pl
+            .segments
+            .iter()
+            .map(|seg| self.tier_name(p, seg.node))
+            .collect();
+        for (name, fps) in cpu_bounds(&tiers, outcomes, self.cluster.map(|c| &c.options)) {
+            consider(name, fps);
+        }
         if let Some(c) = self.cluster {
             for w in pl.segments.windows(2) {
                 let (a, b) = (&w[0], &w[1]);
@@ -554,5 +569,123 @@ impl Ctx<'_> {
             }
         }
         Ok(best.unwrap_or_default())
+    }
+}
+
+/// The CPUs of this machine (what the kernel lets this process use).
+fn machine_cpus() -> f64 {
+    std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
+}
+
+/// Throughput bounds from CPU time: processes that share CPUs cannot
+/// together run faster than those CPUs supply the CPU time each frame costs
+/// them, measured in the run itself (every thread of every process, from
+/// its first frame to its last: kernels, source, transport, and any time
+/// threads spin waiting for work). One bound per CPU pool: each emulated
+/// tier with a CPU quota (`tiers[k]` is segment `k`'s tier), and the whole
+/// machine, which every process shares. A split on one node has no other
+/// resource to wait for, so this is the bound a pipelined split should
+/// reach there; the stages alone, each with every CPU to itself, overstate
+/// it.
+pub fn cpu_bounds(
+    tiers: &[String],
+    outcomes: &[crate::serve::SegmentOutcome],
+    cluster: Option<&ClusterOptions>,
+) -> Vec<(String, f64)> {
+    let per_frame = |o: &crate::serve::SegmentOutcome| -> Option<f64> {
+        let ns = o.cpu_ns?;
+        (o.frames > 0).then(|| ns as f64 / 1e9 / o.frames as f64)
+    };
+    let mut pools: Vec<(String, f64, Vec<usize>)> = Vec::new();
+    if let Some(c) = cluster {
+        for (tier, quota) in [("edge", Some(c.edge_cpu)), ("server", c.server_cpu)] {
+            let members: Vec<usize> = (0..tiers.len()).filter(|&k| tiers[k] == tier).collect();
+            if let (Some(q), false) = (quota, members.is_empty()) {
+                pools.push((format!("{tier} CPU quota {q}"), q, members));
+            }
+        }
+    }
+    let cpus = machine_cpus();
+    pools.push((
+        format!("this machine's {cpus} CPUs"),
+        cpus,
+        (0..tiers.len()).collect(),
+    ));
+    let mut out = Vec::new();
+    for (what, cpus, members) in pools {
+        let mut demand = 0.0;
+        let mut known = 0;
+        for o in outcomes.iter().filter(|o| members.contains(&o.segment)) {
+            if let Some(d) = per_frame(o) {
+                demand += d;
+                known += 1;
+            }
+        }
+        if known == members.len() && demand > 0.0 {
+            out.push((
+                format!(
+                    "{what} ({} process{})",
+                    known,
+                    if known == 1 { "" } else { "es" }
+                ),
+                cpus / demand,
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::serve::SegmentOutcome;
+
+    fn outcome(segment: usize, frames: u64, cpu_ms: Option<u64>) -> SegmentOutcome {
+        SegmentOutcome {
+            segment,
+            frames,
+            cpu_ns: cpu_ms.map(|ms| ms * 1_000_000),
+            ..SegmentOutcome::default()
+        }
+    }
+
+    #[test]
+    fn cpu_bounds_divide_each_pool_by_what_its_processes_used() {
+        let tiers: Vec<String> = ["edge", "edge", "server"].map(String::from).to_vec();
+        // 1000 frames: the edge's two processes used 1 s and 3 s of CPU
+        // (4 ms a frame), the server's 2 s.
+        let outs = [
+            outcome(0, 1000, Some(1000)),
+            outcome(1, 1000, Some(3000)),
+            outcome(2, 1000, Some(2000)),
+        ];
+        let opts = ClusterOptions {
+            edge_cpu: 0.5,
+            server_cpu: None,
+            link: "1gbit".into(),
+        };
+        let b = cpu_bounds(&tiers, &outs, Some(&opts));
+        let edge = b
+            .iter()
+            .find(|(n, _)| n.starts_with("edge CPU quota 0.5 (2 processes)"));
+        // 0.5 CPU / 4 ms per frame = 125 fps.
+        assert!(edge.is_some_and(|(_, f)| (f - 125.0).abs() < 1e-9), "{b:?}");
+        // The machine: its CPUs over 6 ms a frame; no server pool (no quota).
+        let cpus = machine_cpus();
+        let machine = b.iter().find(|(n, _)| n.contains("machine"));
+        assert!(
+            machine.is_some_and(
+                |(n, f)| n.ends_with("(3 processes)") && (f - cpus / 0.006).abs() < 1e-6
+            ),
+            "{b:?}"
+        );
+        assert_eq!(b.len(), 2, "{b:?}");
+    }
+
+    #[test]
+    fn a_process_that_did_not_report_cpu_time_leaves_its_pools_unbounded() {
+        let tiers: Vec<String> = ["server", "server"].map(String::from).to_vec();
+        let outs = [outcome(0, 100, Some(50)), outcome(1, 100, None)];
+        assert!(cpu_bounds(&tiers, &outs, None).is_empty());
     }
 }

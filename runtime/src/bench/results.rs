@@ -58,12 +58,13 @@ pub struct Row {
     pub group_ms: String,
     /// Transit per frame of each link: `from->to=ms (bytes)`, `;`-separated.
     pub link_ms: String,
-    /// The slowest stage run alone (split runs): what bounds throughput.
+    /// What bounds throughput (split runs): the slowest stage run alone,
+    /// a link at its shaped rate, or a pool of CPUs the processes share.
     pub slowest: String,
-    /// Its throughput alone, fps (split runs; empty otherwise).
+    /// That bound, fps (split runs; empty otherwise).
     pub bound_fps: Option<f64>,
     /// `fps / bound_fps` (split runs; ≥ 0.85 means the pipeline keeps up
-    /// with its slowest stage).
+    /// with its slowest resource).
     pub pipelining: Option<f64>,
     /// Output digest (stats sink).
     pub output_digest: String,
