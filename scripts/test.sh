@@ -43,6 +43,9 @@ say "ONNX Runtime comparison: an imported ONNX model and safetensors weights on 
 cargo build --locked --quiet --profile ci -p streamfuse --bin streamfuse
 python3 tests/onnx/check_against_onnxruntime.py --binary target/ci/streamfuse
 
+say "vision ops against OpenCV: gray, normalize, resize, Gaussian blur, Sobel, threshold and the fused chain"
+python3 tests/vision/check_against_opencv.py --binary target/ci/streamfuse
+
 say "k3s manifests: every thesis placement, validated offline with kubernetes-validate --strict"
 rc=0
 scripts/validate-manifests.sh target/ci/streamfuse || rc=$?

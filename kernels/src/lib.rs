@@ -13,7 +13,9 @@ pub mod op;
 pub mod random;
 pub mod reference;
 pub mod tensor;
+pub mod vision;
 
 pub use error::KernelError;
 pub use op::{Conv2d, Conv2dParams, FusedChain, MaxPoolParams, Op, Pointwise};
 pub use tensor::{Shape, Tensor};
+pub use vision::{ColorOrder, SobelMode, Step, Vision};

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::cpu;
 use crate::error::KernelError;
 use crate::tensor::{Shape, Tensor};
+use crate::vision::{Step, Vision};
 
 /// Geometry of a 2-D convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -409,6 +410,11 @@ pub enum Op {
     MaxPool(MaxPoolParams),
     /// Several ops run as one pass.
     Fused(FusedChain),
+    /// A vision op ([`Vision`]).
+    Vision(Vision),
+    /// Row-local vision and pointwise ops run as one pass over row bands
+    /// (e.g. gray → blur → Sobel).
+    VisionChain(Vec<Step>),
 }
 
 impl Op {
@@ -418,7 +424,8 @@ impl Op {
             Op::Conv2d(_) => "conv2d",
             Op::Pointwise(p) => p.name(),
             Op::MaxPool(_) => "maxpool",
-            Op::Fused(_) => "fused",
+            Op::Fused(_) | Op::VisionChain(_) => "fused",
+            Op::Vision(v) => v.name(),
         }
     }
 
@@ -427,6 +434,10 @@ impl Op {
     pub fn label(&self) -> String {
         match self {
             Op::Fused(f) => format!("fused({})", f.label()),
+            Op::VisionChain(steps) => format!(
+                "fused({})",
+                steps.iter().map(Step::name).collect::<Vec<_>>().join("+")
+            ),
             other => other.name().to_owned(),
         }
     }
@@ -452,6 +463,10 @@ impl Op {
             }
             Op::MaxPool(p) => p.output_shape(input),
             Op::Fused(f) => f.output_shape(input),
+            Op::Vision(v) => v.output_shape(input),
+            Op::VisionChain(steps) => steps
+                .iter()
+                .try_fold(input, |shape, s| s.output_shape(shape)),
         }
     }
 
@@ -472,6 +487,18 @@ impl Op {
                 n += f.epilogue.iter().map(|p| p.flops()).sum::<u64>() * mid.len() as u64;
                 if let Some(p) = &f.pool {
                     n += (out.len() * (p.size * p.size - 1)) as u64;
+                }
+                n
+            }
+            Op::Vision(v) => v.flops(input)?,
+            Op::VisionChain(steps) => {
+                let (mut n, mut shape) = (0, input);
+                for s in steps {
+                    n += match s {
+                        Step::Vision(v) => v.flops(shape)?,
+                        Step::Pointwise(p) => p.flops() * shape.len() as u64,
+                    };
+                    shape = s.output_shape(shape)?;
                 }
                 n
             }
@@ -509,6 +536,11 @@ impl Op {
             }
             Op::MaxPool(p) => cpu::pool::maxpool(input, p),
             Op::Fused(f) => cpu::fused::run(input, f),
+            Op::Vision(Vision::Resize { width, height }) => {
+                cpu::vision::resize(input, *width, *height)
+            }
+            Op::Vision(v) => cpu::vision::run_chain(input, &[Step::Vision(v.clone())]),
+            Op::VisionChain(steps) => cpu::vision::run_chain(input, steps),
         }
     }
 }

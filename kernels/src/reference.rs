@@ -141,3 +141,118 @@ pub fn from_f32(data: &[f32], shape: Shape) -> RefTensor {
 pub fn tolerance(terms: usize, magnitude: f64) -> f64 {
     (terms as f64 + 2.0) * f64::from(f32::EPSILON) * magnitude + 1e-30
 }
+
+/// A vision op ([`crate::vision::Vision`]) computed directly in `f64`:
+/// 2-D sums over reflected neighbourhoods (not the separable passes the
+/// fast kernels use), magnitudes for the tolerance. `None` when the op
+/// cannot take the input.
+pub fn vision(t: &RefTensor, op: &crate::vision::Vision) -> Option<RefTensor> {
+    use crate::vision::{SobelMode, Vision, gaussian_kernel, gray_weights, reflect101};
+    let s = t.shape;
+    let out = op.output_shape(s).ok()?;
+    let at = |c: usize, y: isize, x: isize| {
+        let i = (c * s.h + reflect101(y, s.h)) * s.w + reflect101(x, s.w);
+        (t.values[i], t.magnitude[i].max(t.values[i].abs()))
+    };
+    let mut values = Vec::with_capacity(out.len());
+    let mut magnitude = Vec::with_capacity(out.len());
+    // A sum of weighted neighbours: value and sum of |term|.
+    let stencil = |c: usize, y: usize, x: usize, k: &dyn Fn(isize, isize) -> f64, r: isize| {
+        let (mut v, mut m) = (0.0, 0.0);
+        for dy in -r..=r {
+            for dx in -r..=r {
+                let wgt = k(dy, dx);
+                if wgt != 0.0 {
+                    let (x0, m0) = at(c, y as isize + dy, x as isize + dx);
+                    v += wgt * x0;
+                    m += (wgt * m0).abs();
+                }
+            }
+        }
+        (v, m)
+    };
+    match op {
+        Vision::Resize { width, height } => {
+            let xs = crate::vision::linear_taps(s.w, *width);
+            let ys = crate::vision::linear_taps(s.h, *height);
+            for c in 0..s.c {
+                for &(sy, fy) in &ys {
+                    for &(sx, fx) in &xs {
+                        let (fx, fy) = (f64::from(fx), f64::from(fy));
+                        let p = |y: usize, x: usize| {
+                            at(c, y.min(s.h - 1) as isize, x.min(s.w - 1) as isize)
+                        };
+                        let (a, ma) = p(sy, sx);
+                        let (b, mb) = p(sy, sx + 1);
+                        let (cc, mc) = p(sy + 1, sx);
+                        let (d, md) = p(sy + 1, sx + 1);
+                        values.push(
+                            (1.0 - fy) * ((1.0 - fx) * a + fx * b)
+                                + fy * ((1.0 - fx) * cc + fx * d),
+                        );
+                        magnitude.push(ma.max(mb).max(mc).max(md));
+                    }
+                }
+            }
+        }
+        _ => {
+            for c in 0..out.c {
+                for y in 0..s.h {
+                    for x in 0..s.w {
+                        let (v, m) = match op {
+                            Vision::Gray { order } => {
+                                let k = gray_weights(*order);
+                                let mut v = 0.0;
+                                let mut m = 0.0;
+                                for (ch, &kc) in k.iter().enumerate() {
+                                    let (x0, m0) = at(ch, y as isize, x as isize);
+                                    v += f64::from(kc) * x0;
+                                    m += (f64::from(kc) * m0).abs();
+                                }
+                                (v, m)
+                            }
+                            Vision::Normalize { scale, mean, std } => {
+                                let mu = f64::from(mean[if mean.len() == 1 { 0 } else { c }]);
+                                let sd = f64::from(std[if std.len() == 1 { 0 } else { c }]);
+                                let (x0, m0) = at(c, y as isize, x as isize);
+                                let sc = f64::from(*scale);
+                                ((x0 * sc - mu) / sd, (m0 * sc.abs() + mu.abs()) / sd.abs())
+                            }
+                            Vision::GaussianBlur { ksize, sigma } => {
+                                let g = gaussian_kernel(*ksize, *sigma);
+                                let r = (ksize / 2) as isize;
+                                let k = |dy: isize, dx: isize| {
+                                    f64::from(g[(dy + r) as usize])
+                                        * f64::from(g[(dx + r) as usize])
+                                };
+                                stencil(c, y, x, &k, r)
+                            }
+                            Vision::Sobel { mode } => {
+                                let smooth = |d: isize| if d == 0 { 2.0 } else { 1.0 };
+                                let kx = |dy: isize, dx: isize| dx as f64 * smooth(dy);
+                                let ky = |dy: isize, dx: isize| dy as f64 * smooth(dx);
+                                match mode {
+                                    SobelMode::Dx => stencil(c, y, x, &kx, 1),
+                                    SobelMode::Dy => stencil(c, y, x, &ky, 1),
+                                    SobelMode::Magnitude => {
+                                        let (gx, mx) = stencil(c, y, x, &kx, 1);
+                                        let (gy, my) = stencil(c, y, x, &ky, 1);
+                                        ((gx * gx + gy * gy).sqrt(), mx.max(my) * 2.0)
+                                    }
+                                }
+                            }
+                            Vision::Resize { .. } => unreachable!("handled above"),
+                        };
+                        values.push(v);
+                        magnitude.push(m);
+                    }
+                }
+            }
+        }
+    }
+    Some(RefTensor {
+        shape: out,
+        values,
+        magnitude,
+    })
+}

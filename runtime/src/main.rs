@@ -859,6 +859,9 @@ fn cuda_kernel_of(op: &streamfuse_kernels::Op, input: streamfuse_kernels::Shape)
                 "members one by one".into()
             }
         }
+        streamfuse_kernels::Op::Vision(_) | streamfuse_kernels::Op::VisionChain(_) => {
+            "none yet: runs on the host".into()
+        }
         other => other.name().into(),
     }
 }
@@ -873,7 +876,10 @@ fn plan_json(p: &Pipeline, pl: &Plan) -> Result<serde_json::Value> {
                 "kernel": g.op.label(),
                 "input": [g.input.c, g.input.h, g.input.w],
                 "output": [g.output.c, g.output.h, g.output.w],
-                "fused": matches!(g.op, streamfuse_kernels::Op::Fused(_)),
+                "fused": matches!(
+                    g.op,
+                    streamfuse_kernels::Op::Fused(_) | streamfuse_kernels::Op::VisionChain(_)
+                ),
                 "cuda_kernel": cuda_kernel_of(&g.op, g.input),
                 "flops": g.op.flops(g.input)?,
                 "bytes": g.op.min_bytes(g.input)?,

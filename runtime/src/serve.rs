@@ -154,6 +154,26 @@ pub struct SegmentOutcome {
     /// segment cost its node. Absent where the platform does not tell.
     #[serde(default)]
     pub cpu_ns: Option<u64>,
+    /// Time the segment's worker (the thread that runs its kernels, one
+    /// frame after another) was busy from its first frame to its last,
+    /// ns: all but the time it waited for input or for room downstream.
+    #[serde(default)]
+    pub busy_ns: Option<u64>,
+}
+
+/// Bytes of frames a segment process may hold in each of its queues
+/// (received and waiting for the kernels; computed and waiting for the
+/// link).
+pub const QUEUE_BYTES: usize = 2 << 20;
+
+/// Frames per queue for frames of `bytes`: [`QUEUE_BYTES`] worth, between 2
+/// and 32. Large frames keep the queues short (memory, and latency when a
+/// link is the bottleneck and every queue before it fills); small ones get
+/// enough depth that processes sharing a node's CPUs keep them busy through
+/// each other's scheduling delays, which last many frames when a frame
+/// takes tens of microseconds.
+pub fn queue_frames(bytes: usize) -> usize {
+    (QUEUE_BYTES / bytes.max(1)).clamp(2, 32)
 }
 
 /// The address segment `k` listens on, from its node's `address`: segments
@@ -203,6 +223,7 @@ struct WorkerResult {
     link_in_ns: u64,
     sink: Option<SinkOutcome>,
     cpu: Option<Duration>,
+    busy: Option<Duration>,
 }
 
 /// Serves segment `opts.segment` of `plan` until every stream has ended
@@ -262,11 +283,11 @@ async fn serve_async(
     }
     let (acks_tx, acks_rx) = watch::channel(AckMap::new());
     let (draining_tx, draining_rx) = watch::channel(false);
-    let (inbox_tx, inbox_rx) = mpsc::channel::<Work>(2);
     let input_shape = match seg.groups.first() {
         Some(g) if !seg.has_source => g.input,
         _ => p.source.shape(),
     };
+    let (inbox_tx, inbox_rx) = mpsc::channel::<Work>(queue_frames(input_shape.bytes()));
     let info = v1::InfoReply {
         pipeline: p.name.clone(),
         segment: seg.index as u32,
@@ -337,7 +358,7 @@ async fn serve_async(
     // Downstream link.
     let (out, forwarder) = match &next {
         Some(addr) => {
-            let (tx, rx) = mpsc::channel::<v1::Frame>(2);
+            let (tx, rx) = mpsc::channel::<v1::Frame>(queue_frames(seg.output.bytes()));
             let f = Forwarder::new(addr, limits, metrics.clone(), acks_tx.clone())?;
             (Out::Forward(tx), Some(tokio::spawn(f.run(rx))))
         }
@@ -543,6 +564,7 @@ fn outcome(
         link_in_ns: 0,
         sink: None,
         cpu: None,
+        busy: None,
     });
     SegmentOutcome {
         segment: opts.segment,
@@ -563,6 +585,9 @@ fn outcome(
         payload_copies: m.payload_copies.get(),
         cpu_ns: w
             .cpu
+            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+        busy_ns: w
+            .busy
             .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
     }
 }
@@ -597,13 +622,25 @@ fn worker(
     let mut open: BTreeSet<u32> = BTreeSet::new();
     let mut ended: BTreeSet<u32> = BTreeSet::new();
     let mut cpu_start = None;
-    while let Some(work) = inbox.blocking_recv() {
+    // From the first frame: when it came, and the time since spent waiting
+    // for input or for room downstream (the rest is the worker's busy time).
+    let mut first_at: Option<Instant> = None;
+    let mut waited = Duration::ZERO;
+    loop {
+        let t = Instant::now();
+        let Some(work) = inbox.blocking_recv() else {
+            break;
+        };
+        if first_at.is_some() {
+            waited += t.elapsed();
+        }
         m.queue_depth.set(inbox.len() as i64);
         let done = match work {
             Work::Frame(frame, transit) => {
                 if frames == 0 && cpu_start.is_none() {
                     cpu_start = cputime::process_cpu();
                 }
+                first_at.get_or_insert_with(Instant::now);
                 open.insert(frame.stream_id);
                 link_in_ns = link_in_ns.saturating_add(transit);
                 m.receive_seconds.inc_by(transit as f64 / 1e9);
@@ -631,7 +668,7 @@ fn worker(
                 frames: count,
             } => {
                 let done = runner.drain()?;
-                frames_out(&mut out, done, m, &mut frames)?;
+                frames_out(&mut out, done, m, &mut frames, &mut waited)?;
                 end_stream(&mut out, stream_id, count);
                 open.insert(stream_id);
                 ended.insert(stream_id);
@@ -642,10 +679,10 @@ fn worker(
             }
             Work::Stop => break,
         };
-        frames_out(&mut out, done, m, &mut frames)?;
+        frames_out(&mut out, done, m, &mut frames, &mut waited)?;
     }
     let done = runner.drain()?;
-    frames_out(&mut out, done, m, &mut frames)?;
+    frames_out(&mut out, done, m, &mut frames, &mut waited)?;
     let sink = match out {
         Out::Sink {
             record,
@@ -665,12 +702,14 @@ fn worker(
         Out::Forward(_) => None,
     };
     let cpu = cpu_start.and_then(|t0| Some(cputime::process_cpu()?.saturating_sub(t0)));
+    let busy = first_at.map(|t0| t0.elapsed().saturating_sub(waited));
     Ok(WorkerResult {
         frames,
         group_compute: runner.group_compute,
         link_in_ns,
         sink,
         cpu,
+        busy,
     })
 }
 
@@ -679,14 +718,18 @@ fn frames_out(
     done: Vec<crate::frame::Frame>,
     m: &SegmentMetrics,
     frames: &mut u64,
+    waited: &mut Duration,
 ) -> Result<(), ExecError> {
     for f in done {
         *frames += 1;
         match out {
             Out::Forward(tx) => {
-                if tx.blocking_send(wire::encode(f, 0)).is_err() {
+                let frame = wire::encode(f, 0);
+                let t = Instant::now();
+                if tx.blocking_send(frame).is_err() {
                     m.frames_dropped.inc();
                 }
+                *waited += t.elapsed();
             }
             Out::Sink {
                 record,

@@ -223,3 +223,29 @@ fn machine_is_given_or_inferred_from_the_device() {
     assert_eq!(p.nodes[1].machine, Machine::Cpu);
     assert!(!Machine::Cpu.has_gpu() && Machine::Jetson.has_gpu());
 }
+
+#[test]
+fn vision_stages_fuse_into_row_chains_that_resize_ends() {
+    let p = load("valid-vision.yaml", &Overrides::default());
+    let pl = plan(&p);
+    let labels: Vec<String> = pl.segments[0].groups.iter().map(|g| g.op.label()).collect();
+    assert_eq!(
+        labels,
+        [
+            "fused(gray+gaussian_blur+sobel+threshold)",
+            "resize",
+            "fused(normalize+sobel)"
+        ]
+    );
+    assert_eq!(p.output_shape(), Shape::new(1, 24, 32));
+    // Chained, every stage is its own kernel.
+    let chained = load(
+        "valid-vision.yaml",
+        &Overrides {
+            fusion: Some(FusionMode::Chain),
+            ..Overrides::default()
+        },
+    );
+    assert_eq!(plan(&chained).segments[0].groups.len(), 7);
+    assert!(matches!(pl.segments[0].groups[1].op, Op::Vision(_)));
+}

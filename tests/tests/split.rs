@@ -224,8 +224,15 @@ fn a_slow_sink_slows_the_source_and_frames_in_flight_stay_bounded() {
         assert!(out.status.success());
     }
     assert!(samples > 10, "too few samples ({samples})");
-    // The source may run ahead of the sink by what the links hold: the
-    // source link's unacked bound plus each segment's queue and worker.
-    assert!(worst <= 16.0, "{worst} frames between source and sink");
+    // The source may run ahead of the sink by what its process holds (its
+    // inbox, its worker's frame, its outgoing queue) plus the source
+    // link's unacked bound (8, checked above), and a few frames of skew
+    // between the two scrapes.
+    let q = streamfuse::serve::queue_frames(320 * 240 * 4) as f64;
+    let bound = 2.0 * q + 1.0 + 8.0 + 3.0;
+    assert!(
+        worst <= bound,
+        "{worst} frames between source and sink (bound {bound})"
+    );
     eprintln!("at most {worst} frames between source and slow sink");
 }

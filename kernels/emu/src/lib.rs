@@ -125,6 +125,9 @@ pub fn relu(mut t: Tensor) -> Tensor {
 /// [`KernelError`] when the op cannot take the input.
 pub fn run(op: &Op, input: &Tensor) -> Result<Tensor, KernelError> {
     match op {
+        // No CUDA kernels for the vision ops yet: the CUDA backend runs
+        // them on the host, and so does its emulation.
+        Op::Vision(_) | Op::VisionChain(_) => op.run_cpu(input),
         Op::Conv2d(c) => conv2d(input, c, Variant::Real),
         Op::Pointwise(Pointwise::Relu) => Ok(relu(input.clone())),
         Op::Pointwise(Pointwise::Clip { min, max }) => {

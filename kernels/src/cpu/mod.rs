@@ -17,6 +17,7 @@ pub mod pool;
 pub mod roofline;
 pub mod simd;
 mod vector;
+pub mod vision;
 
 /// Rows per band so that `rows` split into about `4 * threads` bands, at
 /// least one row each.

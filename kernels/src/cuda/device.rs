@@ -315,6 +315,15 @@ impl CudaDevice {
                 };
                 self.run_on_device(&Op::Fused(chain), cur, shape)
             }
+            Op::Vision(_) | Op::VisionChain(_) => {
+                // No CUDA kernels for the vision ops yet: they run on the
+                // host between two copies, so a pipeline that uses them
+                // still runs on a GPU node.
+                let host = self.stream.clone_dtoh(&*cur).map_err(drv)?;
+                let out = op.run_cpu(&Tensor::from_vec(shape, host)?)?;
+                let buf = self.stream.clone_htod(out.data()).map_err(drv)?;
+                Ok((Some(buf), out.shape()))
+            }
             Op::Fused(chain) => {
                 let out_shape = chain.output_shape(shape)?;
                 if let (Some(c), Some((params, launch))) =

@@ -370,15 +370,40 @@ impl Ctx<'_> {
         v
     }
 
-    /// `--delay-ms` for each segment of `plan` that holds the slowed stage.
-    fn delays(&self, p: &Pipeline, plan: &Plan) -> Vec<Vec<String>> {
+    /// Extra arguments for each segment of `plan`: `--delay-ms` for the
+    /// segment that holds the slowed stage, and, where several segment
+    /// processes share a tier's CPUs (and no `--threads` was given),
+    /// `--threads` with an even share of those CPUs each (at least one), as
+    /// pods with CPU limits get: each process's kernels then run on the
+    /// threads its share can keep busy, instead of every process splitting
+    /// each frame over all CPUs and waiting for the thread that another
+    /// process preempted.
+    fn segment_args(&self, p: &Pipeline, plan: &Plan) -> Vec<Vec<String>> {
+        let tiers: Vec<String> = plan
+            .segments
+            .iter()
+            .map(|seg| self.tier_name(p, seg.node))
+            .collect();
         plan.segments
             .iter()
-            .map(|seg| match &self.opts.slow {
-                Some((id, ms)) if p.stages[seg.stages.clone()].iter().any(|s| s.id == *id) => {
-                    vec!["--delay-ms".into(), ms.to_string()]
+            .zip(&tiers)
+            .map(|(seg, tier)| {
+                let mut a = Vec::new();
+                if let Some((id, ms)) = &self.opts.slow
+                    && p.stages[seg.stages.clone()].iter().any(|s| s.id == *id)
+                {
+                    a.extend(["--delay-ms".to_owned(), ms.to_string()]);
                 }
-                _ => Vec::new(),
+                let sharing = tiers.iter().filter(|t| *t == tier).count();
+                if self.opts.threads.is_none() && sharing > 1 {
+                    let cpus = match (tier.as_str(), self.cluster) {
+                        ("edge", Some(c)) => c.options.edge_cpu.ceil().clamp(1.0, machine_cpus()),
+                        _ => machine_cpus(),
+                    };
+                    let threads = ((cpus as usize) / sharing).max(1);
+                    a.extend(["--threads".to_owned(), threads.to_string()]);
+                }
+                a
             })
             .collect()
     }
@@ -391,7 +416,7 @@ impl Ctx<'_> {
         label: &str,
         size: &str,
     ) -> Result<local::LocalRun, BenchError> {
-        let extra = self.delays(p, plan);
+        let extra = self.segment_args(p, plan);
         let limits = RunLimits {
             timeout: Some(self.opts.timeout),
             cancel: Some(self.cancel.clone()),
@@ -507,8 +532,11 @@ impl Ctx<'_> {
 
     /// What bounds a split run's throughput, and that bound in frames/s:
     /// the tightest of each segment run alone on its node (cached), each
-    /// link between the tiers at its shaped rate, and each pool of CPUs
-    /// the run's processes share ([`cpu_bounds`]).
+    /// link between the tiers at its shaped rate, each pool of CPUs the
+    /// run's processes share ([`cpu_bounds`]), and each segment's worker
+    /// (the thread that runs its kernels frame after frame) at the time it
+    /// was busy per frame in the run: it cannot go faster than that, and
+    /// the run's throughput over it is that worker's utilisation.
     fn bound(
         &mut self,
         args: &[String],
@@ -530,7 +558,7 @@ impl Ctx<'_> {
             let splan = plan::plan(&sp);
             let name = segment_name(p, pl, k);
             let tier = self.tier_name(p, pl.segments[k].node);
-            let delay = self.delays(&sp, &splan).concat().join(" ");
+            let delay = self.segment_args(&sp, &splan).concat().join(" ");
             let key = format!("{size}|{tier}|{}|{name}|{delay}", pl.fusion);
             let fps = match self.solo.get(&key) {
                 Some(&f) => f,
@@ -553,6 +581,18 @@ impl Ctx<'_> {
             .collect();
         for (name, fps) in cpu_bounds(&tiers, outcomes, self.cluster.map(|c| &c.options)) {
             consider(name, fps);
+        }
+        for o in outcomes {
+            if let Some(ns) = o.busy_ns
+                && ns > 0
+                && o.frames > 0
+                && o.segment < pl.segments.len()
+            {
+                consider(
+                    format!("{}'s worker in the run", segment_name(p, pl, o.segment)),
+                    o.frames as f64 / (ns as f64 / 1e9),
+                );
+            }
         }
         if let Some(c) = self.cluster {
             for w in pl.segments.windows(2) {

@@ -29,12 +29,20 @@
 //!   follow, since it needs the whole neighbourhood of each value); the
 //!   `maxpool` consumer; and a stage marked `tap: true` (a metrics tap:
 //!   its own output and time are observed, so it is a group of its own).
+//! - Vision chains: a run of row-local vision ops (`gray`, `normalize`,
+//!   `gaussian_blur`, `sobel`) and pointwise ops, with at least one vision
+//!   op and two stages, is one group, run as one pass over row bands (each
+//!   band's rows stay in cache from step to step). It ends where a stage is
+//!   not row-local: `resize` (its rows are not its input's), `conv2d`,
+//!   `maxpool`; and at a tap or the segment's end. A run of pointwise ops
+//!   that leads into a vision op joins its chain; one that does not keeps
+//!   the rules above.
 //! - A group of one stage runs that stage's own kernel. Fused groups give
 //!   bit-identical results to the stages run one by one.
 
 use std::ops::Range;
 
-use streamfuse_kernels::{FusedChain, Op, Pointwise, Shape};
+use streamfuse_kernels::{FusedChain, Op, Pointwise, Shape, Step};
 
 use crate::spec::{FusionMode, Pipeline};
 
@@ -123,6 +131,18 @@ fn groups(p: &Pipeline, stages: Range<usize>) -> Vec<Group> {
     let mut i = stages.start;
     while i < stages.end {
         let st = &p.stages[i];
+        if p.fusion == FusionMode::Kernel
+            && let Some((end, steps)) = vision_chain(p, i, stages.end)
+        {
+            out.push(Group {
+                stages: i..end,
+                op: Op::VisionChain(steps),
+                input: st.input,
+                output: p.stages[end - 1].output,
+            });
+            i = end;
+            continue;
+        }
         let mut end = i + 1;
         let mut op = st.op.clone();
         let producer = match &st.op {
@@ -169,6 +189,35 @@ fn groups(p: &Pipeline, stages: Range<usize>) -> Vec<Group> {
         i = end;
     }
     out
+}
+
+/// The stage as a step of a row chain: a vision op that keeps rows in
+/// place, or a pointwise op.
+fn row_step(op: &Op) -> Option<Step> {
+    match op {
+        Op::Vision(v) if v.reach().is_some() => Some(Step::Vision(v.clone())),
+        Op::Pointwise(pw) => Some(Step::Pointwise(*pw)),
+        _ => None,
+    }
+}
+
+/// The vision chain starting at stage `i` (before `end`): the longest run
+/// of row steps, not crossing a tap, that holds a vision op and at least
+/// two stages. Returns where it ends and its steps.
+fn vision_chain(p: &Pipeline, i: usize, end: usize) -> Option<(usize, Vec<Step>)> {
+    let mut steps = Vec::new();
+    let mut k = i;
+    while k < end && !p.stages[k].tap {
+        match row_step(&p.stages[k].op) {
+            Some(s) => steps.push(s),
+            None => break,
+        }
+        k += 1;
+    }
+    // Only a chain with a vision op in it: runs of pointwise ops keep the
+    // conv/pool planner's rules (they may end in a pool).
+    let has_vision = steps.iter().any(|s| matches!(s, Step::Vision(_)));
+    (has_vision && steps.len() >= 2).then_some((k, steps))
 }
 
 /// A stage named for a cut does not exist.

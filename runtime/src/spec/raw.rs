@@ -234,6 +234,27 @@ pub struct RawStage {
     /// threshold: value above the level (default 1).
     #[serde(default)]
     pub value: Option<Spanned<f64>>,
+    /// gray: order of the colour planes (`rgb` or `bgr`, default `bgr`).
+    #[serde(default)]
+    pub order: Option<Spanned<String>>,
+    /// normalize: per-channel mean (one value for all channels).
+    #[serde(default)]
+    pub mean: Option<Spanned<Vec<f64>>>,
+    /// normalize: per-channel standard deviation (one value for all).
+    #[serde(default)]
+    pub std: Option<Spanned<Vec<f64>>>,
+    /// resize: output width.
+    #[serde(default)]
+    pub width: Option<Spanned<usize>>,
+    /// resize: output height.
+    #[serde(default)]
+    pub height: Option<Spanned<usize>>,
+    /// gaussian_blur: standard deviation (default 0: from the kernel size).
+    #[serde(default)]
+    pub sigma: Option<Spanned<f64>>,
+    /// sobel: `dx`, `dy` or `magnitude` (default `magnitude`).
+    #[serde(default)]
+    pub mode: Option<Spanned<String>>,
     /// `true`: the stage's output is observed on its own (its compute time
     /// is reported), so it is never fused with its neighbours.
     #[serde(default)]

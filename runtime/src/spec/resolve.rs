@@ -4,7 +4,8 @@ use std::path::Path;
 
 use serde_saphyr::Spanned;
 use streamfuse_kernels::{
-    Conv2d, Conv2dParams, KernelError, MaxPoolParams, Op, Pointwise, Shape, random,
+    ColorOrder, Conv2d, Conv2dParams, KernelError, MaxPoolParams, Op, Pointwise, Shape, SobelMode,
+    Vision, random,
 };
 
 use super::raw::{RawBias, RawPlacement, RawSink, RawSource, RawSpec, RawStage, RawWeights};
@@ -15,7 +16,8 @@ use super::{
 };
 
 /// Ops a stage may name.
-const OPS: &str = "conv2d, relu, clip, affine, threshold, maxpool";
+const OPS: &str =
+    "conv2d, relu, clip, affine, threshold, maxpool, gray, normalize, resize, gaussian_blur, sobel";
 
 struct Ctx<'a> {
     file: &'a Path,
@@ -269,6 +271,13 @@ fn present_fields(st: &RawStage) -> Vec<(&'static str, Position)> {
         ("shift", pos(&st.shift)),
         ("threshold", pos(&st.threshold)),
         ("value", pos(&st.value)),
+        ("order", pos(&st.order)),
+        ("mean", pos(&st.mean)),
+        ("std", pos(&st.std)),
+        ("width", pos(&st.width)),
+        ("height", pos(&st.height)),
+        ("sigma", pos(&st.sigma)),
+        ("mode", pos(&st.mode)),
     ]
     .into_iter()
     .filter_map(|(n, p)| p.map(|p| (n, p)))
@@ -291,6 +300,11 @@ fn resolve_op(cx: &Ctx<'_>, i: usize, st: &RawStage, input: Shape) -> Result<Op,
         "affine" => &["scale", "shift"],
         "threshold" => &["threshold", "value"],
         "maxpool" => &["size", "stride"],
+        "gray" => &["order"],
+        "normalize" => &["scale", "mean", "std"],
+        "resize" => &["width", "height"],
+        "gaussian_blur" => &["kernel", "sigma"],
+        "sobel" => &["mode"],
         other => {
             return Err(cx.at(
                 &st.op,
@@ -371,8 +385,108 @@ fn resolve_op(cx: &Ctx<'_>, i: usize, st: &RawStage, input: Shape) -> Result<Op,
             })?;
             Ok(Op::MaxPool(p))
         }
+        "gray" | "normalize" | "resize" | "gaussian_blur" | "sobel" => {
+            let v = resolve_vision(&sc, input)?;
+            // Parameters that only the input can refute (channel counts,
+            // sizes) are named on the op.
+            v.output_shape(input)
+                .map_err(|e| cx.at(&st.op, format!("stages[{i}]"), explain(&e, input)))?;
+            Ok(Op::Vision(v))
+        }
         _ => resolve_conv(&sc, input),
     }
+}
+
+fn resolve_vision(sc: &StageCx<'_>, input: Shape) -> Result<Vision, SpecError> {
+    let (cx, st) = (sc.cx, sc.st);
+    let f = |name: &str| sc.field(name);
+    let word = |v: &Option<Spanned<String>>, name: &str, default: &str, known: &[&str]| match v {
+        Some(s) if !known.contains(&s.value.as_str()) => Err(cx.at(
+            s,
+            f(name),
+            format!("unknown value `{}` (known: {})", s.value, known.join(", ")),
+        )),
+        Some(s) => Ok(s.value.clone()),
+        None => Ok(default.to_owned()),
+    };
+    let list =
+        |v: &Option<Spanned<Vec<f64>>>, name: &str, default: f32| -> Result<Vec<f32>, SpecError> {
+            match v {
+                None => Ok(vec![default]),
+                Some(s) if s.value.len() != 1 && s.value.len() != input.c => Err(cx.at(
+                    s,
+                    f(name),
+                    format!(
+                        "has {} values; the input has {} channels (give 1 or {})",
+                        s.value.len(),
+                        input.c,
+                        input.c
+                    ),
+                )),
+                Some(s) if s.value.iter().any(|x| !x.is_finite()) => {
+                    Err(cx.at(s, f(name), "values must be finite numbers"))
+                }
+                Some(s) => Ok(s.value.iter().map(|&x| x as f32).collect()),
+            }
+        };
+    Ok(match st.op.value.as_str() {
+        "gray" => Vision::Gray {
+            order: if word(&st.order, "order", "bgr", &["rgb", "bgr"])? == "rgb" {
+                ColorOrder::Rgb
+            } else {
+                ColorOrder::Bgr
+            },
+        },
+        "normalize" => {
+            let scale = match &st.scale {
+                Some(s) if !s.value.is_finite() => {
+                    return Err(cx.at(s, f("scale"), "must be a finite number"));
+                }
+                Some(s) => s.value as f32,
+                None => 1.0,
+            };
+            let std = list(&st.std, "std", 1.0)?;
+            if let (Some(s), true) = (&st.std, std.contains(&0.0)) {
+                return Err(cx.at(s, f("std"), "values must not be 0"));
+            }
+            Vision::Normalize {
+                scale,
+                mean: list(&st.mean, "mean", 0.0)?,
+                std,
+            }
+        }
+        "resize" => Vision::Resize {
+            width: sc.positive(&st.width, "width", None)?,
+            height: sc.positive(&st.height, "height", None)?,
+        },
+        "gaussian_blur" => {
+            let ksize = sc.positive(&st.kernel, "kernel", Some(5))?;
+            if ksize % 2 == 0 {
+                let at = st.kernel.as_ref().map_or_else(|| st.op.pos(), Located::pos);
+                return Err(SpecError::field(
+                    cx.file,
+                    at,
+                    f("kernel"),
+                    format!("{ksize} must be odd"),
+                ));
+            }
+            let sigma = match &st.sigma {
+                Some(s) if !s.value.is_finite() || s.value < 0.0 => {
+                    return Err(cx.at(s, f("sigma"), "must be a number ≥ 0"));
+                }
+                Some(s) => s.value as f32,
+                None => 0.0,
+            };
+            Vision::GaussianBlur { ksize, sigma }
+        }
+        _ => Vision::Sobel {
+            mode: match word(&st.mode, "mode", "magnitude", &["dx", "dy", "magnitude"])?.as_str() {
+                "dx" => SobelMode::Dx,
+                "dy" => SobelMode::Dy,
+                _ => SobelMode::Magnitude,
+            },
+        },
+    })
 }
 
 /// A stage being resolved: names its fields and checks positive values.
