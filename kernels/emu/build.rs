@@ -46,7 +46,7 @@ fn main() {
         .flag("c++")
         .include(&cuda)
         .warnings(false);
-    for f in ["conv.cu", "elementwise.cu", "fused.cu"] {
+    for f in ["conv.cu", "elementwise.cu", "fused.cu", "vision.cu"] {
         build.file(cuda.join(f));
     }
     build.file(&broken_path);

@@ -97,3 +97,16 @@ inline float __fadd_rn(float a, float b) {
     volatile float r = a + b;
     return r;
 }
+inline float __fsub_rn(float a, float b) {
+    volatile float r = a - b;
+    return r;
+}
+inline float __fdiv_rn(float a, float b) {
+    volatile float r = a / b;
+    return r;
+}
+inline float __fsqrt_rn(float a) {
+    volatile float r = std::sqrt(a);
+    return r;
+}
+inline float floorf(float x) { return std::floor(x); }

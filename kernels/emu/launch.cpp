@@ -8,6 +8,13 @@ extern "C" void maxpool_f32(const float*, float*, PoolParams);
 extern "C" void relu_f32(float*, long);
 extern "C" void clip_f32(float*, long, float, float);
 extern "C" void fused_conv_pool_f32(const float*, const float*, const float*, float*, FusedParams);
+extern "C" void gray_f32(const float*, float*, VisionParams);
+extern "C" void normalize_f32(const float*, float*, long, float, float, float);
+extern "C" void hfilter_f32(const float*, float*, VisionParams);
+extern "C" void vfilter_f32(const float*, float*, VisionParams);
+extern "C" void sobel_h_f32(const float*, float*, float*, VisionParams);
+extern "C" void sobel_v_f32(const float*, const float*, float*, VisionParams);
+extern "C" void resize_linear_f32(const float*, float*, VisionParams);
 extern "C" void broken_conv2d_f32(const float*, const float*, const float*, float*, ConvParams);
 
 struct SfLaunch {
@@ -50,4 +57,31 @@ extern "C" void sf_emu_fused(const SfLaunch* l, const float* in, const float* w,
                              float* out, const FusedParams* p) {
     FusedParams q = *p;
     sf_emu::launch(g(l), b(l), [&] { fused_conv_pool_f32(in, w, bias, out, q); });
+}
+
+// Vision kernels (vision.cu): `which` picks the entry point of the three
+// that share the signature (in, out, params).
+extern "C" void sf_emu_vision(const SfLaunch* l, int which, const float* in, float* out,
+                              const VisionParams* p) {
+    VisionParams q = *p;
+    sf_emu::launch(g(l), b(l), [&] {
+        switch (which) {
+            case 0: gray_f32(in, out, q); break;
+            case 1: hfilter_f32(in, out, q); break;
+            case 2: vfilter_f32(in, out, q); break;
+            default: resize_linear_f32(in, out, q); break;
+        }
+    });
+}
+
+extern "C" void sf_emu_normalize(const SfLaunch* l, const float* in, float* out, long n,
+                                 float scale, float mean, float std) {
+    sf_emu::launch(g(l), b(l), [&] { normalize_f32(in, out, n, scale, mean, std); });
+}
+
+extern "C" void sf_emu_sobel(const SfLaunch* l, const float* in, float* deriv, float* smooth,
+                             float* out, const VisionParams* p) {
+    VisionParams q = *p;
+    sf_emu::launch(g(l), b(l), [&] { sobel_h_f32(in, deriv, smooth, q); });
+    sf_emu::launch(g(l), b(l), [&] { sobel_v_f32(deriv, smooth, out, q); });
 }

@@ -111,3 +111,66 @@ fn generated_chain_kernels_match_the_cpu_backend() {
         }
     }
 }
+
+#[test]
+fn vision_kernels_match_the_cpu_backend_to_the_bit() {
+    use streamfuse_kernels::{ColorOrder, Shape, SobelMode, Step, Vision};
+    let Some(mut dev) = device() else { return };
+    let shape = Shape::new(3, 721, 1283);
+    let data = (0..shape.len() as u64)
+        .map(|i| (255.0 * streamfuse_kernels::random::unit_f32(4, 11, i)).floor())
+        .collect();
+    let input = Tensor::from_vec(shape, data).unwrap_or_else(|e| panic!("{e}"));
+    let ops = [
+        Op::Vision(Vision::Gray {
+            order: ColorOrder::Bgr,
+        }),
+        Op::Vision(Vision::Normalize {
+            scale: 1.0 / 255.0,
+            mean: vec![0.485, 0.456, 0.406],
+            std: vec![0.229, 0.224, 0.225],
+        }),
+        Op::Vision(Vision::GaussianBlur {
+            ksize: 7,
+            sigma: 1.5,
+        }),
+        Op::Vision(Vision::Sobel {
+            mode: SobelMode::Magnitude,
+        }),
+        Op::Vision(Vision::Resize {
+            width: 640,
+            height: 360,
+        }),
+        Op::VisionChain(vec![
+            Step::Vision(Vision::Gray {
+                order: ColorOrder::Bgr,
+            }),
+            Step::Vision(Vision::GaussianBlur {
+                ksize: 5,
+                sigma: 0.0,
+            }),
+            Step::Vision(Vision::Sobel {
+                mode: SobelMode::Magnitude,
+            }),
+        ]),
+    ];
+    for op in &ops {
+        let cpu = op.run_cpu(&input).unwrap_or_else(|e| panic!("{e}"));
+        let gpu = dev
+            .run_chain(&[op], &input)
+            .unwrap_or_else(|e| panic!("{}: {e}", op.label()));
+        assert_eq!(gpu.shape(), cpu.shape(), "{}", op.label());
+        let differ = gpu
+            .data()
+            .iter()
+            .zip(cpu.data())
+            .filter(|(a, b)| a.to_bits() != b.to_bits())
+            .count();
+        assert_eq!(
+            differ,
+            0,
+            "{}: {differ} values differ from the CPU",
+            op.label()
+        );
+    }
+}

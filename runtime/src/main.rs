@@ -859,9 +859,14 @@ fn cuda_kernel_of(op: &streamfuse_kernels::Op, input: streamfuse_kernels::Shape)
                 "members one by one".into()
             }
         }
-        streamfuse_kernels::Op::Vision(_) | streamfuse_kernels::Op::VisionChain(_) => {
-            "none yet: runs on the host".into()
-        }
+        streamfuse_kernels::Op::Vision(v) => match v {
+            streamfuse_kernels::Vision::Gray { .. } => "gray_f32".into(),
+            streamfuse_kernels::Vision::Normalize { .. } => "normalize_f32".into(),
+            streamfuse_kernels::Vision::Resize { .. } => "resize_linear_f32".into(),
+            streamfuse_kernels::Vision::GaussianBlur { .. } => "hfilter_f32+vfilter_f32".into(),
+            streamfuse_kernels::Vision::Sobel { .. } => "sobel_h_f32+sobel_v_f32".into(),
+        },
+        streamfuse_kernels::Op::VisionChain(_) => "each step's kernels in turn".into(),
         other => other.name().into(),
     }
 }

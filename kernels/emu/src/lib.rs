@@ -4,9 +4,11 @@
 //! the very kernels a GPU would run.
 
 use streamfuse_kernels::cuda::params::{
-    self, ConvKernel, ConvParams, FusedParams, Launch, PoolParams,
+    self, ConvKernel, ConvParams, FusedParams, Launch, PoolParams, VisionLaunch, VisionParams,
 };
-use streamfuse_kernels::{Conv2d, FusedChain, KernelError, MaxPoolParams, Op, Pointwise, Tensor};
+use streamfuse_kernels::{
+    Conv2d, FusedChain, KernelError, MaxPoolParams, Op, Pointwise, Step, Tensor, Vision,
+};
 
 pub mod generated;
 
@@ -39,6 +41,74 @@ unsafe extern "C" {
         out: *mut f32,
         p: *const FusedParams,
     );
+    fn sf_emu_vision(
+        l: *const Launch,
+        which: i32,
+        input: *const f32,
+        out: *mut f32,
+        p: *const VisionParams,
+    );
+    fn sf_emu_normalize(
+        l: *const Launch,
+        input: *const f32,
+        out: *mut f32,
+        n: std::ffi::c_long,
+        scale: f32,
+        mean: f32,
+        std: f32,
+    );
+    fn sf_emu_sobel(
+        l: *const Launch,
+        input: *const f32,
+        deriv: *mut f32,
+        smooth: *mut f32,
+        out: *mut f32,
+        p: *const VisionParams,
+    );
+}
+
+/// A vision op through the kernels of `vision.cu`, launched as the CUDA
+/// backend launches them.
+///
+/// # Errors
+/// [`KernelError`] when the op cannot take the input.
+pub fn vision(op: &Vision, input: &Tensor) -> Result<Tensor, KernelError> {
+    let mut out = Tensor::zeros(op.output_shape(input.shape())?);
+    let (src, dst) = (input.data().as_ptr(), out.data_mut().as_mut_ptr());
+    // SAFETY (every call): the buffers hold the shapes the params describe
+    // (`params::vision` derives both from the same shapes).
+    match params::vision(op, input.shape())? {
+        VisionLaunch::Gray(p, l) => unsafe { sf_emu_vision(&l, 0, src, dst, &p) },
+        VisionLaunch::Resize(p, l) => unsafe { sf_emu_vision(&l, 3, src, dst, &p) },
+        VisionLaunch::Separable(p, l) => {
+            let mut tmp = vec![0.0f32; input.data().len()];
+            unsafe {
+                sf_emu_vision(&l, 1, src, tmp.as_mut_ptr(), &p);
+                sf_emu_vision(&l, 2, tmp.as_ptr(), dst, &p);
+            }
+        }
+        VisionLaunch::Sobel(p, l) => {
+            let n = input.data().len();
+            let (mut d, mut sm) = (vec![0.0f32; n], vec![0.0f32; n]);
+            unsafe { sf_emu_sobel(&l, src, d.as_mut_ptr(), sm.as_mut_ptr(), dst, &p) };
+        }
+        VisionLaunch::Normalize(per, plane, l) => {
+            for (c, (scale, mean, std)) in per.into_iter().enumerate() {
+                unsafe {
+                    sf_emu_normalize(
+                        &l,
+                        src.add(c * plane),
+                        dst.add(c * plane),
+                        plane as std::ffi::c_long,
+                        scale,
+                        mean,
+                        std,
+                    );
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 const ZERO: [f32; 1] = [0.0];
@@ -125,9 +195,18 @@ pub fn relu(mut t: Tensor) -> Tensor {
 /// [`KernelError`] when the op cannot take the input.
 pub fn run(op: &Op, input: &Tensor) -> Result<Tensor, KernelError> {
     match op {
-        // No CUDA kernels for the vision ops yet: the CUDA backend runs
-        // them on the host, and so does its emulation.
-        Op::Vision(_) | Op::VisionChain(_) => op.run_cpu(input),
+        Op::Vision(v) => vision(v, input),
+        // The CUDA backend runs a vision chain step by step.
+        Op::VisionChain(steps) => {
+            let mut t = input.clone();
+            for s in steps {
+                t = match s {
+                    Step::Vision(v) => vision(v, &t)?,
+                    Step::Pointwise(p) => run(&Op::Pointwise(*p), &t)?,
+                };
+            }
+            Ok(t)
+        }
         Op::Conv2d(c) => conv2d(input, c, Variant::Real),
         Op::Pointwise(Pointwise::Relu) => Ok(relu(input.clone())),
         Op::Pointwise(Pointwise::Clip { min, max }) => {

@@ -32,6 +32,18 @@ struct FusedParams {
     int out_h, out_w;
 };
 
+// Vision kernels (vision.cu); SF_MAX_TAPS: most taps of a separable filter.
+#define SF_MAX_TAPS 32
+struct VisionParams {
+    int planes, h, w;
+    int out_h, out_w;
+    // Filter taps (ksize <= SF_MAX_TAPS), or the luma weights in k[0..3].
+    int ksize;
+    float k[SF_MAX_TAPS];
+    // Sobel: 0 = dx, 1 = dy, 2 = magnitude.
+    int mode;
+};
+
 // Output tile of one block: SF_TILE_W x SF_TILE_H threads, one output
 // position each, SF_OC_BLOCK output channels per thread.
 #define SF_TILE_W 32

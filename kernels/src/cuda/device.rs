@@ -14,10 +14,13 @@ use cudarc::nvrtc::Ptx;
 use super::SOURCES;
 use super::codegen;
 use super::nvrtc::{self, NvrtcError};
-use super::params::{self, ConvKernel, ConvParams, FusedParams, Launch, PoolParams};
+use super::params::{
+    self, ConvKernel, ConvParams, FusedParams, Launch, PoolParams, VisionLaunch, VisionParams,
+};
 use crate::error::KernelError;
 use crate::op::{Conv2d, FusedChain, Op, Pointwise};
 use crate::tensor::{Shape, Tensor};
+use crate::vision::{Step, Vision};
 
 // SAFETY: #[repr(C)] structs of i32 fields, laid out as in common.cuh.
 unsafe impl DeviceRepr for ConvParams {}
@@ -25,6 +28,8 @@ unsafe impl DeviceRepr for ConvParams {}
 unsafe impl DeviceRepr for PoolParams {}
 // SAFETY: as above.
 unsafe impl DeviceRepr for FusedParams {}
+// SAFETY: #[repr(C)] struct of i32 and f32 fields, laid out as in common.cuh.
+unsafe impl DeviceRepr for VisionParams {}
 
 /// A shared device buffer (uploaded weights).
 type DeviceBuf = Arc<CudaSlice<f32>>;
@@ -315,14 +320,31 @@ impl CudaDevice {
                 };
                 self.run_on_device(&Op::Fused(chain), cur, shape)
             }
-            Op::Vision(_) | Op::VisionChain(_) => {
-                // No CUDA kernels for the vision ops yet: they run on the
-                // host between two copies, so a pipeline that uses them
-                // still runs on a GPU node.
-                let host = self.stream.clone_dtoh(&*cur).map_err(drv)?;
-                let out = op.run_cpu(&Tensor::from_vec(shape, host)?)?;
-                let buf = self.stream.clone_htod(out.data()).map_err(drv)?;
-                Ok((Some(buf), out.shape()))
+            Op::Vision(v) => {
+                let out = self.vision(v, cur, shape)?;
+                Ok((Some(out), v.output_shape(shape)?))
+            }
+            Op::VisionChain(steps) => {
+                // Step by step, each its own kernel(s); the frame stays on
+                // the device.
+                let mut own: Option<CudaSlice<f32>> = None;
+                let mut s = shape;
+                for st in steps {
+                    let op = match st {
+                        Step::Vision(v) => Op::Vision(v.clone()),
+                        Step::Pointwise(p) => Op::Pointwise(*p),
+                    };
+                    let buf = match own.as_mut() {
+                        Some(b) => b,
+                        None => &mut *cur,
+                    };
+                    let (next, ns) = self.run_on_device(&op, buf, s)?;
+                    if let Some(n) = next {
+                        own = Some(n);
+                    }
+                    s = ns;
+                }
+                Ok((own, s))
             }
             Op::Fused(chain) => {
                 let out_shape = chain.output_shape(shape)?;
@@ -417,6 +439,82 @@ impl CudaDevice {
         // input shape, `w`/`bias` the weights the params describe (bias read
         // only when has_bias), `out` the output shape.
         unsafe { b.launch(cfg(launch)) }.map_err(drv)?;
+        Ok(out)
+    }
+
+    /// A vision op through the kernels of `vision.cu` into a new buffer.
+    fn vision(
+        &mut self,
+        v: &Vision,
+        cur: &CudaSlice<f32>,
+        shape: Shape,
+    ) -> Result<CudaSlice<f32>, CudaError> {
+        let out_shape = v.output_shape(shape)?;
+        let mut out = self
+            .stream
+            .alloc_zeros::<f32>(out_shape.len())
+            .map_err(drv)?;
+        match params::vision(v, shape)? {
+            VisionLaunch::Gray(p, l) | VisionLaunch::Resize(p, l) => {
+                let name = if matches!(v, Vision::Gray { .. }) {
+                    "gray_f32"
+                } else {
+                    "resize_linear_f32"
+                };
+                let f = self.function(name)?.clone();
+                let mut b = self.stream.launch_builder(&f);
+                b.arg(cur).arg(&mut out).arg(&p);
+                // SAFETY: (in, out, params) as the kernel declares; buffers
+                // hold the shapes `p` describes.
+                unsafe { b.launch(cfg(l)) }.map_err(drv)?;
+            }
+            VisionLaunch::Separable(p, l) => {
+                let mut tmp = self.stream.alloc_zeros::<f32>(shape.len()).map_err(drv)?;
+                let h = self.function("hfilter_f32")?.clone();
+                let mut b = self.stream.launch_builder(&h);
+                b.arg(cur).arg(&mut tmp).arg(&p);
+                // SAFETY: as above; `tmp` has the input's size.
+                unsafe { b.launch(cfg(l)) }.map_err(drv)?;
+                let vf = self.function("vfilter_f32")?.clone();
+                let mut b = self.stream.launch_builder(&vf);
+                b.arg(&tmp).arg(&mut out).arg(&p);
+                // SAFETY: as above.
+                unsafe { b.launch(cfg(l)) }.map_err(drv)?;
+            }
+            VisionLaunch::Sobel(p, l) => {
+                let mut d = self.stream.alloc_zeros::<f32>(shape.len()).map_err(drv)?;
+                let mut sm = self.stream.alloc_zeros::<f32>(shape.len()).map_err(drv)?;
+                let h = self.function("sobel_h_f32")?.clone();
+                let mut b = self.stream.launch_builder(&h);
+                b.arg(cur).arg(&mut d).arg(&mut sm).arg(&p);
+                // SAFETY: as above; `d` and `sm` have the input's size.
+                unsafe { b.launch(cfg(l)) }.map_err(drv)?;
+                let vf = self.function("sobel_v_f32")?.clone();
+                let mut b = self.stream.launch_builder(&vf);
+                b.arg(&d).arg(&sm).arg(&mut out).arg(&p);
+                // SAFETY: as above.
+                unsafe { b.launch(cfg(l)) }.map_err(drv)?;
+            }
+            VisionLaunch::Normalize(per, plane, l) => {
+                let f = self.function("normalize_f32")?.clone();
+                let n64 = i64::try_from(plane)
+                    .map_err(|_| CudaError::Driver("tensor too large".into()))?;
+                for (c, (scale, mean, std)) in per.into_iter().enumerate() {
+                    let src = cur.slice(c * plane..(c + 1) * plane);
+                    let mut dst = out.slice_mut(c * plane..(c + 1) * plane);
+                    let mut b = self.stream.launch_builder(&f);
+                    b.arg(&src)
+                        .arg(&mut dst)
+                        .arg(&n64)
+                        .arg(&scale)
+                        .arg(&mean)
+                        .arg(&std);
+                    // SAFETY: normalize_f32(in, out, n, scale, mean, std)
+                    // on one plane of `plane` values of each buffer.
+                    unsafe { b.launch(cfg(l)) }.map_err(drv)?;
+                }
+            }
+        }
         Ok(out)
     }
 

@@ -5,8 +5,10 @@
 //!
 //! Sources: `common.cuh` (parameter structs, tile sizes, helpers), `conv.cu`
 //! (`conv2d_f32`, `conv2d_direct_f32`, `maxpool_f32`), `elementwise.cu`
-//! (`relu_f32`, `clip_f32`), `fused.cu` (`fused_conv_pool_f32`), and
-//! `chain.cu`, the template [`codegen`] fills in for each fused chain. The same files run on
+//! (`relu_f32`, `clip_f32`), `fused.cu` (`fused_conv_pool_f32`),
+//! `vision.cu` (luma, normalisation, separable filters, Sobel, bilinear
+//! resize), and `chain.cu`, the template [`codegen`] fills in for each
+//! fused chain. The same files run on
 //! CPU threads in the emulation harness (`kernels/emu`).
 
 pub mod codegen;
@@ -45,6 +47,19 @@ pub const SOURCES: &[Source] = &[
         name: "fused.cu",
         text: include_str!("fused.cu"),
         kernels: &["fused_conv_pool_f32"],
+    },
+    Source {
+        name: "vision.cu",
+        text: include_str!("vision.cu"),
+        kernels: &[
+            "gray_f32",
+            "normalize_f32",
+            "hfilter_f32",
+            "vfilter_f32",
+            "sobel_h_f32",
+            "sobel_v_f32",
+            "resize_linear_f32",
+        ],
     },
 ];
 

@@ -238,3 +238,101 @@ pub(crate) fn conv_producer(
     };
     Ok(Some((params, grid_2d(out)?)))
 }
+
+/// Most taps of a separable filter on the GPU (`SF_MAX_TAPS`).
+pub const MAX_TAPS: usize = 32;
+
+/// `VisionParams` of `common.cuh`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VisionParams {
+    /// Planes of the input.
+    pub planes: i32,
+    /// Input height.
+    pub h: i32,
+    /// Input width.
+    pub w: i32,
+    /// Output height (resize).
+    pub out_h: i32,
+    /// Output width (resize).
+    pub out_w: i32,
+    /// Filter taps used in `k`.
+    pub ksize: i32,
+    /// Filter taps, or the luma weights in `k[0..3]`.
+    pub k: [f32; MAX_TAPS],
+    /// Sobel output: 0 dx, 1 dy, 2 magnitude.
+    pub mode: i32,
+}
+
+/// The vision kernels a [`crate::vision::Vision`] op runs as.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VisionLaunch {
+    /// `gray_f32`.
+    Gray(VisionParams, Launch),
+    /// `normalize_f32` once per plane: `(scale, mean, std)` of each.
+    Normalize(Vec<(f32, f32, f32)>, usize, Launch),
+    /// `hfilter_f32` then `vfilter_f32`, through a buffer of the input's size.
+    Separable(VisionParams, Launch),
+    /// `sobel_h_f32` into two buffers of the input's size, then `sobel_v_f32`.
+    Sobel(VisionParams, Launch),
+    /// `resize_linear_f32`.
+    Resize(VisionParams, Launch),
+}
+
+/// Parameters and launches of a vision op on `input`.
+///
+/// # Errors
+/// [`KernelError`] when the op cannot take `input`, or a filter has more
+/// than [`MAX_TAPS`] taps, or sizes exceed 32 bits.
+pub fn vision(op: &crate::vision::Vision, input: Shape) -> Result<VisionLaunch, KernelError> {
+    use crate::vision::{SobelMode, Vision, gaussian_kernel, gray_weights};
+    let out = op.output_shape(input)?;
+    let mut p = VisionParams {
+        planes: i(input.c, "channels")?,
+        h: i(input.h, "height")?,
+        w: i(input.w, "width")?,
+        out_h: i(out.h, "height")?,
+        out_w: i(out.w, "width")?,
+        ksize: 0,
+        k: [0.0; MAX_TAPS],
+        mode: 0,
+    };
+    Ok(match op {
+        Vision::Gray { order } => {
+            p.k[..3].copy_from_slice(&gray_weights(*order));
+            p.ksize = 3;
+            VisionLaunch::Gray(p, launch_1d(out.len()))
+        }
+        Vision::Normalize { scale, mean, std } => {
+            let per = (0..input.c)
+                .map(|c| {
+                    let m = mean[if mean.len() == 1 { 0 } else { c }];
+                    let s = std[if std.len() == 1 { 0 } else { c }];
+                    (*scale, m, s)
+                })
+                .collect();
+            VisionLaunch::Normalize(per, input.h * input.w, launch_1d(input.h * input.w))
+        }
+        Vision::GaussianBlur { ksize, sigma } => {
+            if *ksize > MAX_TAPS {
+                return Err(KernelError::BadParam {
+                    op: "gaussian_blur",
+                    what: format!("kernel size {ksize} exceeds the GPU kernels' {MAX_TAPS} taps"),
+                });
+            }
+            let k = gaussian_kernel(*ksize, *sigma);
+            p.k[..k.len()].copy_from_slice(&k);
+            p.ksize = i(*ksize, "kernel size")?;
+            VisionLaunch::Separable(p, launch_1d(input.len()))
+        }
+        Vision::Sobel { mode } => {
+            p.mode = match mode {
+                SobelMode::Dx => 0,
+                SobelMode::Dy => 1,
+                SobelMode::Magnitude => 2,
+            };
+            VisionLaunch::Sobel(p, launch_1d(input.len()))
+        }
+        Vision::Resize { .. } => VisionLaunch::Resize(p, launch_1d(out.len())),
+    })
+}
