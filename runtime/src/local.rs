@@ -361,6 +361,8 @@ pub fn report(p: &Pipeline, plan: &Plan, outcomes: &[SegmentOutcome]) -> RunRepo
         plan,
         &totals,
         &sink.latencies_ns,
+        &sink.arrivals_ns,
+        &sink.streams,
         sink.digest,
         elapsed,
         &devices,

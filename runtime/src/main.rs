@@ -737,7 +737,8 @@ fn cmd_run(a: RunArgs) -> Result<()> {
     };
     tracing::info!(
         pipeline = %p.name,
-        frames = p.source.frames(),
+        frames = p.total_frames(),
+        streams = p.sources().count(),
         segments = pl.segments.len(),
         fusion = %p.fusion,
         placement = %p.placement_letters(),
@@ -789,6 +790,23 @@ fn print_report(r: &RunReport) {
             "link {}->{}: {} bytes/frame, {:.4} ms/frame transit",
             l.from_segment, l.to_segment, l.bytes_per_frame, l.mean_ms
         );
+    }
+    if r.streams.len() > 1 {
+        println!(
+            "{:<7} {:>7} {:>9} {:>9} {:>9}  digest",
+            "stream", "frames", "fps", "p50 ms", "p99 ms"
+        );
+        for s in &r.streams {
+            println!(
+                "{:<7} {:>7} {:>9.1} {:>9.3} {:>9.3}  {}",
+                s.stream_id,
+                s.frames,
+                s.fps,
+                s.latency_ms.p50,
+                s.latency_ms.p99,
+                s.output_digest.as_deref().unwrap_or("-")
+            );
+        }
     }
     if let Some(d) = &r.output_digest {
         println!("output digest: {d}");

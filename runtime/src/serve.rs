@@ -5,7 +5,7 @@
 //!
 //! Threads: a tokio runtime for the network (server, forwarder, metrics,
 //! signals), one worker thread running the kernels, and for the first
-//! segment one source thread. They meet in bounded queues, so a slow
+//! segment one source thread per stream. They meet in bounded queues, so a slow
 //! downstream slows everything upstream and memory stays bounded.
 //!
 //! `SIGTERM` (or `SIGINT`) drains: new frames are refused (`Unavailable`,
@@ -28,7 +28,7 @@ use crate::cputime;
 use crate::exec::{self, Device, ExecError, SegmentRunner};
 use crate::frame::now_ns;
 use crate::io::npy::NpySink;
-use crate::io::sink::SinkRecord;
+use crate::io::sink::{SinkRecord, StreamTally};
 use crate::plan::Plan;
 use crate::spec::{DeviceChoice, Pipeline, SinkConfig};
 use crate::transport::forward::{ForwardError, Forwarder};
@@ -116,6 +116,12 @@ pub enum ServeError {
 pub struct SinkOutcome {
     /// Latency of every frame, ns, in order.
     pub latencies_ns: Vec<u64>,
+    /// Wall-clock arrival time of every frame, ns, in order.
+    #[serde(default)]
+    pub arrivals_ns: Vec<u64>,
+    /// Each stream's tally.
+    #[serde(default)]
+    pub streams: Vec<StreamTally>,
     /// Output digest (stats sink).
     pub digest: Option<String>,
     /// Wall clock when the last frame arrived, ns.
@@ -159,6 +165,36 @@ pub struct SegmentOutcome {
     /// ns: all but the time it waited for input or for room downstream.
     #[serde(default)]
     pub busy_ns: Option<u64>,
+    /// The process's CPU time along the run: `(frames done, CPU ns since
+    /// the first frame)` every [`CPU_MARK_EVERY`] frames, so a steady-state
+    /// cost per frame can be read without the run's start and end.
+    #[serde(default)]
+    pub cpu_marks: Vec<(u64, u64)>,
+}
+
+/// How often (in frames) a segment process notes its CPU time.
+pub const CPU_MARK_EVERY: u64 = 8;
+
+impl SegmentOutcome {
+    /// CPU time the process used per frame, s, between its 10th and 90th
+    /// percentile frames (steady state: no start-up, no drain) where it
+    /// noted enough marks, else over its whole run; `None` where the
+    /// platform does not tell or no frame passed.
+    pub fn cpu_per_frame(&self) -> Option<f64> {
+        let whole = (self.frames > 0)
+            .then(|| self.cpu_ns.map(|ns| ns as f64 / 1e9 / self.frames as f64))
+            .flatten();
+        let lo = self.frames / 10;
+        let hi = self.frames - lo;
+        let a = self.cpu_marks.iter().find(|m| m.0 >= lo);
+        let b = self.cpu_marks.iter().rev().find(|m| m.0 <= hi);
+        match (a, b) {
+            (Some(a), Some(b)) if b.0 >= a.0 + 4 * CPU_MARK_EVERY && b.1 >= a.1 => {
+                Some((b.1 - a.1) as f64 / 1e9 / (b.0 - a.0) as f64)
+            }
+            _ => whole,
+        }
+    }
 }
 
 /// Bytes of frames a segment process may hold in each of its queues
@@ -224,6 +260,7 @@ struct WorkerResult {
     sink: Option<SinkOutcome>,
     cpu: Option<Duration>,
     busy: Option<Duration>,
+    cpu_marks: Vec<(u64, u64)>,
 }
 
 /// Serves segment `opts.segment` of `plan` until every stream has ended
@@ -283,11 +320,11 @@ async fn serve_async(
     }
     let (acks_tx, acks_rx) = watch::channel(AckMap::new());
     let (draining_tx, draining_rx) = watch::channel(false);
-    let input_shape = match seg.groups.first() {
-        Some(g) if !seg.has_source => g.input,
-        _ => p.source.shape(),
-    };
-    let (inbox_tx, inbox_rx) = mpsc::channel::<Work>(queue_frames(input_shape.bytes()));
+    // What each stream's frames look like as they enter this segment.
+    let inputs = p.stream_shapes(seg.stages.start);
+    let input_shape = inputs.first().copied().unwrap_or_else(|| p.source.shape());
+    let largest = inputs.iter().map(|s| s.bytes()).max().unwrap_or(0);
+    let (inbox_tx, inbox_rx) = mpsc::channel::<Work>(queue_frames(largest));
     let info = v1::InfoReply {
         pipeline: p.name.clone(),
         segment: seg.index as u32,
@@ -311,7 +348,7 @@ async fn serve_async(
         inbox_tx.clone(),
         acks_rx,
         info,
-        input_shape,
+        inputs,
         limits.max_frame_bytes,
         WINDOW,
         metrics.clone(),
@@ -381,50 +418,53 @@ async fn serve_async(
 
     // Source.
     let first_capture = Arc::new(std::sync::Mutex::new(None::<u64>));
-    let source = if seg.has_source {
-        let tx = inbox_tx.clone();
-        let src = p.source.clone();
-        let draining = draining_rx.clone();
-        let first = first_capture.clone();
-        let m = metrics.clone();
-        Some(
-            std::thread::Builder::new()
-                .name("source".into())
-                .spawn(move || -> Result<(), ExecError> {
-                    let mut n = 0u64;
-                    for f in exec::open_source_inline(&src) {
-                        if *draining.borrow() {
-                            break;
+    // One thread per source, so a slow or ended stream does not hold back
+    // the others; each ends its own stream.
+    let mut sources = Vec::new();
+    if seg.has_source {
+        for (stream, src) in p.sources().enumerate() {
+            let tx = inbox_tx.clone();
+            let src = src.clone();
+            let draining = draining_rx.clone();
+            let first = first_capture.clone();
+            let m = metrics.clone();
+            let stream_id = u32::try_from(stream).unwrap_or(u32::MAX);
+            sources.push(
+                std::thread::Builder::new()
+                    .name(format!("source-{stream}"))
+                    .spawn(move || -> Result<(), ExecError> {
+                        let mut n = 0u64;
+                        for f in exec::stream_frames(&src, stream_id) {
+                            if *draining.borrow() {
+                                break;
+                            }
+                            let f = f?;
+                            if let Ok(mut g) = first.lock() {
+                                let t = g.map_or(f.capture_ns, |t: u64| t.min(f.capture_ns));
+                                *g = Some(t);
+                            }
+                            n += 1;
+                            m.frames_in.inc();
+                            m.bytes_in.inc_by(f.tensor.shape().bytes() as u64);
+                            if tx.blocking_send(Work::Frame(f, 0)).is_err() {
+                                return Ok(());
+                            }
                         }
-                        let f = f?;
-                        if n == 0
-                            && let Ok(mut g) = first.lock()
-                        {
-                            *g = Some(f.capture_ns);
+                        if !*draining.borrow() {
+                            let _ = tx.blocking_send(Work::End {
+                                stream_id,
+                                frames: n,
+                            });
                         }
-                        n += 1;
-                        m.frames_in.inc();
-                        m.bytes_in.inc_by(f.tensor.shape().bytes() as u64);
-                        if tx.blocking_send(Work::Frame(f, 0)).is_err() {
-                            return Ok(());
-                        }
-                    }
-                    if !*draining.borrow() {
-                        let _ = tx.blocking_send(Work::End {
-                            stream_id: 0,
-                            frames: n,
-                        });
-                    }
-                    Ok(())
-                })
-                .map_err(|source| ServeError::Io {
-                    what: "source thread".into(),
-                    source,
-                })?,
-        )
-    } else {
-        None
-    };
+                        Ok(())
+                    })
+                    .map_err(|source| ServeError::Io {
+                        what: format!("source thread (stream {stream})"),
+                        source,
+                    })?,
+            );
+        }
+    }
     let stop_tx = inbox_tx;
 
     // Worker.
@@ -508,10 +548,10 @@ async fn serve_async(
             let _ = f.await;
         }
     }
-    if let Some(s) = source
-        && let Ok(Err(e)) = s.join()
-    {
-        return Err(e.into());
+    for s in sources {
+        if let Ok(Err(e)) = s.join() {
+            return Err(e.into());
+        }
     }
     // Let upstream read our last acks: wait until its calls end.
     let t0 = Instant::now();
@@ -565,6 +605,7 @@ fn outcome(
         sink: None,
         cpu: None,
         busy: None,
+        cpu_marks: Vec::new(),
     });
     SegmentOutcome {
         segment: opts.segment,
@@ -589,6 +630,7 @@ fn outcome(
         busy_ns: w
             .busy
             .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+        cpu_marks: w.cpu_marks,
     }
 }
 
@@ -615,6 +657,7 @@ fn worker(
         }
     };
     let names: Vec<String> = seg.groups.iter().map(|g| exec::stage_ids(p, g)).collect();
+    let streams = p.sources().count();
     // Compute time already added to the metrics, per group.
     let mut reported = vec![Duration::ZERO; names.len()];
     let mut frames = 0u64;
@@ -622,6 +665,8 @@ fn worker(
     let mut open: BTreeSet<u32> = BTreeSet::new();
     let mut ended: BTreeSet<u32> = BTreeSet::new();
     let mut cpu_start = None;
+    let mut cpu_marks = Vec::new();
+    let mut marked = 0u64;
     // From the first frame: when it came, and the time since spent waiting
     // for input or for room downstream (the rest is the worker's busy time).
     let mut first_at: Option<Instant> = None;
@@ -672,7 +717,9 @@ fn worker(
                 end_stream(&mut out, stream_id, count);
                 open.insert(stream_id);
                 ended.insert(stream_id);
-                if once && ended.len() == open.len() {
+                // With `once`, stop after the last stream ended: every
+                // stream this worker saw, and at least every source's.
+                if once && ended.len() == open.len() && ended.len() >= streams {
                     break;
                 }
                 continue;
@@ -680,6 +727,13 @@ fn worker(
             Work::Stop => break,
         };
         frames_out(&mut out, done, m, &mut frames, &mut waited)?;
+        if frames >= marked + CPU_MARK_EVERY
+            && let (Some(t0), Some(now)) = (cpu_start, cputime::process_cpu())
+        {
+            marked = frames;
+            let ns = u64::try_from(now.saturating_sub(t0).as_nanos()).unwrap_or(u64::MAX);
+            cpu_marks.push((frames, ns));
+        }
     }
     let done = runner.drain()?;
     frames_out(&mut out, done, m, &mut frames, &mut waited)?;
@@ -694,8 +748,10 @@ fn worker(
                 n.finish()?;
             }
             Some(SinkOutcome {
+                digest: record.digest(),
+                streams: record.streams(),
                 latencies_ns: record.latencies_ns,
-                digest: record.digest.map(|d| d.finish()),
+                arrivals_ns: record.arrivals_ns,
                 last_ns,
             })
         }
@@ -710,6 +766,7 @@ fn worker(
         sink,
         cpu,
         busy,
+        cpu_marks,
     })
 }
 

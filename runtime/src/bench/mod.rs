@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::cputime::MachineTimes;
 use crate::local::{self, Launcher, LocalError, RunLimits};
 use crate::plan::{self, Plan, UnknownStage};
 use crate::spec::{self, DeviceChoice, FusionMode, Overrides, Pipeline, SpecError};
@@ -465,7 +466,12 @@ impl Ctx<'_> {
         let args = self.args(c);
         let label = c.label();
         let size = c.size_label();
+        let before = MachineTimes::now();
         let run = self.launch(&args, &p, &pl, &label, &size)?;
+        let steal = match (before, MachineTimes::now()) {
+            (Some(a), Some(b)) => b.steal_since(&a),
+            _ => 0.0,
+        };
         let r = &run.report;
         let compute_ms = r.groups.iter().fold(0.0, |a, g| a + g.mean_ms);
         let comm_ms = r.links.iter().fold(0.0, |a, l| a + l.mean_ms);
@@ -487,7 +493,7 @@ impl Ctx<'_> {
             .collect::<Vec<_>>()
             .join(";");
         let (slowest, bound_fps) = if pl.segments.len() > 1 {
-            let (s, b) = self.bound(&args, &p, &pl, &size, &run.outcomes)?;
+            let (s, b) = self.bound(&args, &p, &pl, &size, &run.outcomes, steal)?;
             (s, Some(b))
         } else {
             (String::new(), None)
@@ -511,6 +517,7 @@ impl Ctx<'_> {
             segments: r.segments,
             frames: r.frames,
             fps: r.fps,
+            steady_fps: r.steady_fps,
             latency_p50_ms: r.latency_ms.p50,
             latency_p95_ms: r.latency_ms.p95,
             latency_p99_ms: r.latency_ms.p99,
@@ -523,7 +530,13 @@ impl Ctx<'_> {
             link_ms,
             slowest,
             bound_fps,
-            pipelining: bound_fps.map(|b| if b > 0.0 { r.fps / b } else { 0.0 }),
+            pipelining: bound_fps.map(|b| {
+                if b > 0.0 {
+                    r.steady_fps.unwrap_or(r.fps) / b
+                } else {
+                    0.0
+                }
+            }),
             output_digest: r.output_digest.clone().unwrap_or_default(),
             elapsed_s: r.elapsed_s,
         };
@@ -536,7 +549,9 @@ impl Ctx<'_> {
     /// run's processes share ([`cpu_bounds`]), and each segment's worker
     /// (the thread that runs its kernels frame after frame) at the time it
     /// was busy per frame in the run: it cannot go faster than that, and
-    /// the run's throughput over it is that worker's utilisation.
+    /// the run's throughput over it is that worker's utilisation. `steal`
+    /// is the share of the machine's CPU time a hypervisor took during the
+    /// run.
     fn bound(
         &mut self,
         args: &[String],
@@ -544,6 +559,7 @@ impl Ctx<'_> {
         pl: &Plan,
         size: &str,
         outcomes: &[crate::serve::SegmentOutcome],
+        steal: f64,
     ) -> Result<(String, f64), BenchError> {
         let mut best: Option<(String, f64)> = None;
         let mut consider = |name: String, fps: f64| {
@@ -567,7 +583,8 @@ impl Ctx<'_> {
                     a.push("--solo".into());
                     a.push(k.to_string());
                     let label = format!("{name} alone on {tier}");
-                    let f = self.launch(&a, &sp, &splan, &label, size)?.report.fps;
+                    let r = self.launch(&a, &sp, &splan, &label, size)?.report;
+                    let f = r.steady_fps.unwrap_or(r.fps);
                     self.solo.insert(key, f);
                     f
                 }
@@ -579,7 +596,7 @@ impl Ctx<'_> {
             .iter()
             .map(|seg| self.tier_name(p, seg.node))
             .collect();
-        for (name, fps) in cpu_bounds(&tiers, outcomes, self.cluster.map(|c| &c.options)) {
+        for (name, fps) in cpu_bounds(&tiers, outcomes, self.cluster.map(|c| &c.options), steal) {
             consider(name, fps);
         }
         for o in outcomes {
@@ -619,23 +636,21 @@ fn machine_cpus() -> f64 {
 
 /// Throughput bounds from CPU time: processes that share CPUs cannot
 /// together run faster than those CPUs supply the CPU time each frame costs
-/// them, measured in the run itself (every thread of every process, from
-/// its first frame to its last: kernels, source, transport, and any time
-/// threads spin waiting for work). One bound per CPU pool: each emulated
+/// them, measured in the run itself (every thread of every process in
+/// steady state, [`crate::serve::SegmentOutcome::cpu_per_frame`]: kernels,
+/// source, transport, and any time threads spin waiting for work). One bound per CPU pool: each emulated
 /// tier with a CPU quota (`tiers[k]` is segment `k`'s tier), and the whole
 /// machine, which every process shares. A split on one node has no other
 /// resource to wait for, so this is the bound a pipelined split should
 /// reach there; the stages alone, each with every CPU to itself, overstate
-/// it.
+/// it. On a virtual machine the hypervisor may take a share `steal` of the
+/// machine's CPU time (`/proc/stat`); the machine's pool is what was left.
 pub fn cpu_bounds(
     tiers: &[String],
     outcomes: &[crate::serve::SegmentOutcome],
     cluster: Option<&ClusterOptions>,
+    steal: f64,
 ) -> Vec<(String, f64)> {
-    let per_frame = |o: &crate::serve::SegmentOutcome| -> Option<f64> {
-        let ns = o.cpu_ns?;
-        (o.frames > 0).then(|| ns as f64 / 1e9 / o.frames as f64)
-    };
     let mut pools: Vec<(String, f64, Vec<usize>)> = Vec::new();
     if let Some(c) = cluster {
         for (tier, quota) in [("edge", Some(c.edge_cpu)), ("server", c.server_cpu)] {
@@ -646,9 +661,17 @@ pub fn cpu_bounds(
         }
     }
     let cpus = machine_cpus();
+    let steal = steal.clamp(0.0, 0.9);
     pools.push((
-        format!("this machine's {cpus} CPUs"),
-        cpus,
+        if steal >= 0.005 {
+            format!(
+                "this machine's {cpus} CPUs less {:.0}% steal",
+                steal * 100.0
+            )
+        } else {
+            format!("this machine's {cpus} CPUs")
+        },
+        cpus * (1.0 - steal),
         (0..tiers.len()).collect(),
     ));
     let mut out = Vec::new();
@@ -656,7 +679,7 @@ pub fn cpu_bounds(
         let mut demand = 0.0;
         let mut known = 0;
         for o in outcomes.iter().filter(|o| members.contains(&o.segment)) {
-            if let Some(d) = per_frame(o) {
+            if let Some(d) = o.cpu_per_frame() {
                 demand += d;
                 known += 1;
             }
@@ -690,6 +713,38 @@ mod tests {
     }
 
     #[test]
+    fn steady_cpu_per_frame_leaves_out_start_and_end() {
+        use crate::serve::CPU_MARK_EVERY;
+        // 1000 frames: 1 ms of CPU each in the middle, but a 200 ms start.
+        let marks: Vec<(u64, u64)> = (1..=125u64)
+            .map(|k| {
+                (
+                    k * CPU_MARK_EVERY,
+                    200_000_000 + k * CPU_MARK_EVERY * 1_000_000,
+                )
+            })
+            .collect();
+        let o = SegmentOutcome {
+            frames: 1000,
+            cpu_ns: Some(1_200_000_000),
+            cpu_marks: marks,
+            ..SegmentOutcome::default()
+        };
+        assert!(o.cpu_per_frame().is_some_and(|s| (s - 1e-3).abs() < 1e-12));
+        // Without marks: the whole run's CPU over its frames.
+        let whole = SegmentOutcome {
+            cpu_marks: Vec::new(),
+            ..o.clone()
+        };
+        assert!(
+            whole
+                .cpu_per_frame()
+                .is_some_and(|s| (s - 1.2e-3).abs() < 1e-12)
+        );
+        assert_eq!(SegmentOutcome::default().cpu_per_frame(), None);
+    }
+
+    #[test]
     fn cpu_bounds_divide_each_pool_by_what_its_processes_used() {
         let tiers: Vec<String> = ["edge", "edge", "server"].map(String::from).to_vec();
         // 1000 frames: the edge's two processes used 1 s and 3 s of CPU
@@ -704,7 +759,7 @@ mod tests {
             server_cpu: None,
             link: "1gbit".into(),
         };
-        let b = cpu_bounds(&tiers, &outs, Some(&opts));
+        let b = cpu_bounds(&tiers, &outs, Some(&opts), 0.0);
         let edge = b
             .iter()
             .find(|(n, _)| n.starts_with("edge CPU quota 0.5 (2 processes)"));
@@ -723,9 +778,37 @@ mod tests {
     }
 
     #[test]
+    fn steal_shrinks_the_machine_pool_only() {
+        let tiers: Vec<String> = ["edge", "server"].map(String::from).to_vec();
+        let outs = [outcome(0, 1000, Some(1000)), outcome(1, 1000, Some(1000))];
+        let opts = ClusterOptions {
+            edge_cpu: 0.5,
+            server_cpu: None,
+            link: "1gbit".into(),
+        };
+        let none = cpu_bounds(&tiers, &outs, Some(&opts), 0.0);
+        let some = cpu_bounds(&tiers, &outs, Some(&opts), 0.25);
+        let find = |b: &[(String, f64)], what: &str| {
+            b.iter().find(|(n, _)| n.contains(what)).map(|(_, f)| *f)
+        };
+        // The edge quota stays 0.5 CPU over 1 ms: 500 fps.
+        assert_eq!(find(&none, "edge"), Some(500.0));
+        assert_eq!(find(&some, "edge"), Some(500.0));
+        // The machine keeps three quarters of its CPUs.
+        let (Some(a), Some(b)) = (find(&none, "machine"), find(&some, "machine")) else {
+            panic!("no machine pool: {none:?} {some:?}");
+        };
+        assert!((b / a - 0.75).abs() < 1e-12, "{a} {b}");
+        assert!(
+            some.iter().any(|(n, _)| n.contains("less 25% steal")),
+            "{some:?}"
+        );
+    }
+
+    #[test]
     fn a_process_that_did_not_report_cpu_time_leaves_its_pools_unbounded() {
         let tiers: Vec<String> = ["server", "server"].map(String::from).to_vec();
         let outs = [outcome(0, 100, Some(50)), outcome(1, 100, None)];
-        assert!(cpu_bounds(&tiers, &outs, None).is_empty());
+        assert!(cpu_bounds(&tiers, &outs, None, 0.0).is_empty());
     }
 }

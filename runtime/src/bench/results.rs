@@ -36,8 +36,12 @@ pub struct Row {
     pub segments: usize,
     /// Frames that reached the sink.
     pub frames: u64,
-    /// Throughput, frames per second.
+    /// Throughput, frames per second, first capture to last arrival.
     pub fps: f64,
+    /// Throughput in steady state, frames per second: the sink's rate
+    /// between its 10th and 90th percentile arrivals (no fill or drain).
+    #[serde(default)]
+    pub steady_fps: Option<f64>,
     /// End-to-end latency percentiles, capture to sink, ms.
     pub latency_p50_ms: f64,
     /// 95th percentile.
@@ -63,8 +67,8 @@ pub struct Row {
     pub slowest: String,
     /// That bound, fps (split runs; empty otherwise).
     pub bound_fps: Option<f64>,
-    /// `fps / bound_fps` (split runs; ≥ 0.85 means the pipeline keeps up
-    /// with its slowest resource).
+    /// `steady_fps / bound_fps` (split runs; ≥ 0.85 means the pipeline
+    /// keeps up with its slowest resource).
     pub pipelining: Option<f64>,
     /// Output digest (stats sink).
     pub output_digest: String,

@@ -128,17 +128,19 @@ pub fn markdown(
          and \"bound by\" names the tightest of: each stage (segment) run alone \
          on its node, each link at its shaped rate, and each pool of CPUs the \
          run's processes share (a tier's CPU quota, this machine's CPUs) at the \
-         CPU time per frame the processes used in the run; \"pipelined\" is \
-         the run's throughput over that bound.\n"
+         CPU time per frame the processes used in the run, less the share \
+         a hypervisor took (steal); \"steady fps\" is the sink's rate between \
+         its 10th and 90th percentile frames, without the pipeline's fill and \
+         drain, and \"pipelined\" is that rate over the bound.\n"
     );
     let _ = writeln!(s, "## Placements\n");
     let _ = writeln!(
         s,
-        "| size | placement | fusion | processes | fps | p50 | p95 | p99 | max | compute ms | comm ms | CCR | bound by | bound fps | pipelined |"
+        "| size | placement | fusion | processes | fps | p50 | p95 | p99 | max | compute ms | comm ms | CCR | steady fps | bound by | bound fps | pipelined |"
     );
     let _ = writeln!(
         s,
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"
     );
     for r in rows.iter().filter(|r| r.in_placements) {
         let _ = writeln!(
@@ -166,9 +168,12 @@ pub fn markdown(
     );
     let _ = writeln!(
         s,
-        "| size | node | processes | cut before | fps | p50 | p99 | CCR | bound by | bound fps | pipelined |"
+        "| size | node | processes | cut before | fps | p50 | p99 | CCR | steady fps | bound by | bound fps | pipelined |"
     );
-    let _ = writeln!(s, "|---|---|---:|---|---:|---:|---:|---:|---|---:|---:|");
+    let _ = writeln!(
+        s,
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---|---:|---:|"
+    );
     for r in rows.iter().filter(|r| r.stages.is_some()) {
         let _ = writeln!(
             s,
@@ -228,10 +233,11 @@ pub fn markdown(
     s
 }
 
-/// The "bound by | bound fps | pipelined" cells of a row.
+/// The "steady fps | bound by | bound fps | pipelined" cells of a row.
 fn bound_cells(r: &Row) -> String {
     format!(
-        "{} | {} | {}",
+        "{} | {} | {} | {}",
+        opt(r.steady_fps, 1),
         if r.slowest.is_empty() {
             "–"
         } else {

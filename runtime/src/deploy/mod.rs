@@ -302,7 +302,7 @@ pub fn generate(
 fn warnings(p: &Pipeline) -> Vec<String> {
     use crate::spec::{SinkConfig, SourceConfig};
     let mut w = Vec::new();
-    if matches!(p.source, SourceConfig::Npy { .. }) {
+    if p.sources().any(|s| matches!(s, SourceConfig::Npy { .. })) {
         w.push(format!(
             "source.npy reads files next to the spec; the pods see only the spec under {SPEC_DIR}: mount the frames there"
         ));

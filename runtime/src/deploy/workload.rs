@@ -208,18 +208,19 @@ fn quantities(pairs: &[(&str, String)]) -> BTreeMap<String, Quantity> {
 }
 
 /// Memory request and limit in MiB: the process, plus
-/// [`FRAMES_BUDGETED`] of the largest frame the segment receives or emits.
+/// [`FRAMES_BUDGETED`] of the largest frame the segment receives or emits
+/// (of any stream).
 fn memory_mib(i: &SegmentInput<'_>) -> (u64, u64) {
-    let input = if i.seg.has_source {
-        i.p.source.shape().bytes()
-    } else {
-        i.seg
-            .stages
-            .clone()
-            .next()
-            .map_or(0, |s| i.p.stages[s].input.bytes())
+    let largest = |stage: usize| {
+        i.p.stream_shapes(stage)
+            .iter()
+            .map(|s| s.bytes())
+            .max()
+            .unwrap_or(0)
     };
-    let frame = input.max(i.seg.output.bytes()) as u64;
+    let frame = largest(i.seg.stages.start)
+        .max(largest(i.seg.stages.end))
+        .max(i.seg.output.bytes()) as u64;
     let frames_mib = (frame * FRAMES_BUDGETED).div_ceil(1 << 20);
     let request = BASE_MIB + frames_mib;
     (request, 2 * request)

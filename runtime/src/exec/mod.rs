@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::frame::{Frame, now_ns};
 use crate::io::npy::{NpySink, NpySource};
-use crate::io::sink::{OrderError, SinkRecord};
+use crate::io::sink::{OrderError, SinkRecord, StreamTally};
 use crate::io::synthetic::Synthetic;
 use crate::metrics::Percentiles;
 use crate::plan::{Plan, Segment};
@@ -73,6 +73,14 @@ pub enum ExecError {
     /// A segment task panicked.
     #[error("segment {0} task panicked")]
     Panicked(usize),
+    /// A thread could not be started.
+    #[error("cannot start the {what} thread: {source}")]
+    Thread {
+        /// Which thread.
+        what: String,
+        /// Cause.
+        source: std::io::Error,
+    },
 }
 
 /// One fusion group's timing.
@@ -104,6 +112,22 @@ pub struct LinkReport {
     pub mean_ms: f64,
 }
 
+/// One stream of a run, as the sink saw it.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamReport {
+    /// The stream (the source's index in `sources:`).
+    pub stream_id: u32,
+    /// Its frames that reached the sink.
+    pub frames: u64,
+    /// Its frames per second, first capture to last arrival.
+    pub fps: f64,
+    /// Its end-to-end latency.
+    pub latency_ms: Percentiles,
+    /// Digest of its outputs alone (stats sink): equal to the digest of a
+    /// run of this source alone.
+    pub output_digest: Option<String>,
+}
+
 /// The summary of a run (the `--json` line).
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
@@ -113,6 +137,11 @@ pub struct RunReport {
     pub frames: u64,
     /// Frames per second, first frame produced to last frame received.
     pub fps: f64,
+    /// Frames per second in steady state, without the pipeline's fill and
+    /// drain ([`crate::io::sink::steady_fps`]); null below 20 frames.
+    pub steady_fps: Option<f64>,
+    /// Each source's stream: its frames, rate, latency and digest.
+    pub streams: Vec<StreamReport>,
     /// End-to-end latency (capture to sink).
     pub latency_ms: Percentiles,
     /// Communication / computation: link transit time over compute time.
@@ -177,7 +206,7 @@ pub fn run(p: &Pipeline, plan: &Plan, opts: &RunOptions) -> Result<RunReport, Ex
         threads = rayon::current_num_threads(),
         "CPU kernels"
     );
-    let total = p.source.frames();
+    let total = p.total_frames();
     let bar = progress_bar(opts.progress, total);
     let nseg = plan.segments.len();
     let mut txs: Vec<Option<Sender<Msg>>> = Vec::with_capacity(nseg);
@@ -243,7 +272,7 @@ fn worker(
     bar: &ProgressBar,
 ) -> Result<SegmentStats, ExecError> {
     let mut st = SegmentStats::default();
-    let mut source = seg.has_source.then(|| open_source(&p.source));
+    let mut source = seg.has_source.then(|| open_sources(p));
     let mut npy_sink = match (&p.sink, last) {
         (SinkConfig::Npy(out), true) => Some(NpySink::new(out.clone())?),
         _ => None,
@@ -337,6 +366,46 @@ pub fn open_source(
             open_source_inline(src)
         }
     }
+}
+
+/// Every source's frames, each stream produced on its own thread (so a
+/// slow or ended stream does not hold back the others) and interleaved as
+/// they come; with one source, [`open_source`].
+pub fn open_sources(p: &Pipeline) -> Box<dyn Iterator<Item = Result<Frame, ExecError>> + Send> {
+    if p.extra_sources.is_empty() {
+        return open_source(&p.source);
+    }
+    let (tx, rx) = bounded(SOURCE_AHEAD);
+    for (stream, src) in p.sources().enumerate() {
+        let to_thread = tx.clone();
+        let src = src.clone();
+        let stream_id = u32::try_from(stream).unwrap_or(u32::MAX);
+        let spawned = std::thread::Builder::new()
+            .name(format!("source-{stream}"))
+            .spawn(move || {
+                for item in stream_frames(&src, stream_id) {
+                    let stop = item.is_err();
+                    if to_thread.send(item).is_err() || stop {
+                        break;
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            let _ = tx.send(Err(ExecError::Thread {
+                what: format!("source (stream {stream})"),
+                source: e,
+            }));
+        }
+    }
+    Box::new(rx.into_iter())
+}
+
+/// One source's frames as stream `stream_id`, on the caller's thread.
+pub fn stream_frames(
+    src: &SourceConfig,
+    stream_id: u32,
+) -> impl Iterator<Item = Result<Frame, ExecError>> + Send + use<> {
+    open_source_inline(src).map(move |f| f.map(|f| Frame { stream_id, ..f }))
 }
 
 /// The source's frames, produced on the caller's thread.
@@ -626,7 +695,9 @@ fn report(
         plan,
         &totals,
         &sink.latencies_ns,
-        sink.digest.map(|d| d.finish()),
+        &sink.arrivals_ns,
+        &sink.streams(),
+        sink.digest(),
         elapsed,
         &devices,
     )
@@ -650,6 +721,8 @@ pub fn assemble(
     plan: &Plan,
     totals: &[SegmentTotals],
     latencies_ns: &[u64],
+    arrivals_ns: &[u64],
+    streams: &[StreamTally],
     output_digest: Option<String>,
     elapsed: f64,
     devices: &[String],
@@ -700,6 +773,17 @@ pub fn assemble(
         } else {
             0.0
         },
+        steady_fps: crate::io::sink::steady_fps(arrivals_ns),
+        streams: streams
+            .iter()
+            .map(|t| StreamReport {
+                stream_id: t.stream_id,
+                frames: t.latencies_ns.len() as u64,
+                fps: t.fps(),
+                latency_ms: Percentiles::from_ns(&t.latencies_ns),
+                output_digest: t.digest.clone(),
+            })
+            .collect(),
         latency_ms: Percentiles::from_ns(latencies_ns),
         ccr: if compute.is_zero() {
             0.0

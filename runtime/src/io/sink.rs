@@ -1,13 +1,17 @@
 //! Sinks: where frames end. Both record end-to-end latency; the stats sink
 //! also keeps a digest of every output tensor in sequence order.
 
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
 use twox_hash::XxHash3_128;
 
 use crate::frame::Frame;
 
-/// Digest of a run's outputs: XXH3-128 over, for each frame in seq order,
-/// the stream id, seq, shape and the tensor's bytes (all integers
-/// little-endian).
+/// Digest of one stream's outputs: XXH3-128 over, for each frame in seq
+/// order, the seq, shape and the tensor's bytes (all integers
+/// little-endian). The stream id is left out, so a stream's digest does not
+/// depend on which other streams shared its pipeline.
 ///
 /// The digest answers one question — did two runs produce the same
 /// outputs — so it is a fast non-cryptographic 128-bit hash (tens of GB/s
@@ -37,7 +41,6 @@ impl OutputDigest {
     /// Adds one frame.
     pub fn update(&mut self, f: &Frame) {
         let s = f.tensor.shape();
-        self.hasher.write(&f.stream_id.to_le_bytes());
         self.hasher.write(&f.seq.to_le_bytes());
         for d in [s.c, s.h, s.w] {
             self.hasher.write(&(d as u64).to_le_bytes());
@@ -48,6 +51,53 @@ impl OutputDigest {
     /// `xxh3-128:<32 hex digits>`.
     pub fn finish(&self) -> String {
         format!("xxh3-128:{:032x}", self.hasher.finish_128())
+    }
+}
+
+/// The digest of a run from its streams' digests (`(stream id, digest)`):
+/// with one stream, that stream's digest; with several, XXH3-128 over each
+/// stream id and digest in stream order. `None` when there are none.
+pub fn run_digest(streams: &[(u32, String)]) -> Option<String> {
+    match streams {
+        [] => None,
+        [(_, d)] => Some(d.clone()),
+        _ => {
+            let mut sorted: Vec<&(u32, String)> = streams.iter().collect();
+            sorted.sort_by_key(|(id, _)| *id);
+            let mut h = XxHash3_128::new();
+            for (id, d) in sorted {
+                h.write(&id.to_le_bytes());
+                h.write(d.as_bytes());
+            }
+            Some(format!("xxh3-128:{:032x}", h.finish_128()))
+        }
+    }
+}
+
+/// What the sink saw of one stream.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StreamTally {
+    /// The stream.
+    pub stream_id: u32,
+    /// End-to-end latency of each of its frames, ns, in seq order.
+    pub latencies_ns: Vec<u64>,
+    /// Capture time of its first frame, ns (wall clock).
+    pub first_capture_ns: u64,
+    /// Arrival time of its last frame, ns (wall clock).
+    pub last_ns: u64,
+    /// Digest of its outputs (stats sink).
+    pub digest: Option<String>,
+}
+
+impl StreamTally {
+    /// Its frames per second, first capture to last arrival.
+    pub fn fps(&self) -> f64 {
+        let span = self.last_ns.saturating_sub(self.first_capture_ns) as f64 / 1e9;
+        if span > 0.0 {
+            self.latencies_ns.len() as f64 / span
+        } else {
+            0.0
+        }
     }
 }
 
@@ -68,9 +118,18 @@ pub struct OrderError {
 pub struct SinkRecord {
     /// End-to-end latency of every frame, ns, in arrival order.
     pub latencies_ns: Vec<u64>,
-    /// Digest (stats sink only).
-    pub digest: Option<OutputDigest>,
-    next_seq: std::collections::HashMap<u32, u64>,
+    /// Wall-clock arrival time of every frame, ns, in arrival order.
+    pub arrivals_ns: Vec<u64>,
+    digest: bool,
+    streams: BTreeMap<u32, StreamState>,
+}
+
+/// One stream's part of a [`SinkRecord`].
+#[derive(Debug)]
+struct StreamState {
+    next_seq: u64,
+    tally: StreamTally,
+    digest: Option<OutputDigest>,
 }
 
 impl SinkRecord {
@@ -78,9 +137,32 @@ impl SinkRecord {
     pub fn new(digest: bool) -> Self {
         Self {
             latencies_ns: Vec::new(),
-            digest: digest.then(OutputDigest::default),
-            next_seq: std::collections::HashMap::new(),
+            arrivals_ns: Vec::new(),
+            digest,
+            streams: BTreeMap::new(),
         }
+    }
+
+    /// Each stream's tally, in stream order.
+    pub fn streams(&self) -> Vec<StreamTally> {
+        self.streams
+            .values()
+            .map(|st| StreamTally {
+                digest: st.digest.as_ref().map(OutputDigest::finish),
+                ..st.tally.clone()
+            })
+            .collect()
+    }
+
+    /// The run's digest ([`run_digest`] of the streams'); `None` without
+    /// the stats sink or before any frame.
+    pub fn digest(&self) -> Option<String> {
+        let ds: Vec<(u32, String)> = self
+            .streams
+            .iter()
+            .filter_map(|(&id, st)| Some((id, st.digest.as_ref()?.finish())))
+            .collect();
+        run_digest(&ds)
     }
 
     /// Takes one frame at wall-clock time `now_ns`.
@@ -90,21 +172,53 @@ impl SinkRecord {
     /// stream's first frame may have any seq (a restarted sink process
     /// resumes where its upstream replays from); after it, seqs are gapless.
     pub fn accept(&mut self, f: &Frame, now_ns: u64) -> Result<(), OrderError> {
-        let next = self.next_seq.entry(f.stream_id).or_insert(f.seq);
-        if f.seq != *next {
+        let digest = self.digest;
+        let st = self
+            .streams
+            .entry(f.stream_id)
+            .or_insert_with(|| StreamState {
+                next_seq: f.seq,
+                tally: StreamTally {
+                    stream_id: f.stream_id,
+                    first_capture_ns: f.capture_ns,
+                    ..StreamTally::default()
+                },
+                digest: digest.then(OutputDigest::default),
+            });
+        if f.seq != st.next_seq {
             return Err(OrderError {
                 stream: f.stream_id,
-                expected: *next,
+                expected: st.next_seq,
                 got: f.seq,
             });
         }
-        *next += 1;
-        self.latencies_ns.push(now_ns.saturating_sub(f.capture_ns));
-        if let Some(d) = &mut self.digest {
+        st.next_seq += 1;
+        let latency = now_ns.saturating_sub(f.capture_ns);
+        st.tally.latencies_ns.push(latency);
+        st.tally.last_ns = now_ns;
+        if let Some(d) = &mut st.digest {
             d.update(f);
         }
+        self.latencies_ns.push(latency);
+        self.arrivals_ns.push(now_ns);
         Ok(())
     }
+}
+
+/// Frames per second in steady state: the sink's rate between its 10th
+/// and 90th percentile arrivals, so the pipeline's fill (before its slowest
+/// stage is busy) and drain (after the source ended) do not count. `None`
+/// for fewer than 20 frames or arrivals that took no time.
+pub fn steady_fps(arrivals_ns: &[u64]) -> Option<f64> {
+    let n = arrivals_ns.len();
+    if n < 20 {
+        return None;
+    }
+    let mut t = arrivals_ns.to_vec();
+    t.sort_unstable();
+    let (lo, hi) = (n / 10, n - 1 - n / 10);
+    let span = t[hi].saturating_sub(t[lo]);
+    (span > 0).then(|| (hi - lo) as f64 / (span as f64 / 1e9))
 }
 
 #[cfg(test)]
@@ -123,6 +237,22 @@ mod tests {
     }
 
     #[test]
+    fn steady_rate_leaves_out_fill_and_drain() {
+        // 100 frames 1 ms apart, after a 50 ms first frame and before a
+        // 30 ms drain of the last one.
+        let mut t: Vec<u64> = (0..100u64).map(|k| 50_000_000 + k * 1_000_000).collect();
+        t[0] = 0;
+        t[99] += 30_000_000;
+        let fps = steady_fps(&t);
+        assert!(fps.is_some_and(|f| (f - 1000.0).abs() < 1e-6), "{fps:?}");
+        // Arrival order does not matter; too few frames give no rate.
+        t.reverse();
+        assert!(steady_fps(&t).is_some_and(|f| (f - 1000.0).abs() < 1e-6));
+        assert_eq!(steady_fps(&t[..19]), None);
+        assert_eq!(steady_fps(&[7; 40]), None);
+    }
+
+    #[test]
     fn streams_are_ordered_independently_and_gaps_are_refused() {
         let mut r = SinkRecord::new(true);
         for (s, q) in [(0, 0), (1, 7), (0, 1), (1, 8), (0, 2)] {
@@ -132,5 +262,35 @@ mod tests {
         assert_eq!((e.stream, e.expected, e.got), (1, 9, 10));
         assert!(r.accept(&f(0, 2), 0).is_err(), "a duplicate is refused");
         assert_eq!(r.latencies_ns.len(), 5);
+        let t = r.streams();
+        assert_eq!(t.iter().map(|t| t.stream_id).collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(t[0].latencies_ns.len(), 3);
+        assert_eq!(t[1].latencies_ns.len(), 2);
+    }
+
+    #[test]
+    fn a_streams_digest_does_not_depend_on_its_id_or_its_neighbours() {
+        let frame = |stream_id, seq: u64| Frame {
+            tensor: Tensor::from_vec(Shape::new(1, 2, 2), vec![seq as f32; 4])
+                .unwrap_or_else(|_| Tensor::zeros(Shape::new(1, 1, 1))),
+            ..f(stream_id, seq)
+        };
+        let mut alone = SinkRecord::new(true);
+        let mut mixed = SinkRecord::new(true);
+        for q in 0..4 {
+            assert!(alone.accept(&frame(0, q), 0).is_ok());
+            assert!(mixed.accept(&frame(5, q), 0).is_ok());
+            assert!(mixed.accept(&frame(2, 10 + q), 0).is_ok());
+        }
+        let a = alone.streams();
+        let m = mixed.streams();
+        assert_eq!(m[1].stream_id, 5);
+        assert_eq!(a[0].digest, m[1].digest);
+        assert_ne!(m[0].digest, m[1].digest);
+        // One stream: the run's digest is the stream's; several: neither.
+        assert_eq!(alone.digest(), a[0].digest);
+        let run = mixed.digest();
+        assert!(run.is_some() && run != m[0].digest && run != m[1].digest);
+        assert_eq!(SinkRecord::new(false).digest(), None);
     }
 }

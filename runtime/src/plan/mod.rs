@@ -272,6 +272,7 @@ pub fn solo(p: &Pipeline, plan: &Plan, k: usize) -> Option<Pipeline> {
             seed: 0,
             fps: None,
         });
+        out.extra_sources.clear();
     }
     out.stages = p.stages[seg.stages.clone()].to_vec();
     for s in &mut out.stages {

@@ -91,4 +91,19 @@ impl SpecError {
             message: message.into(),
         }))
     }
+
+    /// The same error with a field path starting `from` renamed to start
+    /// `to` (`source.npy.path` → `sources[2].npy.path`).
+    #[must_use]
+    pub fn with_field_prefix(self, from: &str, to: &str) -> Self {
+        match self {
+            SpecError::Field(mut e) => {
+                if let Some(rest) = e.field.strip_prefix(from) {
+                    e.field = format!("{to}{rest}");
+                }
+                SpecError::Field(e)
+            }
+            other => other,
+        }
+    }
 }

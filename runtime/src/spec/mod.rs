@@ -274,8 +274,13 @@ pub struct Pipeline {
     pub name: String,
     /// The file it came from.
     pub file: PathBuf,
-    /// Source.
+    /// The source: stream 0 (the first of `sources:`), whose frame shape
+    /// the stages' shapes and the plan are made for.
     pub source: SourceConfig,
+    /// The other sources of `sources:`, streams 1, 2, ...: their frames
+    /// interleave with stream 0's through the same stages (shapes may
+    /// differ where every stage accepts them).
+    pub extra_sources: Vec<SourceConfig>,
     /// Stages in order.
     pub stages: Vec<Stage>,
     /// Sink.
@@ -300,6 +305,32 @@ impl Pipeline {
     /// Shape of the frames the sink receives.
     pub fn output_shape(&self) -> Shape {
         self.stages.last().map_or(self.source.shape(), |s| s.output)
+    }
+
+    /// Every source, in stream order.
+    pub fn sources(&self) -> impl Iterator<Item = &SourceConfig> {
+        std::iter::once(&self.source).chain(&self.extra_sources)
+    }
+
+    /// Frames all sources produce together.
+    pub fn total_frames(&self) -> u64 {
+        self.sources().map(SourceConfig::frames).sum()
+    }
+
+    /// The shape of each stream's frames as they enter stage `stage`
+    /// (`stages.len()`: as they reach the sink), in stream order.
+    pub fn stream_shapes(&self, stage: usize) -> Vec<Shape> {
+        self.sources()
+            .map(|src| {
+                let mut shape = src.shape();
+                for st in self.stages.iter().take(stage) {
+                    // Checked when the spec was resolved; the planned shape
+                    // where it would not fit.
+                    shape = st.op.output_shape(shape).unwrap_or(st.output);
+                }
+                shape
+            })
+            .collect()
     }
 }
 

@@ -12,8 +12,12 @@ use serde_saphyr::Spanned;
 pub struct RawSpec {
     /// Pipeline name.
     pub name: Spanned<String>,
-    /// Where frames come from.
-    pub source: RawSource,
+    /// Where frames come from: one source ...
+    #[serde(default)]
+    pub source: Option<Spanned<RawSource>>,
+    /// ... or several, each its own stream (stream id = position).
+    #[serde(default)]
+    pub sources: Option<Spanned<Vec<Spanned<RawSource>>>>,
     /// Processing stages, in order.
     pub stages: Spanned<Vec<RawStage>>,
     /// Where frames go.

@@ -43,8 +43,27 @@ pub(super) fn resolve(raw: RawSpec, file: &Path, ov: &Overrides) -> Result<Pipel
     if raw.name.value.trim().is_empty() {
         return Err(cx.at(&raw.name, "name", "must not be empty"));
     }
-    let source = resolve_source(&cx, raw.source, ov)?;
+    let (source, extra_sources, at) = resolve_sources(&cx, raw.source, raw.sources, ov)?;
     let stages = resolve_stages(&cx, &raw.stages, source.shape())?;
+    for (k, (src, pos)) in extra_sources.iter().zip(at).enumerate() {
+        let mut shape = src.shape();
+        for (i, st) in stages.iter().enumerate() {
+            shape = st.op.output_shape(shape).map_err(|e| {
+                SpecError::field(
+                    cx.file,
+                    pos.clone(),
+                    format!("sources[{}]", k + 1),
+                    format!(
+                        "its {}x{}x{} (CxHxW) frames do not fit stage {i} `{}`: {e}",
+                        src.shape().c,
+                        src.shape().h,
+                        src.shape().w,
+                        st.id
+                    ),
+                )
+            })?;
+        }
+    }
     let sink = match raw.sink {
         RawSink::Null(_) => SinkConfig::Null,
         RawSink::Stats(_) => SinkConfig::Stats,
@@ -79,12 +98,56 @@ pub(super) fn resolve(raw: RawSpec, file: &Path, ov: &Overrides) -> Result<Pipel
         name: raw.name.value,
         file: file.to_path_buf(),
         source,
+        extra_sources,
         stages,
         sink,
         nodes,
         placement,
         fusion: ov.fusion.or(raw.fusion).unwrap_or_default(),
     })
+}
+
+/// The first source, the others, and where each other one is in the file.
+type Sources = (SourceConfig, Vec<SourceConfig>, Vec<Position>);
+
+/// `source:` or `sources:` (exactly one of them).
+fn resolve_sources(
+    cx: &Ctx<'_>,
+    one: Option<Spanned<RawSource>>,
+    many: Option<Spanned<Vec<Spanned<RawSource>>>>,
+    ov: &Overrides,
+) -> Result<Sources, SpecError> {
+    match (one, many) {
+        (Some(s), None) => Ok((resolve_source(cx, s.value, ov)?, Vec::new(), Vec::new())),
+        (None, Some(list)) => {
+            if list.value.is_empty() {
+                return Err(cx.at(&list, "sources", "needs at least one source"));
+            }
+            let mut all = Vec::with_capacity(list.value.len());
+            let mut at = Vec::with_capacity(list.value.len());
+            for (k, s) in list.value.into_iter().enumerate() {
+                at.push(Position::from_location(&s.referenced));
+                all.push(
+                    resolve_source(cx, s.value, ov)
+                        .map_err(|e| e.with_field_prefix("source", &format!("sources[{k}]")))?,
+                );
+            }
+            let first = all.remove(0);
+            at.remove(0);
+            Ok((first, all, at))
+        }
+        (Some(s), Some(_)) => Err(cx.at(
+            &s,
+            "source",
+            "give `source` (one stream) or `sources` (a list, one stream each), not both",
+        )),
+        (None, None) => Err(SpecError::field(
+            cx.file,
+            Position { line: 0, column: 0 },
+            "source",
+            "missing: give `source` (one stream) or `sources` (a list, one stream each)",
+        )),
+    }
 }
 
 fn resolve_source(cx: &Ctx<'_>, raw: RawSource, ov: &Overrides) -> Result<SourceConfig, SpecError> {

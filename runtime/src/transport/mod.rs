@@ -70,11 +70,14 @@ impl Limits {
     }
 
     /// Limits for every link of `plan`: the largest frame any segment takes
-    /// or emits.
+    /// or emits, of any stream.
     pub fn for_plan(p: &Pipeline, plan: &Plan) -> Self {
-        let mut max = p.source.shape().bytes();
+        let mut max = p.sources().map(|s| s.shape().bytes()).max().unwrap_or(0);
         for seg in &plan.segments {
             max = max.max(seg.output.bytes());
+            for s in p.stream_shapes(seg.stages.end) {
+                max = max.max(s.bytes());
+            }
         }
         Self::for_frame(max)
     }

@@ -177,7 +177,7 @@ mod tests {
             inbox_tx,
             acks_rx,
             v1::InfoReply::default(),
-            shape,
+            vec![shape],
             limits.max_frame_bytes,
             WINDOW,
             Arc::new(SegmentMetrics::new("test", 0)),

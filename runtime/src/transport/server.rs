@@ -56,7 +56,7 @@ pub struct StageService {
     next_seq: Arc<Mutex<HashMap<u32, u64>>>,
     acks: watch::Receiver<AckMap>,
     info: v1::InfoReply,
-    input: Shape,
+    inputs: Arc<[Shape]>,
     max_bytes: usize,
     window: u64,
     metrics: Arc<SegmentMetrics>,
@@ -73,7 +73,8 @@ impl StageService {
         self
     }
 
-    /// A service queuing accepted frames of shape `input` (payload at most
+    /// A service queuing accepted frames of the shape their stream takes
+    /// (`inputs[stream_id]`; payload at most
     /// `max_bytes`) into `inbox`, acking from `acks`, granting `window`
     /// frames of credit per call.
     #[allow(clippy::too_many_arguments)]
@@ -81,7 +82,7 @@ impl StageService {
         inbox: mpsc::Sender<Work>,
         acks: watch::Receiver<AckMap>,
         info: v1::InfoReply,
-        input: Shape,
+        inputs: Vec<Shape>,
         max_bytes: usize,
         window: u64,
         metrics: Arc<SegmentMetrics>,
@@ -92,7 +93,7 @@ impl StageService {
             next_seq: Arc::default(),
             acks,
             info,
-            input,
+            inputs: inputs.into(),
             max_bytes,
             window,
             metrics,
@@ -197,7 +198,7 @@ impl StageService {
         });
         let inbox = self.inbox.clone();
         let next_seq = self.next_seq.clone();
-        let (input, max_bytes, window) = (self.input, self.max_bytes, self.window);
+        let (inputs, max_bytes, window) = (self.inputs.clone(), self.max_bytes, self.window);
         let metrics = self.metrics.clone();
         let draining = self.draining.clone();
         let active = self.active.clone();
@@ -238,7 +239,7 @@ impl StageService {
                 }
                 last.insert(stream, seq);
                 let bytes = m.payload.len() as u64;
-                let work = match wire::decode(m, input, max_bytes) {
+                let work = match wire::decode(m, &inputs, max_bytes) {
                     Ok(Incoming::Frame {
                         frame,
                         copied,

@@ -136,12 +136,14 @@ pub fn end_of_stream(stream_id: u32, frames: u64) -> v1::Frame {
     }
 }
 
-/// Checks `m` and turns it into a frame of `expected` shape whose payload
-/// is at most `max_bytes`.
+/// Checks `m` and turns it into a frame of the shape its stream takes
+/// (`expected[stream_id]`; a stream the spec has no source for, such as one
+/// pushed by another producer, takes stream 0's) whose payload is at most
+/// `max_bytes`.
 ///
 /// # Errors
 /// [`WireError`] naming the seq and what is wrong.
-pub fn decode(m: v1::Frame, expected: Shape, max_bytes: usize) -> Result<Incoming, WireError> {
+pub fn decode(m: v1::Frame, expected: &[Shape], max_bytes: usize) -> Result<Incoming, WireError> {
     let (stream, seq) = (m.stream_id, m.seq);
     if m.end_of_stream {
         return Ok(Incoming::End {
@@ -188,6 +190,13 @@ pub fn decode(m: v1::Frame, expected: Shape, max_bytes: usize) -> Result<Incomin
             got: m.payload.len(),
         });
     }
+    let Some(&expected) = usize::try_from(stream)
+        .ok()
+        .and_then(|s| expected.get(s))
+        .or(expected.first())
+    else {
+        return Err(bad("arrived at a segment that takes no frames".into()));
+    };
     if shape != expected {
         return Err(WireError::WrongShape {
             stream,
@@ -235,13 +244,37 @@ mod tests {
         let s = Shape::new(2, 3, 5);
         let f = frame(s);
         let m = encode(f.clone(), 5);
-        match decode(m, s, 1 << 20) {
+        match decode(m, &[s], 1 << 20) {
             Ok(Incoming::Frame { frame, sent_ns, .. }) => {
                 assert_eq!(frame, f);
                 assert_eq!(sent_ns, 5);
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn each_stream_takes_its_own_shape() {
+        let (s0, s1) = (Shape::new(1, 4, 4), Shape::new(1, 2, 6));
+        let as_stream = |stream_id: u32, s: Shape| {
+            let mut m = encode(frame(s), 0);
+            m.stream_id = stream_id;
+            decode(m, &[s0, s1], 1 << 20)
+        };
+        assert!(matches!(as_stream(1, s1), Ok(Incoming::Frame { .. })));
+        assert!(matches!(as_stream(0, s0), Ok(Incoming::Frame { .. })));
+        let e = as_stream(1, s0).map(|_| ()).unwrap_err().to_string();
+        assert!(e.contains("(stream 1)") && e.contains("takes"), "{e}");
+        assert!(matches!(
+            as_stream(0, s1),
+            Err(WireError::WrongShape { .. })
+        ));
+        // A stream the spec has no source for takes stream 0's shape.
+        assert!(matches!(as_stream(9, s0), Ok(Incoming::Frame { .. })));
+        assert!(as_stream(9, s1).is_err());
+        let mut m = encode(frame(s0), 0);
+        m.stream_id = 0;
+        assert!(decode(m, &[], 1 << 20).is_err());
     }
 
     #[test]
@@ -266,13 +299,13 @@ mod tests {
             (flat, "is not [C, H, W]"),
         ];
         for (m, want) in cases {
-            let e = decode(m, s, 4096).map(|_| ()).unwrap_err().to_string();
+            let e = decode(m, &[s], 4096).map(|_| ()).unwrap_err().to_string();
             assert!(
                 e.contains("frame seq 9 (stream 3)") && e.contains(want),
                 "{e}"
             );
         }
-        assert!(decode(good, Shape::new(1, 2, 8), 4096).is_err());
+        assert!(decode(good, &[Shape::new(1, 2, 8)], 4096).is_err());
     }
 
     #[test]
@@ -288,7 +321,7 @@ mod tests {
                 ..v1::Frame::default()
             };
             let aligned = (m.payload.as_ptr() as usize).is_multiple_of(4);
-            match decode(m, s, 64) {
+            match decode(m, &[s], 64) {
                 Ok(Incoming::Frame { copied, frame, .. }) => {
                     assert_eq!(copied, !aligned);
                     assert_eq!(frame.tensor.is_shared(), aligned);
