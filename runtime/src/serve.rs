@@ -29,6 +29,7 @@ use crate::exec::{self, Device, ExecError, SegmentRunner};
 use crate::frame::now_ns;
 use crate::io::npy::NpySink;
 use crate::io::sink::SinkRecord;
+use crate::io::video::MediaSink;
 use crate::plan::Plan;
 use crate::spec::{DeviceChoice, Pipeline, SinkConfig};
 use crate::transport::forward::{ForwardError, Forwarder};
@@ -212,6 +213,7 @@ enum Out {
     Sink {
         record: SinkRecord,
         npy: Option<NpySink>,
+        media: Option<MediaSink>,
         acks: AckBoard,
         last_ns: u64,
     },
@@ -367,10 +369,12 @@ async fn serve_async(
                 SinkConfig::Npy(out) => Some(NpySink::new(out.clone()).map_err(ExecError::from)?),
                 _ => None,
             };
+            let media = MediaSink::open(&p.sink, p.output_shape()).map_err(ExecError::from)?;
             (
                 Out::Sink {
                     record: SinkRecord::new(p.sink != SinkConfig::Null),
                     npy,
+                    media,
                     acks: acks_tx.clone(),
                     last_ns: 0,
                 },
@@ -687,11 +691,15 @@ fn worker(
         Out::Sink {
             record,
             npy,
+            media,
             last_ns,
             ..
         } => {
             if let Some(mut n) = npy {
                 n.finish()?;
+            }
+            if let Some(m) = media {
+                m.finish().map_err(ExecError::from)?;
             }
             Some(SinkOutcome {
                 latencies_ns: record.latencies_ns,
@@ -734,6 +742,7 @@ fn frames_out(
             Out::Sink {
                 record,
                 npy,
+                media,
                 acks,
                 last_ns,
             } => {
@@ -741,6 +750,9 @@ fn frames_out(
                 record.accept(&f, now_ns())?;
                 if let Some(n) = npy {
                     n.write(&f)?;
+                }
+                if let Some(m) = media {
+                    m.write(&f).map_err(ExecError::from)?;
                 }
                 *last_ns = now_ns();
                 m.frames_out.inc();
