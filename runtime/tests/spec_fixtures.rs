@@ -266,13 +266,13 @@ fn media_sources_and_sinks_need_the_opencv_build() {
     if cfg!(feature = "opencv") {
         // The file is looked for (and missing): the source is supported.
         assert!(
-            msg.starts_with("v.yaml:2:27: source.video.path: ") && msg.contains("in.mkv"),
+            msg.starts_with("v.yaml:2:26: source.video.path: ") && msg.contains("in.mkv"),
             "{msg}"
         );
     } else {
         assert!(
             msg.starts_with(
-                "v.yaml:2:27: source.video.path: this streamfuse was built without OpenCV"
+                "v.yaml:2:26: source.video.path: this streamfuse was built without OpenCV"
             ),
             "{msg}"
         );

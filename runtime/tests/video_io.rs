@@ -244,6 +244,7 @@ fn vision_example_on_a_real_video_matches_opencv() {
         assert_eq!(got.len(), want.len());
         assert!(want.iter().any(|&x| x > 64), "frame {k} has edges");
     }
+    eprintln!("{differ} of {total} pixels differ from OpenCV by one level");
     assert!(
         differ * 1000 <= total,
         "{differ} of {total} pixels differ by one level"
@@ -330,8 +331,8 @@ fn image_folder_round_trips_through_an_images_sink() {
         assert_eq!(bytes(&got), bytes(want), "seq {seq} is {name}, unchanged");
     }
 
-    // A gray folder stays one plane, and the digest does not depend on the
-    // sink: the stats sink over the same frames gives the same one.
+    // The digest does not depend on the sink: the stats sink over the
+    // same frames gives the same one.
     let stats = dir.path().join("stats.yaml");
     std::fs::write(
         &stats,
@@ -366,15 +367,10 @@ fn a_frame_of_another_size_or_a_missing_camera_is_a_one_line_error() {
         "name: sizes\nsource: { images: { dir: in } }\nstages: [ { id: g, op: gray } ]\nsink: { stats: {} }\n",
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let out = run(&["run", s(&spec), "--device", "cpu"]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines.len(), 1, "{err}");
+    let err = one_error(&run(&["run", s(&spec), "--device", "cpu"]));
     assert!(
-        lines[0].starts_with("error: ")
-            && lines[0].contains("a2.png: frame seq 2: shape [3, 24, 30]")
-            && lines[0].contains("differs from the first frame's [3, 24, 32]"),
+        err.contains("a2.png: frame seq 2: shape [3, 24, 30]")
+            && err.contains("differs from the first frame's [3, 24, 32]"),
         "{err}"
     );
 
@@ -386,14 +382,23 @@ fn a_frame_of_another_size_or_a_missing_camera_is_a_one_line_error() {
         "name: cam\nsource: { camera: { index: 63, width: 64, height: 48, frames: 5 } }\nstages: [ { id: g, op: gray } ]\nsink: { stats: {} }\n",
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let out = run(&["run", s(&cam), "--device", "cpu"]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines.len(), 1, "{err}");
+    let err = one_error(&run(&["run", s(&cam), "--device", "cpu"]));
     assert!(
-        lines[0].contains("camera 63 (/dev/video63): no such device"),
+        err.contains("camera 63 (/dev/video63): no such device"),
         "{err}"
     );
+}
+
+/// The one `error:` line of a failed run (log lines come before it).
+fn one_error(out: &Output) -> String {
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(
+        err.trim_end().ends_with(errors[0]),
+        "the error is last: {err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
+    errors[0].to_owned()
 }
