@@ -33,7 +33,7 @@ fn quiet() {
     });
 }
 
-fn utf8<'a>(path: &'a Path) -> Result<&'a str, MediaError> {
+fn utf8(path: &Path) -> Result<&str, MediaError> {
     path.to_str().ok_or_else(|| {
         err(
             path.display(),
