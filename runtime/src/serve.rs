@@ -698,8 +698,8 @@ fn worker(
             if let Some(mut n) = npy {
                 n.finish()?;
             }
-            if let Some(m) = media {
-                m.finish().map_err(ExecError::from)?;
+            if let Some(w) = media {
+                w.finish()?;
             }
             Some(SinkOutcome {
                 latencies_ns: record.latencies_ns,
@@ -751,8 +751,8 @@ fn frames_out(
                 if let Some(n) = npy {
                     n.write(&f)?;
                 }
-                if let Some(m) = media {
-                    m.write(&f).map_err(ExecError::from)?;
+                if let Some(w) = media {
+                    w.write(&f)?;
                 }
                 *last_ns = now_ns();
                 m.frames_out.inc();
