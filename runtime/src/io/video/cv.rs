@@ -164,13 +164,19 @@ fn open_camera_device(
         ));
     }
     if let Some((w, h)) = size {
-        let ok = cap.set(CAP_PROP_FRAME_WIDTH, w as f64).unwrap_or(false)
-            && cap.set(CAP_PROP_FRAME_HEIGHT, h as f64).unwrap_or(false);
-        if !ok {
+        // A driver may refuse a size or pick the nearest it has: what it
+        // gives is what counts.
+        let _ = cap.set(CAP_PROP_FRAME_WIDTH, w as f64);
+        let _ = cap.set(CAP_PROP_FRAME_HEIGHT, h as f64);
+        let gw = cap.get(CAP_PROP_FRAME_WIDTH).unwrap_or(0.0) as usize;
+        let gh = cap.get(CAP_PROP_FRAME_HEIGHT).unwrap_or(0.0) as usize;
+        if (gw, gh) != (w, h) {
             return Err(err(
                 &what,
                 None,
-                format!("cannot set the frame size {w}x{h}"),
+                format!(
+                    "the device does not offer {w}x{h} (it gives {gw}x{gh}); set `width` and `height` to a size it has"
+                ),
             ));
         }
     }
