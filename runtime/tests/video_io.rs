@@ -270,6 +270,23 @@ fn vision_example_on_a_real_video_matches_opencv() {
     for (a, b) in again.iter().zip(&edges) {
         assert_eq!(bytes(a), bytes(b));
     }
+
+    // `--frames` takes the first frames only.
+    let v3 = run_json(&[
+        "run",
+        s(&spec),
+        "--device",
+        "cpu",
+        "--frames",
+        "7",
+        "--json",
+    ]);
+    assert_eq!(v3["frames"], 7, "{v3}");
+    let first = read_video(&output);
+    assert_eq!(first.len(), 7);
+    for (a, b) in first.iter().zip(&edges) {
+        assert_eq!(bytes(a), bytes(b));
+    }
 }
 
 fn write_png(path: &Path, m: &Mat) {
