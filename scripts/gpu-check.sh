@@ -4,7 +4,9 @@
 #   scripts/gpu-check.sh
 #   STREAMFUSE_PREBUILT=DIR scripts/gpu-check.sh
 # With STREAMFUSE_PREBUILT the binaries come from DIR (streamfuse, cuda_device,
-# cuda_bench, built elsewhere with `--profile ci`) for machines without cargo;
+# cuda_bench, built elsewhere with `--profile ci`; build streamfuse with
+# `--no-default-features` there unless the GPU machine has OpenCV 4.6's
+# libraries, which the default build links) for machines without cargo;
 # DIR/nvrtc.tar.zst, when present, holds libnvrtc 12.x to use.
 # Runs: NVRTC compile of every kernel for this GPU, the CUDA tests (device
 # against the CPU backend, f32 tolerance 1e-5 relative), the cuda_* benches

@@ -13,6 +13,10 @@ if command -v rustup >/dev/null 2>&1; then
 fi
 command -v cargo >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs" >&2; exit 1; }
 
+# OpenCV (the default `opencv` feature: video, camera and image files) and
+# clang/libclang for its bindings, from apt when missing.
+scripts/install-deps.sh
+
 # NVRTC and ptxas from PyPI wheels (no CUDA install): the NVRTC test must
 # then pass, not skip.
 source scripts/cuda-tools.sh
@@ -26,6 +30,9 @@ fi
 
 say "unit, property, corpus, emulated-CUDA, fixture, CLI and multi-process tests"
 cargo test --workspace --locked
+
+say "the runtime without OpenCV (--no-default-features): builds, and its spec and npy tests pass"
+cargo test --locked -p streamfuse --no-default-features --test spec_fixtures --test npy_io
 
 # The CPU kernels pick an instruction set at run time; run the shared
 # corpus and the property tests again on each lower level this machine can

@@ -29,6 +29,7 @@ use crate::exec::{self, Device, ExecError, SegmentRunner};
 use crate::frame::now_ns;
 use crate::io::npy::NpySink;
 use crate::io::sink::{SinkRecord, StreamTally};
+use crate::io::video::MediaSink;
 use crate::plan::Plan;
 use crate::spec::{DeviceChoice, Pipeline, SinkConfig};
 use crate::transport::forward::{ForwardError, Forwarder};
@@ -248,6 +249,7 @@ enum Out {
     Sink {
         record: SinkRecord,
         npy: Option<NpySink>,
+        media: Option<MediaSink>,
         acks: AckBoard,
         last_ns: u64,
     },
@@ -404,10 +406,12 @@ async fn serve_async(
                 SinkConfig::Npy(out) => Some(NpySink::new(out.clone()).map_err(ExecError::from)?),
                 _ => None,
             };
+            let media = MediaSink::open(&p.sink, p.output_shape()).map_err(ExecError::from)?;
             (
                 Out::Sink {
                     record: SinkRecord::new(p.sink != SinkConfig::Null),
                     npy,
+                    media,
                     acks: acks_tx.clone(),
                     last_ns: 0,
                 },
@@ -741,11 +745,15 @@ fn worker(
         Out::Sink {
             record,
             npy,
+            media,
             last_ns,
             ..
         } => {
             if let Some(mut n) = npy {
                 n.finish()?;
+            }
+            if let Some(w) = media {
+                w.finish()?;
             }
             Some(SinkOutcome {
                 digest: record.digest(),
@@ -791,6 +799,7 @@ fn frames_out(
             Out::Sink {
                 record,
                 npy,
+                media,
                 acks,
                 last_ns,
             } => {
@@ -798,6 +807,9 @@ fn frames_out(
                 record.accept(&f, now_ns())?;
                 if let Some(n) = npy {
                     n.write(&f)?;
+                }
+                if let Some(w) = media {
+                    w.write(&f)?;
                 }
                 *last_ns = now_ns();
                 m.frames_out.inc();

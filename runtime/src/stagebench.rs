@@ -74,6 +74,18 @@ pub fn bench(
                 None => streamfuse_kernels::Tensor::zeros(*shape),
             }
         }
+        SourceConfig::Video(_) | SourceConfig::Camera(_) | SourceConfig::Images(_) => {
+            match crate::exec::open_source_inline(&p.source).next() {
+                Some(Ok(f)) => f.tensor,
+                Some(Err(e)) => {
+                    return Err(streamfuse_kernels::KernelError::BadParam {
+                        op: "video source",
+                        what: e.to_string(),
+                    });
+                }
+                None => streamfuse_kernels::Tensor::zeros(p.source.shape()),
+            }
+        }
     };
     let run = || -> Result<(), streamfuse_kernels::KernelError> {
         // As the executor does: later kernels take the frame by value, so

@@ -2,6 +2,8 @@
 //! `invalid-*.yaml` fails with the one-line error its first comment line
 //! gives (`# expect: LINE:COL: FIELD: MESSAGE`, a prefix of the error after
 //! the file name) and, where present, a `# message:` it must contain.
+//! Fixtures with a `# requires: opencv` line (video, camera and image
+//! sources and sinks) are skipped in builds without the `opencv` feature.
 
 use std::path::{Path, PathBuf};
 
@@ -20,6 +22,12 @@ fn fixtures() -> Vec<PathBuf> {
     v
 }
 
+/// Whether this build can load the fixture (`# requires: opencv`).
+fn supported(p: &Path) -> bool {
+    let text = std::fs::read_to_string(p).unwrap_or_default();
+    cfg!(feature = "opencv") || !text.lines().any(|l| l == "# requires: opencv")
+}
+
 fn name(p: &Path) -> &str {
     p.file_name().and_then(|n| n.to_str()).unwrap_or_default()
 }
@@ -29,7 +37,7 @@ fn invalid_fixtures_fail_with_their_located_one_line_error() {
     let mut seen = 0;
     for path in fixtures()
         .into_iter()
-        .filter(|p| name(p).starts_with("invalid-"))
+        .filter(|p| name(p).starts_with("invalid-") && supported(p))
     {
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
         let expect = text
@@ -71,7 +79,7 @@ fn valid_fixtures_load_and_plan() {
     let mut seen = 0;
     for path in fixtures()
         .into_iter()
-        .filter(|p| name(p).starts_with("valid-"))
+        .filter(|p| name(p).starts_with("valid-") && supported(p))
     {
         let p = spec::load(&path, &Overrides::default())
             .unwrap_or_else(|e| panic!("{} should load: {e}", path.display()));
@@ -248,4 +256,25 @@ fn vision_stages_fuse_into_row_chains_that_resize_ends() {
     );
     assert_eq!(plan(&chained).segments[0].groups.len(), 7);
     assert!(matches!(pl.segments[0].groups[1].op, Op::Vision(_)));
+}
+
+#[test]
+fn media_sources_and_sinks_need_the_opencv_build() {
+    let text = "name: v\nsource: { video: { path: in.mkv } }\nstages: [ { id: gray, op: gray } ]\nsink: { stats: {} }\n";
+    let res = spec::parse(text, Path::new("v.yaml"), &Overrides::default());
+    let msg = res.err().map(|e| e.to_string()).unwrap_or_default();
+    if cfg!(feature = "opencv") {
+        // The file is looked for (and missing): the source is supported.
+        assert!(
+            msg.starts_with("v.yaml:2:26: source.video.path: ") && msg.contains("in.mkv"),
+            "{msg}"
+        );
+    } else {
+        assert!(
+            msg.starts_with(
+                "v.yaml:2:26: source.video.path: this streamfuse was built without OpenCV"
+            ),
+            "{msg}"
+        );
+    }
 }

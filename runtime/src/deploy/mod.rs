@@ -307,6 +307,21 @@ fn warnings(p: &Pipeline) -> Vec<String> {
             "source.npy reads files next to the spec; the pods see only the spec under {SPEC_DIR}: mount the frames there"
         ));
     }
+    if matches!(p.source, SourceConfig::Video(_) | SourceConfig::Images(_)) {
+        w.push(format!(
+            "source.video/images read files next to the spec; the pods see only the spec under {SPEC_DIR}: mount the frames there"
+        ));
+    }
+    if matches!(p.source, SourceConfig::Camera(_)) {
+        w.push(
+            "source.camera opens /dev/video<index> on the source's node: give its pod the device (a hostPath volume or a device plugin)".into(),
+        );
+    }
+    if matches!(p.sink, SinkConfig::Video(_) | SinkConfig::Images(_)) {
+        w.push(format!(
+            "sink.video/images write next to the spec; {SPEC_DIR} is read-only in the pods: mount a writable volume there"
+        ));
+    }
     if matches!(p.sink, SinkConfig::Npy(_)) {
         w.push(format!(
             "sink.npy writes next to the spec; {SPEC_DIR} is read-only in the pods: mount a writable volume there"

@@ -20,6 +20,7 @@ use crate::frame::{Frame, now_ns};
 use crate::io::npy::{NpySink, NpySource};
 use crate::io::sink::{OrderError, SinkRecord, StreamTally};
 use crate::io::synthetic::Synthetic;
+use crate::io::video::{self, MediaSink};
 use crate::metrics::Percentiles;
 use crate::plan::{Plan, Segment};
 use crate::spec::{DeviceChoice, Pipeline, SinkConfig, SourceConfig};
@@ -67,6 +68,9 @@ pub enum ExecError {
     /// A tensor file could not be read or written.
     #[error(transparent)]
     Npy(#[from] crate::io::npy::NpyError),
+    /// A video file, camera or image could not be read or written.
+    #[error(transparent)]
+    Media(#[from] crate::io::video::MediaError),
     /// Frames reached the sink out of order.
     #[error(transparent)]
     Order(#[from] OrderError),
@@ -277,6 +281,11 @@ fn worker(
         (SinkConfig::Npy(out), true) => Some(NpySink::new(out.clone())?),
         _ => None,
     };
+    let mut media_sink = if last {
+        MediaSink::open(&p.sink, p.output_shape())?
+    } else {
+        None
+    };
     let mut sink = last.then(|| SinkRecord::new(p.sink != SinkConfig::Null));
     let mut runner = SegmentRunner::new(p, seg, device)?;
     let mut last_at = Instant::now();
@@ -303,11 +312,13 @@ fn worker(
         let mut out = Outlet {
             sink: &mut sink,
             npy: &mut npy_sink,
+            media: &mut media_sink,
             tx: tx.as_ref(),
             bar,
         };
         if !emit(done, &mut st, &mut out, &mut last_at)? {
             st.group_compute = runner.group_compute;
+            finish_media(media_sink)?;
             return finish(st, sink, npy_sink, last_at);
         }
     }
@@ -315,12 +326,21 @@ fn worker(
     let mut out = Outlet {
         sink: &mut sink,
         npy: &mut npy_sink,
+        media: &mut media_sink,
         tx: tx.as_ref(),
         bar,
     };
     emit(done, &mut st, &mut out, &mut last_at)?;
     st.group_compute = runner.group_compute;
+    finish_media(media_sink)?;
     finish(st, sink, npy_sink, last_at)
+}
+
+fn finish_media(media: Option<MediaSink>) -> Result<(), ExecError> {
+    if let Some(m) = media {
+        m.finish()?;
+    }
+    Ok(())
 }
 
 fn finish(
@@ -421,6 +441,26 @@ pub fn open_source_inline(
         } => Box::new(
             NpySource::new(input.clone(), *shape, *frames).map(|r| r.map_err(ExecError::from)),
         ),
+        SourceConfig::Video(_) | SourceConfig::Camera(_) | SourceConfig::Images(_) => {
+            media_source(src)
+        }
+    }
+}
+
+/// A video, camera or image-folder source's frames; one error item when it
+/// cannot be opened.
+fn media_source(src: &SourceConfig) -> Box<dyn Iterator<Item = Result<Frame, ExecError>> + Send> {
+    let opened = match src {
+        SourceConfig::Video(v) => video::open_video(v),
+        SourceConfig::Camera(c) => video::open_camera(c),
+        SourceConfig::Images(i) => video::open_images(i),
+        SourceConfig::Synthetic(_) | SourceConfig::Npy { .. } => {
+            return Box::new(std::iter::empty());
+        }
+    };
+    match opened {
+        Ok(frames) => Box::new(frames.map(|r| r.map_err(ExecError::from))),
+        Err(e) => Box::new(std::iter::once(Err(ExecError::from(e)))),
     }
 }
 
@@ -532,6 +572,7 @@ fn run_cpu(
 struct Outlet<'a> {
     sink: &'a mut Option<SinkRecord>,
     npy: &'a mut Option<NpySink>,
+    media: &'a mut Option<MediaSink>,
     tx: Option<&'a Sender<Msg>>,
     bar: &'a ProgressBar,
 }
@@ -548,6 +589,9 @@ fn emit(
             sink.accept(&frame, now_ns())?;
             if let Some(n) = out.npy.as_mut() {
                 n.write(&frame)?;
+            }
+            if let Some(m) = out.media.as_mut() {
+                m.write(&frame)?;
             }
             *last_at = Instant::now();
             out.bar.inc(1);

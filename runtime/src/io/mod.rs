@@ -3,3 +3,4 @@
 pub mod npy;
 pub mod sink;
 pub mod synthetic;
+pub mod video;

@@ -202,6 +202,12 @@ pub enum SourceConfig {
         /// Frames to read.
         frames: u64,
     },
+    /// Frames decoded from a video file.
+    Video(crate::io::video::VideoInput),
+    /// Frames captured from a camera.
+    Camera(crate::io::video::CameraInput),
+    /// Image files of a folder.
+    Images(crate::io::video::ImagesInput),
 }
 
 impl SourceConfig {
@@ -210,6 +216,9 @@ impl SourceConfig {
         match self {
             SourceConfig::Synthetic(s) => s.shape,
             SourceConfig::Npy { shape, .. } => *shape,
+            SourceConfig::Video(v) => v.shape,
+            SourceConfig::Camera(c) => c.shape,
+            SourceConfig::Images(i) => i.shape,
         }
     }
 
@@ -218,6 +227,9 @@ impl SourceConfig {
         match self {
             SourceConfig::Synthetic(s) => s.frames,
             SourceConfig::Npy { frames, .. } => *frames,
+            SourceConfig::Video(v) => v.frames,
+            SourceConfig::Camera(c) => c.frames,
+            SourceConfig::Images(i) => i.frames,
         }
     }
 }
@@ -231,6 +243,10 @@ pub enum SinkConfig {
     Stats,
     /// As `Stats`, and every output written to `.npy` files.
     Npy(crate::io::npy::NpyOutput),
+    /// As `Stats`, and every output written to a video file.
+    Video(crate::io::video::VideoOutput),
+    /// As `Stats`, and every output written as a PNG file.
+    Images(crate::io::video::ImagesOutput),
 }
 
 /// A resolved stage.

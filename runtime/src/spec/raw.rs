@@ -41,6 +41,80 @@ pub enum RawSource {
     Synthetic(RawSynthetic),
     /// Frames from `.npy` files.
     Npy(RawNpySource),
+    /// Frames decoded from a video file (OpenCV `VideoCapture`).
+    Video(RawVideoSource),
+    /// Frames captured from a V4L2 camera (OpenCV `VideoCapture`).
+    Camera(RawCameraSource),
+    /// Image files of a folder, in name order (OpenCV `imgcodecs`).
+    Images(RawImagesSource),
+}
+
+/// `source: { video: { path: in.mkv, frames: N } }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVideoSource {
+    /// The file (relative to the spec).
+    pub path: Spanned<String>,
+    /// Frames to read (default: all).
+    #[serde(default)]
+    pub frames: Option<Spanned<u64>>,
+}
+
+/// `source: { camera: { index: 0, width: 1280, height: 720, frames: N } }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCameraSource {
+    /// V4L2 device index (`/dev/video<index>`).
+    pub index: Spanned<u32>,
+    /// Frame width to ask of the device (with `height`).
+    #[serde(default)]
+    pub width: Option<Spanned<usize>>,
+    /// Frame height to ask of the device (with `width`).
+    #[serde(default)]
+    pub height: Option<Spanned<usize>>,
+    /// Frames to capture.
+    pub frames: Spanned<u64>,
+}
+
+/// `source: { images: { dir: frames/, pattern: "*.png", frames: N } }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawImagesSource {
+    /// The folder (relative to the spec).
+    pub dir: Spanned<String>,
+    /// File-name glob (`*`, `?`); default: common image extensions.
+    #[serde(default)]
+    pub pattern: Option<Spanned<String>>,
+    /// Frames to read (default: every matching file).
+    #[serde(default)]
+    pub frames: Option<Spanned<u64>>,
+}
+
+/// `sink: { video: { path: out.mkv, fourcc: FFV1, fps: 30, scale: 255 } }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVideoSink {
+    /// The file (relative to the spec).
+    pub path: Spanned<String>,
+    /// Four-character codec code.
+    pub fourcc: Spanned<String>,
+    /// Frame rate of the file (default: the video source's, else 30).
+    #[serde(default)]
+    pub fps: Option<Spanned<f64>>,
+    /// Factor before rounding values to 8 bits (default 255).
+    #[serde(default)]
+    pub scale: Option<Spanned<f64>>,
+}
+
+/// `sink: { images: { dir: out/, scale: 255 } }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawImagesSink {
+    /// The folder (relative to the spec; created when missing).
+    pub dir: Spanned<String>,
+    /// Factor before rounding values to 8 bits (default 255).
+    #[serde(default)]
+    pub scale: Option<Spanned<f64>>,
 }
 
 /// `source: { npy: { path: frames.npy } }` or `{ npy: { dir: frames/ } }`.
@@ -114,6 +188,10 @@ pub enum RawSink {
     Stats(Empty),
     /// Write every output to `.npy` files (timings and digest recorded too).
     Npy(RawNpySink),
+    /// Write every output to a video file (timings and digest recorded too).
+    Video(RawVideoSink),
+    /// Write every output as a PNG file (timings and digest recorded too).
+    Images(RawImagesSink),
 }
 
 /// A map that must be empty: `{}`.

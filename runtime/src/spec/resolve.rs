@@ -15,6 +15,8 @@ use super::{
     SpecError, Stage, SyntheticSource,
 };
 
+mod media;
+
 /// Ops a stage may name.
 const OPS: &str =
     "conv2d, relu, clip, affine, threshold, maxpool, gray, normalize, resize, gaussian_blur, sobel";
@@ -67,6 +69,15 @@ pub(super) fn resolve(raw: RawSpec, file: &Path, ov: &Overrides) -> Result<Pipel
     let sink = match raw.sink {
         RawSink::Null(_) => SinkConfig::Null,
         RawSink::Stats(_) => SinkConfig::Stats,
+        RawSink::Video(v) => media::video_sink(
+            &cx,
+            v,
+            &source,
+            stages.last().map_or(source.shape(), |s| s.output),
+        )?,
+        RawSink::Images(i) => {
+            media::images_sink(&cx, i, stages.last().map_or(source.shape(), |s| s.output))?
+        }
         RawSink::Npy(n) => {
             use crate::io::npy::NpyOutput;
             match (n.path, n.dir) {
@@ -154,6 +165,9 @@ fn resolve_source(cx: &Ctx<'_>, raw: RawSource, ov: &Overrides) -> Result<Source
     let s = match raw {
         RawSource::Synthetic(s) => s,
         RawSource::Npy(n) => return resolve_npy_source(cx, n, ov),
+        RawSource::Video(v) => return media::video_source(cx, v, ov),
+        RawSource::Camera(c) => return media::camera_source(cx, c, ov),
+        RawSource::Images(i) => return media::images_source(cx, i, ov),
     };
     for (v, f) in [(&s.width, "width"), (&s.height, "height")] {
         if v.value == 0 {
