@@ -59,7 +59,7 @@ async fn server(
         inbox_tx,
         acks_rx,
         v1::InfoReply::default(),
-        shape,
+        vec![shape],
         limits.max_frame_bytes,
         WINDOW,
         metrics(),
