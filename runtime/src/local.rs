@@ -356,15 +356,5 @@ pub fn report(p: &Pipeline, plan: &Plan, outcomes: &[SegmentOutcome]) -> RunRepo
         .unwrap_or_default();
     let elapsed = first.map_or(0.0, |f| sink.last_ns.saturating_sub(f) as f64 / 1e9);
     let devices: Vec<String> = outcomes.iter().map(|o| o.device.clone()).collect();
-    exec::assemble(
-        p,
-        plan,
-        &totals,
-        &sink.latencies_ns,
-        &sink.arrivals_ns,
-        &sink.streams,
-        sink.digest,
-        elapsed,
-        &devices,
-    )
+    exec::assemble(p, plan, &totals, &sink, elapsed, &devices)
 }

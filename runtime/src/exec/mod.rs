@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::frame::{Frame, now_ns};
 use crate::io::npy::{NpySink, NpySource};
-use crate::io::sink::{OrderError, SinkRecord, StreamTally};
+use crate::io::sink::{OrderError, SinkRecord};
 use crate::io::synthetic::Synthetic;
 use crate::io::video::{self, MediaSink};
 use crate::metrics::Percentiles;
@@ -734,17 +734,14 @@ fn report(
     let (sink, end) = record.unwrap_or_else(|| (SinkRecord::new(false), start));
     let elapsed = end.saturating_duration_since(start).as_secs_f64();
     let devices: Vec<String> = devices.iter().map(ToString::to_string).collect();
-    assemble(
-        p,
-        plan,
-        &totals,
-        &sink.latencies_ns,
-        &sink.arrivals_ns,
-        &sink.streams(),
-        sink.digest(),
-        elapsed,
-        &devices,
-    )
+    let seen = crate::serve::SinkOutcome {
+        digest: sink.digest(),
+        streams: sink.streams(),
+        latencies_ns: sink.latencies_ns,
+        arrivals_ns: sink.arrivals_ns,
+        last_ns: 0,
+    };
+    assemble(p, plan, &totals, &seen, elapsed, &devices)
 }
 
 /// One segment's totals over a run, what a [`RunReport`] is built from.
@@ -758,19 +755,19 @@ pub struct SegmentTotals {
     pub link_in: Duration,
 }
 
-/// Builds the run's report from per-segment totals (in plan order), the
-/// sink's latencies and digest, the run's wall time and the devices used.
+/// Builds the run's report from per-segment totals (in plan order), what
+/// the sink saw (latencies, arrivals, streams, digest), the run's wall time
+/// and the devices used.
 pub fn assemble(
     p: &Pipeline,
     plan: &Plan,
     totals: &[SegmentTotals],
-    latencies_ns: &[u64],
-    arrivals_ns: &[u64],
-    streams: &[StreamTally],
-    output_digest: Option<String>,
+    sink: &crate::serve::SinkOutcome,
     elapsed: f64,
     devices: &[String],
 ) -> RunReport {
+    let (latencies_ns, arrivals_ns) = (&sink.latencies_ns, &sink.arrivals_ns);
+    let (streams, output_digest) = (&sink.streams, sink.digest.clone());
     let mut groups = Vec::new();
     let mut links = Vec::new();
     let mut compute = Duration::ZERO;
