@@ -384,7 +384,6 @@ pub struct MediaSink {
 enum Kind {
     Video {
         out: VideoOutput,
-        shape: Shape,
         writers: HashMap<u32, Writer>,
     },
     Images(ImagesOutput),
@@ -450,7 +449,6 @@ impl MediaSink {
                 writers.insert(0, open_writer(out, 0, shape)?);
                 Kind::Video {
                     out: out.clone(),
-                    shape,
                     writers,
                 }
             }
@@ -475,15 +473,13 @@ impl MediaSink {
     /// [`MediaError`] naming the file and the frame's seq.
     pub fn write(&mut self, f: &Frame) -> Result<(), MediaError> {
         match &mut self.kind {
-            Kind::Video {
-                out,
-                shape,
-                writers,
-            } => {
+            Kind::Video { out, writers } => {
                 let w = match writers.entry(f.stream_id) {
                     std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    // Another stream (`sources:`): its own file, at its
+                    // own frame size.
                     std::collections::hash_map::Entry::Vacant(e) => {
-                        e.insert(open_writer(out, f.stream_id, *shape)?)
+                        e.insert(open_writer(out, f.stream_id, f.tensor.shape())?)
                     }
                 };
                 if f.tensor.shape() != w.shape {
