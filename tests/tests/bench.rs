@@ -98,10 +98,17 @@ fn a_slowed_stage_is_its_compute_time_and_the_throughput_bound() {
         (expected * 0.85..expected * 1.02).contains(&bound),
         "bound {bound}: {row}"
     );
-    let fps = row["fps"].as_f64().unwrap_or_default();
+    // In steady state (a 40-frame run's fill and drain are a large part
+    // of it, so the whole run's rate is lower).
+    let fps = row["steady_fps"].as_f64().unwrap_or_default();
     assert!(
         (expected * 0.85..expected * 1.02).contains(&fps),
-        "fps {fps}: {row}"
+        "steady fps {fps}: {row}"
+    );
+    let whole = row["fps"].as_f64().unwrap_or_default();
+    assert!(
+        whole > expected * 0.5 && whole <= fps * 1.05,
+        "fps {whole}: {row}"
     );
     assert!(
         row["pipelining"].as_f64().unwrap_or_default() >= 0.85,
