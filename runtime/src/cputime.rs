@@ -36,6 +36,8 @@ pub struct MachineTimes {
     pub total: u64,
     /// Time stolen by the hypervisor, in clock ticks.
     pub steal: u64,
+    /// Idle or waiting for I/O, in clock ticks.
+    pub idle: u64,
 }
 
 impl MachineTimes {
@@ -59,7 +61,18 @@ impl MachineTimes {
         Some(Self {
             total: fields[..counted].iter().sum(),
             steal: fields.get(7).copied().unwrap_or(0),
+            idle: fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0),
         })
+    }
+
+    /// The share of the machine's CPU time since `earlier` that was idle
+    /// (or waiting for I/O): no thread of any process had work for it.
+    pub fn idle_since(&self, earlier: &Self) -> f64 {
+        let total = self.total.saturating_sub(earlier.total);
+        if total == 0 {
+            return 0.0;
+        }
+        self.idle.saturating_sub(earlier.idle) as f64 / total as f64
     }
 
     /// The share of the machine's CPU time between `earlier` and `self`
@@ -85,12 +98,14 @@ mod tests {
             a,
             Some(MachineTimes {
                 total: 1000,
-                steal: 50
+                steal: 50,
+                idle: 800
             })
         );
         let (Some(a), Some(b)) = (a, b) else { return };
-        // 1000 ticks passed, 50 of them stolen.
+        // 1000 ticks passed, 50 of them stolen, 800 idle.
         assert!((b.steal_since(&a) - 0.05).abs() < 1e-12);
+        assert!((b.idle_since(&a) - 0.8).abs() < 1e-12);
         assert_eq!(a.steal_since(&a), 0.0);
         assert_eq!(MachineTimes::parse("intr 1 2\n"), None);
         assert_eq!(MachineTimes::parse("cpu  1 x 3\n"), None);

@@ -11,6 +11,7 @@
 //! [`deploy`] writes the Kubernetes objects that run it on a k3s cluster;
 //! [`bench`] runs the placement experiments on an emulated cluster.
 
+pub mod advise;
 pub mod alloc;
 pub mod bench;
 pub mod cputime;
@@ -19,10 +20,12 @@ pub mod exec;
 pub mod frame;
 pub mod import;
 pub mod io;
+pub mod live;
 pub mod local;
 pub mod metrics;
 pub mod model;
 pub mod plan;
+pub mod ports;
 pub mod serve;
 pub mod spec;
 pub mod stagebench;

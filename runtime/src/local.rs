@@ -9,7 +9,6 @@
 //! benchmark harness does) and extra arguments per segment.
 
 use std::io::Read;
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -106,18 +105,12 @@ pub struct LocalRun {
     pub outcomes: Vec<SegmentOutcome>,
 }
 
-/// A free loopback port (bound and released; the segment binds it next).
+/// A free loopback port for a segment (see [`crate::ports`]).
 fn free_port() -> Result<u16, LocalError> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|source| LocalError::Io {
+    crate::ports::free_loopback_port().map_err(|source| LocalError::Io {
         what: "find a free loopback port".into(),
         source,
-    })?;
-    l.local_addr()
-        .map(|a| a.port())
-        .map_err(|source| LocalError::Io {
-            what: "find a free loopback port".into(),
-            source,
-        })
+    })
 }
 
 /// Runs `plan` split: one `exe serve` process per segment on loopback.
@@ -346,6 +339,7 @@ pub fn report(p: &Pipeline, plan: &Plan, outcomes: &[SegmentOutcome]) -> RunRepo
                 .map(|&ns| Duration::from_nanos(ns))
                 .collect(),
             link_in: Duration::from_nanos(o.link_in_ns),
+            weight_updates: o.weight_updates.clone(),
         })
         .collect();
     let first = outcomes.iter().find_map(|o| o.first_capture_ns);
@@ -356,5 +350,10 @@ pub fn report(p: &Pipeline, plan: &Plan, outcomes: &[SegmentOutcome]) -> RunRepo
         .unwrap_or_default();
     let elapsed = first.map_or(0.0, |f| sink.last_ns.saturating_sub(f) as f64 / 1e9);
     let devices: Vec<String> = outcomes.iter().map(|o| o.device.clone()).collect();
-    exec::assemble(p, plan, &totals, &sink, elapsed, &devices)
+    let mut r = exec::assemble(p, plan, &totals, &sink, elapsed, &devices);
+    r.weight_updates_refused = outcomes
+        .iter()
+        .flat_map(|o| o.weight_updates_refused.iter().cloned())
+        .collect();
+    r
 }

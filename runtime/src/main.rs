@@ -32,8 +32,15 @@ enum Command {
     /// Serve one segment: receive frames over gRPC (or read the source),
     /// run the segment's stages, forward downstream (or to the sink).
     Serve(ServeArgs),
-    /// Print the segments, fusion groups and link sizes of a placement.
+    /// Replace a conv stage's weights in a running segment server, between
+    /// two frames; prints the first frame that used them.
+    UpdateWeights(UpdateWeightsArgs),
+    /// Print the segments, fusion groups and link sizes of a placement;
+    /// with --advise, rank every placement by predicted fps or latency.
     Plan(PlanArgs),
+    /// Measure what each stage range costs on this machine (a profile for
+    /// `plan --advise --profile`).
+    Profile(ProfileArgs),
     /// Write the Kubernetes (k3s) objects that run a placement: a ConfigMap
     /// with the spec, and a Deployment and a Service per segment.
     Manifests(ManifestsArgs),
@@ -46,6 +53,25 @@ enum Command {
     /// pipeline split into 1..4 processes, on an emulated edge/server
     /// cluster (root) or loopback; writes CSV, a markdown summary and SVG plots.
     Bench(PipelineBenchArgs),
+}
+
+#[derive(Debug, Args)]
+struct UpdateWeightsArgs {
+    /// The segment server (`host:port`) that runs the stage.
+    addr: String,
+    /// Stage id (a conv2d stage).
+    #[arg(long)]
+    stage: String,
+    /// New weights: a `.npy` file of the stage's shape `[out, in, k, k]`
+    /// (float32 or float64).
+    #[arg(long)]
+    weights: PathBuf,
+    /// New bias: a `.npy` file of shape `[out]` (default: keep the bias).
+    #[arg(long)]
+    bias: Option<PathBuf>,
+    /// Print the reply as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -151,7 +177,8 @@ struct SpecArgs {
     /// Frame size WxH (or one side for a square), overriding the source's.
     #[arg(long, value_parser = spec::parse_size)]
     size: Option<(usize, usize)>,
-    /// Placement letters, one per element: the source, then each stage.
+    /// Placement letters, one per element: the source, then each stage
+    /// (`manifests` also takes `auto`: the advisor's choice).
     #[arg(long)]
     placement: Option<String>,
     /// Fusion mode: off, chain or kernel.
@@ -242,15 +269,65 @@ struct ManifestsArgs {
     /// versions that do not create it.
     #[arg(long)]
     runtime_class: bool,
+    /// With `--placement auto`: the profile the advisor ranks placements
+    /// from (default: measured here first).
+    #[arg(long)]
+    profile: Option<PathBuf>,
+    #[command(flatten)]
+    measure: MeasureArgs,
 }
 
 #[derive(Debug, Args)]
 struct PlanArgs {
     #[command(flatten)]
     spec: SpecArgs,
+    /// Rank every placement by predicted throughput or latency (from
+    /// --profile, or measured here first).
+    #[arg(long)]
+    advise: bool,
+    /// A profile written by `streamfuse profile`.
+    #[arg(long, requires = "advise")]
+    profile: Option<PathBuf>,
+    /// What --advise ranks by: throughput or latency.
+    #[arg(long, default_value = "throughput", requires = "advise")]
+    objective: streamfuse::advise::Objective,
+    #[command(flatten)]
+    measure: MeasureArgs,
     /// Print JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// What `profile` (and `plan --advise` without --profile) takes as given.
+#[derive(Debug, Args)]
+struct MeasureArgs {
+    /// Timed frames per stage range.
+    #[arg(long, default_value_t = 50)]
+    iters: usize,
+    /// Bandwidth of the links between nodes (tc syntax: 1gbit, 100mbit).
+    #[arg(long, default_value = "1gbit")]
+    link: String,
+    /// Round-trip time of the links, ms.
+    #[arg(long, default_value_t = 0.0)]
+    rtt_ms: f64,
+    /// CPU cost of handing a frame from one process to another, ms per
+    /// frame (split between sender and receiver).
+    #[arg(long, default_value_t = 0.0)]
+    hop_ms: f64,
+    /// ... and ms per MB of frame.
+    #[arg(long, default_value_t = 0.0)]
+    hop_ms_per_mb: f64,
+}
+
+#[derive(Debug, Args)]
+struct ProfileArgs {
+    #[command(flatten)]
+    spec: SpecArgs,
+    #[command(flatten)]
+    measure: MeasureArgs,
+    /// Write the profile here (default: stdout).
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -309,7 +386,9 @@ fn main() -> ExitCode {
     let quiet = match &cli.command {
         Command::Run(a) => a.json,
         Command::Serve(_) => false,
+        Command::UpdateWeights(a) => a.json,
         Command::Plan(a) => a.json,
+        Command::Profile(_) => true,
         Command::Manifests(_) | Command::Import(_) => true,
         Command::Kernels(KernelsCommand::Bench(a)) => a.json,
         Command::Kernels(KernelsCommand::Roofline(a)) => a.json,
@@ -378,8 +457,26 @@ fn cmd_import(a: ImportArgs) -> Result<()> {
     Ok(())
 }
 
-fn cmd_manifests(a: ManifestsArgs) -> Result<()> {
+fn cmd_manifests(mut a: ManifestsArgs) -> Result<()> {
     use streamfuse::deploy::{self, DeployOptions, Images};
+    if a.spec.placement.as_deref() == Some("auto") {
+        // The advisor's first choice for throughput.
+        a.spec.placement = None;
+        let p = load(&a.spec)?;
+        let prof = match &a.profile {
+            Some(f) => streamfuse::advise::Profile::load(f, &p)?,
+            None => measure(&p, &a.measure)?,
+        };
+        let best = streamfuse::advise::rank(&p, &prof, streamfuse::advise::Objective::Throughput)
+            .into_iter()
+            .next()
+            .context("--placement auto: the advisor could predict no placement from the profile")?;
+        eprintln!(
+            "placement auto: {} ({:.1} fps predicted, bound by {})",
+            best.placement, best.fps, best.bound_by
+        );
+        a.spec.placement = Some(best.placement);
+    }
     let p = load(&a.spec)?;
     let pl = plan(&p);
     let text = std::fs::read_to_string(&a.spec.spec)
@@ -558,7 +655,9 @@ fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run(a) => cmd_run(a),
         Command::Serve(a) => cmd_serve(a),
+        Command::UpdateWeights(a) => cmd_update_weights(a),
         Command::Plan(a) => cmd_plan(a),
+        Command::Profile(a) => cmd_profile(a),
         Command::Manifests(a) => cmd_manifests(a),
         Command::Import(a) => cmd_import(a),
         Command::Kernels(KernelsCommand::Bench(a)) => cmd_bench(a),
@@ -712,6 +811,39 @@ fn cmd_serve(a: ServeArgs) -> Result<()> {
     Ok(())
 }
 
+fn cmd_update_weights(a: UpdateWeightsArgs) -> Result<()> {
+    let up = streamfuse::live::read_npy(&a.stage, &a.weights, a.bias.as_deref())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let r = rt.block_on(streamfuse::transport::update::send(&a.addr, up))?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "stage": r.stage,
+                "version": r.version,
+                "applied": r.applied,
+                "stream_id": r.stream_id,
+                "first_seq": r.first_seq,
+                "applied_ns": r.applied_ns,
+            })
+        );
+    } else if r.applied {
+        println!(
+            "stage {}: weights version {} in use from stream {} seq {}",
+            r.stage, r.version, r.stream_id, r.first_seq
+        );
+    } else {
+        println!(
+            "stage {}: weights version {} accepted; no frame has used them yet (they apply to the next frame)",
+            r.stage, r.version
+        );
+    }
+    Ok(())
+}
+
 fn cmd_run(a: RunArgs) -> Result<()> {
     let p = load(&a.spec)?;
     let pl = plan(&p);
@@ -808,13 +940,126 @@ fn print_report(r: &RunReport) {
             );
         }
     }
+    for u in &r.weight_updates {
+        let a = &u.applied;
+        println!(
+            "weights: stage {} version {} from stream {} seq {} (p99 latency around the swap {})",
+            a.stage,
+            a.version,
+            a.stream_id,
+            a.first_seq,
+            u.p99_around_ms
+                .map_or_else(|| "-".to_owned(), |v| format!("{v:.3} ms"))
+        );
+    }
+    for why in &r.weight_updates_refused {
+        println!("weights update refused, old weights kept: {why}");
+    }
     if let Some(d) = &r.output_digest {
         println!("output digest: {d}");
     }
 }
 
+fn measure(p: &Pipeline, m: &MeasureArgs) -> Result<streamfuse::advise::Profile> {
+    anyhow::ensure!(
+        m.rtt_ms.is_finite() && m.rtt_ms >= 0.0,
+        "--rtt-ms must be a non-negative number"
+    );
+    anyhow::ensure!(
+        m.hop_ms.is_finite()
+            && m.hop_ms >= 0.0
+            && m.hop_ms_per_mb.is_finite()
+            && m.hop_ms_per_mb >= 0.0,
+        "--hop-ms and --hop-ms-per-mb must be non-negative numbers"
+    );
+    let bits = streamfuse::bench::cluster::parse_rate(&m.link)?;
+    let o = streamfuse::advise::MeasureOptions {
+        warmup: 5,
+        iters: m.iters,
+        link_bytes_per_s: bits / 8.0,
+        rtt_ms: m.rtt_ms,
+        hop: streamfuse::advise::HopProfile {
+            fixed_ms: m.hop_ms,
+            per_mb_ms: m.hop_ms_per_mb,
+        },
+    };
+    Ok(streamfuse::advise::measure(p, &o)?)
+}
+
+fn cmd_profile(a: ProfileArgs) -> Result<()> {
+    let p = load(&a.spec)?;
+    let prof = measure(&p, &a.measure)?;
+    let text = serde_json::to_string_pretty(&prof)?;
+    match &a.out {
+        Some(path) => std::fs::write(path, text + "\n")
+            .with_context(|| format!("writing {}", path.display()))?,
+        None => println!("{text}"),
+    }
+    Ok(())
+}
+
+fn cmd_advise(a: &PlanArgs, p: &Pipeline) -> Result<()> {
+    let (prof, from) = match &a.profile {
+        Some(f) => (
+            streamfuse::advise::Profile::load(f, p)?,
+            format!("profile {}", f.display()),
+        ),
+        None => (
+            measure(p, &a.measure)?,
+            format!(
+                "measured here (every node as this machine; links {}, rtt {} ms)",
+                a.measure.link, a.measure.rtt_ms
+            ),
+        ),
+    };
+    let ranked = streamfuse::advise::rank(p, &prof, a.objective);
+    let objective = match a.objective {
+        streamfuse::advise::Objective::Throughput => "throughput",
+        streamfuse::advise::Objective::Latency => "latency",
+    };
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "pipeline": p.name,
+                "objective": objective,
+                "costs": from,
+                "best": ranked.first(),
+                "placements": ranked,
+            })
+        );
+        return Ok(());
+    }
+    println!("{}: placements ranked by {objective}; costs {from}", p.name);
+    println!(
+        "{:<5} {:<10} {:>9} {:>10} {:>12}  bound by",
+        "rank", "placement", "processes", "fps", "latency ms"
+    );
+    for (k, x) in ranked.iter().enumerate() {
+        println!(
+            "{:<5} {:<10} {:>9} {:>10.1} {:>12.3}  {}",
+            k + 1,
+            x.placement,
+            x.segments,
+            x.fps,
+            x.latency_ms,
+            x.bound_by
+        );
+    }
+    if let Some(b) = ranked.first() {
+        println!(
+            "best: {} ({:.1} fps, {:.3} ms; bound by {})",
+            b.placement, b.fps, b.latency_ms, b.bound_by
+        );
+    }
+    Ok(())
+}
+
 fn cmd_plan(a: PlanArgs) -> Result<()> {
     let p = load(&a.spec)?;
+    if a.advise {
+        return cmd_advise(&a, &p);
+    }
     let pl = plan(&p);
     if a.json {
         println!("{}", serde_json::to_string(&plan_json(&p, &pl)?)?);

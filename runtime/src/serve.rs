@@ -16,7 +16,7 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -30,6 +30,7 @@ use crate::frame::now_ns;
 use crate::io::npy::NpySink;
 use crate::io::sink::{SinkRecord, StreamTally};
 use crate::io::video::MediaSink;
+use crate::live::{Applied, LiveWeights, SwapInbox, Watched};
 use crate::plan::Plan;
 use crate::spec::{DeviceChoice, Pipeline, SinkConfig};
 use crate::transport::forward::{ForwardError, Forwarder};
@@ -171,6 +172,16 @@ pub struct SegmentOutcome {
     /// cost per frame can be read without the run's start and end.
     #[serde(default)]
     pub cpu_marks: Vec<(u64, u64)>,
+    /// The worker's busy time along the run: `(frames done, busy ns since
+    /// the first frame)` every [`CPU_MARK_EVERY`] frames.
+    #[serde(default)]
+    pub busy_marks: Vec<(u64, u64)>,
+    /// Weight updates this segment applied.
+    #[serde(default)]
+    pub weight_updates: Vec<Applied>,
+    /// Weight updates of a watched file that were refused.
+    #[serde(default)]
+    pub weight_updates_refused: Vec<String>,
 }
 
 /// How often (in frames) a segment process notes its CPU time.
@@ -182,19 +193,32 @@ impl SegmentOutcome {
     /// noted enough marks, else over its whole run; `None` where the
     /// platform does not tell or no frame passed.
     pub fn cpu_per_frame(&self) -> Option<f64> {
-        let whole = (self.frames > 0)
-            .then(|| self.cpu_ns.map(|ns| ns as f64 / 1e9 / self.frames as f64))
-            .flatten();
-        let lo = self.frames / 10;
-        let hi = self.frames - lo;
-        let a = self.cpu_marks.iter().find(|m| m.0 >= lo);
-        let b = self.cpu_marks.iter().rev().find(|m| m.0 <= hi);
-        match (a, b) {
-            (Some(a), Some(b)) if b.0 >= a.0 + 4 * CPU_MARK_EVERY && b.1 >= a.1 => {
-                Some((b.1 - a.1) as f64 / 1e9 / (b.0 - a.0) as f64)
-            }
-            _ => whole,
+        steady_per_frame(self.frames, &self.cpu_marks, self.cpu_ns)
+    }
+
+    /// Time the worker was busy per frame, s, in the same steady window as
+    /// [`SegmentOutcome::cpu_per_frame`] (else over its whole run).
+    pub fn busy_per_frame(&self) -> Option<f64> {
+        steady_per_frame(self.frames, &self.busy_marks, self.busy_ns)
+    }
+}
+
+/// Time per frame, s, between the 10th and 90th percentile frames of
+/// `frames` from `(frames done, ns so far)` marks, or `whole_ns` over every
+/// frame where the marks do not span enough of the run.
+fn steady_per_frame(frames: u64, marks: &[(u64, u64)], whole_ns: Option<u64>) -> Option<f64> {
+    let whole = (frames > 0)
+        .then(|| whole_ns.map(|ns| ns as f64 / 1e9 / frames as f64))
+        .flatten();
+    let lo = frames / 10;
+    let hi = frames - lo;
+    let a = marks.iter().find(|m| m.0 >= lo);
+    let b = marks.iter().rev().find(|m| m.0 <= hi);
+    match (a, b) {
+        (Some(a), Some(b)) if b.0 >= a.0 + 4 * CPU_MARK_EVERY && b.1 >= a.1 => {
+            Some((b.1 - a.1) as f64 / 1e9 / (b.0 - a.0) as f64)
         }
+        _ => whole,
     }
 }
 
@@ -263,6 +287,9 @@ struct WorkerResult {
     cpu: Option<Duration>,
     busy: Option<Duration>,
     cpu_marks: Vec<(u64, u64)>,
+    busy_marks: Vec<(u64, u64)>,
+    applied: Vec<Applied>,
+    refused: Vec<String>,
 }
 
 /// Serves segment `opts.segment` of `plan` until every stream has ended
@@ -346,6 +373,15 @@ async fn serve_async(
             .collect(),
     };
     let active = Arc::new(AtomicUsize::new(0));
+    // Live weights: this process runs one segment.
+    let (live, mut inboxes) = LiveWeights::new(p, plan, &[seg.index]);
+    let live = Arc::new(live);
+    let swaps = inboxes.get_mut(seg.index).and_then(Option::take);
+    for (stage, version) in live.versions() {
+        if p.stages[seg.stages.clone()].iter().any(|s| s.id == stage) {
+            metrics.set_weights(&stage, version, 0);
+        }
+    }
     let service = StageService::new(
         inbox_tx.clone(),
         acks_rx,
@@ -356,7 +392,34 @@ async fn serve_async(
         metrics.clone(),
         draining_rx.clone(),
     )
-    .with_active_calls(active.clone());
+    .with_active_calls(active.clone())
+    .with_weights(live.clone());
+    // Watched weights files of this segment's stages.
+    let watched: Vec<Watched> = p
+        .watch
+        .iter()
+        .filter(|w| p.stages[seg.stages.clone()].iter().any(|s| s.id == w.stage))
+        .cloned()
+        .collect();
+    let stop_watch = Arc::new(AtomicBool::new(false));
+    let watcher = if watched.is_empty() {
+        None
+    } else {
+        let (live, stop, m) = (live.clone(), stop_watch.clone(), metrics.clone());
+        Some(
+            std::thread::Builder::new()
+                .name("weights-watch".into())
+                .spawn(move || {
+                    let refused = crate::live::watch(&live, &watched, &stop);
+                    m.weights_refused.inc_by(refused.len() as u64);
+                    refused
+                })
+                .map_err(|source| ServeError::Io {
+                    what: "weights watcher thread".into(),
+                    source,
+                })?,
+        )
+    };
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_service_status("", ServingStatus::NotServing)
@@ -487,7 +550,10 @@ async fn serve_async(
                     &p2,
                     &plan2.segments[index],
                     device,
-                    inbox_rx,
+                    Inputs {
+                        inbox: inbox_rx,
+                        swaps,
+                    },
                     out,
                     ready_tx,
                     &m,
@@ -538,10 +604,14 @@ async fn serve_async(
             }
         }
     };
-    let worker_result = match result {
+    let mut worker_result = match result {
         Ok(Ok(r)) => r?,
         _ => return Err(ServeError::Panicked("worker")),
     };
+    stop_watch.store(true, Ordering::Relaxed);
+    if let Some(w) = watcher {
+        worker_result.refused = w.join().unwrap_or_default();
+    }
     drop(stop_tx);
     if let Some(f) = forwarder {
         if *draining_tx.borrow() {
@@ -610,6 +680,9 @@ fn outcome(
         cpu: None,
         busy: None,
         cpu_marks: Vec::new(),
+        busy_marks: Vec::new(),
+        applied: Vec::new(),
+        refused: Vec::new(),
     });
     SegmentOutcome {
         segment: opts.segment,
@@ -635,7 +708,16 @@ fn outcome(
             .busy
             .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
         cpu_marks: w.cpu_marks,
+        busy_marks: w.busy_marks,
+        weight_updates: w.applied,
+        weight_updates_refused: w.refused,
     }
+}
+
+/// What a segment's worker takes: frames, and new weights.
+struct Inputs {
+    inbox: mpsc::Receiver<Work>,
+    swaps: Option<SwapInbox>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -643,7 +725,7 @@ fn worker(
     p: &Pipeline,
     seg: &crate::plan::Segment,
     device: Device,
-    mut inbox: mpsc::Receiver<Work>,
+    inputs: Inputs,
     mut out: Out,
     ready: oneshot::Sender<Result<(), String>>,
     m: &SegmentMetrics,
@@ -660,6 +742,10 @@ fn worker(
             return Err(e);
         }
     };
+    let Inputs {
+        mut inbox,
+        mut swaps,
+    } = inputs;
     let names: Vec<String> = seg.groups.iter().map(|g| exec::stage_ids(p, g)).collect();
     let streams = p.sources().count();
     // Compute time already added to the metrics, per group.
@@ -670,6 +756,7 @@ fn worker(
     let mut ended: BTreeSet<u32> = BTreeSet::new();
     let mut cpu_start = None;
     let mut cpu_marks = Vec::new();
+    let mut busy_marks = Vec::new();
     let mut marked = 0u64;
     // From the first frame: when it came, and the time since spent waiting
     // for input or for room downstream (the rest is the worker's busy time).
@@ -698,6 +785,18 @@ fn worker(
                     std::thread::sleep(delay);
                     t0.elapsed()
                 });
+                // New weights are taken between two frames: this frame
+                // is the first computed with them.
+                if let Some(inbox) = swaps.as_mut() {
+                    if let Some(groups) = inbox.take() {
+                        runner.set_groups(groups);
+                    }
+                    let before = inbox.applied.len();
+                    inbox.first_frame(frame.stream_id, frame.seq);
+                    for a in &inbox.applied[before..] {
+                        m.set_weights(&a.stage, a.version, a.at_ns);
+                    }
+                }
                 let done = runner.push(frame)?;
                 // The deliberate delay is compute time of the segment's
                 // first group: the slow stage, as the report shows it.
@@ -731,12 +830,16 @@ fn worker(
             Work::Stop => break,
         };
         frames_out(&mut out, done, m, &mut frames, &mut waited)?;
-        if frames >= marked + CPU_MARK_EVERY
-            && let (Some(t0), Some(now)) = (cpu_start, cputime::process_cpu())
-        {
+        if frames >= marked + CPU_MARK_EVERY {
             marked = frames;
-            let ns = u64::try_from(now.saturating_sub(t0).as_nanos()).unwrap_or(u64::MAX);
-            cpu_marks.push((frames, ns));
+            if let (Some(t0), Some(now)) = (cpu_start, cputime::process_cpu()) {
+                let ns = u64::try_from(now.saturating_sub(t0).as_nanos()).unwrap_or(u64::MAX);
+                cpu_marks.push((frames, ns));
+            }
+            if let Some(t0) = first_at {
+                let busy = t0.elapsed().saturating_sub(waited);
+                busy_marks.push((frames, u64::try_from(busy.as_nanos()).unwrap_or(u64::MAX)));
+            }
         }
     }
     let done = runner.drain()?;
@@ -768,6 +871,8 @@ fn worker(
     let cpu = cpu_start.and_then(|t0| Some(cputime::process_cpu()?.saturating_sub(t0)));
     let busy = first_at.map(|t0| t0.elapsed().saturating_sub(waited));
     Ok(WorkerResult {
+        applied: swaps.map(|i| i.applied).unwrap_or_default(),
+        refused: Vec::new(),
         frames,
         group_compute: runner.group_compute,
         link_in_ns,
@@ -775,6 +880,7 @@ fn worker(
         cpu,
         busy,
         cpu_marks,
+        busy_marks,
     })
 }
 

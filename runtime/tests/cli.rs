@@ -286,3 +286,77 @@ fn plan_names_the_segments_and_the_fused_group_of_each() {
     assert_eq!(segs[1]["groups"][0]["fused"], true);
     assert_eq!(v["links"][0]["bytes_per_frame"], 718 * 1278 * 4);
 }
+
+#[test]
+fn plan_advise_ranks_every_placement_and_names_what_bounds_each() {
+    let thesis = repo("examples/thesis.yaml");
+    let thesis = thesis.to_str().unwrap_or_default();
+    let out = run_ok(&[
+        "plan", thesis, "--advise", "--json", "--size", "128x96", "--iters", "3", "--link",
+        "100mbit",
+    ]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
+    let ps = v["placements"].as_array().cloned().unwrap_or_default();
+    // The source stays on the edge; each of 3 stages on either node.
+    assert_eq!(ps.len(), 8, "{v}");
+    for x in &ps {
+        assert!(
+            x["placement"]
+                .as_str()
+                .is_some_and(|s| s.starts_with('E') && s.len() == 4)
+        );
+        assert!(x["fps"].as_f64().is_some_and(|f| f > 0.0), "{x}");
+        assert!(x["latency_ms"].as_f64().is_some_and(|l| l > 0.0), "{x}");
+        assert!(x["bound_by"].as_str().is_some_and(|b| !b.is_empty()), "{x}");
+    }
+    // Ranked by predicted fps, best first; the best is named.
+    let fps: Vec<f64> = ps.iter().filter_map(|x| x["fps"].as_f64()).collect();
+    assert!(fps.windows(2).all(|w| w[0] >= w[1]), "{fps:?}");
+    assert_eq!(v["best"], ps[0]);
+    // Both nodes stand for this machine here, so the one-process placement
+    // (no hand-off, no link) is predicted best.
+    assert_eq!(ps[0]["placement"], "EEEE", "{v}");
+    // manifests --placement auto deploys the advisor's first choice.
+    let m = run_ok(&[
+        "manifests",
+        thesis,
+        "--placement",
+        "auto",
+        "--size",
+        "128x96",
+        "--iters",
+        "3",
+        "--link",
+        "100mbit",
+    ]);
+    let err = String::from_utf8_lossy(&m.stderr);
+    assert!(err.contains("placement auto: EEEE"), "{err}");
+    let objects = String::from_utf8_lossy(&m.stdout);
+    assert!(
+        objects.contains("streamfuse.io/placement: EEEE"),
+        "{objects}"
+    );
+    // A profile of another size is refused, naming both shapes.
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let prof = dir.path().join("p.json");
+    run_ok(&[
+        "profile",
+        thesis,
+        "--size",
+        "64x64",
+        "--iters",
+        "2",
+        "--out",
+        prof.to_str().unwrap_or_default(),
+    ]);
+    let bad = bin()
+        .args(["plan", thesis, "--advise", "--profile"])
+        .arg(&prof)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let e = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && e.contains("measured frames [1, 64, 64]"),
+        "{e}"
+    );
+}

@@ -115,6 +115,15 @@ fn map_placement_fills_unnamed_elements_from_the_previous_one() {
 
 #[test]
 fn npy_weights_are_loaded_and_fuse_false_starts_a_segment() {
+    let w = load("valid-weights-watch.yaml", &Overrides::default());
+    assert_eq!(w.watch.len(), 1);
+    assert_eq!(w.watch[0].stage, "conv");
+    assert!(w.watch[0].path.ends_with("weights-1x1x3x3.npy"));
+    assert!(
+        load("valid-npy-weights.yaml", &Overrides::default())
+            .watch
+            .is_empty()
+    );
     let p = load("valid-npy-weights.yaml", &Overrides::default());
     let Op::Conv2d(conv) = &p.stages[0].op else {
         panic!("stage 0 is not a conv: {:?}", p.stages[0].op)

@@ -59,10 +59,7 @@ pub fn binary() -> PathBuf {
 /// # Panics
 /// When no port can be bound.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port: {e}"))
+    streamfuse::ports::free_loopback_port().unwrap_or_else(|e| panic!("no free port: {e}"))
 }
 
 /// `GET /metrics` from a segment's metrics port; empty when unreachable.

@@ -12,8 +12,6 @@
 //! `(ic, ky, kx)` order, each as `acc = w * x + acc` (fused multiply-add where
 //! the [`Level`] has it).
 
-use rayon::prelude::*;
-
 use super::simd::{Level, level};
 use super::vector::{self, Vector};
 use super::{band_rows, plane_bands};
@@ -338,7 +336,7 @@ pub fn conv2d(input: &Tensor, conv: &Conv2d) -> Result<Tensor, KernelError> {
     let mut out = Tensor::zeros(out_shape);
     let band = band_rows(h);
     let bands = plane_bands(out.data_mut(), c, h, w, band);
-    bands.into_par_iter().enumerate().for_each(|(b, mut rows)| {
+    super::for_each_band(bands, |(b, mut rows)| {
         let mut eng = RowEngine::new(conv, input, out_shape);
         let nrows = rows.first().map_or(0, |r| r.len() / w);
         for r in 0..nrows {

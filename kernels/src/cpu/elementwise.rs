@@ -1,7 +1,5 @@
 //! Elementwise ops.
 
-use rayon::prelude::*;
-
 use super::relu1;
 use super::simd::multiversion;
 use crate::op::{Pointwise, apply_pointwise};
@@ -19,7 +17,7 @@ pub fn relu(input: &Tensor) -> Tensor {
 
 /// ReLU in place.
 pub fn relu_in_place(data: &mut [f32]) {
-    data.par_chunks_mut(CHUNK).for_each(relu_chunk);
+    super::for_each_chunk(data, CHUNK, |(_, c)| relu_chunk(c));
 }
 
 multiversion! {
@@ -39,6 +37,5 @@ multiversion! {
 /// Applies `ops` in order to every value, in place, in one pass (each
 /// chunk gets every op while it is in cache).
 pub fn pointwise_in_place(data: &mut [f32], ops: &[Pointwise]) {
-    data.par_chunks_mut(CHUNK / 4)
-        .for_each(|chunk| pointwise_chunk(ops, chunk));
+    super::for_each_chunk(data, CHUNK / 4, |(_, chunk)| pointwise_chunk(ops, chunk));
 }

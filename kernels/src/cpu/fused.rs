@@ -12,8 +12,6 @@
 //! [`Pointwise`], [`super::pool::maxpool`]): the same expressions in the
 //! same order.
 
-use rayon::prelude::*;
-
 use super::conv::RowEngine;
 use super::pool::horizontal_max;
 use super::simd::multiversion;
@@ -96,7 +94,7 @@ fn conv_epilogue(input: &Tensor, conv: &Conv2d, ep: &[Pointwise], out_shape: Sha
     let mut out = Tensor::zeros(out_shape);
     let band = band_rows(h);
     let bands = plane_bands(out.data_mut(), c, h, w, band);
-    bands.into_par_iter().enumerate().for_each(|(b, mut rows)| {
+    super::for_each_band(bands, |(b, mut rows)| {
         let mut eng = RowEngine::new(conv, input, out_shape);
         let nrows = rows.first().map_or(0, |r| r.len() / w);
         for r in 0..nrows {
@@ -125,7 +123,7 @@ fn conv_pool(
     let mut out = Tensor::zeros(out_shape);
     let band = band_rows(h);
     let bands = plane_bands(out.data_mut(), c, h, w, band);
-    bands.into_par_iter().enumerate().for_each(|(b, mut rows)| {
+    super::for_each_band(bands, |(b, mut rows)| {
         let mut eng = RowEngine::new(conv, input, conv_shape);
         let tw = eng.tiles_w();
         // Vertical maxima of the current pooled row, one conv row per channel.
@@ -159,7 +157,7 @@ fn load_pool(input: &Tensor, ep: &[Pointwise], out_shape: Shape, pool: MaxPoolPa
     let mut out = Tensor::zeros(out_shape);
     let band = band_rows(h);
     let bands = plane_bands(out.data_mut(), c, h, w, band);
-    bands.into_par_iter().enumerate().for_each(|(b, mut rows)| {
+    super::for_each_band(bands, |(b, mut rows)| {
         let mut v = vec![0.0f32; in_shape.w];
         let mut t = vec![0.0f32; in_shape.w];
         for (ch, rows) in rows.iter_mut().enumerate() {

@@ -19,6 +19,40 @@ pub mod simd;
 mod vector;
 pub mod vision;
 
+use rayon::prelude::*;
+
+/// Runs `f` on each `(index, band)`: on the kernel threads, or one after
+/// another on the calling thread when there is a single kernel thread. A
+/// pool of one thread would only take the work from the caller and hand it
+/// back (two thread wake-ups per call, more than a small frame's kernel
+/// costs): a process given one CPU runs its kernels on its own thread.
+pub(crate) fn for_each_band<T, F>(bands: Vec<T>, f: F)
+where
+    T: Send,
+    F: Fn((usize, T)) + Sync + Send,
+{
+    if rayon::current_num_threads() <= 1 {
+        bands.into_iter().enumerate().for_each(f);
+    } else {
+        bands.into_par_iter().enumerate().for_each(f);
+    }
+}
+
+/// Runs `f` on each `(index, chunk)` of `chunk` values of `data`, on the
+/// kernel threads, or one after another on the calling thread when there is
+/// a single kernel thread (as [`for_each_band`]).
+pub fn for_each_chunk<T, F>(data: &mut [T], chunk: usize, f: F)
+where
+    T: Send,
+    F: Fn((usize, &mut [T])) + Sync + Send,
+{
+    if rayon::current_num_threads() <= 1 {
+        data.chunks_mut(chunk).enumerate().for_each(f);
+    } else {
+        data.par_chunks_mut(chunk).enumerate().for_each(f);
+    }
+}
+
 /// Rows per band so that `rows` split into about `4 * threads` bands, at
 /// least one row each.
 pub(crate) fn band_rows(rows: usize) -> usize {

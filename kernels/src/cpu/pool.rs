@@ -5,8 +5,6 @@
 //! window (first column, then `max(m, next)`); the fused path uses the same
 //! order so both give bit-identical results.
 
-use rayon::prelude::*;
-
 use super::simd::multiversion;
 use super::{band_rows, max2, plane_bands};
 use crate::error::KernelError;
@@ -53,7 +51,7 @@ pub fn maxpool(input: &Tensor, p: &MaxPoolParams) -> Result<Tensor, KernelError>
     let mut out = Tensor::zeros(out_shape);
     let band = band_rows(h);
     let bands = plane_bands(out.data_mut(), c, h, w, band);
-    bands.into_par_iter().enumerate().for_each(|(b, mut rows)| {
+    super::for_each_band(bands, |(b, mut rows)| {
         let mut v = vec![0.0f32; in_shape.w];
         for (ch, rows) in rows.iter_mut().enumerate() {
             let plane = input.plane(ch);

@@ -16,8 +16,6 @@
 //! needs, then the vertical pass; every tap is `acc = acc + k * x` in tap
 //! order (no contraction), so the SIMD level does not change any value.
 
-use rayon::prelude::*;
-
 use super::simd::multiversion;
 use super::{band_rows, plane_bands};
 use crate::error::KernelError;
@@ -72,7 +70,7 @@ pub fn run_chain(input: &Tensor, steps: &[Step]) -> Result<Tensor, KernelError> 
     // to balance the threads.
     let band = band_rows(h).min(32);
     let bands = plane_bands(out.data_mut(), c, h, w, band);
-    bands.into_par_iter().enumerate().for_each(|(b, mut dst)| {
+    super::for_each_band(bands, |(b, mut dst)| {
         let y0 = b * band;
         let y1 = (y0 + band).min(h);
         // Rows each step produces, backwards from the band.
@@ -370,24 +368,21 @@ pub fn resize(input: &Tensor, width: usize, height: usize) -> Result<Tensor, Ker
     let band = band_rows(h);
     let bands = plane_bands(out.data_mut(), c, h, w, band);
     let last = in_shape.w - 1;
-    bands
-        .into_par_iter()
-        .enumerate()
-        .for_each(|(b, mut planes)| {
-            let mut r0 = vec![0.0f32; w];
-            let mut r1 = vec![0.0f32; w];
-            for (ch, plane) in planes.iter_mut().enumerate() {
-                let src = input.plane(ch);
-                let row = |y: usize| &src[y * in_shape.w..(y + 1) * in_shape.w];
-                for (r, d) in plane.chunks_exact_mut(w).enumerate() {
-                    let (sy, fy) = ys[b * band + r];
-                    let sy1 = (sy + 1).min(in_shape.h - 1);
-                    hlerp_row(&xs, last, &mut r0, row(sy));
-                    hlerp_row(&xs, last, &mut r1, row(sy1));
-                    vlerp_row(1.0 - fy, fy, d, &r0, &r1);
-                }
+    super::for_each_band(bands, |(b, mut planes)| {
+        let mut r0 = vec![0.0f32; w];
+        let mut r1 = vec![0.0f32; w];
+        for (ch, plane) in planes.iter_mut().enumerate() {
+            let src = input.plane(ch);
+            let row = |y: usize| &src[y * in_shape.w..(y + 1) * in_shape.w];
+            for (r, d) in plane.chunks_exact_mut(w).enumerate() {
+                let (sy, fy) = ys[b * band + r];
+                let sy1 = (sy + 1).min(in_shape.h - 1);
+                hlerp_row(&xs, last, &mut r0, row(sy));
+                hlerp_row(&xs, last, &mut r1, row(sy1));
+                vlerp_row(1.0 - fy, fy, d, &r0, &r1);
             }
-        });
+        }
+    });
     Ok(out)
 }
 

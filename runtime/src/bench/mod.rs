@@ -468,10 +468,12 @@ impl Ctx<'_> {
         let size = c.size_label();
         let before = MachineTimes::now();
         let run = self.launch(&args, &p, &pl, &label, &size)?;
-        let steal = match (before, MachineTimes::now()) {
+        let after = MachineTimes::now();
+        let steal = match (before, after) {
             (Some(a), Some(b)) => b.steal_since(&a),
             _ => 0.0,
         };
+        let machine_idle = before.zip(after).map(|(a, b)| b.idle_since(&a));
         let r = &run.report;
         let compute_ms = r.groups.iter().fold(0.0, |a, g| a + g.mean_ms);
         let comm_ms = r.links.iter().fold(0.0, |a, l| a + l.mean_ms);
@@ -537,6 +539,7 @@ impl Ctx<'_> {
                     0.0
                 }
             }),
+            machine_idle,
             output_digest: r.output_digest.clone().unwrap_or_default(),
             elapsed_s: r.elapsed_s,
         };
@@ -548,7 +551,8 @@ impl Ctx<'_> {
     /// link between the tiers at its shaped rate, each pool of CPUs the
     /// run's processes share ([`cpu_bounds`]), and each segment's worker
     /// (the thread that runs its kernels frame after frame) at the time it
-    /// was busy per frame in the run: it cannot go faster than that, and
+    /// was busy per frame in the run's steady state (as the rate it bounds,
+    /// without fill and drain): it cannot go faster than that, and
     /// the run's throughput over it is that worker's utilisation. `steal`
     /// is the share of the machine's CPU time a hypervisor took during the
     /// run.
@@ -600,14 +604,13 @@ impl Ctx<'_> {
             consider(name, fps);
         }
         for o in outcomes {
-            if let Some(ns) = o.busy_ns
-                && ns > 0
-                && o.frames > 0
+            if let Some(s) = o.busy_per_frame()
+                && s > 0.0
                 && o.segment < pl.segments.len()
             {
                 consider(
                     format!("{}'s worker in the run", segment_name(p, pl, o.segment)),
-                    o.frames as f64 / (ns as f64 / 1e9),
+                    1.0 / s,
                 );
             }
         }
@@ -727,10 +730,17 @@ mod tests {
         let o = SegmentOutcome {
             frames: 1000,
             cpu_ns: Some(1_200_000_000),
-            cpu_marks: marks,
+            cpu_marks: marks.clone(),
+            // The worker's busy time: half the CPU time, the same shape.
+            busy_ns: Some(600_000_000),
+            busy_marks: marks.iter().map(|&(f, ns)| (f, ns / 2)).collect(),
             ..SegmentOutcome::default()
         };
         assert!(o.cpu_per_frame().is_some_and(|s| (s - 1e-3).abs() < 1e-12));
+        assert!(
+            o.busy_per_frame()
+                .is_some_and(|s| (s - 0.5e-3).abs() < 1e-12)
+        );
         // Without marks: the whole run's CPU over its frames.
         let whole = SegmentOutcome {
             cpu_marks: Vec::new(),

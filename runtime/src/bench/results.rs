@@ -70,6 +70,10 @@ pub struct Row {
     /// `steady_fps / bound_fps` (split runs; ≥ 0.85 means the pipeline
     /// keeps up with its slowest resource).
     pub pipelining: Option<f64>,
+    /// Share of the machine's CPU time that was idle during the run (no
+    /// thread of any process had work), from `/proc/stat`.
+    #[serde(default)]
+    pub machine_idle: Option<f64>,
     /// Output digest (stats sink).
     pub output_digest: String,
     /// Wall time of the run, s.

@@ -10,6 +10,7 @@
 
 pub mod device;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, bounded};
@@ -170,7 +171,27 @@ pub struct RunReport {
     pub groups: Vec<GroupReport>,
     /// Per link transit.
     pub links: Vec<LinkReport>,
+    /// Weight updates applied during the run, in the order applied.
+    pub weight_updates: Vec<WeightUpdateReport>,
+    /// Weight updates refused (a watched file that did not validate); the
+    /// old weights kept serving.
+    pub weight_updates_refused: Vec<String>,
 }
+
+/// A weight update as the run saw it.
+#[derive(Debug, Clone, Serialize)]
+pub struct WeightUpdateReport {
+    /// Where and from which frame the new weights were used.
+    #[serde(flatten)]
+    pub applied: crate::live::Applied,
+    /// p99 end-to-end latency of the stream's frames around the swap (the
+    /// [`AROUND_SWAP`] frames before and after `first_seq`), ms; null where
+    /// the sink did not see them.
+    pub p99_around_ms: Option<f64>,
+}
+
+/// Frames either side of a weight swap whose latency the report gives.
+pub const AROUND_SWAP: u64 = 50;
 
 struct Msg {
     frame: Frame,
@@ -179,6 +200,7 @@ struct Msg {
 
 #[derive(Default)]
 struct SegmentStats {
+    applied: Vec<crate::live::Applied>,
     group_compute: Vec<Duration>,
     frames: u64,
     link_in: Duration,
@@ -221,36 +243,61 @@ pub fn run(p: &Pipeline, plan: &Plan, opts: &RunOptions) -> Result<RunReport, Ex
         rxs.push(Some(rx));
     }
     txs.push(None);
+    // Every segment runs here: watched weights files reach them all.
+    let all: Vec<usize> = (0..nseg).collect();
+    let (live, inboxes) = crate::live::LiveWeights::new(p, plan, &all);
+    let stop_watch = AtomicBool::new(false);
     let start = Instant::now();
-    let results: Vec<Result<SegmentStats, ExecError>> = std::thread::scope(|s| {
+    let (results, refused) = std::thread::scope(|s| {
+        let watcher = (!p.watch.is_empty()).then(|| {
+            std::thread::Builder::new()
+                .name("weights-watch".into())
+                .spawn_scoped(s, || crate::live::watch(&live, &p.watch, &stop_watch))
+        });
         let handles: Vec<_> = plan
             .segments
             .iter()
             .zip(txs.into_iter().zip(rxs))
-            .zip(&devices)
-            .map(|((seg, (tx, rx)), &device)| {
+            .zip(devices.iter().zip(inboxes))
+            .map(|((seg, (tx, rx)), (&device, swaps))| {
                 let bar = bar.clone();
                 let last = seg.index + 1 == nseg;
+                let io = WorkerIo { rx, tx, swaps };
                 std::thread::Builder::new()
                     .name(format!("segment-{}", seg.index))
-                    .spawn_scoped(s, move || worker(p, seg, device, rx, tx, last, &bar))
+                    .spawn_scoped(s, move || worker(p, seg, device, io, last, &bar))
             })
             .collect();
-        handles
+        let results: Vec<Result<SegmentStats, ExecError>> = handles
             .into_iter()
             .enumerate()
             .map(|(i, h)| match h {
                 Ok(h) => h.join().unwrap_or(Err(ExecError::Panicked(i))),
                 Err(_) => Err(ExecError::Panicked(i)),
             })
-            .collect()
+            .collect();
+        stop_watch.store(true, Ordering::Relaxed);
+        let refused = match watcher {
+            Some(Ok(h)) => h.join().unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        (results, refused)
     });
     bar.finish_and_clear();
     let mut stats = Vec::with_capacity(nseg);
     for r in results {
         stats.push(r?);
     }
-    Ok(report(p, plan, &devices, stats, start))
+    let mut r = report(p, plan, &devices, stats, start);
+    r.weight_updates_refused = refused;
+    Ok(r)
+}
+
+/// A worker's channels: frames in and out, and new weights.
+struct WorkerIo {
+    rx: Option<Receiver<Msg>>,
+    tx: Option<Sender<Msg>>,
+    swaps: Option<crate::live::SwapInbox>,
 }
 
 fn progress_bar(show: bool, total: u64) -> ProgressBar {
@@ -270,11 +317,11 @@ fn worker(
     p: &Pipeline,
     seg: &Segment,
     device: Device,
-    rx: Option<Receiver<Msg>>,
-    tx: Option<Sender<Msg>>,
+    io: WorkerIo,
     last: bool,
     bar: &ProgressBar,
 ) -> Result<SegmentStats, ExecError> {
+    let WorkerIo { rx, tx, mut swaps } = io;
     let mut st = SegmentStats::default();
     let mut source = seg.has_source.then(|| open_sources(p));
     let mut npy_sink = match (&p.sink, last) {
@@ -308,6 +355,14 @@ fn worker(
             }
             (None, None) => break,
         };
+        // New weights are taken between two frames: this frame is the
+        // first computed with them.
+        if let Some(inbox) = swaps.as_mut() {
+            if let Some(groups) = inbox.take() {
+                runner.set_groups(groups);
+            }
+            inbox.first_frame(frame.stream_id, frame.seq);
+        }
         let done = runner.push(frame)?;
         let mut out = Outlet {
             sink: &mut sink,
@@ -318,6 +373,7 @@ fn worker(
         };
         if !emit(done, &mut st, &mut out, &mut last_at)? {
             st.group_compute = runner.group_compute;
+            st.applied = swaps.map(|i| i.applied).unwrap_or_default();
             finish_media(media_sink)?;
             return finish(st, sink, npy_sink, last_at);
         }
@@ -332,6 +388,7 @@ fn worker(
     };
     emit(done, &mut st, &mut out, &mut last_at)?;
     st.group_compute = runner.group_compute;
+    st.applied = swaps.map(|i| i.applied).unwrap_or_default();
     finish_media(media_sink)?;
     finish(st, sink, npy_sink, last_at)
 }
@@ -480,6 +537,9 @@ pub fn stage_ids(p: &Pipeline, g: &crate::plan::Group) -> String {
 pub struct SegmentRunner<'p> {
     p: &'p Pipeline,
     seg: &'p Segment,
+    /// The groups run on each frame: the segment's, until new weights
+    /// replace them ([`SegmentRunner::set_groups`]).
+    groups: Vec<crate::plan::Group>,
     gpu: Option<GpuLanes>,
     /// Compute time per group so far.
     pub group_compute: Vec<Duration>,
@@ -506,9 +566,24 @@ impl<'p> SegmentRunner<'p> {
         Ok(Self {
             p,
             seg,
+            groups: seg.groups.clone(),
             gpu,
             group_compute: vec![Duration::ZERO; seg.groups.len()],
         })
+    }
+
+    /// Runs the frames pushed from now on with `groups` (the segment's
+    /// groups rebuilt with new weights: same stages, same shapes). Frames
+    /// already on a GPU lane finish with the groups they were submitted with.
+    pub fn set_groups(&mut self, groups: Vec<crate::plan::Group>) {
+        if groups.len() == self.groups.len() {
+            self.groups = groups;
+        } else {
+            tracing::error!(
+                segment = self.seg.index,
+                "new groups do not match the segment's; kept the old ones"
+            );
+        }
     }
 
     /// Processes `frame`; returns the frames that are finished.
@@ -519,11 +594,11 @@ impl<'p> SegmentRunner<'p> {
         match &mut self.gpu {
             None => Ok(vec![run_cpu(
                 self.p,
-                self.seg,
+                &self.groups,
                 frame,
                 &mut self.group_compute,
             )?]),
-            Some(g) => g.push(self.seg, frame, &mut self.group_compute),
+            Some(g) => g.push(self.seg, &self.groups, frame, &mut self.group_compute),
         }
     }
 
@@ -542,11 +617,11 @@ impl<'p> SegmentRunner<'p> {
 /// Runs a segment's groups on the CPU, timing each.
 fn run_cpu(
     p: &Pipeline,
-    seg: &Segment,
+    groups: &[crate::plan::Group],
     mut frame: Frame,
     times: &mut [Duration],
 ) -> Result<Frame, ExecError> {
-    for (g, group) in seg.groups.iter().enumerate() {
+    for (g, group) in groups.iter().enumerate() {
         let t0 = Instant::now();
         let seq = frame.seq;
         let out = group
@@ -644,6 +719,7 @@ impl GpuLanes {
     fn push(
         &mut self,
         seg: &Segment,
+        groups: &[crate::plan::Group],
         frame: Frame,
         times: &mut [Duration],
     ) -> Result<Vec<Frame>, ExecError> {
@@ -652,7 +728,7 @@ impl GpuLanes {
         if self.dev.lane_busy(lane) {
             done.push(self.complete_oldest(seg, times)?);
         }
-        let ops: Vec<&streamfuse_kernels::Op> = seg.groups.iter().map(|g| &g.op).collect();
+        let ops: Vec<&streamfuse_kernels::Op> = groups.iter().map(|g| &g.op).collect();
         self.dev
             .submit(lane, &ops, &frame.tensor)
             .map_err(Self::err(seg, frame.seq))?;
@@ -726,6 +802,7 @@ fn report(
             frames: st.frames,
             group_compute: st.group_compute,
             link_in: st.link_in,
+            weight_updates: st.applied,
         });
         if st.sink.is_some() {
             record = st.sink;
@@ -753,6 +830,8 @@ pub struct SegmentTotals {
     pub group_compute: Vec<Duration>,
     /// Link transit time of the frames it received.
     pub link_in: Duration,
+    /// Weight updates it applied.
+    pub weight_updates: Vec<crate::live::Applied>,
 }
 
 /// Builds the run's report from per-segment totals (in plan order), what
@@ -804,6 +883,25 @@ pub fn assemble(
         }
     }
     let frames = latencies_ns.len() as u64;
+    let mut weight_updates: Vec<WeightUpdateReport> = totals
+        .iter()
+        .flat_map(|t| t.weight_updates.iter().cloned())
+        .map(|applied| {
+            let q = applied.first_seq;
+            let around = streams
+                .iter()
+                .find(|t| t.stream_id == applied.stream_id)
+                .map(|t| {
+                    t.latencies_of(q.saturating_sub(AROUND_SWAP)..q.saturating_add(AROUND_SWAP))
+                })
+                .filter(|l| !l.is_empty());
+            WeightUpdateReport {
+                p99_around_ms: around.map(|l| Percentiles::from_ns(l).p99),
+                applied,
+            }
+        })
+        .collect();
+    weight_updates.sort_by_key(|u| u.applied.at_ns);
     let mut device_names = devices.to_vec();
     device_names.dedup();
     RunReport {
@@ -841,5 +939,7 @@ pub fn assemble(
         elapsed_s: elapsed,
         groups,
         links,
+        weight_updates,
+        weight_updates_refused: Vec::new(),
     }
 }

@@ -79,7 +79,11 @@ pub fn run_digest(streams: &[(u32, String)]) -> Option<String> {
 pub struct StreamTally {
     /// The stream.
     pub stream_id: u32,
-    /// End-to-end latency of each of its frames, ns, in seq order.
+    /// Seq of its first frame at this sink (0 unless the sink restarted).
+    #[serde(default)]
+    pub first_seq: u64,
+    /// End-to-end latency of each of its frames, ns, in seq order (from
+    /// `first_seq`).
     pub latencies_ns: Vec<u64>,
     /// Capture time of its first frame, ns (wall clock).
     pub first_capture_ns: u64,
@@ -90,6 +94,14 @@ pub struct StreamTally {
 }
 
 impl StreamTally {
+    /// The latencies of its frames with seq in `seqs`, ns.
+    pub fn latencies_of(&self, seqs: std::ops::Range<u64>) -> &[u64] {
+        let len = self.latencies_ns.len();
+        let at =
+            |q: u64| usize::try_from(q.saturating_sub(self.first_seq)).map_or(len, |i| i.min(len));
+        &self.latencies_ns[at(seqs.start)..at(seqs.end).max(at(seqs.start))]
+    }
+
     /// Its frames per second, first capture to last arrival.
     pub fn fps(&self) -> f64 {
         let span = self.last_ns.saturating_sub(self.first_capture_ns) as f64 / 1e9;
@@ -180,6 +192,7 @@ impl SinkRecord {
                 next_seq: f.seq,
                 tally: StreamTally {
                     stream_id: f.stream_id,
+                    first_seq: f.seq,
                     first_capture_ns: f.capture_ns,
                     ..StreamTally::default()
                 },

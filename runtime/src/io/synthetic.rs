@@ -6,7 +6,6 @@
 
 use std::time::{Duration, Instant};
 
-use rayon::prelude::*;
 use streamfuse_kernels::{Tensor, random};
 
 use crate::frame::{Frame, now_ns};
@@ -38,10 +37,11 @@ impl Synthetic {
         let n = cfg.shape.len();
         let key = random::stream_key(cfg.seed, seq);
         let mut data: Vec<f32> = Vec::with_capacity(n);
-        data.spare_capacity_mut()[..n]
-            .par_chunks_mut(CHUNK)
-            .enumerate()
-            .for_each(|(c, chunk)| random::fill_pixels_uninit(key, (c * CHUNK) as u64, chunk));
+        streamfuse_kernels::cpu::for_each_chunk(
+            &mut data.spare_capacity_mut()[..n],
+            CHUNK,
+            |(c, chunk)| random::fill_pixels_uninit(key, (c * CHUNK) as u64, chunk),
+        );
         // SAFETY: the chunks above cover all `n` values and each is written.
         unsafe { data.set_len(n) };
         match Tensor::from_vec(cfg.shape, data) {

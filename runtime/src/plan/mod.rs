@@ -126,7 +126,8 @@ pub fn plan(p: &Pipeline) -> Plan {
     }
 }
 
-fn groups(p: &Pipeline, stages: Range<usize>) -> Vec<Group> {
+/// The fusion groups of the stages `stages` (one segment's).
+pub fn groups(p: &Pipeline, stages: Range<usize>) -> Vec<Group> {
     let mut out = Vec::new();
     let mut i = stages.start;
     while i < stages.end {

@@ -30,6 +30,7 @@ use serde::Deserialize;
 use streamfuse_kernels::{Op, Shape};
 
 pub use error::{FieldError, Position, SpecError};
+pub use weights::read_npy_f32;
 
 /// How co-located stages are combined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -307,6 +308,9 @@ pub struct Pipeline {
     pub placement: Vec<usize>,
     /// Fusion mode.
     pub fusion: FusionMode,
+    /// Weights files watched for new versions while frames flow
+    /// (`weights: { npy: { path, watch: true } }`).
+    pub watch: Vec<crate::live::Watched>,
 }
 
 impl Pipeline {

@@ -349,8 +349,10 @@ pub struct RawStage {
 pub enum RawWeights {
     /// Seeded uniform values in `±1/sqrt(fan_in)` (PyTorch's default init).
     Random(RawRandom),
-    /// A `.npy` file of shape `[out, in, k, k]` (path relative to the spec).
-    Npy(String),
+    /// A `.npy` file of shape `[out, in, k, k]` (path relative to the spec):
+    /// `npy: w.npy`, or `npy: { path: w.npy, watch: true }` to swap in each
+    /// new version of the file while frames flow.
+    Npy(RawNpyWeights),
     /// A tensor of a safetensors file (f32 or f16), and optionally the bias.
     Safetensors(RawTensorRef),
     /// An initializer of an ONNX model, and optionally the bias.
@@ -453,4 +455,52 @@ impl<'de> Deserialize<'de> for RawBias {
 pub struct RawNpyRef {
     /// Path relative to the spec.
     pub npy: String,
+}
+
+/// A conv's `.npy` weights file: `w.npy` or `{ path: w.npy, watch: true }`.
+#[derive(Debug)]
+pub struct RawNpyWeights {
+    /// Path relative to the spec.
+    pub path: String,
+    /// Swap in each new version of the file while frames flow.
+    pub watch: bool,
+}
+
+/// `{ path, watch }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNpyWeightsMap {
+    path: String,
+    #[serde(default)]
+    watch: bool,
+}
+
+impl<'de> Deserialize<'de> for RawNpyWeights {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawNpyWeights;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a path, or { path, watch }")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawNpyWeights, E> {
+                Ok(RawNpyWeights {
+                    path: v.to_owned(),
+                    watch: false,
+                })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                m: A,
+            ) -> Result<RawNpyWeights, A::Error> {
+                RawNpyWeightsMap::deserialize(serde::de::value::MapAccessDeserializer::new(m)).map(
+                    |r| RawNpyWeights {
+                        path: r.path,
+                        watch: r.watch,
+                    },
+                )
+            }
+        }
+        d.deserialize_any(V)
+    }
 }

@@ -105,6 +105,18 @@ pub(super) fn resolve(raw: RawSpec, file: &Path, ov: &Overrides) -> Result<Pipel
     };
     let nodes = resolve_nodes(&cx, raw.nodes)?;
     let placement = resolve_placement(&cx, raw.placement.as_ref(), ov, &nodes, &stages)?;
+    let watch = raw
+        .stages
+        .value
+        .iter()
+        .filter_map(|st| match st.weights.as_ref().map(|w| &w.value) {
+            Some(RawWeights::Npy(n)) if n.watch => Some(crate::live::Watched {
+                stage: st.id.value.clone(),
+                path: cx.base_dir().join(&n.path),
+            }),
+            _ => None,
+        })
+        .collect();
     Ok(Pipeline {
         name: raw.name.value,
         file: file.to_path_buf(),
@@ -115,6 +127,7 @@ pub(super) fn resolve(raw: RawSpec, file: &Path, ov: &Overrides) -> Result<Pipel
         nodes,
         placement,
         fusion: ov.fusion.or(raw.fusion).unwrap_or_default(),
+        watch,
     })
 }
 
@@ -686,8 +699,8 @@ fn resolve_conv(sc: &StageCx<'_>, input: Shape) -> Result<Op, SpecError> {
                 .collect::<Vec<_>>(),
             Some(r.seed),
         ),
-        RawWeights::Npy(p) => (
-            load_npy(&cx.base_dir().join(p), &expected)
+        RawWeights::Npy(n) => (
+            load_npy(&cx.base_dir().join(&n.path), &expected)
                 .map_err(|m| cx.at(weights, f("weights.npy"), m))?,
             None,
         ),

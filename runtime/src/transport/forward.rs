@@ -45,17 +45,21 @@ pub struct Forwarder {
     acks_up: AckBoard,
 }
 
+/// `addr` as a URI: `host:port` becomes `http://host:port`.
+pub fn uri(addr: &str) -> String {
+    if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
 /// The HTTP/2 endpoint for `addr` (`host:port` or a URI) tuned for `limits`.
 ///
 /// # Errors
 /// [`ForwardError::Address`] when `addr` is not a valid URI.
 pub fn endpoint(addr: &str, limits: &Limits) -> Result<Endpoint, ForwardError> {
-    let uri = if addr.contains("://") {
-        addr.to_owned()
-    } else {
-        format!("http://{addr}")
-    };
-    let e = Endpoint::from_shared(uri).map_err(|source| ForwardError::Address {
+    let e = Endpoint::from_shared(uri(addr)).map_err(|source| ForwardError::Address {
         addr: addr.to_owned(),
         source,
     })?;

@@ -52,6 +52,12 @@ pub struct SegmentMetrics {
     pub frames_rejected: Counter,
     /// Received payloads that had to be copied (misaligned).
     pub payload_copies: Counter,
+    /// Weights version of each conv stage (1: the spec's weights).
+    pub weights_version: Family<GroupLabels, Gauge>,
+    /// When each stage last swapped in new weights, s since the Unix epoch.
+    pub weights_swapped_at: Family<GroupLabels, Gauge<f64, AtomicU64>>,
+    /// Weight updates refused (the old weights kept serving).
+    pub weights_refused: Counter,
 }
 
 impl SegmentMetrics {
@@ -83,6 +89,9 @@ impl SegmentMetrics {
             frames_dropped: Counter::default(),
             frames_rejected: Counter::default(),
             payload_copies: Counter::default(),
+            weights_version: Family::default(),
+            weights_swapped_at: Family::default(),
+            weights_refused: Counter::default(),
         };
         let r = &mut root;
         r.register("frames_in", "Frames received", m.frames_in.clone());
@@ -157,9 +166,38 @@ impl SegmentMetrics {
             "Received payloads copied because misaligned",
             m.payload_copies.clone(),
         );
+        r.register(
+            "weights_version",
+            "Weights version of each conv stage (1: the spec's)",
+            m.weights_version.clone(),
+        );
+        r.register(
+            "weights_swapped_at_seconds",
+            "When each stage last swapped in new weights (Unix time)",
+            m.weights_swapped_at.clone(),
+        );
+        r.register(
+            "weights_refused",
+            "Weight updates refused",
+            m.weights_refused.clone(),
+        );
         Self {
             registry: root,
             ..m
+        }
+    }
+
+    /// Records a stage's weights version, and the time it took effect
+    /// (`at_ns` since the Unix epoch; 0 for the spec's own weights).
+    pub fn set_weights(&self, stage: &str, version: u64, at_ns: u64) {
+        let labels = vec![("stage".to_owned(), stage.to_owned())];
+        self.weights_version
+            .get_or_create(&labels)
+            .set(i64::try_from(version).unwrap_or(i64::MAX));
+        if at_ns > 0 {
+            self.weights_swapped_at
+                .get_or_create(&labels)
+                .set(at_ns as f64 / 1e9);
         }
     }
 

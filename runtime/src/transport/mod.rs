@@ -22,6 +22,7 @@ pub mod framing;
 pub mod metrics;
 pub mod push;
 pub mod server;
+pub mod update;
 pub mod wire;
 
 use crate::plan::Plan;

@@ -95,8 +95,12 @@ impl StageRoutes {
     pub fn new(service: StageService, max_message: usize) -> Self {
         let service = Arc::new(service);
         Self {
+            // Info and UpdateWeights: a weight update may be larger than a
+            // frame.
             generated: StageServer::from_arc(service.clone())
-                .max_decoding_message_size(max_message)
+                .max_decoding_message_size(
+                    max_message.max(crate::live::MAX_WEIGHTS_BYTES + (64 << 10)),
+                )
                 .max_encoding_message_size(max_message),
             service,
             max_message,

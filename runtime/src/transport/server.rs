@@ -62,7 +62,12 @@ pub struct StageService {
     metrics: Arc<SegmentMetrics>,
     draining: watch::Receiver<bool>,
     active: Arc<AtomicUsize>,
+    live: Option<Arc<crate::live::LiveWeights>>,
 }
+
+/// How long `UpdateWeights` waits for a frame to use the new weights before
+/// answering that they wait for the next one.
+pub const UPDATE_REPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl StageService {
     /// Counts open `Push` calls in `active` (a segment waits for its
@@ -70,6 +75,14 @@ impl StageService {
     #[must_use]
     pub fn with_active_calls(mut self, active: Arc<AtomicUsize>) -> Self {
         self.active = active;
+        self
+    }
+
+    /// Takes weight updates (`UpdateWeights`) through `live`; without it
+    /// they are refused as unimplemented.
+    #[must_use]
+    pub fn with_weights(mut self, live: Arc<crate::live::LiveWeights>) -> Self {
+        self.live = Some(live);
         self
     }
 
@@ -99,6 +112,7 @@ impl StageService {
             metrics,
             draining,
             active: Arc::default(),
+            live: None,
         }
     }
 }
@@ -316,4 +330,76 @@ impl Stage for StageService {
     ) -> Result<Response<v1::InfoReply>, Status> {
         Ok(Response::new(self.info.clone()))
     }
+
+    async fn update_weights(
+        &self,
+        request: Request<v1::UpdateWeightsRequest>,
+    ) -> Result<Response<v1::UpdateWeightsReply>, Status> {
+        use crate::live::UpdateError;
+        let Some(live) = &self.live else {
+            return Err(Status::unimplemented(
+                "this segment server takes no weight updates",
+            ));
+        };
+        let r = request.into_inner();
+        let refuse = |e: UpdateError| {
+            self.metrics.weights_refused.inc();
+            tracing::warn!("weight update refused, old weights kept: {e}");
+            match e {
+                UpdateError::NotHere { .. } | UpdateError::Stopped { .. } => {
+                    Status::failed_precondition(e.to_string())
+                }
+                _ => Status::invalid_argument(e.to_string()),
+            }
+        };
+        let weights = f32s(&r.stage, "weights", &r.weights).map_err(refuse)?;
+        let bias = match &r.bias {
+            Some(b) => Some(f32s(&r.stage, "bias", b).map_err(refuse)?),
+            None => None,
+        };
+        let stage = r.stage.clone();
+        let (version, told) = live
+            .submit(crate::live::WeightsUpdate {
+                stage: r.stage,
+                shape: r.shape,
+                weights,
+                bias,
+            })
+            .map_err(refuse)?;
+        let reply = match tokio::time::timeout(UPDATE_REPLY_WAIT, told).await {
+            Ok(Ok(a)) => v1::UpdateWeightsReply {
+                stage: a.stage,
+                version: a.version,
+                applied: true,
+                stream_id: a.stream_id,
+                first_seq: a.first_seq,
+                applied_ns: a.at_ns,
+            },
+            // No frame used them yet (or the segment ended): they wait.
+            _ => v1::UpdateWeightsReply {
+                stage,
+                version,
+                ..Default::default()
+            },
+        };
+        Ok(Response::new(reply))
+    }
+}
+
+/// Little-endian `f32` values of `bytes`.
+fn f32s(
+    stage: &str,
+    what: &'static str,
+    bytes: &[u8],
+) -> Result<Vec<f32>, crate::live::UpdateError> {
+    if !bytes.len().is_multiple_of(4) {
+        return Err(crate::live::UpdateError::File(format!(
+            "stage `{stage}`: {what} has {} bytes, not a whole number of float32 values",
+            bytes.len()
+        )));
+    }
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
 }

@@ -1,0 +1,617 @@
+//! The placement advisor: predicts every placement's throughput and
+//! latency from measured costs ([`Profile`]) and ranks them.
+//!
+//! # The model
+//!
+//! A placement puts the source and each stage on a node; the planner makes
+//! its segments (maximal same-node runs, every stage its own with `fusion:
+//! off`), and each segment runs as one process. From the profile:
+//!
+//! - **Compute** of segment `s`, `c_s`: the measured wall time per frame of
+//!   its stage range on its node's device, run as the executor runs it (one
+//!   fused group where the fusion rules allow), with the node's kernel
+//!   threads; and its CPU time per frame, `u_s`.
+//! - **Hand-off** between two segments: the frame of `b` bytes costs CPU on
+//!   both processes (encode, send, receive, check):
+//!   `h(b) = hop.fixed_ms + hop.per_mb_ms * b / 1e6`, half on each side.
+//! - **Link** between two nodes: `b / bandwidth` to cross, plus half the
+//!   round trip.
+//!
+//! Throughput is what the executor's pipelining gives: every segment, link
+//! and node works on a different frame at once, so the placement runs at
+//! its tightest resource:
+//!
+//! - each segment's worker, which runs its kernels one frame after another:
+//!   `1 / c_s`;
+//! - each node's CPUs shared by its processes: `cpus_n / D_n`, with
+//!   `D_n` the CPU time per frame of every segment on `n` (`u_s` plus its
+//!   hand-offs' halves);
+//! - each link between nodes: `bandwidth / b`.
+//!
+//! Latency is one frame alone through the pipeline: `Σ c_s + Σ h(b) + Σ
+//! (b / bandwidth + rtt / 2)` over the segments, hand-offs and links.
+//! Frames queued before a bottleneck add to it under load; the prediction
+//! is the unloaded latency.
+//!
+//! The source stays on the node the spec places it on (the node that owns
+//! the camera); every stage may go on any node the profile measured it on.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::plan::{self, Plan};
+use crate::spec::Pipeline;
+
+/// Version of the profile format this build reads and writes.
+pub const PROFILE_VERSION: u32 = 1;
+
+/// Measured costs of a pipeline on a cluster (`streamfuse profile`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// Format version ([`PROFILE_VERSION`]).
+    pub version: u32,
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Frame shape the costs were measured at, `[C, H, W]`.
+    pub frame: [usize; 3],
+    /// Per node (by name).
+    pub nodes: BTreeMap<String, NodeProfile>,
+    /// Links between nodes.
+    pub links: Vec<LinkProfile>,
+    /// CPU cost of handing a frame from one process to another.
+    pub hop: HopProfile,
+}
+
+/// What one node costs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeProfile {
+    /// CPUs its processes share (a CPU quota, or its cores).
+    pub cpus: f64,
+    /// Per stage range `"a..b"` (stage indices, end exclusive): the cost of
+    /// running those stages as one segment on this node.
+    pub ranges: BTreeMap<String, RangeCost>,
+}
+
+/// The cost of a stage range on a node.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RangeCost {
+    /// Wall time per frame, ms.
+    pub ms: f64,
+    /// CPU time per frame (every kernel thread), ms.
+    pub cpu_ms: f64,
+}
+
+/// A link between two nodes (both directions).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkProfile {
+    /// One end.
+    pub a: String,
+    /// The other end.
+    pub b: String,
+    /// Bandwidth, bytes per second.
+    pub bytes_per_s: f64,
+    /// Round-trip time, ms.
+    pub rtt_ms: f64,
+}
+
+/// CPU cost of one hand-off between processes: `fixed_ms + per_mb_ms *
+/// bytes / 1e6`, split evenly between the sender and the receiver.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HopProfile {
+    /// Per frame, ms.
+    pub fixed_ms: f64,
+    /// Per MB of frame, ms.
+    pub per_mb_ms: f64,
+}
+
+/// A profile or an advice request is unusable.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AdviseError {
+    /// The profile file cannot be read or parsed.
+    #[error("profile {file}: {message}")]
+    Read {
+        /// The file.
+        file: String,
+        /// Why.
+        message: String,
+    },
+    /// The profile does not describe this pipeline.
+    #[error("profile: {0}")]
+    Mismatch(String),
+}
+
+/// The key of stage range `a..b`.
+pub fn range_key(a: usize, b: usize) -> String {
+    format!("{a}..{b}")
+}
+
+impl Profile {
+    /// Reads and validates a profile for `p`.
+    ///
+    /// # Errors
+    /// [`AdviseError`] when the file is missing, not a profile of this
+    /// version, or does not describe `p` ([`Profile::check`]).
+    pub fn load(path: &Path, p: &Pipeline) -> Result<Self, AdviseError> {
+        let read = |message: String| AdviseError::Read {
+            file: path.display().to_string(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| read(e.to_string()))?;
+        let prof: Self = serde_json::from_str(&text).map_err(|e| read(e.to_string()))?;
+        prof.check(p)?;
+        Ok(prof)
+    }
+
+    /// Checks that the profile is of this version and describes `p`: its
+    /// name and frame shape, a node profile for every node, finite positive
+    /// figures, and links between known nodes.
+    ///
+    /// # Errors
+    /// [`AdviseError::Mismatch`] naming the first problem.
+    pub fn check(&self, p: &Pipeline) -> Result<(), AdviseError> {
+        let bad = |m: String| Err(AdviseError::Mismatch(m));
+        if self.version != PROFILE_VERSION {
+            return bad(format!(
+                "version {} (this build reads version {PROFILE_VERSION})",
+                self.version
+            ));
+        }
+        if self.pipeline != p.name {
+            return bad(format!(
+                "measured pipeline `{}`, the spec is `{}`",
+                self.pipeline, p.name
+            ));
+        }
+        let s = p.source.shape();
+        if self.frame != [s.c, s.h, s.w] {
+            return bad(format!(
+                "measured frames {:?}, the spec's are {:?} (CxHxW)",
+                self.frame,
+                [s.c, s.h, s.w]
+            ));
+        }
+        for n in &p.nodes {
+            let Some(np) = self.nodes.get(&n.name) else {
+                return bad(format!("no measurements of node `{}`", n.name));
+            };
+            if !(np.cpus.is_finite() && np.cpus > 0.0) {
+                return bad(format!(
+                    "node `{}`: cpus {} is not positive",
+                    n.name, np.cpus
+                ));
+            }
+            for (k, c) in &np.ranges {
+                if !(c.ms.is_finite() && c.ms >= 0.0 && c.cpu_ms.is_finite() && c.cpu_ms >= 0.0) {
+                    return bad(format!(
+                        "node `{}`, stages {k}: a negative or non-finite time",
+                        n.name
+                    ));
+                }
+            }
+        }
+        for l in &self.links {
+            for end in [&l.a, &l.b] {
+                if !p.nodes.iter().any(|n| &n.name == end) {
+                    return bad(format!("link to unknown node `{end}`"));
+                }
+            }
+            if !(l.bytes_per_s.is_finite()
+                && l.bytes_per_s > 0.0
+                && l.rtt_ms.is_finite()
+                && l.rtt_ms >= 0.0)
+            {
+                return bad(format!("link {}-{}: bandwidth must be positive", l.a, l.b));
+            }
+        }
+        let h = self.hop;
+        if !(h.fixed_ms.is_finite()
+            && h.fixed_ms >= 0.0
+            && h.per_mb_ms.is_finite()
+            && h.per_mb_ms >= 0.0)
+        {
+            return bad("hop costs must be non-negative".into());
+        }
+        Ok(())
+    }
+
+    fn link(&self, a: &str, b: &str) -> Option<&LinkProfile> {
+        self.links
+            .iter()
+            .find(|l| (l.a == a && l.b == b) || (l.a == b && l.b == a))
+    }
+
+    fn hop_ms(&self, bytes: usize) -> f64 {
+        self.hop.fixed_ms + self.hop.per_mb_ms * bytes as f64 / 1e6
+    }
+}
+
+/// What to rank placements by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Objective {
+    /// Highest predicted frames per second.
+    #[default]
+    Throughput,
+    /// Lowest predicted end-to-end latency.
+    Latency,
+}
+
+impl std::str::FromStr for Objective {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "throughput" => Ok(Self::Throughput),
+            "latency" => Ok(Self::Latency),
+            _ => Err(format!("unknown objective `{s}` (throughput or latency)")),
+        }
+    }
+}
+
+/// One placement's prediction.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Prediction {
+    /// Placement letters (`EESS`).
+    pub placement: String,
+    /// Processes (segments).
+    pub segments: usize,
+    /// Predicted frames per second.
+    pub fps: f64,
+    /// Predicted end-to-end latency of one frame alone, ms.
+    pub latency_ms: f64,
+    /// The resource that bounds its throughput.
+    pub bound_by: String,
+}
+
+/// Every placement of `p` that the profile can predict, ranked best first
+/// by `objective` (ties: fewer processes, then the placement letters).
+/// Placements with a stage on a node the profile did not measure it on,
+/// or across two nodes with no link, are left out.
+pub fn rank(p: &Pipeline, prof: &Profile, objective: Objective) -> Vec<Prediction> {
+    let mut out: Vec<Prediction> = placements(p)
+        .into_iter()
+        .filter_map(|placement| {
+            let mut q = p.clone();
+            q.placement = placement;
+            predict(&q, &plan::plan(&q), prof)
+        })
+        .collect();
+    out.sort_by(|x, y| {
+        let key = match objective {
+            Objective::Throughput => y.fps.total_cmp(&x.fps),
+            Objective::Latency => x.latency_ms.total_cmp(&y.latency_ms),
+        };
+        key.then(x.segments.cmp(&y.segments))
+            .then_with(|| x.placement.cmp(&y.placement))
+    });
+    out
+}
+
+/// Every assignment of the stages to nodes, the source kept where `p`
+/// places it.
+fn placements(p: &Pipeline) -> Vec<Vec<usize>> {
+    let nodes = p.nodes.len().max(1);
+    let mut all = vec![vec![p.placement.first().copied().unwrap_or(0)]];
+    for _ in &p.stages {
+        all = all
+            .into_iter()
+            .flat_map(|pre| {
+                (0..nodes).map(move |n| {
+                    let mut v = pre.clone();
+                    v.push(n);
+                    v
+                })
+            })
+            .collect();
+    }
+    all
+}
+
+/// The prediction for `p`'s placement planned as `plan`; `None` where the
+/// profile lacks a measurement it needs.
+pub fn predict(p: &Pipeline, plan: &Plan, prof: &Profile) -> Option<Prediction> {
+    let mut bound: Option<(String, f64)> = None;
+    let mut consider = |name: String, fps: f64| {
+        if bound.as_ref().is_none_or(|(_, b)| fps < *b) {
+            bound = Some((name, fps));
+        }
+    };
+    let mut latency = 0.0;
+    let mut demand: BTreeMap<usize, f64> = BTreeMap::new();
+    for seg in &plan.segments {
+        let node = &p.nodes[seg.node].name;
+        let np = prof.nodes.get(node)?;
+        if !seg.stages.is_empty() {
+            let c = np
+                .ranges
+                .get(&range_key(seg.stages.start, seg.stages.end))?;
+            latency += c.ms;
+            *demand.entry(seg.node).or_default() += c.cpu_ms;
+            if c.ms > 0.0 {
+                consider(format!("{}'s worker on {node}", names(p, seg)), 1e3 / c.ms);
+            }
+        }
+        if seg.index == 0 {
+            continue;
+        }
+        let prev = &plan.segments[seg.index - 1];
+        let bytes = prev.output.bytes();
+        let h = prof.hop_ms(bytes);
+        latency += h;
+        *demand.entry(prev.node).or_default() += h / 2.0;
+        *demand.entry(seg.node).or_default() += h / 2.0;
+        if prev.node != seg.node {
+            let from = &p.nodes[prev.node].name;
+            let l = prof.link(from, node)?;
+            latency += bytes as f64 / l.bytes_per_s * 1e3 + l.rtt_ms / 2.0;
+            if bytes > 0 {
+                consider(format!("link {from}->{node}"), l.bytes_per_s / bytes as f64);
+            }
+        }
+    }
+    for (&n, &d) in &demand {
+        let node = &p.nodes[n];
+        let cpus = prof.nodes.get(&node.name)?.cpus;
+        if d > 0.0 {
+            consider(format!("{}'s {cpus} CPUs", node.name), cpus * 1e3 / d);
+        }
+    }
+    let (bound_by, fps) = bound.unwrap_or_else(|| ("nothing measured".into(), f64::INFINITY));
+    Some(Prediction {
+        placement: p.placement_letters(),
+        segments: plan.segments.len(),
+        fps,
+        latency_ms: latency,
+        bound_by,
+    })
+}
+
+fn names(p: &Pipeline, seg: &crate::plan::Segment) -> String {
+    p.stages[seg.stages.clone()]
+        .iter()
+        .map(|s| s.id.as_str())
+        .collect::<Vec<_>>()
+        .join("+")
+}
+
+/// How [`measure`] measures, and what it takes as given.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MeasureOptions {
+    /// Untimed frames per stage range first.
+    pub warmup: usize,
+    /// Timed frames per stage range (the median is kept).
+    pub iters: usize,
+    /// Bandwidth of every link between two nodes, bytes per second.
+    pub link_bytes_per_s: f64,
+    /// Round trip of every link, ms.
+    pub rtt_ms: f64,
+    /// CPU cost of a hand-off between processes.
+    pub hop: HopProfile,
+}
+
+/// Measures every stage range of `p` on this machine: each range run as
+/// one segment (fused as `p`'s fusion mode fuses it; with `off`, chained),
+/// its median wall time and its CPU time per frame on the kernel threads.
+/// Every node of the spec gets these figures and this machine's CPUs (a
+/// profile taken on one machine describes every node as that machine);
+/// links and hand-offs are as `o` gives them.
+///
+/// # Errors
+/// A kernel error (the spec was validated, so this means a bug).
+pub fn measure(
+    p: &Pipeline,
+    o: &MeasureOptions,
+) -> Result<Profile, streamfuse_kernels::KernelError> {
+    use crate::spec::{FusionMode, SourceConfig, SyntheticSource};
+    let n = p.stages.len();
+    let fusion = if p.fusion == FusionMode::Off {
+        FusionMode::Chain
+    } else {
+        p.fusion
+    };
+    let mut ranges = BTreeMap::new();
+    for a in 0..n {
+        for b in a + 1..=n {
+            let mut q = p.clone();
+            q.stages = p.stages[a..b].to_vec();
+            q.extra_sources.clear();
+            q.source = SourceConfig::Synthetic(SyntheticSource {
+                shape: p.stages[a].input,
+                frames: 1,
+                seed: 0,
+                fps: None,
+            });
+            q.placement = vec![0; b - a + 1];
+            let cpu0 = crate::cputime::process_cpu();
+            let r = crate::stagebench::bench(&q, fusion, o.warmup, o.iters)?;
+            let runs = (o.warmup + o.iters.max(1)) as f64;
+            let cpu_ms = match (cpu0, crate::cputime::process_cpu()) {
+                (Some(t0), Some(t1)) => t1.saturating_sub(t0).as_secs_f64() * 1e3 / runs,
+                _ => r.median_ms * rayon::current_num_threads() as f64,
+            };
+            ranges.insert(
+                range_key(a, b),
+                RangeCost {
+                    ms: r.median_ms,
+                    cpu_ms,
+                },
+            );
+        }
+    }
+    let cpus = std::thread::available_parallelism().map_or(1.0, |c| c.get() as f64);
+    let nodes = p
+        .nodes
+        .iter()
+        .map(|nd| {
+            (
+                nd.name.clone(),
+                NodeProfile {
+                    cpus,
+                    ranges: ranges.clone(),
+                },
+            )
+        })
+        .collect();
+    let mut links = Vec::new();
+    for (i, x) in p.nodes.iter().enumerate() {
+        for y in &p.nodes[i + 1..] {
+            links.push(LinkProfile {
+                a: x.name.clone(),
+                b: y.name.clone(),
+                bytes_per_s: o.link_bytes_per_s,
+                rtt_ms: o.rtt_ms,
+            });
+        }
+    }
+    let s = p.source.shape();
+    Ok(Profile {
+        version: PROFILE_VERSION,
+        pipeline: p.name.clone(),
+        frame: [s.c, s.h, s.w],
+        nodes,
+        links,
+        hop: o.hop,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    /// 1 x 100 x 100 frames (40,000 bytes), conv (same size) -> relu ->
+    /// pool (2x2: 10,000 bytes).
+    const SPEC: &str = "
+name: t
+source: { synthetic: { width: 100, height: 100, channels: 1 } }
+stages:
+  - { id: conv, op: conv2d, kernel: 3, padding: 1, out_channels: 1, weights: { random: { seed: 1 } } }
+  - { id: relu, op: relu }
+  - { id: pool, op: maxpool, size: 2 }
+sink: { stats: {} }
+nodes:
+  edge:   { letter: E, device: cpu }
+  server: { letter: S, device: cpu }
+placement: ESSS
+fusion: kernel
+";
+
+    fn pipeline() -> Pipeline {
+        crate::spec::parse(SPEC, Path::new("t.yaml"), &Default::default())
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Every stage range on both nodes: each stage costs `edge_ms` on the
+    /// edge and `server_ms` on the server, fused ranges the sum; one CPU
+    /// each; no hand-off cost.
+    fn profile(edge_ms: f64, server_ms: f64, link_bytes_per_s: f64) -> Profile {
+        let node = |ms: f64| NodeProfile {
+            cpus: 1.0,
+            ranges: (0..3)
+                .flat_map(|a| (a + 1..=3).map(move |b| (a, b)))
+                .map(|(a, b)| {
+                    let t = ms * (b - a) as f64;
+                    (range_key(a, b), RangeCost { ms: t, cpu_ms: t })
+                })
+                .collect(),
+        };
+        Profile {
+            version: PROFILE_VERSION,
+            pipeline: "t".into(),
+            frame: [1, 100, 100],
+            nodes: [
+                ("edge".to_owned(), node(edge_ms)),
+                ("server".to_owned(), node(server_ms)),
+            ]
+            .into_iter()
+            .collect(),
+            links: vec![LinkProfile {
+                a: "edge".into(),
+                b: "server".into(),
+                bytes_per_s: link_bytes_per_s,
+                rtt_ms: 0.0,
+            }],
+            hop: HopProfile {
+                fixed_ms: 0.0,
+                per_mb_ms: 0.0,
+            },
+        }
+    }
+
+    #[test]
+    fn every_placement_is_ranked_with_the_source_kept_on_the_edge() {
+        let p = pipeline();
+        let r = rank(&p, &profile(1.0, 1.0, 1e9), Objective::Throughput);
+        assert_eq!(r.len(), 8, "2 nodes, 3 stages");
+        assert!(r.iter().all(|x| x.placement.starts_with('E')));
+    }
+
+    #[test]
+    fn a_fast_link_and_a_fast_server_send_everything_to_the_server() {
+        // Edge 10 ms per stage, server 1 ms; 1 GB/s (40 us per frame).
+        let p = pipeline();
+        let r = rank(&p, &profile(10.0, 1.0, 1e9), Objective::Throughput);
+        assert_eq!(r[0].placement, "ESSS");
+        // One server process, 3 ms of CPU per frame on one CPU.
+        assert!((r[0].fps - 1e3 / 3.0).abs() < 1e-9, "{:?}", r[0]);
+        assert_eq!(r[0].bound_by, "conv+relu+pool's worker on server");
+        let l = rank(&p, &profile(10.0, 1.0, 1e9), Objective::Latency);
+        assert_eq!(l[0].placement, "ESSS");
+        assert!((l[0].latency_ms - (3.0 + 0.04)).abs() < 1e-9, "{:?}", l[0]);
+    }
+
+    #[test]
+    fn a_slow_link_keeps_the_frame_on_the_edge_until_it_is_small() {
+        // 400 kB/s: a 40 kB frame takes 100 ms to cross, a pooled 10 kB
+        // frame 25 ms; edge 2 ms per stage (6 ms for all three), server 1 ms.
+        let p = pipeline();
+        let r = rank(&p, &profile(2.0, 1.0, 4e5), Objective::Throughput);
+        // Everything on the edge: 6 ms of its one CPU, no link.
+        assert_eq!(r[0].placement, "EEEE");
+        assert!((r[0].fps - 1e3 / 6.0).abs() < 1e-9);
+        // Every other placement sends a full frame across: 10 fps.
+        for x in &r[1..] {
+            assert_eq!(x.bound_by, "link edge->server", "{x:?}");
+            assert!((x.fps - 10.0).abs() < 1e-9, "{x:?}");
+        }
+        // By latency: EEEE (6 ms) beats EEES (conv+relu 4 ms, 100 ms on the
+        // link, pool 1 ms).
+        let l = rank(&p, &profile(2.0, 1.0, 4e5), Objective::Latency);
+        assert_eq!(l[0].placement, "EEEE");
+        assert!((l[0].latency_ms - 6.0).abs() < 1e-9);
+        let eees = l.iter().find(|x| x.placement == "EEES");
+        assert!(
+            eees.is_some_and(|x| (x.latency_ms - 105.0).abs() < 1e-9),
+            "{eees:?}"
+        );
+    }
+
+    #[test]
+    fn a_profile_of_another_pipeline_or_size_is_refused() {
+        let p = pipeline();
+        let mut other = profile(1.0, 1.0, 1e9);
+        other.frame = [1, 720, 1280];
+        let e = other.check(&p).unwrap_err().to_string();
+        assert!(e.contains("measured frames [1, 720, 1280]"), "{e}");
+        let mut missing = profile(1.0, 1.0, 1e9);
+        missing.nodes.remove("server");
+        assert!(
+            missing
+                .check(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("node `server`")
+        );
+        let mut v = profile(1.0, 1.0, 1e9);
+        v.version = 9;
+        assert!(v.check(&p).unwrap_err().to_string().contains("version 9"));
+        assert!(profile(1.0, 1.0, 1e9).check(&p).is_ok());
+    }
+}
