@@ -129,3 +129,127 @@ mod tests {
         );
     }
 }
+
+/// The CPUs this process can use: the CPUs it may run on, capped by the
+/// tightest CPU quota of its cgroup and every parent (a container's or
+/// pod's CPU limit, the emulated edge's quota; cgroup v2 `cpu.max` or v1
+/// `cpu.cfs_quota_us`), as a fraction where the quota is one (0.5 = half a
+/// CPU).
+pub fn usable_cpus() -> f64 {
+    let affinity = std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64);
+    let quota = std::fs::read_to_string("/proc/self/cgroup")
+        .ok()
+        .and_then(|s| cgroup_quota(&s, std::path::Path::new("/sys/fs/cgroup")));
+    quota.map_or(affinity, |q| q.min(affinity))
+}
+
+/// The tightest CPU quota, in CPUs, on this process's cgroup path as
+/// `/proc/self/cgroup` (`proc_cgroup`) gives it, the hierarchies mounted
+/// under `root`: the v1 `cpu` controller's (`N:cpu,cpuacct:/a/b`) where
+/// there is one, else the v2 entry's (`0::/a/b`). `None` when no level sets
+/// one.
+fn cgroup_quota(proc_cgroup: &str, root: &std::path::Path) -> Option<f64> {
+    let v1 = proc_cgroup.lines().find_map(|l| {
+        let mut parts = l.splitn(3, ':');
+        let (_, ctl, path) = (parts.next()?, parts.next()?, parts.next()?);
+        ctl.split(',')
+            .any(|c| c == "cpu")
+            .then(|| (ctl.to_owned(), path))
+    });
+    let (mount, rel, read): (std::path::PathBuf, &str, QuotaReader) = match v1 {
+        Some((ctl, path)) => {
+            let mount = [root.join(&ctl), root.join("cpu"), root.join("cpu,cpuacct")]
+                .into_iter()
+                .find(|m| m.join("cpu.cfs_quota_us").exists())?;
+            (mount, path, read_v1)
+        }
+        None => (
+            root.to_owned(),
+            proc_cgroup.lines().find_map(|l| l.strip_prefix("0::"))?,
+            read_v2,
+        ),
+    };
+    let mut dir = mount.join(rel.trim().trim_start_matches('/'));
+    let mut best: Option<f64> = None;
+    loop {
+        if let Some(q) = read(&dir) {
+            best = Some(best.map_or(q, |b: f64| b.min(q)));
+        }
+        if dir == mount || !dir.pop() || !dir.starts_with(&mount) {
+            break;
+        }
+    }
+    best
+}
+
+/// Reads one cgroup level's CPU quota, in CPUs.
+type QuotaReader = fn(&std::path::Path) -> Option<f64>;
+
+fn read_v2(dir: &std::path::Path) -> Option<f64> {
+    parse_cpu_max(&std::fs::read_to_string(dir.join("cpu.max")).ok()?)
+}
+
+fn read_v1(dir: &std::path::Path) -> Option<f64> {
+    let num = |f: &str| -> Option<f64> {
+        std::fs::read_to_string(dir.join(f))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let (quota, period) = (num("cpu.cfs_quota_us")?, num("cpu.cfs_period_us")?);
+    (quota > 0.0 && period > 0.0).then(|| quota / period)
+}
+
+/// `cpu.max` (`"50000 100000"`, or `"max 100000"` for none) as CPUs.
+fn parse_cpu_max(text: &str) -> Option<f64> {
+    let mut it = text.split_whitespace();
+    let quota: f64 = it.next()?.parse().ok()?;
+    let period: f64 = it.next()?.parse().ok()?;
+    (quota > 0.0 && period > 0.0).then(|| quota / period)
+}
+
+#[cfg(test)]
+mod quota_tests {
+    use super::*;
+
+    #[test]
+    fn cpu_max_parses_a_quota_and_ignores_max() {
+        assert_eq!(parse_cpu_max("50000 100000\n"), Some(0.5));
+        assert_eq!(parse_cpu_max("max 100000\n"), None);
+        assert_eq!(parse_cpu_max(""), None);
+    }
+
+    #[test]
+    fn the_tightest_quota_on_the_cgroup_path_wins() {
+        let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let root = d.path();
+        let leaf = root.join("a/b");
+        std::fs::create_dir_all(&leaf).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(root.join("a/cpu.max"), "150000 100000\n").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(leaf.join("cpu.max"), "max 100000\n").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cgroup_quota("0::/a/b\n", root), Some(1.5));
+        std::fs::write(leaf.join("cpu.max"), "50000 100000\n").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cgroup_quota("0::/a/b\n", root), Some(0.5));
+        assert_eq!(cgroup_quota("1:memory:/x\n", root), None);
+    }
+
+    #[test]
+    fn a_v1_cpu_controller_quota_is_read_and_minus_one_is_none() {
+        let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let root = d.path();
+        let cg = root.join("cpu,cpuacct/edge");
+        std::fs::create_dir_all(&cg).unwrap_or_else(|e| panic!("{e}"));
+        let put = |dir: &std::path::Path, q: &str| {
+            std::fs::write(dir.join("cpu.cfs_quota_us"), q).unwrap_or_else(|e| panic!("{e}"));
+            std::fs::write(dir.join("cpu.cfs_period_us"), "100000\n")
+                .unwrap_or_else(|e| panic!("{e}"));
+        };
+        put(&root.join("cpu,cpuacct"), "-1\n");
+        put(&cg, "50000\n");
+        let text = "4:memory:/m\n2:cpu,cpuacct:/edge\n0::/\n";
+        assert_eq!(cgroup_quota(text, root), Some(0.5));
+        put(&cg, "-1\n");
+        assert_eq!(cgroup_quota(text, root), None);
+    }
+}

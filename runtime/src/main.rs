@@ -109,6 +109,12 @@ struct PipelineBenchArgs {
     /// Rate of the edge-server link (tc syntax: 1gbit, 100mbit).
     #[arg(long, default_value = "1gbit")]
     link: String,
+    /// Instead of the study: check the placement advisor at each of these
+    /// link rates (profile the emulated cluster, predict every placement,
+    /// run it, compare; needs root). Sizes default to 256,512, frames to
+    /// 200 (more where a run would last under 3 s), fusion to the spec's.
+    #[arg(long, value_delimiter = ',')]
+    advisor_links: Vec<String>,
     /// Run on plain loopback even as root (no emulated cluster).
     #[arg(long)]
     no_emulation: bool,
@@ -270,9 +276,9 @@ struct ManifestsArgs {
     #[arg(long)]
     runtime_class: bool,
     /// With `--placement auto`: the profile the advisor ranks placements
-    /// from (default: measured here first).
+    /// from (repeat to merge one per node; default: measured here first).
     #[arg(long)]
-    profile: Option<PathBuf>,
+    profile: Vec<PathBuf>,
     #[command(flatten)]
     measure: MeasureArgs,
 }
@@ -285,9 +291,10 @@ struct PlanArgs {
     /// --profile, or measured here first).
     #[arg(long)]
     advise: bool,
-    /// A profile written by `streamfuse profile`.
+    /// A profile written by `streamfuse profile` (repeat to merge one
+    /// profile per node).
     #[arg(long, requires = "advise")]
-    profile: Option<PathBuf>,
+    profile: Vec<PathBuf>,
     /// What --advise ranks by: throughput or latency.
     #[arg(long, default_value = "throughput", requires = "advise")]
     objective: streamfuse::advise::Objective,
@@ -317,6 +324,30 @@ struct MeasureArgs {
     /// ... and ms per MB of frame.
     #[arg(long, default_value_t = 0.0)]
     hop_ms_per_mb: f64,
+    /// This machine is this node of the spec: describe only it (merge the
+    /// nodes' profiles by giving `plan --advise` several --profile files).
+    #[arg(long)]
+    node: Option<String>,
+    /// Measure the link to another node through its `streamfuse serve`
+    /// (NODE=HOST:PORT, repeatable; needs --node): bandwidth, round trip
+    /// and hand-off CPU with frames of every size the pipeline can send.
+    /// Replaces --link, --rtt-ms and the hop figures for that link.
+    #[arg(long, value_name = "NODE=ADDR", requires = "node")]
+    peer: Vec<String>,
+    /// Seconds each link probe streams frames of one size.
+    #[arg(long, default_value_t = 1.0)]
+    probe_secs: f64,
+    /// Seconds each stage range runs in the executor.
+    #[arg(long, default_value_t = 0.5)]
+    run_secs: f64,
+    /// Runs per stage range; the fastest is kept (shared machines are
+    /// noisy).
+    #[arg(long, default_value_t = 2)]
+    repeats: usize,
+    /// CPUs the node's processes share [default: what this process may
+    /// use: its CPU affinity, capped by its cgroup's CPU quota].
+    #[arg(long)]
+    cpus: Option<f64>,
 }
 
 #[derive(Debug, Args)]
@@ -463,9 +494,10 @@ fn cmd_manifests(mut a: ManifestsArgs) -> Result<()> {
         // The advisor's first choice for throughput.
         a.spec.placement = None;
         let p = load(&a.spec)?;
-        let prof = match &a.profile {
-            Some(f) => streamfuse::advise::Profile::load(f, &p)?,
-            None => measure(&p, &a.measure)?,
+        let prof = if a.profile.is_empty() {
+            measure(&p, &a.measure)?
+        } else {
+            streamfuse::advise::Profile::load_all(&a.profile, &p)?
         };
         let best = streamfuse::advise::rank(&p, &prof, streamfuse::advise::Objective::Throughput)
             .into_iter()
@@ -695,7 +727,9 @@ fn cmd_pipeline_bench(a: PipelineBenchArgs) -> Result<()> {
         return Ok(());
     }
     let sizes = if a.sizes.is_empty() {
-        if a.quick {
+        if !a.advisor_links.is_empty() {
+            vec![(256, 256), (512, 512)]
+        } else if a.quick {
             vec![(256, 256), (1280, 720)]
         } else {
             vec![
@@ -717,7 +751,12 @@ fn cmd_pipeline_bench(a: PipelineBenchArgs) -> Result<()> {
         a.placements.clone()
     };
     let fusion = if a.fusion.is_empty() {
-        vec![FusionMode::Off, FusionMode::Kernel]
+        if a.advisor_links.is_empty() {
+            vec![FusionMode::Off, FusionMode::Kernel]
+        } else {
+            // The advisor check: the spec's own fusion.
+            Vec::new()
+        }
     } else {
         a.fusion.clone()
     };
@@ -737,7 +776,13 @@ fn cmd_pipeline_bench(a: PipelineBenchArgs) -> Result<()> {
         placements,
         fusion,
         stages,
-        frames: a.frames.unwrap_or(if a.quick { 100 } else { 1000 }),
+        frames: a.frames.unwrap_or(if a.quick {
+            100
+        } else if a.advisor_links.is_empty() {
+            1000
+        } else {
+            200
+        }),
         out: a.out.clone(),
         device: a.device,
         threads: a.threads,
@@ -757,6 +802,30 @@ fn cmd_pipeline_bench(a: PipelineBenchArgs) -> Result<()> {
             .join(" "),
     };
     let t0 = std::time::Instant::now();
+    if !a.advisor_links.is_empty() {
+        for l in &a.advisor_links {
+            bench::cluster::parse_rate(l).with_context(|| format!("--advisor-links `{l}`"))?;
+        }
+        let o = bench::advisor::run(&opts, &a.advisor_links)?;
+        if a.json {
+            println!("{}", serde_json::to_string(&o)?);
+            return Ok(());
+        }
+        println!(
+            "{} placements x configurations in {:.1} s: {}/{} predictions within {:.0}% of measured; advisor's choice = measured best in {}/{} configurations",
+            o.rows.len(),
+            t0.elapsed().as_secs_f64(),
+            o.accurate(),
+            o.rows.len(),
+            bench::advisor::ACCURACY * 100.0,
+            o.picks.iter().filter(|p| p.agree).count(),
+            o.picks.len()
+        );
+        for f in &o.files {
+            println!("wrote {}", f.display());
+        }
+        return Ok(());
+    }
     let outcome = bench::run(&opts)?;
     if a.json {
         println!("{}", serde_json::to_string(&outcome)?);
@@ -972,6 +1041,24 @@ fn measure(p: &Pipeline, m: &MeasureArgs) -> Result<streamfuse::advise::Profile>
             && m.hop_ms_per_mb >= 0.0,
         "--hop-ms and --hop-ms-per-mb must be non-negative numbers"
     );
+    if let Some(c) = m.cpus {
+        anyhow::ensure!(c.is_finite() && c > 0.0, "--cpus must be a positive number");
+    }
+    for (flag, v) in [("--probe-secs", m.probe_secs), ("--run-secs", m.run_secs)] {
+        anyhow::ensure!(
+            v.is_finite() && v > 0.0 && v <= 60.0,
+            "{flag} must be above 0 and at most 60"
+        );
+    }
+    let peers = m
+        .peer
+        .iter()
+        .map(|x| {
+            x.split_once('=')
+                .map(|(n, a)| (n.to_owned(), a.to_owned()))
+                .with_context(|| format!("--peer `{x}`: expected NODE=HOST:PORT"))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let bits = streamfuse::bench::cluster::parse_rate(&m.link)?;
     let o = streamfuse::advise::MeasureOptions {
         warmup: 5,
@@ -982,8 +1069,34 @@ fn measure(p: &Pipeline, m: &MeasureArgs) -> Result<streamfuse::advise::Profile>
             fixed_ms: m.hop_ms,
             per_mb_ms: m.hop_ms_per_mb,
         },
+        node: m.node.clone(),
+        run_secs: m.run_secs,
+        repeats: m.repeats,
+        cpus: m.cpus,
     };
-    Ok(streamfuse::advise::measure(p, &o)?)
+    let mut prof = streamfuse::advise::measure(p, &o)?;
+    if let (Some(from), false) = (&m.node, peers.is_empty()) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        let (links, hop) = rt.block_on(streamfuse::advise::measure_links(
+            p,
+            from,
+            &peers,
+            std::time::Duration::from_secs_f64(m.probe_secs),
+        ))?;
+        for l in links {
+            prof.links
+                .retain(|x| !((x.a == l.a && x.b == l.b) || (x.a == l.b && x.b == l.a)));
+            prof.links.push(l);
+        }
+        if let Some(h) = hop {
+            prof.hop = h;
+        }
+    }
+    Ok(prof)
 }
 
 fn cmd_profile(a: ProfileArgs) -> Result<()> {
@@ -999,16 +1112,23 @@ fn cmd_profile(a: ProfileArgs) -> Result<()> {
 }
 
 fn cmd_advise(a: &PlanArgs, p: &Pipeline) -> Result<()> {
-    let (prof, from) = match &a.profile {
-        Some(f) => (
-            streamfuse::advise::Profile::load(f, p)?,
-            format!("profile {}", f.display()),
-        ),
-        None => (
+    let (prof, from) = match a.profile.as_slice() {
+        [] => (
             measure(p, &a.measure)?,
             format!(
                 "measured here (every node as this machine; links {}, rtt {} ms)",
                 a.measure.link, a.measure.rtt_ms
+            ),
+        ),
+        files => (
+            streamfuse::advise::Profile::load_all(files, p)?,
+            format!(
+                "profile {}",
+                files
+                    .iter()
+                    .map(|f| f.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" + ")
             ),
         ),
     };

@@ -292,7 +292,17 @@ fn plan_advise_ranks_every_placement_and_names_what_bounds_each() {
     let thesis = repo("examples/thesis.yaml");
     let thesis = thesis.to_str().unwrap_or_default();
     let out = run_ok(&[
-        "plan", thesis, "--advise", "--json", "--size", "128x96", "--iters", "3", "--link",
+        "plan",
+        thesis,
+        "--advise",
+        "--json",
+        "--size",
+        "128x96",
+        "--iters",
+        "3",
+        "--run-secs",
+        "0.05",
+        "--link",
         "100mbit",
     ]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
@@ -326,6 +336,8 @@ fn plan_advise_ranks_every_placement_and_names_what_bounds_each() {
         "128x96",
         "--iters",
         "3",
+        "--run-secs",
+        "0.05",
         "--link",
         "100mbit",
     ]);
@@ -346,6 +358,8 @@ fn plan_advise_ranks_every_placement_and_names_what_bounds_each() {
         "64x64",
         "--iters",
         "2",
+        "--run-secs",
+        "0.05",
         "--out",
         prof.to_str().unwrap_or_default(),
     ]);
@@ -358,5 +372,136 @@ fn plan_advise_ranks_every_placement_and_names_what_bounds_each() {
     assert!(
         !bad.status.success() && e.contains("measured frames [1, 64, 64]"),
         "{e}"
+    );
+}
+
+/// Each node profiled on itself, the edge probing the link to the server's
+/// `serve` process; the two profiles merged by `plan --advise`.
+#[test]
+fn per_node_profiles_with_a_probed_link_merge_into_one_advice() {
+    let thesis = repo("examples/thesis.yaml");
+    let thesis = thesis.to_str().unwrap_or_default();
+    let port = streamfuse::ports::free_loopback_port().unwrap_or_else(|e| panic!("{e}"));
+    let addr = format!("127.0.0.1:{port}");
+    // The server's segment of ESSS (every stage), as deployed.
+    let mut server = bin()
+        .args([
+            "serve",
+            thesis,
+            "--size",
+            "64x48",
+            "--placement",
+            "ESSS",
+            "--segment",
+            "1",
+            "--listen",
+            &addr,
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (edge, srv) = (dir.path().join("edge.json"), dir.path().join("server.json"));
+    let common = [
+        "--size",
+        "64x48",
+        "--iters",
+        "3",
+        "--run-secs",
+        "0.05",
+        "--probe-secs",
+        "0.2",
+    ];
+    let peer = format!("server={addr}");
+    let mut args = vec![
+        "profile", thesis, "--node", "edge", "--cpus", "0.5", "--peer", &peer,
+    ];
+    args.extend(common);
+    args.extend(["--out", edge.to_str().unwrap_or_default()]);
+    let probed = bin().args(&args).output().unwrap_or_else(|e| panic!("{e}"));
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(
+        probed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&probed.stderr)
+    );
+    let mut args = vec!["profile", thesis, "--node", "server"];
+    args.extend(common);
+    args.extend(["--out", srv.to_str().unwrap_or_default()]);
+    run_ok(&args);
+    let e: Value = serde_json::from_slice(&std::fs::read(&edge).unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Only the edge is described, with the CPUs it was given.
+    let nodes = e["nodes"].as_object().cloned().unwrap_or_default();
+    assert_eq!(nodes.keys().collect::<Vec<_>>(), ["edge"], "{e}");
+    assert_eq!(e["nodes"]["edge"]["cpus"], 0.5);
+    assert!(
+        e["nodes"]["edge"]["source"]["cpu_ms"]
+            .as_f64()
+            .is_some_and(|c| c > 0.0)
+    );
+    // The link was probed with every size a frame can have on it: the
+    // source's 64x48 and conv's 62x46 (relu's is the same), pool's 31x23,
+    // as f32.
+    let link = &e["links"][0];
+    assert_eq!(link["measured"], true, "{link}");
+    let sizes: Vec<u64> = link["samples"]
+        .as_array()
+        .map(|v| v.iter().filter_map(|s| s["bytes"].as_u64()).collect())
+        .unwrap_or_default();
+    assert_eq!(sizes, [64 * 48 * 4, 62 * 46 * 4, 31 * 23 * 4], "{link}");
+    for s in link["samples"].as_array().cloned().unwrap_or_default() {
+        assert!(s["frames"].as_u64().is_some_and(|f| f >= 3), "{s}");
+        assert!(s["bytes_per_s"].as_f64().is_some_and(|b| b > 0.0), "{s}");
+        assert!(s["rtt_ms"].as_f64().is_some_and(|r| r > 0.0), "{s}");
+    }
+    // Merged, the two profiles rank every placement.
+    let out = run_ok(&[
+        "plan",
+        thesis,
+        "--size",
+        "64x48",
+        "--advise",
+        "--json",
+        "--profile",
+        edge.to_str().unwrap_or_default(),
+        "--profile",
+        srv.to_str().unwrap_or_default(),
+    ]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(v["placements"].as_array().map(Vec::len), Some(8), "{v}");
+    // The edge's profile alone does not describe the server: refused.
+    let alone = bin()
+        .args(["plan", thesis, "--size", "64x48", "--advise", "--profile"])
+        .arg(&edge)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let err = String::from_utf8_lossy(&alone.stderr);
+    assert!(
+        !alone.status.success() && err.contains("no measurements of node `server`"),
+        "{err}"
+    );
+    // A peer that is not listening is a clear error.
+    let closed = streamfuse::ports::free_loopback_port().unwrap_or_else(|e| panic!("{e}"));
+    let bad = bin()
+        .args([
+            "profile",
+            thesis,
+            "--size",
+            "64x48",
+            "--node",
+            "edge",
+            "--run-secs",
+            "0.05",
+        ])
+        .args(["--peer", &format!("server=127.0.0.1:{closed}")])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && err.contains("cannot connect"),
+        "{err}"
     );
 }

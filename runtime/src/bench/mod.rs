@@ -13,8 +13,10 @@
 //! no links), each shaped link, and each pool of CPUs that several of the
 //! run's processes share ([`cpu_bounds`], from the CPU time every process
 //! reports). Results go to `results.csv`, `latencies.csv`, `summary.md`
-//! ([`summary`]) and SVG plots ([`plots`]).
+//! ([`summary`]) and SVG plots ([`plots`]). [`advisor`] checks the
+//! placement advisor's predictions against such runs.
 
+pub mod advisor;
 pub mod cluster;
 pub mod matrix;
 pub mod plots;
@@ -176,16 +178,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchOutcome, BenchError> {
             stage_nodes: &stage_nodes,
         },
     );
-    std::fs::create_dir_all(&opts.out).map_err(|source| BenchError::Io {
-        what: "create",
-        path: opts.out.clone(),
-        source,
-    })?;
-    let cancel = cluster::interrupt_flag().map_err(|source| BenchError::Io {
-        what: "install signal handlers for",
-        path: PathBuf::from("SIGINT/SIGTERM"),
-        source,
-    })?;
+    let cancel = prepare(opts)?;
     let mut emulated = if opts.emulate && cluster::is_root() {
         Some(Cluster::create(&opts.cluster)?)
     } else {
@@ -277,6 +270,21 @@ pub fn replot(dir: &std::path::Path) -> Result<Vec<PathBuf>, BenchError> {
         .into_iter()
         .map(|(f, _)| f)
         .collect())
+}
+
+/// Creates the output directory and turns `SIGINT`/`SIGTERM` into the
+/// flag the runs poll ([`cluster::interrupt_flag`]).
+fn prepare(opts: &BenchOptions) -> Result<Arc<AtomicBool>, BenchError> {
+    std::fs::create_dir_all(&opts.out).map_err(|source| BenchError::Io {
+        what: "create",
+        path: opts.out.clone(),
+        source,
+    })?;
+    cluster::interrupt_flag().map_err(|source| BenchError::Io {
+        what: "install signal handlers for",
+        path: PathBuf::from("SIGINT/SIGTERM"),
+        source,
+    })
 }
 
 fn validate(opts: &BenchOptions, base: &Pipeline) -> Result<(), BenchError> {

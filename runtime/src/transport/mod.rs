@@ -7,6 +7,7 @@
 //! - [`framing`], [`push`]: the `Push` call below tonic's codec, so
 //!   payloads are not copied into encode or decode buffers.
 //! - [`metrics`]: Prometheus text exposition of a segment.
+//! - [`update`], [`probe`]: clients of `UpdateWeights` and `Probe`.
 //!
 //! Delivery is at-least-once per link and exactly-once at the sink: a
 //! sender keeps each frame until the receiver acknowledges it, and a
@@ -20,6 +21,7 @@
 pub mod forward;
 pub mod framing;
 pub mod metrics;
+pub mod probe;
 pub mod push;
 pub mod server;
 pub mod update;

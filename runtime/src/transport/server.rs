@@ -384,6 +384,29 @@ impl Stage for StageService {
         };
         Ok(Response::new(reply))
     }
+
+    async fn probe(
+        &self,
+        request: Request<Streaming<v1::Frame>>,
+    ) -> Result<Response<v1::ProbeReply>, Status> {
+        let mut frames = request.into_inner();
+        let mut r = v1::ProbeReply::default();
+        let mut cpu0 = None;
+        while let Some(f) = frames.message().await? {
+            let now = now_ns();
+            if r.frames == 0 {
+                r.first_ns = now;
+                cpu0 = crate::cputime::process_cpu();
+            }
+            r.frames += 1;
+            r.bytes += f.payload.len() as u64;
+            r.last_ns = now;
+        }
+        if let (Some(a), Some(b)) = (cpu0, crate::cputime::process_cpu()) {
+            r.cpu_ns = u64::try_from(b.saturating_sub(a).as_nanos()).unwrap_or(u64::MAX);
+        }
+        Ok(Response::new(r))
+    }
 }
 
 /// Little-endian `f32` values of `bytes`.
