@@ -36,7 +36,9 @@
 //! is the unloaded latency.
 //!
 //! The source stays on the node the spec places it on (the node that owns
-//! the camera); every stage may go on any node the profile measured it on.
+//! the camera); every stage may go on any node the profile measured it on,
+//! except that a stage marked `device: cuda` only goes on nodes with a GPU
+//! ([`crate::spec::Node::has_gpu`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -343,11 +345,14 @@ pub struct Prediction {
 
 /// Every placement of `p` that the profile can predict, ranked best first
 /// by `objective` (ties: fewer processes, then the placement letters).
+/// Placements that put a stage needing a GPU (`device: cuda`) on a node
+/// without one are not offered.
 /// Placements with a stage on a node the profile did not measure it on,
 /// or across two nodes with no link, are left out.
 pub fn rank(p: &Pipeline, prof: &Profile, objective: Objective) -> Vec<Prediction> {
     let mut out: Vec<Prediction> = placements(p)
         .into_iter()
+        .filter(|pl| crate::spec::gpu_violation(&p.stages, &p.nodes, pl).is_none())
         .filter_map(|placement| {
             let mut q = p.clone();
             q.placement = placement;
@@ -1009,5 +1014,40 @@ fusion: kernel
     fn link_sizes_are_every_distinct_frame_size_largest_first() {
         // 100x100 source, conv same size (padding 1), relu, pool to 50x50.
         assert_eq!(link_sizes(&pipeline()), [40_000, 10_000]);
+    }
+
+    #[test]
+    fn a_stage_that_needs_a_gpu_is_only_placed_on_a_node_with_one() {
+        // The edge is a CPU-only board; conv needs a GPU.
+        let text = SPEC
+            .replace(
+                "edge:   { letter: E, device: cpu }",
+                "edge:   { letter: E, device: cpu, machine: cpu }",
+            )
+            .replace(
+                "server: { letter: S, device: cpu }",
+                "server: { letter: S, device: auto, machine: gpu-server }",
+            )
+            .replace(
+                "weights: { random: { seed: 1 } } }",
+                "weights: { random: { seed: 1 } }, device: cuda }",
+            );
+        let p = crate::spec::parse(&text, Path::new("t.yaml"), &Default::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(p.stages[0].needs_gpu);
+        // Without the constraint EEEE would win (slow link, see above).
+        let r = rank(&p, &profile(2.0, 1.0, 4e5), Objective::Throughput);
+        assert_eq!(r.len(), 4, "conv on the server; relu and pool anywhere");
+        assert!(r.iter().all(|x| x.placement.as_bytes()[1] == b'S'), "{r:?}");
+        // A spec that places conv on the edge is refused where it says so.
+        let bad = text.replace("placement: ESSS", "placement: EESS");
+        let e = crate::spec::parse(&bad, Path::new("t.yaml"), &Default::default())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.contains("stages[0].device") && e.contains("node `edge`, which has none"),
+            "{e}"
+        );
     }
 }

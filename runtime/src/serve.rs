@@ -237,6 +237,17 @@ pub fn queue_frames(bytes: usize) -> usize {
     (QUEUE_BYTES / bytes.max(1)).clamp(2, 32)
 }
 
+/// Frames a receiver lets its sender have in flight beyond what it has
+/// queued for its worker: [`WINDOW`] for large frames, up to
+/// [`queue_frames`] for small ones. Each credit takes a round trip between
+/// the processes (tens of microseconds on loopback, more on a busy
+/// machine), as long as several small frames take to compute: with two
+/// credits the sender waited on them and the split ran well below what
+/// its CPUs could do.
+pub fn credit_window(bytes: usize) -> u64 {
+    (queue_frames(bytes) as u64).max(WINDOW)
+}
+
 /// The address segment `k` listens on, from its node's `address`: segments
 /// sharing a node take consecutive ports from the node's port on.
 ///
@@ -388,7 +399,7 @@ async fn serve_async(
         info,
         inputs,
         limits.max_frame_bytes,
-        WINDOW,
+        credit_window(largest),
         metrics.clone(),
         draining_rx.clone(),
     )

@@ -265,6 +265,8 @@ pub struct Stage {
     pub input: Shape,
     /// Output shape.
     pub output: Shape,
+    /// `device: cuda`: the stage may only be placed on a node with a GPU.
+    pub needs_gpu: bool,
 }
 
 /// A node of the cluster.
@@ -282,6 +284,39 @@ pub struct Node {
     pub labels: Vec<(String, String)>,
     /// What kind of machine it is (given, or inferred from `device`).
     pub machine: Machine,
+}
+
+impl Node {
+    /// Whether the node can run CUDA kernels: its device is not forced to
+    /// `cpu` and its machine has a GPU.
+    pub fn has_gpu(&self) -> bool {
+        !matches!(self.device, DeviceChoice::Cpu) && self.machine.has_gpu()
+    }
+}
+
+/// Why a placement puts a stage that needs a GPU (`device: cuda`) on a node
+/// without one, or `None` when it does not. `placement` is by element
+/// (source first), as [`Pipeline::placement`].
+pub fn gpu_violation(
+    stages: &[Stage],
+    nodes: &[Node],
+    placement: &[usize],
+) -> Option<(usize, String)> {
+    stages.iter().enumerate().find_map(|(i, st)| {
+        let node = nodes.get(*placement.get(i + 1)?)?;
+        (st.needs_gpu && !node.has_gpu()).then(|| {
+            (
+                i,
+                format!(
+                    "stage `{}` needs a GPU (`device: cuda`), but the placement puts it on node `{}`, which has none (device {}, machine {})",
+                    st.id,
+                    node.name,
+                    node.device,
+                    node.machine.name()
+                ),
+            )
+        })
+    })
 }
 
 /// A resolved, validated pipeline.

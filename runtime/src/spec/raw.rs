@@ -341,6 +341,9 @@ pub struct RawStage {
     /// is reported), so it is never fused with its neighbours.
     #[serde(default)]
     pub tap: Option<bool>,
+    /// `cuda`: the stage must run on a node with a GPU (any op).
+    #[serde(default)]
+    pub device: Option<Spanned<String>>,
 }
 
 /// Where a conv's weights come from.

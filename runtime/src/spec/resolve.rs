@@ -105,6 +105,15 @@ pub(super) fn resolve(raw: RawSpec, file: &Path, ov: &Overrides) -> Result<Pipel
     };
     let nodes = resolve_nodes(&cx, raw.nodes)?;
     let placement = resolve_placement(&cx, raw.placement.as_ref(), ov, &nodes, &stages)?;
+    if let Some((i, message)) = super::gpu_violation(&stages, &nodes, &placement) {
+        return Err(match (&ov.placement, raw.stages.value[i].device.as_ref()) {
+            (Some(_), _) | (None, None) => SpecError::Override {
+                flag: "--placement",
+                message,
+            },
+            (None, Some(d)) => cx.at(d, format!("stages[{i}].device"), message),
+        });
+    }
     let watch = raw
         .stages
         .value
@@ -328,6 +337,20 @@ fn resolve_stages(
             // Shape errors not caught field by field (should not happen) still get a location.
             cx.at(&st.op, format!("stages[{i}]"), e.to_string())
         })?;
+        let needs_gpu = match &st.device {
+            None => false,
+            Some(d) if d.value == "cuda" => true,
+            Some(d) => {
+                return Err(cx.at(
+                    d,
+                    format!("stages[{i}].device"),
+                    format!(
+                        "`{}`: a stage can only require `cuda` (a node with a GPU)",
+                        d.value
+                    ),
+                ));
+            }
+        };
         out.push(Stage {
             id: id.clone(),
             op,
@@ -335,6 +358,7 @@ fn resolve_stages(
             tap: st.tap.unwrap_or(false),
             input: shape,
             output,
+            needs_gpu,
         });
         shape = output;
     }

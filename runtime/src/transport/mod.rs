@@ -33,6 +33,15 @@ use crate::spec::Pipeline;
 /// Frames a receiver lets a sender have in flight beyond what it queued.
 pub const WINDOW: u64 = 2;
 
+/// Bytes of frames a sender keeps for replay until they are acknowledged:
+/// frames are acknowledged only once delivered downstream, so this caps
+/// the frames in flight past the sender, and with them the rate: at most
+/// this many frames per acknowledgement round trip. Small frames get more
+/// than the floor of 8 (a 128x128 float frame: 64), so scheduling delays
+/// of the processes downstream, which last many such frames, do not stall
+/// the sender.
+pub const UNACKED_BYTES: usize = 4 << 20;
+
 /// Message and HTTP/2 sizes for a pipeline's links, computed from the
 /// largest frame the plan can put on a link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +56,8 @@ pub struct Limits {
     pub connection_window: u32,
     /// HTTP/2 frame size.
     pub h2_frame: u32,
-    /// Frames a sender keeps unacknowledged at most.
+    /// Frames a sender keeps unacknowledged at most ([`UNACKED_BYTES`]
+    /// worth, 8 to 64).
     pub max_unacked: usize,
 }
 
@@ -68,7 +78,7 @@ impl Limits {
             // 1 MiB DATA frames (HTTP/2 allows up to 16 MiB - 1; the default
             // 16 KiB costs a frame header and a wakeup per 16 KiB).
             h2_frame: 1 << 20,
-            max_unacked: 8,
+            max_unacked: (UNACKED_BYTES / max_frame_bytes.max(1)).clamp(8, 64),
         }
     }
 
@@ -95,6 +105,13 @@ mod tests {
         let l = Limits::for_frame(1280 * 720 * 4);
         assert!(l.max_message >= 1280 * 720 * 4 + 100);
         assert!(l.stream_window as usize >= 2 * l.max_message);
+        assert_eq!(l.max_unacked, 8, "large frames keep the floor");
+        assert_eq!(Limits::for_frame(128 * 128 * 4).max_unacked, 64);
+        assert_eq!(
+            Limits::for_frame(16).max_unacked,
+            64,
+            "and small ones the cap"
+        );
         let huge = Limits::for_frame(4 << 30);
         assert_eq!(huge.stream_window, (1 << 31) - 1);
         assert_eq!(Limits::for_frame(10).stream_window, 1 << 20);
