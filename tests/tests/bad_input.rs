@@ -69,10 +69,22 @@ async fn client(port: u16) -> StageClient<Channel> {
     panic!("server on {port} never came up");
 }
 
-/// Pushes `frames` on one call; the call's error, or the acks' last credit
-/// total once the server has queued them all.
-async fn push(c: &mut StageClient<Channel>, frames: Vec<v1::Frame>) -> Result<u64, tonic::Status> {
+/// The credits the server grants beyond what it has queued, for frames of
+/// `shape` (float32).
+fn window(shape: &[u32]) -> u64 {
+    streamfuse::serve::credit_window(shape.iter().map(|&d| d as usize).product::<usize>() * 4)
+}
+
+/// Pushes `frames` (of the server's input shape) on one call; the call's
+/// error, or the acks' last credit total once the server has queued them
+/// all.
+async fn push(
+    c: &mut StageClient<Channel>,
+    shape: &[u32],
+    frames: Vec<v1::Frame>,
+) -> Result<u64, tonic::Status> {
     let n = frames.len() as u64;
+    let window = window(shape);
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     for f in frames {
         tx.send(f).await.unwrap_or_else(|e| panic!("{e}"));
@@ -83,8 +95,8 @@ async fn push(c: &mut StageClient<Channel>, frames: Vec<v1::Frame>) -> Result<u6
         .into_inner();
     loop {
         match tokio::time::timeout(Duration::from_secs(10), acks.message()).await {
-            // The server grants its window (2) beyond what it has queued.
-            Ok(Ok(Some(a))) if a.credit_total >= n + 2 => return Ok(a.credit_total),
+            // The server grants its window beyond what it has queued.
+            Ok(Ok(Some(a))) if a.credit_total >= n + window => return Ok(a.credit_total),
             Ok(Ok(Some(_))) => {}
             Ok(Ok(None)) => return Err(tonic::Status::unknown("call ended")),
             Ok(Err(s)) => return Err(s),
@@ -109,6 +121,7 @@ async fn still_serving(c: &mut StageClient<Channel>, stream: u32) {
     let shape = input_shape(c).await;
     push(
         c,
+        &shape,
         vec![frame_of(&shape, stream, 0), frame_of(&shape, stream, 1)],
     )
     .await
@@ -166,7 +179,7 @@ async fn each_bad_frame_gets_invalid_argument_with_its_seq_and_the_server_keeps_
         ),
     ];
     for (i, (frames, want)) in cases.into_iter().enumerate() {
-        let status = push(&mut c, frames)
+        let status = push(&mut c, &shape, frames)
             .await
             .map(|_| ())
             .expect_err("a bad frame is refused");
