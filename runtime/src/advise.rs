@@ -75,6 +75,9 @@ pub struct Profile {
 pub struct NodeProfile {
     /// CPUs its processes share (a CPU quota, or its cores).
     pub cpus: f64,
+    /// The device the stage ranges ran on (`cpu`, or the CUDA device).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
     /// What producing one frame of the spec's sources costs on this node
     /// (they run on threads of their own in the segment that holds them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -498,7 +501,9 @@ pub struct MeasureOptions {
 /// followed by a sink that drops the frames, for about `o.run_secs`, the
 /// fastest of `o.repeats` runs: its wall time per frame (from the
 /// steady-state rate) and its process CPU time per frame less the feed's
-/// (measured alone); and the sources' cost of producing a frame (a synthetic source of the
+/// (measured alone), on the node's device (with `o.node`, that node's
+/// `device`: its CUDA kernels where the machine has a GPU, as a run would
+/// place them); and the sources' cost of producing a frame (a synthetic source of the
 /// same shape where the source is a camera, video or files). The node gets
 /// `o.cpus`, by default this machine's usable CPUs
 /// ([`crate::cputime::usable_cpus`]: its CPU quota where it has one). With `o.node`, only that node is described
@@ -522,7 +527,13 @@ pub fn measure(p: &Pipeline, o: &MeasureOptions) -> Result<Profile, MeasureError
     } else {
         p.fusion
     };
+    let here = o
+        .node
+        .as_ref()
+        .and_then(|name| p.nodes.iter().position(|x| &x.name == name))
+        .unwrap_or(0);
     let mut ranges = BTreeMap::new();
+    let mut ran_on: Option<String> = None;
     for a in 0..n {
         for b in a + 1..=n {
             let mut q = p.clone();
@@ -534,7 +545,9 @@ pub fn measure(p: &Pipeline, o: &MeasureOptions) -> Result<Profile, MeasureError
                 seed: 0,
                 fps: None,
             };
-            q.placement = vec![0; b - a + 1];
+            // On the profiled node, so its device (CUDA where it has one
+            // and the machine has it) runs the kernels.
+            q.placement = vec![here; b - a + 1];
             q.sink = crate::spec::SinkConfig::Null;
             q.fusion = fusion;
             // Kernel time first, to size a run of about `o.run_secs`.
@@ -559,6 +572,7 @@ pub fn measure(p: &Pipeline, o: &MeasureOptions) -> Result<Profile, MeasureError
                     _ => k.median_ms * rayon::current_num_threads() as f64,
                 };
                 let fps = r.steady_fps.unwrap_or(r.fps);
+                ran_on = Some(r.device.clone());
                 if best.is_none_or(|(f, _)| fps > f) {
                     best = Some((fps, cpu_ms));
                 }
@@ -587,6 +601,7 @@ pub fn measure(p: &Pipeline, o: &MeasureOptions) -> Result<Profile, MeasureError
                 nd.name.clone(),
                 NodeProfile {
                     cpus,
+                    device: ran_on.clone(),
                     source: Some(source),
                     ranges: ranges.clone(),
                 },
@@ -820,6 +835,7 @@ fusion: kernel
     fn profile(edge_ms: f64, server_ms: f64, link_bytes_per_s: f64) -> Profile {
         let node = |ms: f64| NodeProfile {
             cpus: 1.0,
+            device: None,
             source: None,
             ranges: (0..3)
                 .flat_map(|a| (a + 1..=3).map(move |b| (a, b)))

@@ -437,6 +437,13 @@ fn per_node_profiles_with_a_probed_link_merge_into_one_advice() {
     let nodes = e["nodes"].as_object().cloned().unwrap_or_default();
     assert_eq!(nodes.keys().collect::<Vec<_>>(), ["edge"], "{e}");
     assert_eq!(e["nodes"]["edge"]["cpus"], 0.5);
+    // Its stage ranges ran on its device (no GPU here).
+    assert!(
+        e["nodes"]["edge"]["device"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("cpu")),
+        "{e}"
+    );
     assert!(
         e["nodes"]["edge"]["source"]["cpu_ms"]
             .as_f64()
