@@ -535,16 +535,19 @@ pub fn measure(p: &Pipeline, o: &MeasureOptions) -> Result<Profile, MeasureError
     let mut ranges = BTreeMap::new();
     let mut ran_on: Option<String> = None;
     for a in 0..n {
+        let feed = SyntheticSource {
+            shape: p.stages[a].input,
+            frames: 1,
+            seed: 0,
+            fps: None,
+        };
+        // The feed stands in for the source or the link in front: its cost
+        // (the same for every range from `a`) is not the range's.
+        let feed_cpu = synthetic_cost(&feed, o).cpu_ms;
         for b in a + 1..=n {
             let mut q = p.clone();
             q.stages = p.stages[a..b].to_vec();
             q.extra_sources.clear();
-            let feed = SyntheticSource {
-                shape: p.stages[a].input,
-                frames: 1,
-                seed: 0,
-                fps: None,
-            };
             // On the profiled node, so its device (CUDA where it has one
             // and the machine has it) runs the kernels.
             q.placement = vec![here; b - a + 1];
@@ -560,10 +563,11 @@ pub fn measure(p: &Pipeline, o: &MeasureOptions) -> Result<Profile, MeasureError
             });
             // The fastest of `repeats` runs: what the node can do when
             // nothing else (a hypervisor's other guests) takes its CPUs.
+            let q_plan = plan::plan(&q);
             let mut best: Option<(f64, f64)> = None;
             for _ in 0..o.repeats.max(1) {
                 let cpu0 = crate::cputime::process_cpu();
-                let r = crate::exec::run(&q, &plan::plan(&q), &crate::exec::RunOptions::default())
+                let r = crate::exec::run(&q, &q_plan, &crate::exec::RunOptions::default())
                     .map_err(|e| MeasureError::Run(e.to_string()))?;
                 let cpu_ms = match (cpu0, crate::cputime::process_cpu()) {
                     (Some(t0), Some(t1)) => {
@@ -578,9 +582,6 @@ pub fn measure(p: &Pipeline, o: &MeasureOptions) -> Result<Profile, MeasureError
                 }
             }
             let (fps, cpu_ms) = best.unwrap_or((0.0, 0.0));
-            // The feed stands in for the source or the link in front: its
-            // cost is not the range's.
-            let feed_cpu = synthetic_cost(&feed, o).cpu_ms;
             ranges.insert(
                 range_key(a, b),
                 RangeCost {

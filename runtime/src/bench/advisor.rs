@@ -222,13 +222,7 @@ pub fn run(opts: &BenchOptions, links: &[String]) -> Result<AdvisorOutcome, Benc
                         .zip(crate::cputime::MachineTimes::now())
                         .map_or(0.0, |(a, b)| b.steal_since(&a));
                     id += 1;
-                    let (row, _) = match result {
-                        Ok(r) => r,
-                        Err(e) => {
-                            ctx.solo = std::mem::take(&mut run_ctx.solo);
-                            return Err(e);
-                        }
-                    };
+                    let (row, _) = result?;
                     let fps = row.steady_fps.unwrap_or(row.fps);
                     if best.as_ref().is_none_or(|(f, _, _)| fps > *f) {
                         best = Some((fps, row, steal));
