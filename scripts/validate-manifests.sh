@@ -4,7 +4,8 @@
 # .venv/k8s; it bundles the schemas, no cluster or network needed once
 # installed): the checked-in k3s/ tree, and fresh output of
 # `streamfuse manifests` for every thesis placement with kernel fusion and
-# with fusion off (one pod per stage), plus the RuntimeClass.
+# with fusion off (one pod per stage), plus the RuntimeClass and the
+# manifests of a spec whose stage reads its weights from watched files.
 #
 # Kubernetes versions: the one the generator is built for (the k8s-openapi
 # feature in Cargo.toml, v1_36 -> 1.36) first, then the other minors k3s
@@ -40,8 +41,28 @@ for fusion in kernel off; do
     done
 done
 "$bin" manifests examples/thesis.yaml --runtime-class -o "$tmp/runtime-class" 2>/dev/null
+# A spec whose conv reads watched weights and a bias from files: they ship
+# in the ConfigMap's binaryData, projected next to the spec.
+mkdir -p "$tmp/model-spec/m"
+python3 - "$tmp/model-spec" <<'PY'
+import struct, sys
+def npy(path, shape, values):
+    dims = ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "")
+    head = "{'descr': '<f4', 'fortran_order': False, 'shape': (%s), }" % dims
+    head += " " * (-(10 + len(head) + 1) % 64) + "\n"
+    with open(path, "wb") as f:
+        f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(head)) + head.encode())
+        f.write(struct.pack("<%df" % len(values), *values))
+npy(sys.argv[1] + "/w.npy", [1, 1, 3, 3], [0.1 * k for k in range(9)])
+npy(sys.argv[1] + "/m/b.npy", [1], [0.5])
+PY
+sed -e 's|weights: { random: { seed: 1 } }|weights: { npy: { path: w.npy, watch: true } }, bias: { npy: m/b.npy }|' \
+    examples/thesis.yaml >"$tmp/model-spec/model.yaml"
+grep -q 'watch: true' "$tmp/model-spec/model.yaml" || { echo "could not write the model-file spec" >&2; exit 1; }
+"$bin" manifests "$tmp/model-spec/model.yaml" --placement EESS -o "$tmp/model-EESS" 2>/dev/null
+grep -q binaryData "$tmp/model-EESS/configmap.yaml" || { echo "the model files are not in the ConfigMap" >&2; exit 1; }
 
-mapfile -t files < <(find k3s "$tmp" -name '*.yaml' | sort)
+mapfile -t files < <(find k3s "$tmp" -name '*.yaml' -not -path "$tmp/model-spec/*" | sort)
 for v in $versions; do
     "$SF_K8S_VENV/bin/kubernetes-validate" --strict --quiet -k "$v" "${files[@]}" \
         || { echo "manifests do not validate against Kubernetes $v" >&2; exit 1; }

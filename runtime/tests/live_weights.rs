@@ -137,6 +137,12 @@ fn replace(target: &Path, from: &Path) {
 /// weights, to begin with), watched.
 fn start_watched(dir: &Path) -> Child {
     std::fs::copy(dir.join("a.npy"), dir.join("w.npy")).unwrap_or_else(|e| panic!("{e}"));
+    start_run(dir)
+}
+
+/// Starts an in-process run whose conv weights are `w.npy` as it is now,
+/// watched.
+fn start_run(dir: &Path) -> Child {
     let s = spec(
         dir,
         "watch.yaml",
@@ -162,6 +168,21 @@ fn finish(child: Child) -> Value {
     )
 }
 
+/// The report `r` of a watched run in `dir` has every frame, one update
+/// of conv to version 2 and none refused, and its output switches from
+/// `old` to `new` at that update's frame. Returns the updates.
+fn assert_one_swap(r: &Value, dir: &Path, old: &[Vec<f32>], new: &[Vec<f32>]) -> Vec<Value> {
+    assert_eq!(r["frames"], FRAMES as u64, "{r}");
+    assert_eq!(r["weight_updates_refused"], serde_json::json!([]), "{r}");
+    let ups = r["weight_updates"].as_array().cloned().unwrap_or_default();
+    assert_eq!(ups.len(), 1, "{r}");
+    assert_eq!(ups[0]["stage"], "conv");
+    assert_eq!(ups[0]["version"], 2);
+    let seq = ups[0]["first_seq"].as_u64().unwrap_or(0) as usize;
+    assert_split_at(&frames(&dir.join("out.npy")), old, new, seq);
+    ups
+}
+
 #[test]
 fn a_watched_weights_file_swaps_between_two_frames_in_process() {
     let _one = SERIAL
@@ -175,14 +196,7 @@ fn a_watched_weights_file_swaps_between_two_frames_in_process() {
     std::thread::sleep(Duration::from_millis(1200));
     replace(&dir.join("w.npy"), &dir.join("b.npy"));
     let r = finish(child);
-    assert_eq!(r["frames"], FRAMES as u64, "{r}");
-    assert_eq!(r["weight_updates_refused"], serde_json::json!([]), "{r}");
-    let ups = r["weight_updates"].as_array().cloned().unwrap_or_default();
-    assert_eq!(ups.len(), 1, "{r}");
-    assert_eq!(ups[0]["stage"], "conv");
-    assert_eq!(ups[0]["version"], 2);
-    let seq = ups[0]["first_seq"].as_u64().unwrap_or(0) as usize;
-    assert_split_at(&frames(&dir.join("out.npy")), &old, &new, seq);
+    let ups = assert_one_swap(&r, dir, &old, &new);
     // Latency around the swap: no pause.
     let around = ups[0]["p99_around_ms"].as_f64().unwrap_or(f64::MAX);
     let p99 = r["latency_ms"]["p99"].as_f64().unwrap_or(0.0);
@@ -190,6 +204,47 @@ fn a_watched_weights_file_swaps_between_two_frames_in_process() {
         no_pause(around, p99),
         "p99 around the swap {around} ms, run p99 {p99} ms"
     );
+}
+
+/// Projects `from` as `w.npy` in `dir` the way the kubelet projects a
+/// ConfigMap key: `w.npy` links to `..data/w.npy`, and `..data` to a
+/// directory of this version (`version`), swapped in by renaming a new
+/// `..data` link over the old one, then the old version's directory removed.
+#[cfg(unix)]
+fn project(dir: &Path, from: &Path, version: u32) {
+    use std::os::unix::fs::symlink;
+    let versioned = dir.join(format!("..2026_11_24_{version}"));
+    std::fs::create_dir(&versioned).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::copy(from, versioned.join("w.npy")).unwrap_or_else(|e| panic!("{e}"));
+    let old = std::fs::read_link(dir.join("..data")).ok();
+    let tmp = dir.join("..data_tmp");
+    symlink(versioned.file_name().unwrap_or_default(), &tmp).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::rename(&tmp, dir.join("..data")).unwrap_or_else(|e| panic!("{e}"));
+    if !dir.join("w.npy").exists() {
+        symlink("..data/w.npy", dir.join("w.npy")).unwrap_or_else(|e| panic!("{e}"));
+    }
+    if let Some(old) = old {
+        std::fs::remove_dir_all(dir.join(old)).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+/// `streamfuse manifests` ships a watched weights file in the ConfigMap;
+/// applying a new ConfigMap makes the kubelet swap the projected file.
+/// The watcher takes that swap as a new version, between two frames.
+#[cfg(unix)]
+#[test]
+fn a_configmap_style_swap_of_a_watched_file_swaps_between_two_frames() {
+    let _one = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let d = setup();
+    let dir = d.path();
+    let (old, new, _) = references(dir);
+    project(dir, &dir.join("a.npy"), 1);
+    let child = start_run(dir);
+    std::thread::sleep(Duration::from_millis(1200));
+    project(dir, &dir.join("b.npy"), 2);
+    assert_one_swap(&finish(child), dir, &old, &new);
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //! objects and serialized to YAML (`streamfuse manifests`).
 //!
 //! For a placement the generator writes:
-//! - `configmap.yaml`: a `ConfigMap` holding the spec file as written,
+//! - `configmap.yaml`: a `ConfigMap` holding the spec file as written and
+//!   the weights and bias files its stages name ([`model_files`]),
 //!   mounted into every pod at [`SPEC_DIR`];
 //! - `<segment>.yaml` per segment: a `Deployment` (one pod running
 //!   `streamfuse serve --segment K`) and a `Service` of the same name. A
@@ -25,6 +26,7 @@
 //!
 //! [`policy`] checks these rules on generated (or checked-in) objects.
 
+mod model_files;
 pub mod policy;
 mod workload;
 
@@ -246,6 +248,7 @@ pub fn generate(
             })?;
         }
     }
+    let packed = model_files::pack(p, spec_text.len())?;
     let names = Names::new(p, plan);
     let config_map = ConfigMap {
         metadata: ObjectMeta {
@@ -257,9 +260,18 @@ pub fn generate(
             SPEC_FILE.to_owned(),
             spec_text.to_owned(),
         )])),
+        binary_data: (!packed.binary_data.is_empty()).then(|| packed.binary_data.clone()),
         ..Default::default()
     };
-    let spec_digest = blake3::hash(spec_text.as_bytes()).to_hex().to_string();
+    // What rolls the pods when it changes: the spec and the model files
+    // that are not watched (a watched one is swapped in live).
+    let mut digest = blake3::Hasher::new();
+    digest.update(spec_text.as_bytes());
+    for f in &packed.rolling {
+        digest.update(&(f.len() as u64).to_le_bytes());
+        digest.update(f);
+    }
+    let spec_digest = digest.finalize().to_hex().to_string();
     let ports = (0..plan.segments.len())
         .map(|k| grpc_port(p, plan, k))
         .collect::<Result<Vec<_>, _>>()?;
@@ -289,13 +301,14 @@ pub fn generate(
             port: ports[seg.index],
             next,
             spec_digest: &spec_digest,
+            spec_items: &packed.items,
             opts,
         }));
     }
     Ok(Manifests {
         config_map,
         segments,
-        warnings: warnings(p),
+        warnings: warnings(p).into_iter().chain(packed.warnings).collect(),
     })
 }
 

@@ -304,3 +304,164 @@ fn runtime_class_is_the_nvidia_handler() {
     )));
     assert!(f.text.contains("handler: nvidia\n"));
 }
+
+/// Writes a little-endian f32 `.npy` file.
+fn write_npy(path: &Path, shape: &[usize], data: &[f32]) {
+    let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
+    let dims = if shape.len() == 1 {
+        format!("{},", dims[0])
+    } else {
+        dims.join(", ")
+    };
+    let mut dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({dims}), }}");
+    let pad = (10 + dict.len() + 1).div_ceil(64) * 64 - (10 + dict.len() + 1);
+    dict.push_str(&" ".repeat(pad));
+    dict.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(dict.len() as u16).to_le_bytes());
+    out.extend_from_slice(dict.as_bytes());
+    for v in data {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{e}"));
+    }
+    std::fs::write(path, out).unwrap_or_else(|e| panic!("{e}"));
+}
+
+const MODEL_SPEC: &str = r#"name: Weighted
+source: { synthetic: { width: 16, height: 12, frames: 4 } }
+stages:
+  - { id: conv, op: conv2d, kernel: 3, out_channels: 1, weights: { npy: { path: w.npy, watch: true } }, bias: { npy: m/b.npy } }
+  - { id: conv2, op: conv2d, kernel: 3, out_channels: 1, weights: { npy: ../outside.npy } }
+sink: { stats: {} }
+nodes:
+  pi: { letter: P, device: cpu, labels: { streamfuse.io/tier: pi } }
+placement: PPP
+"#;
+
+/// The model files of [`MODEL_SPEC`] in `root/spec/` (and one outside it),
+/// with `w` and `b` as the watched weights' and the bias's values.
+fn model_manifests(root: &Path, w: f32, b: f32) -> (Pipeline, Manifests) {
+    let dir = root.join("spec");
+    write_npy(&dir.join("w.npy"), &[1, 1, 3, 3], &[w; 9]);
+    write_npy(&dir.join("m/b.npy"), &[1], &[b]);
+    write_npy(&root.join("outside.npy"), &[1, 1, 3, 3], &[0.5; 9]);
+    let file = dir.join("weighted.yaml");
+    let p = spec::parse(MODEL_SPEC, &file, &Overrides::default()).unwrap_or_else(|e| panic!("{e}"));
+    let m = generate(&p, &plan(&p), MODEL_SPEC, &DeployOptions::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    (p, m)
+}
+
+fn digest(m: &Manifests) -> String {
+    m.segments[0]
+        .deployment
+        .spec
+        .as_ref()
+        .and_then(|d| d.template.metadata.as_ref())
+        .and_then(|md| md.annotations.as_ref())
+        .and_then(|a| a.get("streamfuse.io/spec-blake3"))
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn model_files_inside_the_spec_directory_ship_in_the_configmap() {
+    let root = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (p, m) = model_manifests(root.path(), 0.25, 1.0);
+    let data = m.config_map.binary_data.clone().unwrap_or_default();
+    // The two files inside the spec's directory, byte for byte; not the one outside.
+    let on_disk = |rel: &str| std::fs::read(root.path().join("spec").join(rel)).unwrap_or_default();
+    let mut shipped: Vec<(String, Vec<u8>)> = Vec::new();
+    let pod = pod(&m, 0);
+    let Some(items) = pod
+        .volumes
+        .as_ref()
+        .and_then(|v| v.iter().find(|v| v.name == "spec"))
+        .and_then(|v| v.config_map.as_ref())
+        .and_then(|c| c.items.clone())
+    else {
+        panic!("the spec volume projects no items")
+    };
+    for it in &items {
+        if it.key == SPEC_FILE {
+            assert_eq!(it.path, SPEC_FILE);
+            continue;
+        }
+        let Some(bytes) = data.get(&it.key) else {
+            panic!("item {} has no binaryData", it.key)
+        };
+        shipped.push((it.path.clone(), bytes.0.clone()));
+    }
+    assert_eq!(items[0].key, SPEC_FILE, "the spec stays projected");
+    assert_eq!(
+        shipped,
+        [
+            ("w.npy".to_owned(), on_disk("w.npy")),
+            ("m/b.npy".to_owned(), on_disk("m/b.npy"))
+        ]
+    );
+    assert_eq!(data.len(), 2);
+    // The file outside is named, with where the pods look for it.
+    assert!(
+        m.warnings
+            .iter()
+            .any(|w| w.contains("stages[1].weights.npy")
+                && w.contains("../outside.npy")
+                && w.contains("mount it there")),
+        "{:#?}",
+        m.warnings
+    );
+    assert!(policy::check(&p, &plan(&p), &m).is_empty());
+}
+
+#[test]
+fn new_watched_weights_keep_the_pods_and_other_new_files_roll_them() {
+    let root = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (_, first) = model_manifests(root.path(), 0.25, 1.0);
+    let (_, watched) = model_manifests(root.path(), -0.5, 1.0);
+    let (_, bias) = model_manifests(root.path(), -0.5, 2.0);
+    assert_ne!(
+        first.config_map.binary_data, watched.config_map.binary_data,
+        "the ConfigMap carries the new weights"
+    );
+    assert_eq!(
+        digest(&first),
+        digest(&watched),
+        "a watched file is swapped in live"
+    );
+    assert_ne!(digest(&watched), digest(&bias), "new bias rolls the pods");
+    assert!(!digest(&first).is_empty());
+}
+
+#[test]
+fn a_model_file_too_large_for_the_configmap_is_left_out_with_a_warning() {
+    let root = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let spec = "name: big
+source: { synthetic: { width: 12, height: 12, channels: 64, frames: 2 } }
+stages:
+  - { id: conv, op: conv2d, kernel: 9, out_channels: 64, weights: { npy: big.npy } }
+sink: { stats: {} }
+";
+    let n = 64 * 64 * 9 * 9;
+    write_npy(
+        &root.path().join("big.npy"),
+        &[64, 64, 9, 9],
+        &vec![0.01; n],
+    );
+    let file = root.path().join("big.yaml");
+    let p = spec::parse(spec, &file, &Overrides::default()).unwrap_or_else(|e| panic!("{e}"));
+    let m =
+        generate(&p, &plan(&p), spec, &DeployOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    assert!(m.config_map.binary_data.is_none());
+    assert!(
+        m.warnings
+            .iter()
+            .any(|w| w.contains("stages[0].weights.npy")
+                && w.contains(&format!("{} bytes", n * 4 + 128))
+                && w.contains("/etc/streamfuse/big.npy")),
+        "{:#?}",
+        m.warnings
+    );
+}

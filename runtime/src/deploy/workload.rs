@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    GRPCAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec, Toleration, Volume,
-    VolumeMount,
+    GRPCAction, KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec,
+    Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -56,6 +56,9 @@ pub(super) struct SegmentInput<'a> {
     pub port: u16,
     pub next: Option<String>,
     pub spec_digest: &'a str,
+    /// Where the ConfigMap's keys go in the spec directory (empty: all
+    /// keys, by their names).
+    pub spec_items: &'a [KeyToPath],
     pub opts: &'a DeployOptions,
 }
 
@@ -351,6 +354,7 @@ fn pod_spec(i: &SegmentInput<'_>) -> PodSpec {
                 name: "spec".into(),
                 config_map: Some(ConfigMapVolumeSource {
                     name: i.names.config_map.clone(),
+                    items: (!i.spec_items.is_empty()).then(|| i.spec_items.to_vec()),
                     ..Default::default()
                 }),
                 ..Default::default()

@@ -346,6 +346,25 @@ pub struct Pipeline {
     /// Weights files watched for new versions while frames flow
     /// (`weights: { npy: { path, watch: true } }`).
     pub watch: Vec<crate::live::Watched>,
+    /// The files stages read their weights and biases from, each once, in
+    /// spec order.
+    pub model_files: Vec<ModelFile>,
+}
+
+/// A file a stage reads its weights or bias from, as the spec names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelFile {
+    /// Stage id.
+    pub stage: String,
+    /// The spec field naming it (`stages[0].weights.npy`).
+    pub field: String,
+    /// The path as the spec writes it: relative to the spec's directory,
+    /// or absolute.
+    pub written: String,
+    /// The file on this machine.
+    pub path: PathBuf,
+    /// Watched for new versions while frames flow.
+    pub watched: bool,
 }
 
 impl Pipeline {

@@ -126,6 +126,7 @@ pub(super) fn resolve(raw: RawSpec, file: &Path, ov: &Overrides) -> Result<Pipel
             _ => None,
         })
         .collect();
+    let model_files = model_files(&cx, &raw.stages.value);
     Ok(Pipeline {
         name: raw.name.value,
         file: file.to_path_buf(),
@@ -137,6 +138,7 @@ pub(super) fn resolve(raw: RawSpec, file: &Path, ov: &Overrides) -> Result<Pipel
         placement,
         fusion: ov.fusion.or(raw.fusion).unwrap_or_default(),
         watch,
+        model_files,
     })
 }
 
@@ -996,4 +998,37 @@ fn resolve_placement(
                 .collect())
         }
     }
+}
+
+/// The weights and bias files `stages` name, each once, in spec order.
+fn model_files(cx: &Ctx<'_>, stages: &[RawStage]) -> Vec<super::ModelFile> {
+    let mut out: Vec<super::ModelFile> = Vec::new();
+    for (i, st) in stages.iter().enumerate() {
+        let mut named: Vec<(&str, &str, bool)> = Vec::new();
+        match st.weights.as_ref().map(|w| &w.value) {
+            Some(RawWeights::Npy(n)) => named.push(("weights.npy", &n.path, n.watch)),
+            Some(RawWeights::Safetensors(t)) => {
+                named.push(("weights.safetensors.path", &t.path, false));
+            }
+            Some(RawWeights::Onnx(o)) => named.push(("weights.onnx.path", &o.path, false)),
+            Some(RawWeights::Random(_)) | None => {}
+        }
+        if let Some(RawBias::File(b)) = st.bias.as_ref().map(|b| &b.value) {
+            named.push(("bias.npy", &b.npy, false));
+        }
+        for (field, written, watched) in named {
+            if let Some(seen) = out.iter_mut().find(|m| m.written == written) {
+                seen.watched |= watched;
+                continue;
+            }
+            out.push(super::ModelFile {
+                stage: st.id.value.clone(),
+                field: format!("stages[{i}].{field}"),
+                written: written.to_owned(),
+                path: cx.base_dir().join(written),
+                watched,
+            });
+        }
+    }
+    out
 }
