@@ -426,6 +426,9 @@ fn main() -> ExitCode {
         Command::Kernels(KernelsCommand::Check(a)) => a.json,
         Command::Bench(a) => a.json,
     };
+    if !matches!(cli.command, Command::Serve(_)) {
+        die_quietly_on_broken_pipe();
+    }
     init_tracing(quiet);
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -433,6 +436,21 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Lets a closed stdout (`streamfuse plan ... | head`) end the process
+/// quietly, as it ends other command-line tools, instead of `println!`
+/// panicking on the broken pipe: the default action of `SIGPIPE`, which
+/// the Rust runtime sets to ignored. Sockets are unaffected (the standard
+/// library sends with `MSG_NOSIGNAL`); `serve` keeps it ignored all the
+/// same, as a server must never die of a peer's closed connection.
+fn die_quietly_on_broken_pipe() {
+    #[cfg(unix)]
+    // SAFETY: restores a signal's default disposition before any other
+    // thread exists; no handler runs.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

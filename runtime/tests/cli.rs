@@ -512,3 +512,24 @@ fn per_node_profiles_with_a_probed_link_merge_into_one_advice() {
         "{err}"
     );
 }
+
+/// A command whose stdout is closed (`streamfuse manifests ... | head -0`)
+/// ends as other command-line tools do, killed by `SIGPIPE`, with nothing
+/// on stderr, instead of panicking on the broken pipe.
+#[cfg(unix)]
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let (reader, writer) = std::io::pipe().unwrap_or_else(|e| panic!("{e}"));
+    drop(reader);
+    let out = bin()
+        .args(["manifests", "examples/thesis.yaml", "--placement", "EESS"])
+        .current_dir(repo(""))
+        .stdout(writer)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // SIGPIPE is 13 on Linux and the BSDs.
+    assert_eq!(out.status.signal(), Some(13), "{:?} {stderr}", out.status);
+}
