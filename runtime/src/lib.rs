@@ -12,6 +12,7 @@
 //! [`bench`] runs the placement experiments on an emulated cluster.
 
 pub mod advise;
+pub mod affinity;
 pub mod alloc;
 pub mod bench;
 pub mod cputime;

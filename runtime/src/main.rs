@@ -118,6 +118,10 @@ struct PipelineBenchArgs {
     /// Run on plain loopback even as root (no emulated cluster).
     #[arg(long)]
     no_emulation: bool,
+    /// Leave the processes of a split on the server unpinned (by default
+    /// each gets one of the machine's CPUs, round robin).
+    #[arg(long)]
+    no_pin: bool,
     /// Slow stage ID down by MS per frame (checks the harness): STAGE:MS.
     #[arg(long, value_parser = parse_slow)]
     slow: Option<(String, f64)>,
@@ -244,6 +248,11 @@ struct ServeArgs {
     /// Longest wait for in-flight frames on SIGTERM, seconds.
     #[arg(long, default_value_t = 10.0)]
     drain_timeout: f64,
+    /// Pin the process (every thread) to these CPUs, as `taskset -c` takes
+    /// them (`0`, `0,2-3`): segment processes sharing a node then keep to
+    /// their own cores.
+    #[arg(long, value_name = "LIST")]
+    cpus: Option<String>,
     /// Extra time per frame, ms (a deliberately slow segment, for experiments).
     #[arg(long, default_value_t = 0.0)]
     delay_ms: f64,
@@ -805,6 +814,7 @@ fn cmd_pipeline_bench(a: PipelineBenchArgs) -> Result<()> {
         device: a.device,
         threads: a.threads,
         emulate: !a.no_emulation,
+        pin: !a.no_pin,
         cluster: ClusterOptions {
             edge_cpu: a.edge_cpu,
             server_cpu: a.server_cpu,
@@ -881,6 +891,10 @@ fn cmd_serve(a: ServeArgs) -> Result<()> {
         a.delay_ms.is_finite() && a.delay_ms >= 0.0,
         "--delay-ms must be a non-negative number"
     );
+    if let Some(list) = &a.cpus {
+        let cpus = streamfuse::affinity::parse_list(list).context("--cpus")?;
+        streamfuse::affinity::pin_process(&cpus).context("--cpus")?;
+    }
     let opts = streamfuse::serve::ServeOptions {
         segment: a.segment,
         listen: a.listen,

@@ -533,3 +533,55 @@ fn a_closed_stdout_ends_the_command_quietly() {
     // SIGPIPE is 13 on Linux and the BSDs.
     assert_eq!(out.status.signal(), Some(13), "{:?} {stderr}", out.status);
 }
+
+/// `serve --cpus 0` runs every thread of the segment process on CPU 0;
+/// a bad list is refused, naming the flag.
+#[cfg(target_os = "linux")]
+#[test]
+fn serve_cpus_pins_every_thread() {
+    let serve = |cpus: &str| {
+        let mut c = bin();
+        c.args(["serve", "examples/thesis.yaml", "--segment", "1"])
+            .args(["--listen", "127.0.0.1:0", "--cpus", cpus])
+            .current_dir(repo(""));
+        c
+    };
+    let mut child = serve("0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let task = PathBuf::from(format!("/proc/{}/task", child.id()));
+    // Wait for the runtime's threads (network, worker) to exist.
+    let mut lists = Vec::new();
+    for _ in 0..100 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        lists = std::fs::read_dir(&task)
+            .map(|d| {
+                d.filter_map(|e| {
+                    let status = std::fs::read_to_string(e.ok()?.path().join("status")).ok()?;
+                    status
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                        .map(|v| v.trim().to_owned())
+                })
+                .collect()
+            })
+            .unwrap_or_default();
+        if lists.len() >= 4 {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(lists.len() >= 4, "threads: {lists:?}");
+    assert!(lists.iter().all(|l| l == "0"), "{lists:?}");
+
+    let out = serve("3-1").output().unwrap_or_else(|e| panic!("{e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--cpus") && stderr.contains("3-1"),
+        "{stderr}"
+    );
+}

@@ -64,6 +64,9 @@ pub struct BenchOptions {
     pub threads: Option<usize>,
     /// Run in an emulated cluster when root (else loopback).
     pub emulate: bool,
+    /// Pin the processes of a split on the server to CPUs of their own
+    /// (one each, round robin, where every process of a run is on the server).
+    pub pin: bool,
     /// The emulated cluster's parameters.
     pub cluster: ClusterOptions,
     /// A stage to slow down by this many ms per frame (a dry-run check of
@@ -379,8 +382,34 @@ impl Ctx<'_> {
         v
     }
 
+    /// The CPU each segment process of `plan` is pinned to (`serve
+    /// --cpus`): where every process of the run is on the server and
+    /// there are several (a split on one node, no `--threads` given),
+    /// segment `k` gets the `k`-th of this machine's CPUs, round robin, as
+    /// Kubernetes' static CPU manager gives pods with whole-CPU requests
+    /// cores of their own. Unpinned, the scheduler moves the processes'
+    /// threads between the CPUs frame by frame; on the 2-vCPU machine of
+    /// BENCHMARKS.md that left the CPUs 12–17% idle while the threads on
+    /// every frame's path waited for a CPU a third of the time, and the
+    /// latency was three times as high at the same throughput. Runs with
+    /// processes on the edge leave the server's unpinned: the emulated
+    /// edge is a slice of the same CPUs.
+    fn server_pins(&self, p: &Pipeline, plan: &Plan) -> Vec<Option<usize>> {
+        let n = plan.segments.len();
+        let all_server = plan
+            .segments
+            .iter()
+            .all(|seg| self.tier_name(p, seg.node) == "server");
+        if n < 2 || !all_server || self.opts.threads.is_some() || !self.opts.pin {
+            return vec![None; n];
+        }
+        let cpus = crate::affinity::allowed();
+        (0..n).map(|k| Some(cpus[k % cpus.len()])).collect()
+    }
+
     /// Extra arguments for each segment of `plan`: `--delay-ms` for the
-    /// segment that holds the slowed stage, and, where several segment
+    /// segment that holds the slowed stage, `--cpus` where
+    /// [`Self::server_pins`] pins it, and, where several segment
     /// processes share a tier's CPUs (and no `--threads` was given),
     /// `--threads` with an even share of those CPUs each (at least one), as
     /// pods with CPU limits get: each process's kernels then run on the
@@ -393,6 +422,7 @@ impl Ctx<'_> {
             .iter()
             .map(|seg| self.tier_name(p, seg.node))
             .collect();
+        let pins = self.server_pins(p, plan);
         plan.segments
             .iter()
             .zip(&tiers)
@@ -402,6 +432,9 @@ impl Ctx<'_> {
                     && p.stages[seg.stages.clone()].iter().any(|s| s.id == *id)
                 {
                     a.extend(["--delay-ms".to_owned(), ms.to_string()]);
+                }
+                if let Some(cpu) = pins[seg.index] {
+                    a.extend(["--cpus".to_owned(), cpu.to_string()]);
                 }
                 let sharing = tiers.iter().filter(|t| *t == tier).count();
                 if self.opts.threads.is_none() && sharing > 1 {
@@ -608,7 +641,14 @@ impl Ctx<'_> {
             .iter()
             .map(|seg| self.tier_name(p, seg.node))
             .collect();
-        for (name, fps) in cpu_bounds(&tiers, outcomes, self.cluster.map(|c| &c.options), steal) {
+        let pins = self.server_pins(p, pl);
+        for (name, fps) in cpu_bounds(
+            &tiers,
+            &pins,
+            outcomes,
+            self.cluster.map(|c| &c.options),
+            steal,
+        ) {
             consider(name, fps);
         }
         for o in outcomes {
@@ -650,19 +690,29 @@ fn machine_cpus() -> f64 {
 /// them, measured in the run itself (every thread of every process in
 /// steady state, [`crate::serve::SegmentOutcome::cpu_per_frame`]: kernels,
 /// source, transport, and any time threads spin waiting for work). One bound per CPU pool: each emulated
-/// tier with a CPU quota (`tiers[k]` is segment `k`'s tier), and the whole
-/// machine, which every process shares. A split on one node has no other
+/// tier with a CPU quota (`tiers[k]` is segment `k`'s tier), each CPU
+/// that processes are pinned to (`pins[k]`, segment `k`'s CPU), and the
+/// whole machine, which every process shares. A split on one node has no other
 /// resource to wait for, so this is the bound a pipelined split should
 /// reach there; the stages alone, each with every CPU to itself, overstate
 /// it. On a virtual machine the hypervisor may take a share `steal` of the
 /// machine's CPU time (`/proc/stat`); the machine's pool is what was left.
 pub fn cpu_bounds(
     tiers: &[String],
+    pins: &[Option<usize>],
     outcomes: &[crate::serve::SegmentOutcome],
     cluster: Option<&ClusterOptions>,
     steal: f64,
 ) -> Vec<(String, f64)> {
     let mut pools: Vec<(String, f64, Vec<usize>)> = Vec::new();
+    let steal = steal.clamp(0.0, 0.9);
+    let mut pinned: Vec<usize> = pins.iter().flatten().copied().collect();
+    pinned.sort_unstable();
+    pinned.dedup();
+    for cpu in pinned {
+        let members: Vec<usize> = (0..pins.len()).filter(|&k| pins[k] == Some(cpu)).collect();
+        pools.push((format!("CPU {cpu}"), 1.0 - steal, members));
+    }
     if let Some(c) = cluster {
         for (tier, quota) in [("edge", Some(c.edge_cpu)), ("server", c.server_cpu)] {
             let members: Vec<usize> = (0..tiers.len()).filter(|&k| tiers[k] == tier).collect();
@@ -672,7 +722,6 @@ pub fn cpu_bounds(
         }
     }
     let cpus = machine_cpus();
-    let steal = steal.clamp(0.0, 0.9);
     pools.push((
         if steal >= 0.005 {
             format!(
@@ -777,7 +826,7 @@ mod tests {
             server_cpu: None,
             link: "1gbit".into(),
         };
-        let b = cpu_bounds(&tiers, &outs, Some(&opts), 0.0);
+        let b = cpu_bounds(&tiers, &[], &outs, Some(&opts), 0.0);
         let edge = b
             .iter()
             .find(|(n, _)| n.starts_with("edge CPU quota 0.5 (2 processes)"));
@@ -796,6 +845,30 @@ mod tests {
     }
 
     #[test]
+    fn each_pinned_cpu_is_a_pool_of_the_processes_on_it() {
+        let tiers: Vec<String> = ["server"; 3].map(String::from).to_vec();
+        // Segments 0 and 2 on CPU 0 (1 + 3 ms a frame), segment 1 on CPU 1 (2 ms).
+        let pins = [Some(0), Some(1), Some(0)];
+        let outs = [
+            outcome(0, 1000, Some(1000)),
+            outcome(1, 1000, Some(2000)),
+            outcome(2, 1000, Some(3000)),
+        ];
+        let b = cpu_bounds(&tiers, &pins, &outs, None, 0.2);
+        let find = |what: &str| b.iter().find(|(n, _)| n.starts_with(what)).map(|(_, f)| *f);
+        // 0.8 of a CPU (20% steal) over 4 ms and over 2 ms.
+        assert!(
+            find("CPU 0 (2 processes)").is_some_and(|f| (f - 200.0).abs() < 1e-9),
+            "{b:?}"
+        );
+        assert!(
+            find("CPU 1 (1 process)").is_some_and(|f| (f - 400.0).abs() < 1e-9),
+            "{b:?}"
+        );
+        assert_eq!(b.len(), 3, "{b:?}");
+    }
+
+    #[test]
     fn steal_shrinks_the_machine_pool_only() {
         let tiers: Vec<String> = ["edge", "server"].map(String::from).to_vec();
         let outs = [outcome(0, 1000, Some(1000)), outcome(1, 1000, Some(1000))];
@@ -804,8 +877,8 @@ mod tests {
             server_cpu: None,
             link: "1gbit".into(),
         };
-        let none = cpu_bounds(&tiers, &outs, Some(&opts), 0.0);
-        let some = cpu_bounds(&tiers, &outs, Some(&opts), 0.25);
+        let none = cpu_bounds(&tiers, &[], &outs, Some(&opts), 0.0);
+        let some = cpu_bounds(&tiers, &[], &outs, Some(&opts), 0.25);
         let find = |b: &[(String, f64)], what: &str| {
             b.iter().find(|(n, _)| n.contains(what)).map(|(_, f)| *f)
         };
@@ -827,6 +900,6 @@ mod tests {
     fn a_process_that_did_not_report_cpu_time_leaves_its_pools_unbounded() {
         let tiers: Vec<String> = ["server", "server"].map(String::from).to_vec();
         let outs = [outcome(0, 100, Some(50)), outcome(1, 100, None)];
-        assert!(cpu_bounds(&tiers, &outs, None, 0.0).is_empty());
+        assert!(cpu_bounds(&tiers, &[], &outs, None, 0.0).is_empty());
     }
 }
