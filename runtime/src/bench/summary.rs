@@ -127,11 +127,12 @@ pub fn markdown(
          stages. A split run's throughput is bounded by its slowest resource, \
          and \"bound by\" names the tightest of: each stage (segment) run alone \
          on its node, each link at its shaped rate, and each pool of CPUs the \
-         run's processes share (a tier's CPU quota, this machine's CPUs) at the \
-         CPU time per frame the processes used in the run, less the share \
-         a hypervisor took (steal); \"steady fps\" is the sink's rate between \
-         its 10th and 90th percentile frames, without the pipeline's fill and \
-         drain, and \"pipelined\" is that rate over the bound.\n"
+         run's processes share (a tier's CPU quota, a CPU processes are \
+         pinned to, this machine's CPUs) at the CPU time per frame the \
+         processes used in the run, less the share a hypervisor took (steal); \
+         \"steady fps\" is the sink's rate between its 10th and 90th \
+         percentile frames, without the pipeline's fill and drain, and \
+         \"pipelined\" is that rate over the bound.\n"
     );
     let _ = writeln!(s, "## Placements\n");
     let _ = writeln!(
