@@ -248,7 +248,21 @@ pub fn generate(
             })?;
         }
     }
-    let packed = model_files::pack(p, spec_text.len())?;
+    let mut packed = model_files::pack(p, spec_text.len())?;
+    // What rolls the pods when it changes: the spec and the model files
+    // that are not watched (a watched one is swapped in live).
+    let mut digest = blake3::Hasher::new();
+    digest.update(spec_text.as_bytes());
+    for f in packed
+        .rolling
+        .iter()
+        .filter_map(|k| packed.binary_data.get(k))
+    {
+        digest.update(&(f.0.len() as u64).to_le_bytes());
+        digest.update(&f.0);
+    }
+    let spec_digest = digest.finalize().to_hex().to_string();
+    let binary_data = std::mem::take(&mut packed.binary_data);
     let names = Names::new(p, plan);
     let config_map = ConfigMap {
         metadata: ObjectMeta {
@@ -260,18 +274,9 @@ pub fn generate(
             SPEC_FILE.to_owned(),
             spec_text.to_owned(),
         )])),
-        binary_data: (!packed.binary_data.is_empty()).then(|| packed.binary_data.clone()),
+        binary_data: (!binary_data.is_empty()).then_some(binary_data),
         ..Default::default()
     };
-    // What rolls the pods when it changes: the spec and the model files
-    // that are not watched (a watched one is swapped in live).
-    let mut digest = blake3::Hasher::new();
-    digest.update(spec_text.as_bytes());
-    for f in &packed.rolling {
-        digest.update(&(f.len() as u64).to_le_bytes());
-        digest.update(f);
-    }
-    let spec_digest = digest.finalize().to_hex().to_string();
     let ports = (0..plan.segments.len())
         .map(|k| grpc_port(p, plan, k))
         .collect::<Result<Vec<_>, _>>()?;

@@ -34,9 +34,9 @@ pub(super) struct Packed {
     /// Where each key is projected in [`SPEC_DIR`], the spec first; empty
     /// when the ConfigMap holds only the spec (all its keys are projected).
     pub items: Vec<KeyToPath>,
-    /// Contents that roll the pods when they change: the files that are
-    /// not watched, in order.
-    pub rolling: Vec<Vec<u8>>,
+    /// Keys of the files that roll the pods when they change (those not
+    /// watched), in order.
+    pub rolling: Vec<String>,
     /// Files left out, and where the pods will look for them.
     pub warnings: Vec<String>,
 }
@@ -83,7 +83,7 @@ pub(super) fn pack(p: &Pipeline, spec_bytes: usize) -> Result<Packed, DeployErro
             mode: None,
         });
         if !f.watched {
-            out.rolling.push(bytes.clone());
+            out.rolling.push(key.clone());
         }
         out.binary_data.insert(key, ByteString(bytes));
     }

@@ -306,20 +306,8 @@ fn runtime_class_is_the_nvidia_handler() {
 }
 
 /// Writes a little-endian f32 `.npy` file.
-fn write_npy(path: &Path, shape: &[usize], data: &[f32]) {
-    let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
-    let dims = if shape.len() == 1 {
-        format!("{},", dims[0])
-    } else {
-        dims.join(", ")
-    };
-    let mut dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({dims}), }}");
-    let pad = (10 + dict.len() + 1).div_ceil(64) * 64 - (10 + dict.len() + 1);
-    dict.push_str(&" ".repeat(pad));
-    dict.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&(dict.len() as u16).to_le_bytes());
-    out.extend_from_slice(dict.as_bytes());
+fn write_npy(path: &Path, shape: &[u64], data: &[f32]) {
+    let mut out = crate::io::npy::header_bytes(shape, 0);
     for v in data {
         out.extend_from_slice(&v.to_le_bytes());
     }
@@ -444,7 +432,7 @@ stages:
   - { id: conv, op: conv2d, kernel: 9, out_channels: 64, weights: { npy: big.npy } }
 sink: { stats: {} }
 ";
-    let n = 64 * 64 * 9 * 9;
+    let n: usize = 64 * 64 * 9 * 9;
     write_npy(
         &root.path().join("big.npy"),
         &[64, 64, 9, 9],

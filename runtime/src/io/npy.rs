@@ -266,7 +266,9 @@ pub enum NpyOutput {
 /// fits in place.
 const STACKED_HEADER: usize = 128;
 
-fn header_bytes(shape: &[u64], total: usize) -> Vec<u8> {
+/// The header of an f32 `.npy` file of `shape`, padded to `total` bytes
+/// (0: to the next multiple of 64).
+pub(crate) fn header_bytes(shape: &[u64], total: usize) -> Vec<u8> {
     let dims = shape
         .iter()
         .map(u64::to_string)
