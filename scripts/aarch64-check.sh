@@ -13,9 +13,10 @@
 #     x86 CPU without FMA the kernels use separate multiply and add and the
 #     digests differ; then the corpus and property tests, which compare with
 #     the reference within tolerance, are the check, and the script says so.)
-# The aarch64 binary is built without the `opencv` feature (no arm64
-# OpenCV libraries here): it needs no C or C++ libraries, and the thesis
-# run uses none of what that feature adds. qemu times are not performance
+# The aarch64 binary is the default build, without the `opencv` feature
+# (no arm64 OpenCV libraries here): it needs no C or C++ libraries, and the
+# thesis run uses none of what that feature adds. It also proves the build
+# without OpenCV: a video spec is refused with a located error. qemu times are not performance
 # figures.
 #
 # Where the target or a tool cannot be installed, prints one line saying what
@@ -51,16 +52,22 @@ export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64-static -L /us
 unset STREAMFUSE_REQUIRE_NVRTC
 
 say "kernel corpus and property tests under qemu"
-PROPTEST_CASES="${PROPTEST_CASES:-24}" cargo test --locked --target "$TARGET" -p streamfuse-kernels
+PROPTEST_CASES="${PROPTEST_CASES:-24}" cargo test --locked --profile ci --target "$TARGET" -p streamfuse-kernels
 
-say "building streamfuse for $TARGET and for this machine (profile ci)"
-cargo build --locked --profile ci --target "$TARGET" -p streamfuse --bin streamfuse --no-default-features
-cargo build --locked --profile ci -p streamfuse --bin streamfuse
+say "building streamfuse for $TARGET (profile ci, the default build: no OpenCV)"
+cargo build --locked --profile ci --target "$TARGET" -p streamfuse --bin streamfuse
+# The x86 binary: the one the test command built (STREAMFUSE_BIN), else build it.
+x86_bin="${STREAMFUSE_BIN:-}"
+if [ -z "$x86_bin" ]; then
+    cargo build --locked --profile ci -p streamfuse --bin streamfuse
+    x86_bin=target/ci/streamfuse
+fi
+arm_bin="target/$TARGET/ci/streamfuse"
 
 json_field() { python3 -c 'import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])[sys.argv[1]])' "$1"; }
 run_args=(run examples/thesis.yaml --frames 20 --device cpu --json)
-x86_json=$(target/ci/streamfuse "${run_args[@]}")
-arm_json=$(qemu-aarch64-static -L /usr/aarch64-linux-gnu "target/$TARGET/ci/streamfuse" "${run_args[@]}")
+x86_json=$("$x86_bin" "${run_args[@]}")
+arm_json=$(qemu-aarch64-static -L /usr/aarch64-linux-gnu "$arm_bin" "${run_args[@]}")
 x86_digest=$(json_field output_digest <<<"$x86_json")
 arm_digest=$(json_field output_digest <<<"$arm_json")
 x86_features=$(json_field cpu_features <<<"$x86_json")
@@ -78,4 +85,18 @@ elif [ "$x86_digest" != "$arm_digest" ]; then
 else
     say "outputs bit-identical to x86"
 fi
+# The default build has no OpenCV: a spec with a video source is refused
+# with a located error that says how to turn it on.
+video_spec=$(mktemp --suffix=.yaml)
+trap 'rm -f "$video_spec"' EXIT
+printf 'name: v\nsource: { video: { path: in.mkv } }\nstages: [ { id: gray, op: gray } ]\nsink: { stats: {} }\n' >"$video_spec"
+if msg=$(qemu-aarch64-static -L /usr/aarch64-linux-gnu "$arm_bin" plan "$video_spec" 2>&1); then
+    echo "the build without OpenCV accepted a video source: $msg" >&2
+    exit 1
+fi
+case "$msg" in
+    *"$video_spec:2:26: source.video.path: this streamfuse was built without OpenCV"*"--features opencv"*)
+        say "the build without OpenCV refuses a video source: ${msg##*error: }" ;;
+    *) echo "unexpected error from the build without OpenCV: $msg" >&2; exit 1 ;;
+esac
 say "passed"

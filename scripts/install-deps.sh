@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the system packages the default build needs: OpenCV's headers
+# Installs the system packages the `opencv` feature needs: OpenCV's headers
 # and libraries (the `opencv` feature of the streamfuse crate), and clang
 # with libclang, which the `opencv` crate's build script uses to generate
 # its bindings. Idempotent: runs apt-get only when a package is missing,
@@ -28,7 +28,7 @@ if [ "${1:-}" = "--check" ]; then
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
     echo "install-deps: no apt-get here; install ${missing[*]} (OpenCV 4 development files, clang, libclang, pkg-config)," >&2
-    echo "or build without OpenCV: cargo build -p streamfuse --no-default-features" >&2
+    echo "or build without OpenCV (the default): cargo build -p streamfuse" >&2
     exit 1
 fi
 SUDO=()

@@ -3,6 +3,8 @@
 # (Jetson Xavier) and writes registers, shared memory and spills per kernel
 # into KERNELS.md (between the ptxas markers). Fails when any kernel spills.
 #   scripts/ptxas-report.sh [--check]   --check: verify only, leave KERNELS.md as it is
+# STREAMFUSE_BIN names a streamfuse binary to use (the test command passes
+# the one it built); otherwise it is built with `--profile ci`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 check_only=false
@@ -11,10 +13,14 @@ check_only=false
 source scripts/cuda-tools.sh
 sf_cuda_tools || { echo "$SF_CUDA_WHY" >&2; exit 1; }
 
-cargo build --locked --quiet --profile ci -p streamfuse --bin streamfuse
+bin="${STREAMFUSE_BIN:-}"
+if [ -z "$bin" ]; then
+    cargo build --locked --quiet --profile ci -p streamfuse --bin streamfuse
+    bin=target/ci/streamfuse
+fi
 ptx_dir=$(mktemp -d)
 trap 'rm -rf "$ptx_dir"' EXIT
-target/ci/streamfuse kernels check --arch compute_70,compute_72 --emit-ptx "$ptx_dir" >/dev/null
+"$bin" kernels check --arch compute_70,compute_72 --emit-ptx "$ptx_dir" >/dev/null
 
 table=$(
     echo "| kernel | arch | registers | shared memory | stack | spill stores | spill loads |"

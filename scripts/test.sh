@@ -14,8 +14,9 @@ if command -v rustup >/dev/null 2>&1; then
 fi
 command -v cargo >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs" >&2; exit 1; }
 
-# OpenCV (the default `opencv` feature: video, camera and image files) and
-# clang/libclang for its bindings, from apt when missing.
+# OpenCV (the `opencv` feature: video, camera and image files) and
+# clang/libclang for its bindings, from apt when missing: the test command
+# tests the OpenCV build; the aarch64 check tests the default one.
 scripts/install-deps.sh
 
 # NVRTC and ptxas from PyPI wheels (no CUDA install): the NVRTC test must
@@ -29,43 +30,34 @@ else
     cuda_tools=0
 fi
 
-say "unit, property, corpus, emulated-CUDA, fixture, CLI and multi-process tests"
-cargo test --workspace --locked
+# One build: every test and the `streamfuse` binary they start, at
+# `--profile ci` with the `opencv` feature; the ONNX Runtime, OpenCV,
+# manifest, NVRTC and aarch64 checks below run that same binary.
+say "build: the workspace's tests and the streamfuse binary (profile ci, --features opencv)"
+cargo test --workspace --locked --profile ci --features streamfuse/opencv --no-run
+export STREAMFUSE_BIN="$PWD/target/ci/streamfuse"
 
-say "the runtime without OpenCV (--no-default-features): builds, and its spec and npy tests pass"
-cargo test --locked -p streamfuse --no-default-features --test spec_fixtures --test npy_io
-
-# The CPU kernels pick an instruction set at run time; run the shared
-# corpus and the property tests again on each lower level this machine can
-# run, so every dispatch path is checked against the reference.
-case "$(uname -m)" in
-    x86_64)
-        for level in avx2 portable; do
-            say "kernel corpus and property tests with STREAMFUSE_CPU_LEVEL=$level"
-            STREAMFUSE_CPU_LEVEL=$level cargo test --locked -p streamfuse-kernels --test corpus --test cpu_vs_reference
-        done
-        ;;
-esac
+say "unit, property, corpus (every CPU dispatch level, emulated CUDA), fixture, CLI and multi-process tests"
+cargo test --workspace --locked --profile ci --features streamfuse/opencv
 
 say "ONNX Runtime comparison: an imported ONNX model and safetensors weights on a real photograph"
-cargo build --locked --quiet --profile ci -p streamfuse --bin streamfuse
-python3 tests/onnx/check_against_onnxruntime.py --binary target/ci/streamfuse
+python3 tests/onnx/check_against_onnxruntime.py --binary "$STREAMFUSE_BIN"
 
 say "vision ops against OpenCV: gray, normalize, resize, Gaussian blur, Sobel, threshold and the fused chain"
-python3 tests/vision/check_against_opencv.py --binary target/ci/streamfuse
+python3 tests/vision/check_against_opencv.py --binary "$STREAMFUSE_BIN"
 
 say "k3s manifests: every thesis placement, validated offline with kubernetes-validate --strict"
 rc=0
-scripts/validate-manifests.sh target/ci/streamfuse || rc=$?
+scripts/validate-manifests.sh "$STREAMFUSE_BIN" || rc=$?
 [ "$rc" = 0 ] || [ "$rc" = 2 ] || exit "$rc"
 
 if [ "$cuda_tools" = 1 ]; then
     say "CUDA kernels: NVRTC for compute_70/72/87/90, ptxas registers and spills for sm_70/72"
-    target/ci/streamfuse kernels check
+    "$STREAMFUSE_BIN" kernels check
     scripts/ptxas-report.sh --check
 fi
 
-say "aarch64 (Raspberry Pi, Jetson CPU): cross-build, corpus and property tests and a run under qemu"
+say "aarch64 (Raspberry Pi, Jetson CPU): cross-build without OpenCV, corpus and property tests and a run under qemu"
 scripts/aarch64-check.sh
 
 # The benchmarks compile: `cargo clippy --workspace --all-targets` (in

@@ -19,7 +19,7 @@ const PAYLOADS: &[(&str, usize)] = &[
 ];
 
 fn bench(c: &mut Criterion) {
-    streamfuse::alloc::keep_freed_memory();
+    streamfuse::sys::alloc::keep_freed_memory();
     let mut g = c.benchmark_group("transport");
     for &hops in &[1usize, 3] {
         for &(name, bytes) in PAYLOADS {

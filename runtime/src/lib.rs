@@ -3,31 +3,47 @@
 //!
 //! A pipeline is described once in a YAML [`spec`]; its placement maps each
 //! element to a node; the [`plan`] groups adjacent co-located stages into
-//! segments and fuses what can be fused; the [`exec`]utor runs the segments
-//! with bounded links between them and reports throughput, latency
-//! percentiles and the communication/computation ratio. Split across
-//! processes, each segment is [`serve`]d on its own and frames cross the
-//! [`transport`] (gRPC); [`local`] runs such a split on one machine, and
-//! [`deploy`] writes the Kubernetes objects that run it on a k3s cluster;
-//! [`bench`] runs the placement experiments on an emulated cluster.
+//! segments and fuses what can be fused; [`exec`] runs a segment's stages on
+//! its device and builds the run's report; [`segment`] runs each segment's
+//! one frame loop, in this process or served on its own with frames
+//! crossing the [`transport`] (gRPC); [`launch`] starts a split run's
+//! processes on one machine, [`deploy`] writes the Kubernetes objects that
+//! run it on a k3s cluster, and [`bench`] and [`advise`] run the placement
+//! experiments and rank placements from measurements.
+//!
+//! # Layers
+//! A module may use the layers below its own and its own layer, never one
+//! above ([`layers::LAYERS`]; a test reads every `crate::` path and
+//! enforces it). From the top:
+//!
+//! | layer | modules | what |
+//! |---|---|---|
+//! | tools | [`bench`], [`advise`], [`deploy`], [`stagebench`] | the study, the advisor, manifests, kernel timing |
+//! | launch | [`launch`] | processes of a split run, loopback ports |
+//! | segment | [`segment`] | the frame loop, live weights, serve, in-process runs |
+//! | exec, transport | [`exec`], [`transport`] | a segment's stages on a device and the report; gRPC links (control calls reach the segment through a trait) |
+//! | plan, io, import | [`plan`], [`io`], [`import`] | segments, fusion groups, addresses (the port rule); sources and sinks; ONNX import |
+//! | spec | [`spec`] | the YAML spec, resolved and validated |
+//! | base | [`frame`], [`percentiles`], [`sys`], [`media`], [`model`] | frames, statistics, OS facilities, the npy/video/ONNX/safetensors formats |
+//!
+//! The `streamfuse` binary's CLI sits above every layer; the kernels crate
+//! below all of them.
 
 pub mod advise;
-pub mod affinity;
-pub mod alloc;
 pub mod bench;
-pub mod cputime;
 pub mod deploy;
 pub mod exec;
 pub mod frame;
 pub mod import;
 pub mod io;
-pub mod live;
-pub mod local;
-pub mod metrics;
+pub mod launch;
+pub mod layers;
+pub mod media;
 pub mod model;
+pub mod percentiles;
 pub mod plan;
-pub mod ports;
-pub mod serve;
+pub mod segment;
 pub mod spec;
 pub mod stagebench;
+pub mod sys;
 pub mod transport;

@@ -1,5 +1,7 @@
-//! `streamfuse kernels bench`: times a spec's stages on one synthetic frame
-//! in this process (no source, no sink), the way peers' kernels are timed.
+//! The kernel tools: `streamfuse kernels bench` times a spec's stages on
+//! one synthetic frame in this process (no source, no sink), the way peers'
+//! kernels are timed; `kernels roofline` measures this machine's limits;
+//! `kernels check` compiles every CUDA kernel with NVRTC ([`check`]).
 
 use std::time::Instant;
 
@@ -75,7 +77,7 @@ pub fn bench(
             }
         }
         SourceConfig::Video(_) | SourceConfig::Camera(_) | SourceConfig::Images(_) => {
-            match crate::exec::open_source_inline(&p.source).next() {
+            match crate::io::source::open_source_inline(&p.source).next() {
                 Some(Ok(f)) => f.tensor,
                 Some(Err(e)) => {
                     return Err(streamfuse_kernels::KernelError::BadParam {
@@ -153,4 +155,132 @@ pub fn roofline() -> Roofline {
         threads: rayon::current_num_threads(),
         cpu_features: streamfuse_kernels::cpu::simd::level().name().to_owned(),
     }
+}
+
+/// One compilation of [`check`] (fields in the order its JSON has them).
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckRow {
+    /// Virtual architecture (`compute_70`).
+    pub arch: String,
+    /// The size of the PTX, or the compiler's error.
+    pub detail: String,
+    /// Entry points of the unit.
+    pub kernels: Vec<String>,
+    /// Compile time, ms.
+    pub ms: f64,
+    /// Whether it compiled.
+    pub ok: bool,
+    /// The unit: a source file's name without `.cu`, or `chain(<label>)`
+    /// for a generated kernel.
+    pub source: String,
+}
+
+/// What [`check`] found (fields in the order its JSON has them).
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport {
+    /// Compilations that failed.
+    pub failed: usize,
+    /// NVRTC version, `major.minor`.
+    pub nvrtc: String,
+    /// Every unit for every architecture, in that order.
+    pub results: Vec<CheckRow>,
+}
+
+/// [`check`] could not run (a kernel that fails to compile is a row of its
+/// report, not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// NVRTC cannot be loaded.
+    #[error(transparent)]
+    Nvrtc(#[from] streamfuse_kernels::cuda::nvrtc::NvrtcError),
+    /// The PTX directory cannot be created.
+    #[error("cannot create {}", .path.display())]
+    CreateDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A PTX file cannot be written.
+    #[error("cannot write {}", .path.display())]
+    WritePtx {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Compiles every CUDA kernel with NVRTC for each of `archs`: the
+/// hand-written sources ([`streamfuse_kernels::cuda::SOURCES`]), then the
+/// generated kernel of each representative fused chain (one per distinct
+/// source). With `emit_ptx`, each PTX is also written to
+/// `<dir>/<source>-<arch>.ptx`.
+///
+/// # Errors
+/// [`CheckError`] when NVRTC cannot be loaded or a PTX file cannot be
+/// written.
+pub fn check(
+    archs: &[&'static str],
+    emit_ptx: Option<&std::path::Path>,
+) -> Result<CheckReport, CheckError> {
+    use streamfuse_kernels::cuda::{self, codegen, nvrtc};
+    let (major, minor) = nvrtc::version()?;
+    if let Some(dir) = emit_ptx {
+        std::fs::create_dir_all(dir).map_err(|source| CheckError::CreateDir {
+            path: dir.to_owned(),
+            source,
+        })?;
+    }
+    let mut units: Vec<(String, Vec<String>, String)> = cuda::SOURCES
+        .iter()
+        .map(|s| {
+            (
+                s.name.trim_end_matches(".cu").to_owned(),
+                s.kernels.iter().map(|k| (*k).to_owned()).collect(),
+                s.standalone(),
+            )
+        })
+        .collect();
+    let mut seen = std::collections::BTreeSet::new();
+    for chain in codegen::representative_chains() {
+        let g = codegen::generate(&chain);
+        if seen.insert(g.name.clone()) {
+            units.push((format!("chain({})", chain.label()), vec![g.name], g.source));
+        }
+    }
+    let mut results = Vec::new();
+    for (unit, kernels, text) in &units {
+        for &arch in archs {
+            let t0 = Instant::now();
+            let compiled = nvrtc::compile_text(unit, text.clone(), arch);
+            let ms = t0.elapsed().as_secs_f64() * 1e3;
+            let (ok, detail) = match compiled {
+                Ok(ptx) => {
+                    if let Some(dir) = emit_ptx {
+                        let path = dir.join(format!("{unit}-{arch}.ptx"));
+                        std::fs::write(&path, &ptx)
+                            .map_err(|source| CheckError::WritePtx { path, source })?;
+                    }
+                    (true, format!("{} bytes of PTX", ptx.len()))
+                }
+                Err(e) => (false, e.to_string()),
+            };
+            results.push(CheckRow {
+                arch: arch.to_owned(),
+                detail,
+                kernels: kernels.clone(),
+                ms,
+                ok,
+                source: unit.clone(),
+            });
+        }
+    }
+    Ok(CheckReport {
+        failed: results.iter().filter(|r| !r.ok).count(),
+        nvrtc: format!("{major}.{minor}"),
+        results,
+    })
 }

@@ -59,6 +59,131 @@ pub enum CudaError {
     Kernel(#[from] KernelError),
 }
 
+/// The CUDA kernel(s) an op runs as on a [`CudaDevice`] ([`kernel_of`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelChoice {
+    /// Hand-written kernels of [`SOURCES`], launched in this order.
+    HandWritten(Vec<&'static str>),
+    /// The kernel [`codegen`] generates for the chain (`sf_chain_<hash>`).
+    Generated(String),
+    /// A fused chain that fits no fused kernel: each member's kernel(s) in
+    /// turn.
+    Members,
+    /// A chain of vision steps: each step's kernel(s) in turn.
+    Steps,
+}
+
+impl std::fmt::Display for KernelChoice {
+    /// Kernel names joined by `+`, the generated kernel's name, or what
+    /// runs instead of one kernel (`members one by one`, `each step's
+    /// kernels in turn`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::HandWritten(k) => f.write_str(&k.join("+")),
+            Self::Generated(name) => f.write_str(name),
+            Self::Members => f.write_str("members one by one"),
+            Self::Steps => f.write_str("each step's kernels in turn"),
+        }
+    }
+}
+
+/// The CUDA kernel(s) `op` runs as on an input of shape `input`: the
+/// choice [`CudaDevice`]'s launch path makes (it is made by the same
+/// functions), so tools can name the kernel of a plan's group without a
+/// device. A conv with its optional ReLU and pool runs as
+/// `fused_conv_pool_f32`, other fused chains and pointwise ops without a
+/// kernel of their own as a generated kernel, and a chain no fused kernel
+/// fits member by member.
+///
+/// # Errors
+/// [`KernelError`] when the op cannot take `input`.
+pub fn kernel_of(op: &Op, input: Shape) -> Result<KernelChoice, KernelError> {
+    Ok(match op {
+        Op::Pointwise(Pointwise::Relu) => KernelChoice::HandWritten(vec![RELU]),
+        Op::Pointwise(Pointwise::Clip { .. }) => KernelChoice::HandWritten(vec![CLIP]),
+        Op::Pointwise(p) => fused_choice(&pointwise_chain(*p), input)?,
+        Op::MaxPool(_) => KernelChoice::HandWritten(vec![MAXPOOL]),
+        Op::Conv2d(c) => KernelChoice::HandWritten(vec![conv_kernel(params::conv(c, input)?.1)]),
+        Op::Vision(v) => KernelChoice::HandWritten(vision_kernels(&params::vision(v, input)?)),
+        Op::VisionChain(_) => KernelChoice::Steps,
+        Op::Fused(chain) => fused_choice(chain, input)?,
+    })
+}
+
+/// Hand-written entry points the launch path uses (see [`SOURCES`]).
+const RELU: &str = "relu_f32";
+const CLIP: &str = "clip_f32";
+const MAXPOOL: &str = "maxpool_f32";
+const FUSED_CONV_POOL: &str = "fused_conv_pool_f32";
+const GRAY: &str = "gray_f32";
+const RESIZE: &str = "resize_linear_f32";
+const HFILTER: &str = "hfilter_f32";
+const VFILTER: &str = "vfilter_f32";
+const SOBEL_H: &str = "sobel_h_f32";
+const SOBEL_V: &str = "sobel_v_f32";
+const NORMALIZE: &str = "normalize_f32";
+
+/// The conv kernel of each [`ConvKernel`] choice.
+fn conv_kernel(kind: ConvKernel) -> &'static str {
+    match kind {
+        ConvKernel::Tiled => "conv2d_f32",
+        ConvKernel::Direct => "conv2d_direct_f32",
+    }
+}
+
+/// The kernels a vision launch runs, in order.
+fn vision_kernels(launch: &VisionLaunch) -> Vec<&'static str> {
+    match launch {
+        VisionLaunch::Gray(..) => vec![GRAY],
+        VisionLaunch::Resize(..) => vec![RESIZE],
+        VisionLaunch::Separable(..) => vec![HFILTER, VFILTER],
+        VisionLaunch::Sobel(..) => vec![SOBEL_H, SOBEL_V],
+        VisionLaunch::Normalize(..) => vec![NORMALIZE],
+    }
+}
+
+/// A pointwise op without a kernel of its own as a one-op chain (run by a
+/// generated kernel).
+fn pointwise_chain(p: Pointwise) -> FusedChain {
+    FusedChain {
+        conv: None,
+        epilogue: vec![p],
+        pool: None,
+    }
+}
+
+/// How a fused chain runs on an input of `shape`.
+enum FusedRoute {
+    /// `fused_conv_pool_f32`: conv, optional ReLU, pool.
+    ConvPool(FusedParams, Launch),
+    /// The chain's generated kernel.
+    Generated(FusedParams, Launch),
+    /// Member by member.
+    Members,
+}
+
+/// The one place a fused chain's kernel is chosen ([`kernel_of`] and the
+/// launch path).
+fn fused_route(chain: &FusedChain, shape: Shape) -> Result<FusedRoute, KernelError> {
+    if chain.conv.is_some()
+        && let Some((p, l)) = params::fused(chain, shape)?
+    {
+        return Ok(FusedRoute::ConvPool(p, l));
+    }
+    Ok(match codegen::plan(chain, shape)? {
+        Some((p, l)) => FusedRoute::Generated(p, l),
+        None => FusedRoute::Members,
+    })
+}
+
+fn fused_choice(chain: &FusedChain, shape: Shape) -> Result<KernelChoice, KernelError> {
+    Ok(match fused_route(chain, shape)? {
+        FusedRoute::ConvPool(..) => KernelChoice::HandWritten(vec![FUSED_CONV_POOL]),
+        FusedRoute::Generated(..) => KernelChoice::Generated(codegen::generate(chain).name),
+        FusedRoute::Members => KernelChoice::Members,
+    })
+}
+
 fn drv(e: cudarc::driver::DriverError) -> CudaError {
     CudaError::Driver(e.to_string())
 }
@@ -282,7 +407,7 @@ impl CudaDevice {
                 Ok((None, shape))
             }
             Op::Pointwise(Pointwise::Clip { min, max }) => {
-                let f = self.function("clip_f32")?.clone();
+                let f = self.function(CLIP)?.clone();
                 let n = shape.len();
                 let n64 =
                     i64::try_from(n).map_err(|_| CudaError::Driver("tensor too large".into()))?;
@@ -299,7 +424,7 @@ impl CudaDevice {
                     .stream
                     .alloc_zeros::<f32>(out_shape.len())
                     .map_err(drv)?;
-                let f = self.function("maxpool_f32")?.clone();
+                let f = self.function(MAXPOOL)?.clone();
                 let mut b = self.stream.launch_builder(&f);
                 b.arg(&*cur).arg(&mut out).arg(&params);
                 // SAFETY: arguments match maxpool_f32's signature; buffers hold
@@ -313,12 +438,7 @@ impl CudaDevice {
             }
             Op::Pointwise(p) => {
                 // The others through a generated one-op kernel.
-                let chain = FusedChain {
-                    conv: None,
-                    epilogue: vec![*p],
-                    pool: None,
-                };
-                self.run_on_device(&Op::Fused(chain), cur, shape)
+                self.run_on_device(&Op::Fused(pointwise_chain(*p)), cur, shape)
             }
             Op::Vision(v) => {
                 let out = self.vision(v, cur, shape)?;
@@ -348,23 +468,23 @@ impl CudaDevice {
             }
             Op::Fused(chain) => {
                 let out_shape = chain.output_shape(shape)?;
-                if let (Some(c), Some((params, launch))) =
-                    (&chain.conv, params::fused(chain, shape)?)
-                {
+                let route = fused_route(chain, shape)?;
+                if let (Some(c), FusedRoute::ConvPool(params, launch)) = (&chain.conv, &route) {
                     // The hand-written kernel: conv, optional ReLU, pool.
+                    let (params, launch) = (*params, *launch);
                     let (w, bias) = self.conv_weights(c)?;
                     let mut out = self
                         .stream
                         .alloc_zeros::<f32>(out_shape.len())
                         .map_err(drv)?;
-                    let f = self.function("fused_conv_pool_f32")?.clone();
+                    let f = self.function(FUSED_CONV_POOL)?.clone();
                     let mut b = self.stream.launch_builder(&f);
                     b.arg(&*cur).arg(&*w).arg(&*bias).arg(&mut out).arg(&params);
                     // SAFETY: arguments match fused_conv_pool_f32; see conv().
                     unsafe { b.launch(cfg(launch)) }.map_err(drv)?;
                     return Ok((Some(out), out_shape));
                 }
-                if let Some((params, launch)) = codegen::plan(chain, shape)? {
+                if let FusedRoute::Generated(params, launch) = route {
                     let f = self.generated_kernel(chain)?;
                     let mut out = self
                         .stream
@@ -428,11 +548,7 @@ impl CudaDevice {
             .stream
             .alloc_zeros::<f32>(out_shape.len())
             .map_err(drv)?;
-        let name = match kernel {
-            ConvKernel::Tiled => "conv2d_f32",
-            ConvKernel::Direct => "conv2d_direct_f32",
-        };
-        let f = self.function(name)?.clone();
+        let f = self.function(conv_kernel(kernel))?.clone();
         let mut b = self.stream.launch_builder(&f);
         b.arg(cur).arg(&*w).arg(&*bias).arg(&mut out).arg(&params);
         // SAFETY: arguments match the conv kernels' signature; `cur` holds the
@@ -455,27 +571,16 @@ impl CudaDevice {
             .alloc_zeros::<f32>(out_shape.len())
             .map_err(drv)?;
         match params::vision(v, shape)? {
-            VisionLaunch::Gray(p, l) | VisionLaunch::Resize(p, l) => {
-                let name = if matches!(v, Vision::Gray { .. }) {
-                    "gray_f32"
-                } else {
-                    "resize_linear_f32"
-                };
-                let f = self.function(name)?.clone();
-                let mut b = self.stream.launch_builder(&f);
-                b.arg(cur).arg(&mut out).arg(&p);
-                // SAFETY: (in, out, params) as the kernel declares; buffers
-                // hold the shapes `p` describes.
-                unsafe { b.launch(cfg(l)) }.map_err(drv)?;
-            }
+            VisionLaunch::Gray(p, l) => self.resample(GRAY, cur, &mut out, &p, l)?,
+            VisionLaunch::Resize(p, l) => self.resample(RESIZE, cur, &mut out, &p, l)?,
             VisionLaunch::Separable(p, l) => {
                 let mut tmp = self.stream.alloc_zeros::<f32>(shape.len()).map_err(drv)?;
-                let h = self.function("hfilter_f32")?.clone();
+                let h = self.function(HFILTER)?.clone();
                 let mut b = self.stream.launch_builder(&h);
                 b.arg(cur).arg(&mut tmp).arg(&p);
                 // SAFETY: as above; `tmp` has the input's size.
                 unsafe { b.launch(cfg(l)) }.map_err(drv)?;
-                let vf = self.function("vfilter_f32")?.clone();
+                let vf = self.function(VFILTER)?.clone();
                 let mut b = self.stream.launch_builder(&vf);
                 b.arg(&tmp).arg(&mut out).arg(&p);
                 // SAFETY: as above.
@@ -484,19 +589,19 @@ impl CudaDevice {
             VisionLaunch::Sobel(p, l) => {
                 let mut d = self.stream.alloc_zeros::<f32>(shape.len()).map_err(drv)?;
                 let mut sm = self.stream.alloc_zeros::<f32>(shape.len()).map_err(drv)?;
-                let h = self.function("sobel_h_f32")?.clone();
+                let h = self.function(SOBEL_H)?.clone();
                 let mut b = self.stream.launch_builder(&h);
                 b.arg(cur).arg(&mut d).arg(&mut sm).arg(&p);
                 // SAFETY: as above; `d` and `sm` have the input's size.
                 unsafe { b.launch(cfg(l)) }.map_err(drv)?;
-                let vf = self.function("sobel_v_f32")?.clone();
+                let vf = self.function(SOBEL_V)?.clone();
                 let mut b = self.stream.launch_builder(&vf);
                 b.arg(&d).arg(&sm).arg(&mut out).arg(&p);
                 // SAFETY: as above.
                 unsafe { b.launch(cfg(l)) }.map_err(drv)?;
             }
             VisionLaunch::Normalize(per, plane, l) => {
-                let f = self.function("normalize_f32")?.clone();
+                let f = self.function(NORMALIZE)?.clone();
                 let n64 = i64::try_from(plane)
                     .map_err(|_| CudaError::Driver("tensor too large".into()))?;
                 for (c, (scale, mean, std)) in per.into_iter().enumerate() {
@@ -518,8 +623,26 @@ impl CudaDevice {
         Ok(out)
     }
 
+    /// `gray_f32` or `resize_linear_f32`: `(in, out, params)`.
+    fn resample(
+        &self,
+        name: &str,
+        cur: &CudaSlice<f32>,
+        out: &mut CudaSlice<f32>,
+        p: &VisionParams,
+        l: Launch,
+    ) -> Result<(), CudaError> {
+        let f = self.function(name)?.clone();
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(cur).arg(out).arg(p);
+        // SAFETY: (in, out, params) as the kernel declares; buffers hold the
+        // shapes `p` describes.
+        unsafe { b.launch(cfg(l)) }.map_err(drv)?;
+        Ok(())
+    }
+
     fn relu(&mut self, buf: &mut CudaSlice<f32>, n: usize) -> Result<(), CudaError> {
-        let f = self.function("relu_f32")?.clone();
+        let f = self.function(RELU)?.clone();
         let n64 = i64::try_from(n).map_err(|_| CudaError::Driver("tensor too large".into()))?;
         let mut b = self.stream.launch_builder(&f);
         b.arg(&mut *buf).arg(&n64);
@@ -702,5 +825,43 @@ fn cfg(l: Launch) -> LaunchConfig {
         grid_dim: (l.grid[0], l.grid[1], l.grid[2]),
         block_dim: (l.block[0], l.block[1], l.block[2]),
         shared_mem_bytes: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::op::MaxPoolParams;
+
+    #[test]
+    fn kernel_of_names_what_the_launch_path_runs() {
+        let s = Shape { c: 1, h: 8, w: 8 };
+        let name = |op: &Op| kernel_of(op, s).map(|k| k.to_string()).unwrap_or_default();
+        assert_eq!(name(&Op::Pointwise(Pointwise::Relu)), RELU);
+        assert_eq!(
+            name(&Op::MaxPool(MaxPoolParams { size: 2, stride: 2 })),
+            MAXPOOL
+        );
+        // A pointwise op without a kernel of its own: a generated one.
+        let t = Op::Pointwise(Pointwise::Threshold {
+            threshold: 0.5,
+            value: 1.0,
+        });
+        assert_eq!(
+            kernel_of(&t, s).ok(),
+            Some(KernelChoice::Generated(
+                codegen::generate(&pointwise_chain(Pointwise::Threshold {
+                    threshold: 0.5,
+                    value: 1.0,
+                }))
+                .name
+            ))
+        );
+        assert!(name(&t).starts_with("sf_chain_"));
+        assert_eq!(
+            KernelChoice::HandWritten(vec![HFILTER, VFILTER]).to_string(),
+            "hfilter_f32+vfilter_f32"
+        );
+        assert_eq!(KernelChoice::Members.to_string(), "members one by one");
     }
 }

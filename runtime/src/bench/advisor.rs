@@ -27,7 +27,7 @@ use super::cluster::{self, Cluster, ClusterLauncher, ClusterOptions, Tier};
 use super::matrix::{Config, size_label};
 use super::{BenchError, BenchOptions, Ctx};
 use crate::advise::{self, Objective, Profile};
-use crate::local::Launcher;
+use crate::launch::local::Launcher;
 use crate::plan;
 use crate::spec::{self, Overrides, Pipeline};
 
@@ -216,10 +216,10 @@ pub fn run(opts: &BenchOptions, links: &[String]) -> Result<AdvisorOutcome, Benc
                 // more than half of its CPU time from one second to the next.
                 let mut best: Option<(f64, super::results::Row, f64)> = None;
                 for _ in 0..RUNS {
-                    let before = crate::cputime::MachineTimes::now();
+                    let before = crate::sys::cputime::MachineTimes::now();
                     let result = run_ctx.run_config(id, &config);
                     let steal = before
-                        .zip(crate::cputime::MachineTimes::now())
+                        .zip(crate::sys::cputime::MachineTimes::now())
                         .map_or(0.0, |(a, b)| b.steal_since(&a));
                     id += 1;
                     let (row, _) = result?;

@@ -17,7 +17,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::local::Launcher;
+use crate::launch::local::Launcher;
 
 /// Edge address on the veth pair.
 pub const EDGE_ADDR: &str = "10.77.0.1";

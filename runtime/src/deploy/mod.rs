@@ -451,37 +451,25 @@ fn to_yaml<T: Serialize>(what: &str, v: &T) -> Result<String, DeployError> {
     Ok(text)
 }
 
-/// The gRPC port of segment `k`: its address's port (segments sharing a
-/// node take consecutive ports, as `serve` does), or
-/// [`DEFAULT_GRPC_PORT`] onwards when the node has no address.
+/// The gRPC port of segment `k`: the one port rule
+/// ([`crate::plan::addresses::segment_port`]), with [`DEFAULT_GRPC_PORT`]
+/// onwards where the node has no address.
 ///
 /// # Errors
-/// [`DeployError::BadAddress`] when the address has no port.
+/// [`DeployError::BadAddress`] when the address has no usable port.
 pub fn grpc_port(p: &Pipeline, plan: &Plan, k: usize) -> Result<u16, DeployError> {
-    let seg = &plan.segments[k];
-    let node = &p.nodes[seg.node];
-    let ordinal = plan.segments[..k]
-        .iter()
-        .filter(|s| s.node == seg.node)
-        .count();
-    let base = match &node.address {
-        None => DEFAULT_GRPC_PORT,
-        Some(a) => a
-            .rsplit_once(':')
-            .and_then(|(_, port)| port.parse::<u16>().ok())
-            .filter(|&port| port > 0)
-            .ok_or_else(|| DeployError::BadAddress {
+    crate::plan::addresses::segment_port(p, plan, k, Some(DEFAULT_GRPC_PORT)).map_err(|e| {
+        let node = &p.nodes[plan.segments[k.min(plan.segments.len().saturating_sub(1))].node];
+        match e {
+            crate::plan::addresses::AddressError::BadAddress { node, address } => {
+                DeployError::BadAddress { node, address }
+            }
+            _ => DeployError::BadAddress {
                 node: node.name.clone(),
-                address: a.clone(),
-            })?,
-    };
-    u16::try_from(ordinal)
-        .ok()
-        .and_then(|o| base.checked_add(o))
-        .ok_or_else(|| DeployError::BadAddress {
-            node: node.name.clone(),
-            address: node.address.clone().unwrap_or_default(),
-        })
+                address: node.address.clone().unwrap_or_default(),
+            },
+        }
+    })
 }
 
 /// Object names and labels of a pipeline's deployment.

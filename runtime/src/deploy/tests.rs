@@ -307,7 +307,7 @@ fn runtime_class_is_the_nvidia_handler() {
 
 /// Writes a little-endian f32 `.npy` file.
 fn write_npy(path: &Path, shape: &[u64], data: &[f32]) {
-    let mut out = crate::io::npy::header_bytes(shape, 0);
+    let mut out = crate::media::npy::header_bytes(shape, 0);
     for v in data {
         out.extend_from_slice(&v.to_le_bytes());
     }

@@ -2,5 +2,6 @@
 
 pub mod npy;
 pub mod sink;
+pub mod sinks;
+pub mod source;
 pub mod synthetic;
-pub mod video;

@@ -40,6 +40,8 @@
 //! - A group of one stage runs that stage's own kernel. Fused groups give
 //!   bit-identical results to the stages run one by one.
 
+pub mod addresses;
+
 use std::ops::Range;
 
 use streamfuse_kernels::{FusedChain, Op, Pointwise, Shape, Step};

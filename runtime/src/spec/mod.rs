@@ -30,7 +30,6 @@ use serde::Deserialize;
 use streamfuse_kernels::{Op, Shape};
 
 pub use error::{FieldError, Position, SpecError};
-pub use weights::read_npy_f32;
 
 /// How co-located stages are combined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -197,18 +196,18 @@ pub enum SourceConfig {
     /// Frames from `.npy` files.
     Npy {
         /// The file or files.
-        input: crate::io::npy::NpyInput,
+        input: crate::media::npy::NpyInput,
         /// Frame shape (from the files).
         shape: Shape,
         /// Frames to read.
         frames: u64,
     },
     /// Frames decoded from a video file.
-    Video(crate::io::video::VideoInput),
+    Video(crate::media::video::VideoInput),
     /// Frames captured from a camera.
-    Camera(crate::io::video::CameraInput),
+    Camera(crate::media::video::CameraInput),
     /// Image files of a folder.
-    Images(crate::io::video::ImagesInput),
+    Images(crate::media::video::ImagesInput),
 }
 
 impl SourceConfig {
@@ -243,11 +242,11 @@ pub enum SinkConfig {
     /// Timings and a digest of every output.
     Stats,
     /// As `Stats`, and every output written to `.npy` files.
-    Npy(crate::io::npy::NpyOutput),
+    Npy(crate::media::npy::NpyOutput),
     /// As `Stats`, and every output written to a video file.
-    Video(crate::io::video::VideoOutput),
+    Video(crate::media::video::VideoOutput),
     /// As `Stats`, and every output written as a PNG file.
-    Images(crate::io::video::ImagesOutput),
+    Images(crate::media::video::ImagesOutput),
 }
 
 /// A resolved stage.
@@ -345,7 +344,7 @@ pub struct Pipeline {
     pub fusion: FusionMode,
     /// Weights files watched for new versions while frames flow
     /// (`weights: { npy: { path, watch: true } }`).
-    pub watch: Vec<crate::live::Watched>,
+    pub watch: Vec<Watched>,
     /// The files stages read their weights and biases from, each once, in
     /// spec order.
     pub model_files: Vec<ModelFile>,
@@ -500,4 +499,13 @@ fn one_line(msg: &str) -> String {
         Some(i) => first[..i].trim_end_matches(',').to_owned(),
         None => first.to_owned(),
     }
+}
+
+/// A weights file watched for changes (`weights: { npy: { path, watch: true } }`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watched {
+    /// Stage id.
+    pub stage: String,
+    /// The `.npy` file.
+    pub path: PathBuf,
 }

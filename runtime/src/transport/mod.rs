@@ -18,6 +18,7 @@
 //! `(stream_id, seq)`. A restarted *sink* starts a new output: its record
 //! lives in its process.
 
+pub mod control;
 pub mod forward;
 pub mod framing;
 pub mod metrics;

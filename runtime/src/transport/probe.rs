@@ -118,7 +118,7 @@ pub async fn probe(
     let floats = u32::try_from(bytes / 4).unwrap_or(u32::MAX);
     let max_frames = max_frames.max(3);
     let (tx, rx) = tokio::sync::mpsc::channel::<v1::Frame>(2);
-    let cpu0 = crate::cputime::process_cpu();
+    let cpu0 = crate::sys::cputime::process_cpu();
     let feeder = tokio::spawn(async move {
         let start = Instant::now();
         let mut seq = 0u64;
@@ -146,7 +146,7 @@ pub async fn probe(
         .map_err(|s| call(s.message().to_owned()))?
         .into_inner();
     let sent = feeder.await.unwrap_or(0);
-    let send_cpu = match (cpu0, crate::cputime::process_cpu()) {
+    let send_cpu = match (cpu0, crate::sys::cputime::process_cpu()) {
         (Some(a), Some(b)) => b.saturating_sub(a).as_secs_f64() * 1e3,
         _ => 0.0,
     };

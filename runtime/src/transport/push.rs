@@ -99,7 +99,7 @@ impl StageRoutes {
             // frame.
             generated: StageServer::from_arc(service.clone())
                 .max_decoding_message_size(
-                    max_message.max(crate::live::MAX_WEIGHTS_BYTES + (64 << 10)),
+                    max_message.max(super::control::MAX_WEIGHTS_BYTES + (64 << 10)),
                 )
                 .max_encoding_message_size(max_message),
             service,

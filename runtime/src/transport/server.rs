@@ -13,6 +13,7 @@
 //! Across calls (a replay after reconnecting) a seq below the stream's next
 //! one is a duplicate and dropped; a seq above it is a gap and refused.
 
+use super::control::{ControlError, WeightsControl, WeightsUpdate};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -62,7 +63,7 @@ pub struct StageService {
     metrics: Arc<SegmentMetrics>,
     draining: watch::Receiver<bool>,
     active: Arc<AtomicUsize>,
-    live: Option<Arc<crate::live::LiveWeights>>,
+    live: Option<Arc<dyn WeightsControl>>,
 }
 
 /// How long `UpdateWeights` waits for a frame to use the new weights before
@@ -81,7 +82,7 @@ impl StageService {
     /// Takes weight updates (`UpdateWeights`) through `live`; without it
     /// they are refused as unimplemented.
     #[must_use]
-    pub fn with_weights(mut self, live: Arc<crate::live::LiveWeights>) -> Self {
+    pub fn with_weights(mut self, live: Arc<dyn WeightsControl>) -> Self {
         self.live = Some(live);
         self
     }
@@ -335,21 +336,19 @@ impl Stage for StageService {
         &self,
         request: Request<v1::UpdateWeightsRequest>,
     ) -> Result<Response<v1::UpdateWeightsReply>, Status> {
-        use crate::live::UpdateError;
         let Some(live) = &self.live else {
             return Err(Status::unimplemented(
                 "this segment server takes no weight updates",
             ));
         };
         let r = request.into_inner();
-        let refuse = |e: UpdateError| {
+        let refuse = |e: ControlError| {
             self.metrics.weights_refused.inc();
             tracing::warn!("weight update refused, old weights kept: {e}");
-            match e {
-                UpdateError::NotHere { .. } | UpdateError::Stopped { .. } => {
-                    Status::failed_precondition(e.to_string())
-                }
-                _ => Status::invalid_argument(e.to_string()),
+            if e.precondition {
+                Status::failed_precondition(e.message)
+            } else {
+                Status::invalid_argument(e.message)
             }
         };
         let weights = f32s(&r.stage, "weights", &r.weights).map_err(refuse)?;
@@ -359,7 +358,7 @@ impl Stage for StageService {
         };
         let stage = r.stage.clone();
         let (version, told) = live
-            .submit(crate::live::WeightsUpdate {
+            .submit(WeightsUpdate {
                 stage: r.stage,
                 shape: r.shape,
                 weights,
@@ -396,13 +395,13 @@ impl Stage for StageService {
             let now = now_ns();
             if r.frames == 0 {
                 r.first_ns = now;
-                cpu0 = crate::cputime::process_cpu();
+                cpu0 = crate::sys::cputime::process_cpu();
             }
             r.frames += 1;
             r.bytes += f.payload.len() as u64;
             r.last_ns = now;
         }
-        if let (Some(a), Some(b)) = (cpu0, crate::cputime::process_cpu()) {
+        if let (Some(a), Some(b)) = (cpu0, crate::sys::cputime::process_cpu()) {
             r.cpu_ns = u64::try_from(b.saturating_sub(a).as_nanos()).unwrap_or(u64::MAX);
         }
         Ok(Response::new(r))
@@ -410,16 +409,15 @@ impl Stage for StageService {
 }
 
 /// Little-endian `f32` values of `bytes`.
-fn f32s(
-    stage: &str,
-    what: &'static str,
-    bytes: &[u8],
-) -> Result<Vec<f32>, crate::live::UpdateError> {
+fn f32s(stage: &str, what: &'static str, bytes: &[u8]) -> Result<Vec<f32>, ControlError> {
     if !bytes.len().is_multiple_of(4) {
-        return Err(crate::live::UpdateError::File(format!(
-            "stage `{stage}`: {what} has {} bytes, not a whole number of float32 values",
-            bytes.len()
-        )));
+        return Err(ControlError {
+            precondition: false,
+            message: format!(
+                "stage `{stage}`: {what} has {} bytes, not a whole number of float32 values",
+                bytes.len()
+            ),
+        });
     }
     Ok(bytes
         .chunks_exact(4)

@@ -6,7 +6,7 @@ use std::time::Duration;
 use streamfuse_proto::v1;
 use streamfuse_proto::v1::stage_client::StageClient;
 
-use crate::live::{MAX_WEIGHTS_BYTES, WeightsUpdate};
+use super::control::{MAX_WEIGHTS_BYTES, WeightsUpdate};
 
 /// An update could not be delivered, or the server refused it.
 #[derive(Debug, thiserror::Error)]

@@ -8,7 +8,7 @@ use super::super::raw::{
     RawCameraSource, RawImagesSink, RawImagesSource, RawVideoSink, RawVideoSource,
 };
 use super::{Ctx, Overrides, SinkConfig, SourceConfig, SpecError};
-use crate::io::video::{self, CameraInput, ImagesInput, ImagesOutput, VideoInput, VideoOutput};
+use crate::media::video::{self, CameraInput, ImagesInput, ImagesOutput, VideoInput, VideoOutput};
 
 /// Frame rate of a video sink when neither the spec nor the source gives one.
 const DEFAULT_FPS: f64 = 30.0;
@@ -21,7 +21,7 @@ fn need_opencv<T>(cx: &Ctx<'_>, at: &Spanned<T>, field: &str) -> Result<(), Spec
         Err(cx.at(
             at,
             field,
-            "this streamfuse was built without OpenCV (cargo feature `opencv`); rebuild with default features",
+            "this streamfuse was built without OpenCV (cargo feature `opencv`); rebuild with `cargo build --release --features opencv` (needs OpenCV 4 and libclang: scripts/install-deps.sh)",
         ))
     }
 }

@@ -1,0 +1,84 @@
+//! `streamfuse serve`: one segment of a split pipeline as a gRPC server.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use streamfuse::plan::plan;
+use streamfuse::segment::serve::{self, ServeOptions};
+use streamfuse::spec::DeviceChoice;
+use streamfuse::sys::affinity;
+
+use super::{SpecArgs, load};
+
+/// `streamfuse serve`'s arguments.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub spec: SpecArgs,
+    /// Segment to serve (0 is the one with the source).
+    #[arg(long)]
+    pub segment: usize,
+    /// Address for gRPC and health.
+    #[arg(long, default_value = "0.0.0.0:50051")]
+    pub listen: SocketAddr,
+    /// Next segment's address (default: from its node's `address` in the spec).
+    #[arg(long)]
+    pub next: Option<String>,
+    /// Serve Prometheus metrics at this address.
+    #[arg(long)]
+    pub metrics: Option<SocketAddr>,
+    /// Device: auto, cpu, cuda or cuda:N (default: the node's).
+    #[arg(long)]
+    pub device: Option<DeviceChoice>,
+    /// Exit once every stream has ended and been delivered, printing the
+    /// segment's account as one JSON line.
+    #[arg(long)]
+    pub once: bool,
+    /// Longest wait for in-flight frames on SIGTERM, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub drain_timeout: f64,
+    /// Pin the process (every thread) to these CPUs, as `taskset -c` takes
+    /// them (`0`, `0,2-3`): segment processes sharing a node then keep to
+    /// their own cores.
+    #[arg(long, value_name = "LIST")]
+    pub cpus: Option<String>,
+    /// Extra time per frame, ms (a deliberately slow segment, for experiments).
+    #[arg(long, default_value_t = 0.0)]
+    pub delay_ms: f64,
+}
+
+/// Serves the segment until it is stopped (or, with `--once`, until every
+/// stream is done; then prints the segment's account).
+pub fn run(a: ServeArgs) -> Result<()> {
+    let p = load(&a.spec)?;
+    let pl = plan(&p);
+    anyhow::ensure!(
+        a.drain_timeout.is_finite() && a.drain_timeout >= 0.0,
+        "--drain-timeout must be a non-negative number of seconds"
+    );
+    anyhow::ensure!(
+        a.delay_ms.is_finite() && a.delay_ms >= 0.0,
+        "--delay-ms must be a non-negative number"
+    );
+    if let Some(list) = &a.cpus {
+        let cpus = affinity::parse_list(list).context("--cpus")?;
+        affinity::pin_process(&cpus).context("--cpus")?;
+    }
+    let opts = ServeOptions {
+        segment: a.segment,
+        listen: a.listen,
+        next: a.next,
+        metrics: a.metrics,
+        once: a.once,
+        device: a.device,
+        drain_timeout: Duration::from_secs_f64(a.drain_timeout),
+        delay: Duration::from_secs_f64(a.delay_ms / 1e3),
+    };
+    let outcome = serve::serve(&p, &pl, &opts)?;
+    if a.once {
+        println!("{}", serde_json::to_string(&outcome)?);
+    }
+    Ok(())
+}

@@ -1,0 +1,6 @@
+//! What the operating system tells and lets a process do: CPU time,
+//! CPU affinity, allocator tuning.
+
+pub mod affinity;
+pub mod alloc;
+pub mod cputime;

@@ -1,0 +1,64 @@
+//! Helpers for end-to-end tests that start real `streamfuse` processes
+//! (several segments on loopback, later in network namespaces and
+//! containers).
+
+use std::path::PathBuf;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Path to the `streamfuse` binary cargo built for these tests (no
+/// nested build: the binary is a target of this package).
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_streamfuse"))
+}
+
+/// A free loopback port (bound, then released for a process to take).
+///
+/// # Panics
+/// When no port can be bound.
+pub fn free_port() -> u16 {
+    streamfuse::launch::ports::free_loopback_port().unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+/// `GET /metrics` from a segment's metrics port; empty when unreachable.
+pub fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+    if s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return String::new();
+    }
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// The value of the first sample of metric `name` (e.g.
+/// `streamfuse_frames_out_total`) in a Prometheus text exposition.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|r| r.starts_with('{') || r.starts_with(' '))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The last line of a process's stdout parsed as JSON.
+///
+/// # Panics
+/// When it is not JSON.
+pub fn last_json(stdout: &[u8]) -> serde_json::Value {
+    let text = String::from_utf8_lossy(stdout);
+    serde_json::from_str(text.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: {text}"))
+}
