@@ -77,8 +77,8 @@ pub fn import(model: &Path, opts: &ImportOptions) -> Result<String, ImportError>
         model: model.to_path_buf(),
         message,
     };
-    let m = onnx::read_model(model).map_err(&fail)?;
-    let g = onnx::graph(&m, model).map_err(&fail)?;
+    let m = onnx::read_model(model).map_err(|e| fail(e.to_string()))?;
+    let g = onnx::graph(&m, model).map_err(|e| fail(e.to_string()))?;
     let inits: Vec<&str> = g
         .initializer
         .iter()

@@ -32,7 +32,7 @@ pub enum DeviceError {
     #[error("device cuda:{ordinal} requested, but {reason}; use --device cpu or --device auto")]
     NoCuda {
         /// Requested ordinal.
-        ordinal: u32,
+        ordinal: usize,
         /// Why not.
         reason: String,
     },
@@ -56,7 +56,7 @@ pub fn resolve(choice: DeviceChoice) -> Result<Device, DeviceError> {
                 Ok(Device::Cpu)
             }
         },
-        DeviceChoice::Cuda(n) => usable(n as usize)
+        DeviceChoice::Cuda(n) => usable(n)
             .map(|()| Device::Cuda(n as usize))
             .map_err(|reason| DeviceError::NoCuda { ordinal: n, reason }),
     }

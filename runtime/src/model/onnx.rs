@@ -4,6 +4,8 @@
 
 use std::path::Path;
 
+use super::ModelError;
+
 use prost::Message;
 
 /// Types generated from `proto/onnx_subset.proto`.
@@ -22,52 +24,64 @@ const DOUBLE: i32 = 11;
 /// Decodes the model at `path`.
 ///
 /// # Errors
-/// A message naming the file when it cannot be read or decoded.
-pub fn read_model(path: &Path) -> Result<ModelProto, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    ModelProto::decode(&bytes[..])
-        .map_err(|e| format!("{} is not an ONNX model: {e}", path.display()))
+/// [`ModelError`] naming the file when it cannot be read or decoded.
+pub fn read_model(path: &Path) -> Result<ModelProto, ModelError> {
+    let bytes = std::fs::read(path).map_err(|source| ModelError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    ModelProto::decode(&bytes[..]).map_err(|e| ModelError::Format {
+        path: path.to_path_buf(),
+        format: "an ONNX model",
+        message: e.to_string(),
+    })
 }
 
 /// The graph of a model.
 ///
 /// # Errors
-/// A message when the model has no graph.
-pub fn graph<'m>(m: &'m ModelProto, path: &Path) -> Result<&'m GraphProto, String> {
-    m.graph
-        .as_ref()
-        .ok_or_else(|| format!("{} has no graph", path.display()))
+/// [`ModelError::Missing`] when the model has no graph.
+pub fn graph<'m>(m: &'m ModelProto, path: &Path) -> Result<&'m GraphProto, ModelError> {
+    m.graph.as_ref().ok_or_else(|| ModelError::Missing {
+        path: path.to_path_buf(),
+        what: "graph".into(),
+    })
 }
 
 /// An initializer's dims and values as `f32` (float, float16 and double
 /// accepted; inline or raw data).
 ///
 /// # Errors
-/// A message naming the initializer when it is missing, external or of
-/// another type.
+/// [`ModelError`] naming the initializer when it is missing, external or
+/// of another type.
 pub fn initializer(
     g: &GraphProto,
     name: &str,
     path: &Path,
-) -> Result<(Vec<u64>, Vec<f32>), String> {
+) -> Result<(Vec<u64>, Vec<f32>), ModelError> {
     let t = g
         .initializer
         .iter()
         .find(|t| t.name.as_deref() == Some(name))
-        .ok_or_else(|| format!("{} has no initializer `{name}`", path.display()))?;
+        .ok_or_else(|| ModelError::Missing {
+            path: path.to_path_buf(),
+            what: format!("initializer `{name}`"),
+        })?;
     tensor_values(t, path)
 }
 
 /// The dims and `f32` values of a tensor.
 ///
 /// # Errors
-/// A message when the data is external or of an unsupported type.
-pub fn tensor_values(t: &TensorProto, path: &Path) -> Result<(Vec<u64>, Vec<f32>), String> {
+/// [`ModelError::Tensor`] when the data is external or of an unsupported
+/// type.
+pub fn tensor_values(t: &TensorProto, path: &Path) -> Result<(Vec<u64>, Vec<f32>), ModelError> {
     let name = t.name.as_deref().unwrap_or("?");
     if t.data_location == Some(1) {
-        return Err(format!(
-            "{}: initializer `{name}` keeps its data in an external file (not supported)",
-            path.display()
+        return Err(tensor_error(
+            path,
+            name,
+            "keeps its data in an external file (not supported)".into(),
         ));
     }
     let dims: Vec<u64> = t.dims.iter().map(|&d| d.max(0) as u64).collect();
@@ -94,21 +108,30 @@ pub fn tensor_values(t: &TensorProto, path: &Path) -> Result<(Vec<u64>, Vec<f32>
             .collect(),
         DOUBLE => t.double_data.iter().map(|&v| v as f32).collect(),
         other => {
-            return Err(format!(
-                "{}: initializer `{name}` has data type {other}; expected float, float16 or double",
-                path.display()
+            return Err(tensor_error(
+                path,
+                name,
+                format!("has data type {other}; expected float, float16 or double"),
             ));
         }
     };
     let n: u64 = dims.iter().product();
     if values.len() as u64 != n {
-        return Err(format!(
-            "{}: initializer `{name}` has {} values for dims {dims:?}",
-            path.display(),
-            values.len()
+        return Err(tensor_error(
+            path,
+            name,
+            format!("has {} values for dims {dims:?}", values.len()),
         ));
     }
     Ok((dims, values))
+}
+
+fn tensor_error(path: &Path, name: &str, problem: String) -> ModelError {
+    ModelError::Tensor {
+        path: path.to_path_buf(),
+        tensor: format!("initializer `{name}`"),
+        problem,
+    }
 }
 
 /// Reads initializer `name` checking its shape against `expected`; the
@@ -116,13 +139,14 @@ pub fn tensor_values(t: &TensorProto, path: &Path) -> Result<(Vec<u64>, Vec<f32>
 ///
 /// # Errors
 /// As [`initializer`], or a shape mismatch.
-pub fn load(path: &Path, name: &str, expected: &[u64]) -> Result<Vec<f32>, String> {
+pub fn load(path: &Path, name: &str, expected: &[u64]) -> Result<Vec<f32>, ModelError> {
     let m = read_model(path)?;
     let (dims, values) = initializer(graph(&m, path)?, name, path)?;
     if dims != expected {
-        return Err(format!(
-            "{}: initializer `{name}` has shape {dims:?}, expected {expected:?}",
-            path.display()
+        return Err(tensor_error(
+            path,
+            name,
+            format!("has shape {dims:?}, expected {expected:?}"),
         ));
     }
     Ok(values)

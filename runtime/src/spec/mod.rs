@@ -85,7 +85,7 @@ pub enum DeviceChoice {
     /// The CPU.
     Cpu,
     /// CUDA device `N`.
-    Cuda(u32),
+    Cuda(usize),
 }
 
 impl FromStr for DeviceChoice {
@@ -95,7 +95,7 @@ impl FromStr for DeviceChoice {
             "auto" => Ok(DeviceChoice::Auto),
             "cpu" => Ok(DeviceChoice::Cpu),
             "cuda" => Ok(DeviceChoice::Cuda(0)),
-            _ => match s.strip_prefix("cuda:").map(str::parse::<u32>) {
+            _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
                 Some(Ok(n)) => Ok(DeviceChoice::Cuda(n)),
                 _ => Err(format!(
                     "unknown device `{s}` (expected auto, cpu, cuda or cuda:N)"

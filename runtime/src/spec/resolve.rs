@@ -729,17 +729,18 @@ fn resolve_conv(sc: &StageCx<'_>, input: Shape) -> Result<Op, SpecError> {
         ),
         RawWeights::Npy(n) => (
             load_npy(&cx.base_dir().join(&n.path), &expected)
-                .map_err(|m| cx.at(weights, f("weights.npy"), m))?,
+                .map_err(|m| cx.at(weights, f("weights.npy"), m.to_string()))?,
             None,
         ),
         RawWeights::Safetensors(t) => {
             let path = cx.base_dir().join(&t.path);
             let w = crate::model::safetensors::load(&path, &t.tensor, &expected)
-                .map_err(|m| cx.at(weights, f("weights.safetensors.tensor"), m))?;
+                .map_err(|m| cx.at(weights, f("weights.safetensors.tensor"), m.to_string()))?;
             if let Some(b) = &t.bias {
                 source_bias = Some(
-                    crate::model::safetensors::load(&path, b, &out_shape)
-                        .map_err(|m| cx.at(weights, f("weights.safetensors.bias"), m))?,
+                    crate::model::safetensors::load(&path, b, &out_shape).map_err(|m| {
+                        cx.at(weights, f("weights.safetensors.bias"), m.to_string())
+                    })?,
                 );
             }
             (w, None)
@@ -747,17 +748,17 @@ fn resolve_conv(sc: &StageCx<'_>, input: Shape) -> Result<Op, SpecError> {
         RawWeights::Onnx(o) => {
             let path = cx.base_dir().join(&o.path);
             let mut w = crate::model::onnx::load(&path, &o.initializer, &expected)
-                .map_err(|m| cx.at(weights, f("weights.onnx.initializer"), m))?;
+                .map_err(|m| cx.at(weights, f("weights.onnx.initializer"), m.to_string()))?;
             if let Some(b) = &o.bias {
                 source_bias = Some(
                     crate::model::onnx::load(&path, b, &out_shape)
-                        .map_err(|m| cx.at(weights, f("weights.onnx.bias"), m))?,
+                        .map_err(|m| cx.at(weights, f("weights.onnx.bias"), m.to_string()))?,
                 );
             }
             if let Some(bn) = &o.batchnorm {
                 let load = |name: &str| {
                     crate::model::onnx::load(&path, name, &out_shape)
-                        .map_err(|m| cx.at(weights, f("weights.onnx.batchnorm"), m))
+                        .map_err(|m| cx.at(weights, f("weights.onnx.batchnorm"), m.to_string()))
                 };
                 let (scale, beta, mean, var) = (
                     load(&bn.scale)?,
@@ -816,4 +817,3 @@ fn resolve_conv(sc: &StageCx<'_>, input: Shape) -> Result<Op, SpecError> {
         .map(Op::Conv2d)
         .map_err(|e| cx.at(weights, f("weights"), e.to_string()))
 }
-
