@@ -1,144 +1,932 @@
 #!/usr/bin/env python3
-"""Writes the shared golden corpus (corpus.json) that every backend's kernels
-are checked against: CPU (each SIMD level, x86 and aarch64 under qemu) and,
-later, emulated and real CUDA.
+"""Writes the shared golden corpus that every engine's kernels are checked
+against (CPU at each SIMD level, the CUDA emulator, a real GPU): one file per
+topic, conv.json, pool.json, pointwise.json, vision.json and chains.json.
+README.md next to this file describes the format.
 
-Expected values come from this file's own float64 implementations, in plain
-Python with no numpy, independent of the Rust code. Inputs and weights are
-float32 values (seeded), stored exactly. Each case carries an absolute
-tolerance: (terms + 2) * 2^-23 * the largest sum of |term| of any output,
-the bound of a float32 accumulation of `terms` products (0 for exact ops).
+Expected values come from this file's own implementations, in plain Python
+(float64, no numpy), written from the ops' definitions and independent of
+the Rust code. Inputs and weights are float32 values: small tensors are
+stored in the files, large ones as a seed that the generator and the test
+harness both expand (`fill` below; the expected values are still computed
+here and stored in full).
 
-    python3 kernels/testdata/generate.py     # rewrites corpus.json
+Each case states an absolute tolerance: the largest, over its output values,
+of a bound on how far a float32 implementation may be from the exact value,
+tracked through the ops (a sum of n products: (n + 2) * 2^-23 * the sum of
+|terms|; each further rounding: 2^-23 of the magnitudes involved; errors of
+inputs propagate through each op's Lipschitz constant). A tolerance of 0
+means the op is exactly defined on float32 (ReLU, clip, threshold, max pool,
+and affine, whose rounding after the multiply and after the add this file
+emulates): the harness then requires identical bits.
+
+    python3 kernels/testdata/generate.py     # rewrites the five files
 """
 
 import json
+import math
 import random
 import struct
 from pathlib import Path
 
-EPS32 = 2.0 ** -23
+EPS = 2.0 ** -23
+MASK = (1 << 64) - 1
+HERE = Path(__file__).parent
+WIDTH = 100  # lines up to this long are kept on one line
+
+# --------------------------------------------------------------------------
+# float32
 
 
 def f32(x: float) -> float:
+    """x rounded to the nearest float32 (ties to even; overflow to inf)."""
+    if math.isnan(x) or math.isinf(x):
+        return x
+    if abs(x) >= 2.0 ** 128 - 2.0 ** 103:
+        return math.copysign(math.inf, x)
     return struct.unpack("<f", struct.pack("<f", x))[0]
 
 
-def values(rng: random.Random, n: int, lo: float, hi: float) -> list[float]:
-    return [f32(rng.uniform(lo, hi)) for _ in range(n)]
+def is_f32(x: float) -> bool:
+    return math.isnan(x) or f32(x) == x
 
 
-def conv(x, shape, w, b, cout, k, stride, pad):
-    c, h, wd = shape
-    oh = (h + 2 * pad - k) // stride + 1
-    ow = (wd + 2 * pad - k) // stride + 1
-    out, mag = [], []
+class Raw:
+    """A preformatted JSON value."""
+
+    def __init__(self, s: str):
+        self.s = s
+
+
+def num32(x: float) -> Raw:
+    """The shortest text that reads back (as float64, then rounded to
+    float32, as serde_json and the harness read it) as the float32 x."""
+    assert is_f32(x), x
+    if math.isnan(x):
+        return Raw('"nan"')
+    if math.isinf(x):
+        return Raw('"inf"' if x > 0 else '"-inf"')
+    if x == 0:
+        return Raw("-0.0" if math.copysign(1.0, x) < 0 else "0")
+    if x == int(x) and abs(x) < 2 ** 24:
+        return Raw(str(int(x)))
+    for p in range(1, 18):
+        s = "%.*g" % (p, x)
+        if f32(float(s)) == x:
+            return Raw(s)
+    raise AssertionError(x)
+
+
+def num64(x: float, tol: float) -> Raw:
+    """An inexact expected value, with the fewest digits that keep it within
+    a hundredth of `tol`."""
+    for p in range(6, 18):
+        s = "%.*g" % (p, x)
+        if abs(float(s) - x) <= tol / 100:
+            return Raw(s)
+    raise AssertionError((x, tol))
+
+
+# --------------------------------------------------------------------------
+# Deterministic fills (the harness implements the same; see README.md)
+
+
+def mix64(z: int) -> int:
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK
+    return z ^ (z >> 31)
+
+
+def fill(seed: int, n: int, kind: str, bound: float = 1.0) -> list[float]:
+    """Value i: h = mix64(seed + (i + 1) * 0x9E3779B97F4A7C15 mod 2^64);
+    "uniform": ((h >> 40) - 2^23) * 2^-23 * bound (bound a power of two, so
+    the value is an exact float32 in [-bound, bound)); "pixels": h >> 56."""
+    out = []
+    for i in range(n):
+        h = mix64((seed + (i + 1) * 0x9E3779B97F4A7C15) & MASK)
+        if kind == "uniform":
+            assert math.frexp(bound)[0] == 0.5, "bound must be a power of two"
+            out.append(((h >> 40) - 2 ** 23) * 2.0 ** -23 * bound)
+        elif kind == "pixels":
+            out.append(float(h >> 56))
+        else:
+            raise ValueError(kind)
+    return out
+
+
+# --------------------------------------------------------------------------
+# Tensors with error bounds
+
+
+class T:
+    """Values in [C, H, W] order, each with a bound on the error a float32
+    implementation may have (0: exact)."""
+
+    def __init__(self, shape, v, b=None):
+        self.shape = tuple(shape)
+        self.v = list(v)
+        self.b = list(b) if b is not None else [0.0] * len(self.v)
+        c, h, w = self.shape
+        assert len(self.v) == c * h * w == len(self.b)
+
+    def at(self, c, y, x):
+        _, h, w = self.shape
+        i = (c * h + y) * w + x
+        return self.v[i], self.b[i]
+
+
+def reflect101(i: int, n: int) -> int:
+    if n == 1:
+        return 0
+    while i < 0 or i >= n:
+        i = -i if i < 0 else 2 * n - 2 - i
+    return i
+
+
+# --------------------------------------------------------------------------
+# The ops, from their definitions
+
+
+def conv2d(t: T, cv: dict) -> T:
+    c, h, w = t.shape
+    assert c == cv["in_channels"]
+    kh, kw = cv["kernel"]
+    s, p, cout = cv["stride"], cv["padding"], cv["out_channels"]
+    wts, bias = cv["weights"], cv["bias"]
+    oh = (h + 2 * p - kh) // s + 1
+    ow = (w + 2 * p - kw) // s + 1
+    terms = c * kh * kw
+    v, b = [], []
     for oc in range(cout):
         for oy in range(oh):
             for ox in range(ow):
-                s = b[oc] if b else 0.0
-                m = abs(s)
+                acc = bias[oc] if bias else 0.0
+                mag = abs(acc)
+                prop = 0.0
                 for ic in range(c):
-                    for ky in range(k):
-                        for kx in range(k):
-                            iy, ix = oy * stride + ky - pad, ox * stride + kx - pad
-                            if 0 <= iy < h and 0 <= ix < wd:
-                                t = w[((oc * c + ic) * k + ky) * k + kx] * x[(ic * h + iy) * wd + ix]
-                                s += t
-                                m += abs(t)
-                out.append(s)
-                mag.append(m)
-    return out, mag, [cout, oh, ow]
+                    for ky in range(kh):
+                        for kx in range(kw):
+                            iy, ix = oy * s + ky - p, ox * s + kx - p
+                            if 0 <= iy < h and 0 <= ix < w:
+                                wt = wts[((oc * c + ic) * kh + ky) * kw + kx]
+                                x, xb = t.at(ic, iy, ix)
+                                acc += wt * x
+                                mag += abs(wt * x)
+                                prop += abs(wt) * xb
+                v.append(acc)
+                b.append(prop + (terms + 2) * EPS * mag)
+    return T((cout, oh, ow), v, b)
 
 
-def relu(x):
-    return [v if v > 0 else 0.0 for v in x]
-
-
-def maxpool(x, shape, size, stride):
-    c, h, w = shape
+def maxpool(t: T, size: int, stride: int) -> T:
+    c, h, w = t.shape
     oh, ow = (h - size) // stride + 1, (w - size) // stride + 1
-    out = []
+    v, b = [], []
     for ch in range(c):
         for oy in range(oh):
             for ox in range(ow):
-                out.append(max(x[(ch * h + oy * stride + dy) * w + ox * stride + dx]
-                               for dy in range(size) for dx in range(size)))
-    return out, [c, oh, ow]
+                win = [t.at(ch, oy * stride + dy, ox * stride + dx)
+                       for dy in range(size) for dx in range(size)]
+                m = win[0][0]
+                for x, _ in win[1:]:
+                    if x > m:
+                        m = x
+                v.append(m)
+                b.append(max(xb for _, xb in win))
+    return T((c, oh, ow), v, b)
 
 
-def conv_case(rng, name, c, h, w, cout, k, stride, pad, bias, relu_, pool):
-    x = values(rng, c * h * w, -1.0, 1.0)
-    wts = values(rng, cout * c * k * k, -0.5, 0.5)
-    b = values(rng, cout, -0.5, 0.5) if bias else None
-    y, mag, shape = conv(x, [c, h, w], wts, b, cout, k, stride, pad)
-    terms = c * k * k
-    tol = (terms + 2) * EPS32 * max(mag)
-    if relu_:
-        y = relu(y)
-    if pool:
-        y, shape = maxpool(y, shape, *pool)
-    case = {
+def pointwise1(op: dict, x: float, xb: float) -> tuple[float, float]:
+    """One value through a pointwise op: float32-exact when the input is
+    exact, else float64 with a propagated bound."""
+    kind = op["op"]
+    if kind == "relu":
+        return (x if x > 0 else 0.0), xb
+    if kind == "clip":
+        lo, hi = op["min"], op["max"]
+        v = x if x > lo else lo
+        return (v if v < hi else hi), xb
+    if kind == "affine":
+        s, t = op["scale"], op["shift"]
+        if xb == 0:
+            return f32(f32(x * s) + t), 0.0
+        y = x * s + t
+        return y, abs(s) * xb + EPS * (abs(x * s) + abs(y))
+    if kind == "threshold":
+        th, val = op["threshold"], op["value"]
+        assert xb == 0 or abs(x - th) > 2 * xb, (
+            f"value {x} within its error bound {xb} of the threshold {th}")
+        return (val if x > th else 0.0), 0.0
+    raise ValueError(kind)
+
+
+def pointwise(t: T, op: dict) -> T:
+    pairs = [pointwise1(op, x, xb) for x, xb in zip(t.v, t.b)]
+    return T(t.shape, [p[0] for p in pairs], [p[1] for p in pairs])
+
+
+GRAY = {"rgb": [0.299, 0.587, 0.114], "bgr": [0.114, 0.587, 0.299]}
+
+
+def gray(t: T, order: str) -> T:
+    c, h, w = t.shape
+    assert c == 3
+    k = [f32(x) for x in GRAY[order]]
+    v, b = [], []
+    for y in range(h):
+        for x in range(w):
+            px = [t.at(ch, y, x) for ch in range(3)]
+            v.append(sum(kc * p for kc, (p, _) in zip(k, px)))
+            mag = sum(abs(kc * p) for kc, (p, _) in zip(k, px))
+            b.append(sum(kc * pb for kc, (_, pb) in zip(k, px)) + 5 * EPS * mag)
+    return T((1, h, w), v, b)
+
+
+def normalize(t: T, scale: float, mean: list, std: list) -> T:
+    c, h, w = t.shape
+    v, b = [], []
+    for ch in range(c):
+        m = mean[0 if len(mean) == 1 else ch]
+        s = std[0 if len(std) == 1 else ch]
+        for y in range(h):
+            for x in range(w):
+                p, pb = t.at(ch, y, x)
+                v.append((p * scale - m) / s)
+                b.append((abs(scale) * pb + 3 * EPS * (abs(p * scale) + abs(m))) / abs(s))
+    return T((c, h, w), v, b)
+
+
+def linear_taps(src: int, dst: int) -> list[tuple[int, float]]:
+    """INTER_LINEAR: source position (d + 0.5) * scale - 0.5 as a float32,
+    scale = 1 / (dst / src); index and weight clamped at the edges."""
+    scale = 1.0 / (dst / src)
+    taps = []
+    for d in range(dst):
+        f = f32((d + 0.5) * scale - 0.5)
+        i = math.floor(f)
+        wt = f - i
+        if i < 0:
+            i, wt = 0, 0.0
+        if i + 1 >= src:
+            i, wt = src - 1, 0.0
+        taps.append((i, wt))
+    return taps
+
+
+def resize(t: T, width: int, height: int) -> T:
+    c, h, w = t.shape
+    xs, ys = linear_taps(w, width), linear_taps(h, height)
+    v, b = [], []
+    for ch in range(c):
+        for sy, fy in ys:
+            for sx, fx in xs:
+                a = t.at(ch, sy, sx)
+                bb = t.at(ch, sy, min(sx + 1, w - 1))
+                cc = t.at(ch, min(sy + 1, h - 1), sx)
+                d = t.at(ch, min(sy + 1, h - 1), min(sx + 1, w - 1))
+                v.append((1 - fy) * ((1 - fx) * a[0] + fx * bb[0])
+                         + fy * ((1 - fx) * cc[0] + fx * d[0]))
+                big = max(abs(a[0]), abs(bb[0]), abs(cc[0]), abs(d[0]))
+                b.append(max(a[1], bb[1], cc[1], d[1]) + 8 * EPS * big)
+    return T((c, height, width), v, b)
+
+
+GAUSS_TABLES = {
+    1: [1.0],
+    3: [0.25, 0.5, 0.25],
+    5: [0.0625, 0.25, 0.375, 0.25, 0.0625],
+    7: [0.03125, 0.109375, 0.21875, 0.28125, 0.21875, 0.109375, 0.03125],
+}
+
+
+def gaussian_kernel(k: int, sigma: float) -> list[float]:
+    """OpenCV's getGaussianKernel(k, sigma, CV_32F): its tables for sizes up
+    to 7 without sigma, else exp(-x^2 / 2 sigma^2) as float32, normalised."""
+    if k % 2 == 1 and k <= 7 and sigma <= 0:
+        return GAUSS_TABLES[k]
+    s = sigma if sigma > 0 else ((k - 1) * 0.5 - 1) * 0.3 + 0.8
+    taps = [f32(math.exp(-0.5 / (s * s) * (i - (k - 1) * 0.5) ** 2)) for i in range(k)]
+    total = sum(taps)
+    return [f32(x / total) for x in taps]
+
+
+def stencil(t: T, c: int, y: int, x: int, weight, r: int):
+    """sum of weight(dy, dx) * t[reflect(y + dy), reflect(x + dx)]: value,
+    sum of |terms| and propagated input error."""
+    _, h, w = t.shape
+    v = mag = prop = 0.0
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            k = weight(dy, dx)
+            if k:
+                p, pb = t.at(c, reflect101(y + dy, h), reflect101(x + dx, w))
+                v += k * p
+                mag += abs(k * p)
+                prop += abs(k) * pb
+    return v, mag, prop
+
+
+def gaussian_blur(t: T, ksize: int, sigma: float) -> T:
+    c, h, w = t.shape
+    g = gaussian_kernel(ksize, sigma)
+    r = ksize // 2
+    v, b = [], []
+    for ch in range(c):
+        for y in range(h):
+            for x in range(w):
+                s, mag, prop = stencil(t, ch, y, x, lambda dy, dx: g[dy + r] * g[dx + r], r)
+                v.append(s)
+                b.append(prop + (2 * ksize + 4) * EPS * mag)
+    return T((c, h, w), v, b)
+
+
+def sobel(t: T, mode: str) -> T:
+    c, h, w = t.shape
+
+    def smooth(d):
+        return 2.0 if d == 0 else 1.0
+
+    def kx(dy, dx):
+        return dx * smooth(dy)
+
+    def ky(dy, dx):
+        return dy * smooth(dx)
+
+    v, b = [], []
+    for ch in range(c):
+        for y in range(h):
+            for x in range(w):
+                gx, mx, px = stencil(t, ch, y, x, kx, 1)
+                gy, my, py = stencil(t, ch, y, x, ky, 1)
+                bx, by = px + 4 * EPS * mx, py + 4 * EPS * my
+                if mode == "dx":
+                    v.append(gx)
+                    b.append(bx)
+                elif mode == "dy":
+                    v.append(gy)
+                    b.append(by)
+                else:
+                    m = math.sqrt(gx * gx + gy * gy)
+                    v.append(m)
+                    b.append(bx + by + 3 * EPS * (abs(gx) + abs(gy)))
+    return T((c, h, w), v, b)
+
+
+def apply(t: T, op: dict) -> T:
+    kind = op["op"]
+    if kind == "conv2d":
+        return conv2d(t, op)
+    if kind in ("relu", "clip", "affine", "threshold"):
+        return pointwise(t, op)
+    if kind == "maxpool":
+        return maxpool(t, op["size"], op["stride"])
+    if kind == "fused":
+        if op["conv"]:
+            t = conv2d(t, op["conv"])
+        for p in op["epilogue"]:
+            t = pointwise(t, p)
+        if op["pool"]:
+            t = maxpool(t, op["pool"]["size"], op["pool"]["stride"])
+        return t
+    if kind == "gray":
+        return gray(t, op["order"])
+    if kind == "normalize":
+        return normalize(t, op["scale"], op["mean"], op["std"])
+    if kind == "resize":
+        return resize(t, op["width"], op["height"])
+    if kind == "gaussian_blur":
+        return gaussian_blur(t, op["ksize"], op["sigma"])
+    if kind == "sobel":
+        return sobel(t, op["mode"])
+    if kind == "vision_chain":
+        for s in op["steps"]:
+            t = apply(t, s)
+        return t
+    raise ValueError(kind)
+
+
+# --------------------------------------------------------------------------
+# Op constructors (the dicts `apply` reads) and their JSON form
+
+
+def conv(rng, cin, cout, k, stride=1, padding=0, bias=False):
+    kh, kw = (k, k) if isinstance(k, int) else k
+    return {
+        "op": "conv2d", "in_channels": cin, "out_channels": cout, "kernel": [kh, kw],
+        "stride": stride, "padding": padding,
+        "weights": uniform(rng, cout * cin * kh * kw, 0.5),
+        "bias": uniform(rng, cout, 0.5) if bias else None,
+    }
+
+
+def relu():
+    return {"op": "relu"}
+
+
+def clip(lo, hi):
+    return {"op": "clip", "min": f32(lo), "max": f32(hi)}
+
+
+def affine(scale, shift):
+    return {"op": "affine", "scale": f32(scale), "shift": f32(shift)}
+
+
+def threshold(th, value):
+    return {"op": "threshold", "threshold": f32(th), "value": f32(value)}
+
+
+def pool(size, stride):
+    return {"op": "maxpool", "size": size, "stride": stride}
+
+
+def fused(conv_=None, epilogue=(), pool_=None):
+    return {"op": "fused", "conv": conv_, "epilogue": list(epilogue),
+            "pool": {"size": pool_["size"], "stride": pool_["stride"]} if pool_ else None}
+
+
+def gray_op(order):
+    return {"op": "gray", "order": order}
+
+
+def normalize_op(scale, mean, std):
+    return {"op": "normalize", "scale": f32(scale), "mean": [f32(m) for m in mean],
+            "std": [f32(s) for s in std]}
+
+
+def resize_op(width, height):
+    return {"op": "resize", "width": width, "height": height}
+
+
+def blur(ksize, sigma=0.0):
+    return {"op": "gaussian_blur", "ksize": ksize, "sigma": f32(sigma)}
+
+
+def sobel_op(mode):
+    return {"op": "sobel", "mode": mode}
+
+
+def chain(*steps):
+    return {"op": "vision_chain", "steps": list(steps)}
+
+
+def nested(values, shape):
+    """values (flat) as nested lists of `shape`, innermost = last axis."""
+    if len(shape) == 1:
+        return values
+    step = len(values) // shape[0]
+    return [nested(values[i * step:(i + 1) * step], shape[1:]) for i in range(shape[0])]
+
+
+def tensor_json(values, shape, seed=None):
+    if seed is not None:
+        return {"shape": list(shape), **seed}
+    return {"shape": list(shape), "values": nested([num32(x) for x in values], list(shape))}
+
+
+def op_json(op: dict):
+    kind = op["op"]
+    if kind == "conv2d":
+        kh, kw = op["kernel"]
+        body = {k: op[k] for k in ("in_channels", "out_channels", "kernel", "stride", "padding")}
+        body["weights"] = tensor_json(op["weights"], [op["out_channels"], op["in_channels"], kh, kw])
+        body["bias"] = tensor_json(op["bias"], [op["out_channels"]]) if op["bias"] else None
+        return {"conv2d": body}
+    if kind == "relu":
+        return "relu"
+    if kind in ("clip", "affine", "threshold"):
+        return {kind: {k: num32(v) for k, v in op.items() if k != "op"}}
+    if kind == "maxpool":
+        return {"maxpool": {"size": op["size"], "stride": op["stride"]}}
+    if kind == "fused":
+        return {"fused": {
+            "conv": op_json(op["conv"])["conv2d"] if op["conv"] else None,
+            "epilogue": [op_json(p) for p in op["epilogue"]],
+            "pool": op["pool"],
+        }}
+    if kind == "gray":
+        return {"gray": {"order": op["order"]}}
+    if kind == "normalize":
+        return {"normalize": {"scale": num32(op["scale"]), "mean": [num32(m) for m in op["mean"]],
+                              "std": [num32(s) for s in op["std"]]}}
+    if kind == "resize":
+        return {"resize": {"width": op["width"], "height": op["height"]}}
+    if kind == "gaussian_blur":
+        return {"gaussian_blur": {"ksize": op["ksize"], "sigma": num32(op["sigma"])}}
+    if kind == "sobel":
+        return {"sobel": {"mode": op["mode"]}}
+    if kind == "vision_chain":
+        return {"vision_chain": [op_json(s) for s in op["steps"]]}
+    raise ValueError(kind)
+
+
+# --------------------------------------------------------------------------
+# Inputs
+
+
+def uniform(rng: random.Random, n: int, bound: float) -> list[float]:
+    return [f32(rng.uniform(-bound, bound)) for _ in range(n)]
+
+
+class Input:
+    """An input tensor: stored values, or a seed the harness expands."""
+
+    def __init__(self, shape, values, seed=None):
+        self.shape, self.values, self.seed = tuple(shape), values, seed
+
+
+def inline(rng, shape, bound=1.0):
+    c, h, w = shape
+    return Input(shape, uniform(rng, c * h * w, bound))
+
+
+def pixels(rng, shape):
+    c, h, w = shape
+    return Input(shape, [float(rng.randrange(256)) for _ in range(c * h * w)])
+
+
+def seeded(seed, shape, kind="uniform", bound=1.0):
+    c, h, w = shape
+    spec = {"seed": seed, "fill": kind}
+    if kind == "uniform":
+        spec["bound"] = bound
+    return Input(shape, fill(seed, c * h * w, kind, bound), spec)
+
+
+def given(shape, values):
+    return Input(shape, [f32(v) for v in values])
+
+
+# --------------------------------------------------------------------------
+# Cases
+
+
+def case(name: str, op: dict, inp: Input) -> dict:
+    for x in inp.values:
+        assert is_f32(x), (name, x)
+    out = apply(T(inp.shape, inp.values), op)
+    tol = max(out.b) if out.b else 0.0
+    if tol > 0:
+        tol = float("%.3g" % (tol * 1.01))
+        assert not any(math.isnan(x) for x in out.v), name
+    values = []
+    for x, b in zip(out.v, out.b):
+        values.append(num32(x) if (b == 0 and is_f32(x)) else num64(x, tol))
+    if tol == 0:
+        assert all(is_f32(x) for x in out.v), f"{name}: exact case with inexact values"
+    return {
         "name": name,
-        "op": "fused" if (relu_ or pool) else "conv2d",
-        "conv": {"in_channels": c, "out_channels": cout, "kernel": k, "stride": stride,
-                 "padding": pad, "weights": wts, "bias": b},
-        "input": {"shape": [c, h, w], "data": x},
-        "expected": {"shape": shape, "data": y},
+        "op": op_json(op),
+        "input": tensor_json(inp.values, inp.shape, inp.seed),
+        "expected": {"shape": list(out.shape), "values": nested(values, list(out.shape))},
         "tolerance": tol,
     }
-    if case["op"] == "fused":
-        case["relu"] = relu_
-        case["pool"] = {"size": pool[0], "stride": pool[1]} if pool else None
-    return case
+
+
+def pick_threshold(t: T, target: float, step: float) -> float:
+    """A float32 level near `target` that no value reaches within twice its
+    error bound (so every engine agrees on which side each value lies)."""
+    for k in range(1000):
+        for sign in (1, -1):
+            th = f32(target + sign * k * step)
+            if all(abs(v - th) > 2 * b + 1e-30 for v, b in zip(t.v, t.b)):
+                return th
+    raise AssertionError("no safe threshold")
+
+
+def conv_cases(rng):
+    cases = []
+
+    def add(name, cv, inp):
+        cases.append(case(name, cv, inp))
+
+    # Kernel sizes, strides, paddings, bias; 1..16 output channels (the CPU's
+    # blocks of 4 and their remainder); widths below, at and past a SIMD
+    # vector (8 or 16 lanes) and past the CPU's 128-column tile.
+    add("k3 s1 p0, 1 -> 1, 9x13", conv(rng, 1, 1, 3), inline(rng, (1, 9, 13)))
+    add("k3 s1 p0, 1 -> 1, 7x133 (two 128-column tiles)", conv(rng, 1, 1, 3), inline(rng, (1, 7, 133)))
+    add("k3 s1 p1 bias, 3 -> 9, 5x31", conv(rng, 3, 9, 3, 1, 1, True), inline(rng, (3, 5, 31)))
+    add("k5 s2 p2 bias, 2 -> 5, 11x17", conv(rng, 2, 5, 5, 2, 2, True), inline(rng, (2, 11, 17)))
+    add("k3 s3 p1, 3 -> 6, 8x150 (seeded input)", conv(rng, 3, 6, 3, 3, 1),
+        seeded(101, (3, 8, 150)))
+    add("k5 s1 p0 bias, 1 -> 2, 5x5 (1x1 output)", conv(rng, 1, 2, 5, 1, 0, True), inline(rng, (1, 5, 5)))
+    add("k1 s1 p0 bias, 4 -> 4, 3x40", conv(rng, 4, 4, 1, 1, 0, True), inline(rng, (4, 3, 40)))
+    add("k4 s2 p1, 2 -> 3, 10x9 (even kernel)", conv(rng, 2, 3, 4, 2, 1), inline(rng, (2, 10, 9)))
+    add("k1 s1 p0 bias, 1 -> 1, 1x1 image", conv(rng, 1, 1, 1, 1, 0, True), inline(rng, (1, 1, 1)))
+    add("k3 s1 p1, 1 -> 1, 2x3 (kernel larger than the image)", conv(rng, 1, 1, 3, 1, 1),
+        inline(rng, (1, 2, 3)))
+    add("k3 s1 p2, 1 -> 2, 5x6 (output larger than the input)", conv(rng, 1, 2, 3, 1, 2),
+        inline(rng, (1, 5, 6)))
+    add("k1x3 s1 p1 bias, 2 -> 3, 6x20 (non-square kernel)", conv(rng, 2, 3, (1, 3), 1, 1, True),
+        inline(rng, (2, 6, 20)))
+    add("k3x1 s2 p0, 1 -> 2, 9x8 (non-square kernel)", conv(rng, 1, 2, (3, 1), 2, 0),
+        inline(rng, (1, 9, 8)))
+    add("k2x5 s1 p2 bias, 2 -> 7, 5x17", conv(rng, 2, 7, (2, 5), 1, 2, True), inline(rng, (2, 5, 17)))
+    add("k7 s1 p3 bias, 1 -> 1, 8x37", conv(rng, 1, 1, 7, 1, 3, True), inline(rng, (1, 8, 37)))
+    add("k2 s3 p0, 2 -> 2, 10x31 (stride past the kernel)", conv(rng, 2, 2, 2, 3, 0),
+        inline(rng, (2, 10, 31)))
+    add("k3 s2 p1 bias, 4 -> 8, 16x48", conv(rng, 4, 8, 3, 2, 1, True), seeded(102, (4, 16, 48)))
+    add("k3 s1 p0, 3 -> 1, 40x9 (many row bands)", conv(rng, 3, 1, 3), inline(rng, (3, 40, 9)))
+    # The CUDA backend's direct kernel (the receptive field of a tile exceeds
+    # its shared memory).
+    add("k5 s5 p2 bias, 2 -> 3, 12x64 (CUDA direct kernel)", conv(rng, 2, 3, 5, 5, 2, True),
+        seeded(103, (2, 12, 64)))
+    add("k2 s6 p0, 1 -> 2, 13x200 (CUDA direct kernel)", conv(rng, 1, 2, 2, 6, 0),
+        seeded(104, (1, 13, 200)))
+    # SIMD tails: output widths around 8, 16, 32, 64 and 128 lanes/columns.
+    for w in (1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 65, 127, 128, 129):
+        add(f"k3 s1 p1, 1 -> 1, 2x{w} (output width {w})", conv(rng, 1, 1, 3, 1, 1),
+            inline(rng, (1, 2, w)))
+    return cases
+
+
+def pool_cases(rng):
+    cases = []
+
+    def add(name, size, stride, inp):
+        cases.append(case(name, pool(size, stride), inp))
+
+    add("2/2, 1x7x9 (floor mode drops the last row and column)", 2, 2, inline(rng, (1, 7, 9)))
+    add("2/2, 3x10x131 (seeded)", 2, 2, seeded(201, (3, 10, 131)))
+    add("3/2 overlapping, 2x9x11", 3, 2, inline(rng, (2, 9, 11)))
+    add("3/3, 1x6x6", 3, 3, inline(rng, (1, 6, 6)))
+    add("2/1, 2x5x17", 2, 1, inline(rng, (2, 5, 17)))
+    add("4/1, 1x4x4 (window is the image)", 4, 1, inline(rng, (1, 4, 4)))
+    add("1/1, 1x1x1", 1, 1, inline(rng, (1, 1, 1)))
+    add("1/2 (subsampling), 1x9x17", 1, 2, inline(rng, (1, 9, 17)))
+    add("4/4, 1x12x40", 4, 4, inline(rng, (1, 12, 40)))
+    add("5/3, 2x11x19", 5, 3, inline(rng, (2, 11, 19)))
+    add("2/2, 1x3x33 (odd width past two vectors)", 2, 2, inline(rng, (1, 3, 33)))
+    add("2/2, 1x40x70 (many row bands, seeded)", 2, 2, seeded(202, (1, 40, 70)))
+    quant = [0.25 * rng.randrange(-4, 5) for _ in range(6 * 20)]
+    add("2/2, ties: values on a 0.25 grid, 1x6x20", 2, 2, given((1, 6, 20), quant))
+    add("3/1, ties: values on a 0.25 grid, 1x6x20", 3, 1, given((1, 6, 20), quant))
+    inf = [math.inf, -math.inf]
+    vals = uniform(rng, 36, 1.0)
+    for i in (0, 5, 13, 22, 30):
+        vals[i] = inf[i % 2]
+    for i in (18, 19, 27, 28):
+        vals[i] = -math.inf
+    add("2/2, infinities (a window of -inf only), 1x4x9", 2, 2, given((1, 4, 9), vals))
+    return cases
+
+
+SPECIALS = [0.0, -0.0, 1e-30, -1e-30, 1e-40, -1e-40, math.inf, -math.inf, math.nan,
+            1e30, -1e30, 0.5, -0.5, 6.0, 0.25, -0.25]
+
+
+def pointwise_cases(rng):
+    cases = []
+
+    def add(name, op, inp):
+        cases.append(case(name, op, inp))
+
+    def specials_and(n, bound=1.0):
+        vals = [f32(x) for x in SPECIALS] + uniform(rng, n - len(SPECIALS), bound)
+        return given((1, 1, n), vals)
+
+    for n in (1, 7, 17):
+        add(f"relu, {n} values", relu(), inline(rng, (1, 1, n)))
+    add("relu: zeros, -0.0, tiny, subnormal, infinities, NaN, 2x5x67", relu(),
+        given((2, 5, 67), [f32(x) for x in SPECIALS] + uniform(rng, 2 * 5 * 67 - len(SPECIALS), 1.0)))
+    add("clip 0..6 (ReLU6), specials", clip(0.0, 6.0), specials_and(53, 8.0))
+    add("clip -0.25..0.25, 3x7x19", clip(-0.25, 0.25), inline(rng, (3, 7, 19)))
+    add("clip -inf..0.5 (an upper bound only), 1x5x33", clip(-math.inf, 0.5), inline(rng, (1, 5, 33)))
+    add("clip 0.5..inf (a lower bound only), specials", clip(0.5, math.inf), specials_and(40))
+    add("clip 0.125..0.125 (min equals max), 1x2x9", clip(0.125, 0.125), inline(rng, (1, 2, 9)))
+    add("affine 0.5, -0.125, specials", affine(0.5, -0.125), specials_and(45))
+    add("affine -1.5, 0.3 (both roundings matter), 2x9x31", affine(-1.5, 0.3), inline(rng, (2, 9, 31)))
+    add("affine 1/255, 0 (pixels to 0..1), 1x4x65", affine(1 / 255, 0.0),
+        given((1, 4, 65), [float(rng.randrange(256)) for _ in range(4 * 65)]))
+    add("affine 3, 0, 1x1x16", affine(3.0, 0.0), inline(rng, (1, 1, 16)))
+    add("affine 1e30, 1 (overflow to inf), 1x1x9", affine(1e30, 1.0),
+        given((1, 1, 9), [1e10, -1e10, 1e8, 0.5, -0.5, 0.0, 1e-30, 3.5e8, -3.5e8]))
+    add("affine 0.1, 0.7, 1x64x130 (past one 8192-value chunk, seeded)", affine(0.1, 0.7),
+        seeded(302, (1, 64, 130)))
+    add("threshold 0.5 -> 1, specials and values at the level", threshold(0.5, 1.0),
+        specials_and(41))
+    add("threshold 0 -> 255, 2x6x17", threshold(0.0, 255.0), inline(rng, (2, 6, 17)))
+    add("threshold -0.25 -> -2 (negative level and value), 1x3x15", threshold(-0.25, -2.0),
+        inline(rng, (1, 3, 15)))
+    add("threshold 100 -> 255 on pixels, 1x8x129", threshold(100.0, 255.0),
+        given((1, 8, 129), [float(rng.randrange(256)) for _ in range(8 * 129)]))
+    return cases
+
+
+def vision_cases(rng):
+    cases = []
+
+    def add(name, op, inp):
+        cases.append(case(name, op, inp))
+
+    # Frames are 0..255 pixel values as float32.
+    add("gray rgb, 3x5x9", gray_op("rgb"), pixels(rng, (3, 5, 9)))
+    add("gray bgr, 3x4x17", gray_op("bgr"), pixels(rng, (3, 4, 17)))
+    add("gray bgr, 3x24x67 (seeded)", gray_op("bgr"), seeded(401, (3, 24, 67), "pixels"))
+    add("normalize 1/255, mean 0.5, std 0.25 (one value for all), 2x4x19",
+        normalize_op(1 / 255, [0.5], [0.25]), pixels(rng, (2, 4, 19)))
+    add("normalize 1/255, ImageNet mean and std per channel, 3x5x33",
+        normalize_op(1 / 255, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]), pixels(rng, (3, 5, 33)))
+    add("normalize 1, mean 127.5, std -64 (negative std), 1x3x7",
+        normalize_op(1.0, [127.5], [-64.0]), pixels(rng, (1, 3, 7)))
+    add("normalize 2, per-channel, 2 channels, 2x3x17", normalize_op(2.0, [10.0, -3.0], [7.0, 0.5]),
+        pixels(rng, (2, 3, 17)))
+    add("resize 16x20 -> 10x8 (halving)", resize_op(10, 8), pixels(rng, (1, 16, 20)))
+    add("resize 5x7 -> 13x9 (up both ways)", resize_op(13, 9), pixels(rng, (2, 5, 7)))
+    add("resize 17x33 -> 13x7 (non-integer ratios)", resize_op(13, 7), pixels(rng, (1, 17, 33)))
+    add("resize 6x9 -> 4x12 (up across, down the rows)", resize_op(12, 4), pixels(rng, (3, 6, 9)))
+    add("resize 4x6 -> 6x4 (same size: identity)", resize_op(6, 4), pixels(rng, (1, 4, 6)))
+    add("resize 5x8 -> 1x1", resize_op(1, 1), pixels(rng, (1, 5, 8)))
+    add("resize 1x9 -> 5x3 (one input row)", resize_op(5, 3), pixels(rng, (1, 1, 9)))
+    add("resize 2x24x67 -> 29x41 (seeded)", resize_op(41, 29), seeded(402, (2, 24, 67), "pixels"))
+    add("gaussian blur 1 (identity)", blur(1), pixels(rng, (1, 3, 5)))
+    add("gaussian blur 3, table, 1x6x17", blur(3), pixels(rng, (1, 6, 17)))
+    add("gaussian blur 5, table, 2x9x33", blur(5), pixels(rng, (2, 9, 33)))
+    add("gaussian blur 7, table, 1x7x16", blur(7), pixels(rng, (1, 7, 16)))
+    add("gaussian blur 3, sigma 0.8, 1x5x9", blur(3, 0.8), pixels(rng, (1, 5, 9)))
+    add("gaussian blur 9, sigma 2.5, 1x11x21", blur(9, 2.5), pixels(rng, (1, 11, 21)))
+    add("gaussian blur 9, sigma from the size, 1x9x9", blur(9), pixels(rng, (1, 9, 9)))
+    add("gaussian blur 5, 3x3 image (reach 2 on 3 pixels)", blur(5), pixels(rng, (1, 3, 3)))
+    add("gaussian blur 7, 4x4 image (reach 3 on 4 pixels)", blur(7), pixels(rng, (1, 4, 4)))
+    add("gaussian blur 31, sigma 4 (the GPU's most taps), 1x16x40", blur(31, 4.0),
+        seeded(403, (1, 16, 40), "pixels"))
+    add("gaussian blur 5, 1x24x67 (seeded)", blur(5), seeded(404, (1, 24, 67), "pixels"))
+    for mode in ("dx", "dy", "magnitude"):
+        add(f"sobel {mode}, 2x2 (smallest)", sobel_op(mode), pixels(rng, (1, 2, 2)))
+        add(f"sobel {mode}, 2x7x17", sobel_op(mode), pixels(rng, (2, 7, 17)))
+    add("sobel magnitude, 1x24x67 (seeded)", sobel_op("magnitude"), seeded(405, (1, 24, 67), "pixels"))
+    return cases
+
+
+def chain_cases(rng):
+    cases = []
+
+    def add(name, op, inp):
+        cases.append(case(name, op, inp))
+
+    # Fused chains with a convolution producer (CPU: conv rows with the
+    # epilogue and pool in cache; CUDA: fused.cu for conv [+ ReLU] + pool up
+    # to 3x3, else a generated kernel, else member by member).
+    c = conv(rng, 1, 1, 3, 1, 1)
+    add("conv k3 p1 + maxpool 2/2", fused(c, [], pool(2, 2)), inline(rng, (1, 8, 12)))
+    c = conv(rng, 1, 1, 3)
+    add("conv k3 p0 + relu + maxpool 2/2, 1x12x20", fused(c, [relu()], pool(2, 2)),
+        inline(rng, (1, 12, 20)))
+    c = conv(rng, 3, 8, 3, 1, 1, True)
+    add("conv k3 p1 bias 3 -> 8 + relu + maxpool 2/2, 3x9x137 (seeded)",
+        fused(c, [relu()], pool(2, 2)), seeded(501, (3, 9, 137)))
+    c = conv(rng, 2, 5, 3, 2, 1, True)
+    add("conv k3 s2 p1 bias 2 -> 5 + relu + maxpool 3/2", fused(c, [relu()], pool(3, 2)),
+        inline(rng, (2, 13, 15)))
+    c = conv(rng, 1, 2, 3, 1, 1, True)
+    add("conv k3 p1 bias 1 -> 2 + maxpool 2/1", fused(c, [], pool(2, 1)), inline(rng, (1, 8, 9)))
+    c = conv(rng, 3, 4, 2)
+    add("conv k2 3 -> 4 + relu (no pool)", fused(c, [relu()]), inline(rng, (3, 5, 70)))
+    c = conv(rng, 2, 3, 3, 1, 1, True)
+    add("conv k3 p1 alone as a chain", fused(c), inline(rng, (2, 5, 21)))
+    c = conv(rng, 3, 5, 3, 1, 1, True)
+    add("conv k3 p1 bias 3 -> 5 + affine + relu + clip + maxpool 2/2 (generated kernel), seeded",
+        fused(c, [affine(0.75, 0.1), relu(), clip(0.0, 0.8)], pool(2, 2)), seeded(502, (3, 21, 75)))
+    c = conv(rng, 2, 3, 3, 1, 0, True)
+    add("conv k3 bias + clip -0.3..0.3 (no pool)", fused(c, [clip(-0.3, 0.3)]),
+        inline(rng, (2, 6, 35)))
+    c = conv(rng, 1, 4, 3, 1, 1)
+    inp = inline(rng, (1, 9, 33))
+    th = pick_threshold(apply(T(inp.shape, inp.values), fused(c, [affine(2.0, -0.5)])), 0.0, 0.015625)
+    add("conv k3 p1 + affine + threshold (no pool)",
+        fused(c, [affine(2.0, -0.5), threshold(th, 1.0)]), inp)
+    c = conv(rng, 2, 2, 3, 1, 1, True)
+    inp = inline(rng, (2, 10, 18))
+    th = pick_threshold(apply(T(inp.shape, inp.values), fused(c, [relu()])), 0.25, 0.015625)
+    add("conv k3 p1 bias + relu + threshold + maxpool 2/2",
+        fused(c, [relu(), threshold(th, 0.5)], pool(2, 2)), inp)
+    c = conv(rng, 2, 3, 3, 3, 0)
+    add("conv k3 s3 + relu + maxpool 2/2 (CUDA: tile too large, member by member)",
+        fused(c, [relu()], pool(2, 2)), seeded(503, (2, 14, 200)))
+    c = conv(rng, 1, 2, 3, 1, 1)
+    add("conv k3 p1 + relu + maxpool 4/4 (CUDA: pool too large, member by member)",
+        fused(c, [relu()], pool(4, 4)), inline(rng, (1, 12, 17)))
+    c = conv(rng, 4, 3, 1, 1, 0, True)
+    add("conv k1 4 -> 3 + clip + maxpool 3/3", fused(c, [clip(-0.5, 0.5)], pool(3, 3)),
+        inline(rng, (4, 9, 10)))
+    c = conv(rng, 3, 6, 3, 1, 1, True)
+    inp = inline(rng, (3, 10, 34))
+    pre = apply(T(inp.shape, inp.values), fused(c, [relu(), clip(0.0, 1.5), affine(-1.0, 1.0)]))
+    th = pick_threshold(pre, 0.5, 0.015625)
+    add("conv k3 p1 bias + relu + clip + affine + threshold + maxpool 2/2 (every pointwise op)",
+        fused(c, [relu(), clip(0.0, 1.5), affine(-1.0, 1.0), threshold(th, 2.0)], pool(2, 2)), inp)
+    # Chains without a convolution (the planner fuses a pointwise producer
+    # with following pointwise ops and a pool).
+    add("relu + maxpool 2/2", fused(None, [relu()], pool(2, 2)), inline(rng, (2, 9, 17)))
+    add("affine + relu + maxpool 3/2", fused(None, [affine(1.5, -0.25), relu()], pool(3, 2)),
+        inline(rng, (1, 11, 35)))
+    add("clip + threshold (no pool)", fused(None, [clip(-0.5, 0.5), threshold(0.25, 1.0)]),
+        inline(rng, (3, 4, 9)))
+    add("affine + clip (no pool), 2x9x61",
+        fused(None, [affine(-0.75, 0.125), clip(-0.5, 0.25)]), inline(rng, (2, 9, 61)))
+    add("threshold + maxpool 2/1", fused(None, [threshold(0.0, 1.0)], pool(2, 1)),
+        inline(rng, (1, 6, 11)))
+    add("maxpool 2/2 alone as a chain", fused(None, [], pool(2, 2)), inline(rng, (1, 6, 10)))
+    # Vision chains: runs of row-local vision and pointwise steps in one pass
+    # over row bands (CPU); step by step (CUDA).
+    gbs = chain(gray_op("bgr"), blur(5), sobel_op("magnitude"))
+    add("gray bgr -> blur 5 -> sobel magnitude, 3x17x33", gbs, pixels(rng, (3, 17, 33)))
+    inp = seeded(505, (3, 40, 131), "pixels")
+    th = pick_threshold(apply(T(inp.shape, inp.values), gbs), 60.0, 0.25)
+    add("gray bgr -> blur 5 -> sobel magnitude -> threshold, 3x40x131 (many bands, seeded)",
+        chain(gray_op("bgr"), blur(5), sobel_op("magnitude"), threshold(th, 255.0)), inp)
+    add("gray rgb -> normalize -> relu", chain(gray_op("rgb"), normalize_op(1 / 255, [0.5], [0.25]),
+                                               relu()), pixels(rng, (3, 6, 19)))
+    add("normalize per channel -> affine -> clip",
+        chain(normalize_op(1 / 255, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+              affine(0.5, 0.5), clip(0.0, 1.0)), pixels(rng, (3, 5, 23)))
+    inp = pixels(rng, (1, 12, 29))
+    pre = apply(T(inp.shape, inp.values), chain(blur(7, 1.5), sobel_op("dx")))
+    th = pick_threshold(pre, 20.0, 0.25)
+    add("blur 7 sigma 1.5 -> sobel dx -> threshold",
+        chain(blur(7, 1.5), sobel_op("dx"), threshold(th, 1.0)), inp)
+    add("affine -> sobel dy (a pointwise step first)", chain(affine(0.5, -10.0), sobel_op("dy")),
+        pixels(rng, (2, 7, 15)))
+    add("gray -> blur 3 -> blur 5 sigma 1.2 -> sobel magnitude, 3x36x67 (stacked halos, seeded)",
+        chain(gray_op("rgb"), blur(3), blur(5, 1.2), sobel_op("magnitude")),
+        seeded(506, (3, 36, 67), "pixels"))
+    add("sobel dx -> relu, 2 channels", chain(sobel_op("dx"), relu()), pixels(rng, (2, 6, 18)))
+    inp = pixels(rng, (3, 9, 20))
+    pre = apply(T(inp.shape, inp.values), chain(gray_op("bgr"), sobel_op("magnitude")))
+    th = pick_threshold(pre, 100.0, 0.25)
+    add("gray -> sobel magnitude -> threshold -> blur 3",
+        chain(gray_op("bgr"), sobel_op("magnitude"), threshold(th, 255.0), blur(3)), inp)
+    return cases
+
+
+TOPICS = {
+    "conv": ("2-D convolution (Op::Conv2d): kernel sizes (square or not), strides, zero "
+             "padding, bias, channel counts and widths around the SIMD vectors and tiles.",
+             conv_cases),
+    "pool": ("Max pooling (Op::MaxPool), floor mode: window sizes and strides, overlapping and "
+             "gapped windows, ties and infinities.", pool_cases),
+    "pointwise": ("Pointwise ops (Op::Pointwise): relu, clip, affine and threshold, exactly "
+                  "defined on float32 (tolerance 0: identical bits), with zeros, subnormals, "
+                  "infinities and NaN.", pointwise_cases),
+    "vision": ("Vision ops (Op::Vision) on 0..255 pixel values: gray, normalize, resize, "
+               "gaussian_blur and sobel, OpenCV's conventions (BORDER_REFLECT_101, "
+               "INTER_LINEAR pixel centres, getGaussianKernel).", vision_cases),
+    "chains": ("Fused groups (Op::Fused, Op::VisionChain): every shape the planner makes: a "
+               "convolution or pointwise producer, pointwise epilogues, a max-pool consumer; "
+               "row-local vision chains such as gray -> blur -> sobel.", chain_cases),
+}
+
+
+# --------------------------------------------------------------------------
+# Writing
+
+
+def dump(x, ind: int = 0) -> str:
+    pad = "  " * ind
+    flat = inline_json(x)
+    if isinstance(x, list) and x and not any(isinstance(e, (list, dict)) for e in x):
+        return flat  # a row of numbers: one line, however long
+    if not isinstance(x, (list, dict)) or len(pad) + len(flat) <= WIDTH:
+        return flat
+    if isinstance(x, list):
+        items = [pad + "  " + dump(e, ind + 1) for e in x]
+        return "[\n" + ",\n".join(items) + "\n" + pad + "]"
+    items = [pad + "  " + json.dumps(k) + ": " + dump(v, ind + 1) for k, v in x.items()]
+    return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+
+
+def inline_json(x) -> str:
+    if isinstance(x, Raw):
+        return x.s
+    if isinstance(x, list):
+        return "[" + ", ".join(inline_json(e) for e in x) + "]"
+    if isinstance(x, dict):
+        return "{" + ", ".join(json.dumps(k) + ": " + inline_json(v) for k, v in x.items()) + "}"
+    if isinstance(x, float):
+        return num32(x).s if is_f32(x) else repr(x)
+    return json.dumps(x)
+
+
+def write(topic: str, about: str, cases: list) -> None:
+    names = [c["name"] for c in cases]
+    assert len(names) == len(set(names)), f"{topic}: duplicate case names"
+    head = {"topic": topic, "about": about, "generator": "kernels/testdata/generate.py"}
+    lines = ["{"]
+    for k, v in head.items():
+        lines.append(f"  {json.dumps(k)}: {json.dumps(v)},")
+    lines.append('  "cases": [')
+    lines.append(",\n\n".join("    " + dump(c, 2) for c in cases))
+    lines.append("  ]")
+    lines.append("}")
+    path = HERE / f"{topic}.json"
+    text = "\n".join(lines) + "\n"
+    json.loads(text)  # well-formed
+    path.write_text(text)
+    print(f"{path.name}: {len(cases)} cases, {len(text) // 1024} KiB")
 
 
 def main() -> None:
-    rng = random.Random(20261123)
-    cases = []
-    # conv2d: kernel sizes, strides, paddings, channel counts (1..6 outputs
-    # covers the 4-channel blocking and its remainder), widths past one tile.
-    for (c, h, w, cout, k, s, p, bias) in [
-        (1, 9, 13, 1, 3, 1, 0, False),
-        (1, 7, 133, 1, 3, 1, 0, False),
-        (3, 6, 31, 16, 3, 1, 1, True),
-        (2, 11, 17, 5, 5, 2, 2, True),
-        (3, 8, 150, 6, 3, 3, 1, False),
-        (1, 5, 5, 2, 5, 1, 0, True),
-        (4, 3, 40, 4, 1, 1, 0, True),
-        (2, 10, 9, 3, 4, 2, 1, False),
-        (1, 1, 1, 1, 1, 1, 0, True),
-        (1, 2, 3, 1, 3, 1, 1, False),
-    ]:
-        cases.append(conv_case(rng, f"conv2d c{c} {h}x{w} -> {cout} k{k} s{s} p{p}{' bias' if bias else ''}",
-                               c, h, w, cout, k, s, p, bias, False, None))
-    # fused chains: conv (+relu) (+maxpool), odd sizes, overlapping windows.
-    for (c, h, w, cout, k, s, p, bias, r, pool) in [
-        (1, 12, 20, 1, 3, 1, 0, False, True, (2, 2)),
-        (3, 9, 137, 16, 3, 1, 1, True, True, (2, 2)),
-        (2, 13, 15, 5, 3, 2, 1, True, True, (3, 2)),
-        (1, 8, 9, 2, 3, 1, 1, True, False, (2, 1)),
-        (3, 7, 70, 4, 2, 1, 0, False, True, None),
-    ]:
-        cases.append(conv_case(rng, f"fused c{c} {h}x{w} -> {cout} k{k} s{s} p{p} relu={r} pool={pool}",
-                               c, h, w, cout, k, s, p, bias, r, pool))
-    # relu: negatives, zeros, negative zero.
-    x = values(rng, 2 * 5 * 67, -1.0, 1.0) + [0.0, -0.0, f32(1e-30), f32(-1e-30)]
-    cases.append({"name": "relu with zeros", "op": "relu",
-                  "input": {"shape": [1, 1, len(x)], "data": x},
-                  "expected": {"shape": [1, 1, len(x)], "data": relu(x)}, "tolerance": 0.0})
-    # maxpool: floor mode on odd sizes, overlapping and gapped windows.
-    for (c, h, w, size, stride) in [(1, 7, 9, 2, 2), (3, 10, 131, 2, 2), (2, 9, 11, 3, 2),
-                                    (1, 6, 6, 3, 3), (2, 5, 17, 2, 1), (1, 4, 4, 4, 1)]:
-        x = values(rng, c * h * w, -1.0, 1.0)
-        y, shape = maxpool(x, [c, h, w], size, stride)
-        cases.append({"name": f"maxpool c{c} {h}x{w} size {size} stride {stride}", "op": "maxpool",
-                      "pool": {"size": size, "stride": stride},
-                      "input": {"shape": [c, h, w], "data": x},
-                      "expected": {"shape": shape, "data": y}, "tolerance": 0.0})
-    out = Path(__file__).with_name("corpus.json")
-    out.write_text(json.dumps({"version": 1, "cases": cases}, separators=(",", ":")) + "\n")
-    print(f"wrote {len(cases)} cases to {out}")
+    for i, (topic, (about, make)) in enumerate(TOPICS.items()):
+        write(topic, about, make(random.Random(20261123 + i)))
 
 
 if __name__ == "__main__":

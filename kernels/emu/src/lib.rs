@@ -122,7 +122,9 @@ fn bias_ptr(c: &Conv2d) -> *const f32 {
 pub enum Variant {
     /// The real kernels.
     Real,
-    /// `conv2d_f32` with an off-by-one halo (tests must catch it).
+    /// `conv2d_f32` with an off-by-one halo (tests must catch it). Only for
+    /// convolutions the planner gives the tiled kernel: others are refused
+    /// (their receptive field would overflow the kernel's shared tile).
     BrokenHalo,
 }
 
@@ -130,9 +132,17 @@ pub enum Variant {
 /// picks it).
 ///
 /// # Errors
-/// [`KernelError`] when the op cannot take the input.
+/// [`KernelError`] when the op cannot take the input, or `variant` is
+/// [`Variant::BrokenHalo`] and the planner picks the direct kernel.
 pub fn conv2d(input: &Tensor, c: &Conv2d, variant: Variant) -> Result<Tensor, KernelError> {
     let (p, kernel, launch) = params::conv(c, input.shape())?;
+    if variant == Variant::BrokenHalo && kernel == ConvKernel::Direct {
+        return Err(KernelError::BadParam {
+            op: "conv2d",
+            what: "the broken tiled kernel cannot run a convolution planned for the direct kernel"
+                .into(),
+        });
+    }
     let mut out = Tensor::zeros(c.params.output_shape(input.shape())?);
     // SAFETY: buffers hold the shapes `p` describes (checked by the planner);
     // the weights hold out*in*kh*kw values; bias is read only when has_bias.

@@ -1,9 +1,19 @@
 //! Run-time choice of the instruction set for the hot loops.
+//!
+//! [`level`] is the level the kernels dispatch to: the best one the CPU
+//! supports, capped by the `STREAMFUSE_CPU_LEVEL` environment variable, or a
+//! lower one inside [`with_level`], which runs code at any level of
+//! [`levels`] without restarting the process (tests check every dispatch
+//! path in one run this way).
 
-use std::sync::OnceLock;
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::error::KernelError;
 
 /// The instruction-set level the CPU kernels run with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Level {
     /// x86-64 with AVX-512F and FMA.
     Avx512,
@@ -32,10 +42,17 @@ impl Level {
     }
 }
 
+/// The level the CPU kernels dispatch to on this thread: the one
+/// [`with_level`] set, when running inside it, else [`best`].
+#[inline]
+pub fn level() -> Level {
+    OVERRIDE.with(Cell::get).unwrap_or_else(best)
+}
+
 /// The best level this CPU supports, detected once. Setting the environment
 /// variable `STREAMFUSE_CPU_LEVEL` to `portable`, `avx2` or `avx512` caps it
 /// (to test the other paths on one machine); a level the CPU lacks is ignored.
-pub fn level() -> Level {
+pub fn best() -> Level {
     static LEVEL: OnceLock<Level> = OnceLock::new();
     *LEVEL.get_or_init(|| {
         let best = detect();
@@ -45,6 +62,78 @@ pub fn level() -> Level {
             _ => best,
         }
     })
+}
+
+/// Every level this process can run, best first: [`best`] and each lower
+/// level of its architecture (AVX-512, AVX2, portable on x86-64; NEON,
+/// portable on aarch64). `STREAMFUSE_CPU_LEVEL` caps it as it caps [`best`].
+/// Only levels the CPU supports: the kernels' dispatch relies on it.
+pub fn levels() -> Vec<Level> {
+    let chain: &[Level] = match best() {
+        Level::Avx512 => &[Level::Avx512, Level::Avx2Fma, Level::Portable],
+        Level::Avx2Fma => &[Level::Avx2Fma, Level::Portable],
+        Level::Neon => &[Level::Neon, Level::Portable],
+        Level::Portable => &[Level::Portable],
+    };
+    chain.to_vec()
+}
+
+thread_local! {
+    /// The level [`with_level`] set for this thread (its pools' threads).
+    static OVERRIDE: Cell<Option<Level>> = const { Cell::new(None) };
+}
+
+/// Runs `f` with the CPU kernels dispatching at `level` instead of
+/// [`best`], and returns its result: every kernel `f` runs, on the calling
+/// thread's behalf or on the kernel threads, uses `level`'s code paths.
+///
+/// `f` runs on a rayon thread pool kept for `level` (as many threads as the
+/// current pool, created on first use and kept for the life of the
+/// process) whose threads all dispatch at `level`; nothing outside `f` is
+/// affected, so other threads keep running at their own level meanwhile.
+///
+/// # Errors
+/// [`KernelError::BadParam`] when `level` is not one of [`levels`] (the CPU
+/// lacks it, or `STREAMFUSE_CPU_LEVEL` caps it away), or its thread pool
+/// cannot be started.
+pub fn with_level<R, F>(level: Level, f: F) -> Result<R, KernelError>
+where
+    R: Send,
+    F: FnOnce() -> R + Send,
+{
+    let bad = |what: String| KernelError::BadParam {
+        op: "cpu level",
+        what,
+    };
+    if !levels().contains(&level) {
+        return Err(bad(format!(
+            "{} is not available here (best {}; STREAMFUSE_CPU_LEVEL caps it)",
+            level.name(),
+            best().name()
+        )));
+    }
+    static POOLS: OnceLock<Mutex<HashMap<Level, Arc<rayon::ThreadPool>>>> = OnceLock::new();
+    let pool = {
+        let mut pools = POOLS
+            .get_or_init(Mutex::default)
+            .lock()
+            .map_err(|_| bad("the level pools' lock is poisoned".into()))?;
+        match pools.get(&level) {
+            Some(p) => p.clone(),
+            None => {
+                let p = rayon::ThreadPoolBuilder::new()
+                    .num_threads(rayon::current_num_threads().max(1))
+                    .thread_name(move |i| format!("sf-{}-{i}", level.name()))
+                    .start_handler(move |_| OVERRIDE.with(|o| o.set(Some(level))))
+                    .build()
+                    .map_err(|e| bad(format!("starting a pool for {}: {e}", level.name())))?;
+                let p = Arc::new(p);
+                pools.insert(level, p.clone());
+                p
+            }
+        }
+    };
+    Ok(pool.install(f))
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -110,3 +199,42 @@ macro_rules! multiversion {
     };
 }
 pub(crate) use multiversion;
+
+#[cfg(test)]
+mod tests {
+    use rayon::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn with_level_reaches_every_kernel_thread_and_nothing_else() {
+        let outside = level();
+        for l in levels() {
+            let seen = with_level(l, || {
+                let mut seen: Vec<Level> = (0..64).into_par_iter().map(|_| level()).collect();
+                seen.push(level());
+                seen
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+            assert!(seen.iter().all(|&s| s == l), "{l:?}: {seen:?}");
+            assert_eq!(level(), outside, "the caller's level changed");
+        }
+        assert_eq!(levels().first(), Some(&best()));
+        assert_eq!(levels().last(), Some(&Level::Portable));
+    }
+
+    #[test]
+    fn a_level_this_process_cannot_run_is_refused() {
+        let foreign = if cfg!(target_arch = "aarch64") {
+            Level::Avx512
+        } else {
+            Level::Neon
+        };
+        let err = with_level(foreign, || ()).err().map(|e| e.to_string());
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.contains("is not available here")),
+            "{err:?}"
+        );
+    }
+}

@@ -12,6 +12,8 @@ use streamfuse_kernels::{
     Conv2d, Conv2dParams, FusedChain, MaxPoolParams, Op, Pointwise, Shape, Tensor,
 };
 
+use crate::compiler_or_skip;
+
 fn seeded(n: usize, seed: u64) -> Vec<f32> {
     (0..n as u64)
         .map(|i| streamfuse_kernels::random::symmetric_f32(seed, 5, i, 1.0))
@@ -68,6 +70,9 @@ fn reference_pointwise(t: &RefTensor, ops: &[Pointwise]) -> RefTensor {
 /// emulator runs here from the very source NVRTC compiles.
 #[test]
 fn conv_with_three_pointwise_ops_and_a_pool_matches_the_reference() {
+    if !compiler_or_skip("conv_with_three_pointwise_ops_and_a_pool_matches_the_reference") {
+        return;
+    }
     let shape = Shape::new(3, 37, 75);
     let p = Conv2dParams {
         in_channels: 3,
@@ -147,18 +152,24 @@ fn pointwise() -> impl Strategy<Value = Pointwise> {
     ]
 }
 
+/// Random chains of the supported ops on random shapes: fused on the
+/// CPU (`fusion: kernel`), one by one (`chain` and `off` run the same
+/// kernels, in one task or several), and the generated CUDA kernel in
+/// the emulator all give the same bits (the emulated convolution on a
+/// CPU with FMA, like the CPU kernels; load chains everywhere).
+#[test]
+fn random_chains_agree_across_fusion_modes_and_engines() {
+    if compiler_or_skip("random_chains_agree_across_fusion_modes_and_engines") {
+        random_chains_agree_across_fusion_modes_and_engines_property();
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(
         std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24).min(24)
     ))]
 
-    /// Random chains of the supported ops on random shapes: fused on the
-    /// CPU (`fusion: kernel`), one by one (`chain` and `off` run the same
-    /// kernels, in one task or several), and the generated CUDA kernel in
-    /// the emulator all give the same bits (the emulated convolution on a
-    /// CPU with FMA, like the CPU kernels; load chains everywhere).
-    #[test]
-    fn random_chains_agree_across_fusion_modes_and_engines(
+    fn random_chains_agree_across_fusion_modes_and_engines_property(
         conv in proptest::option::of((1usize..=3, 1usize..=5, 1usize..=3, 0usize..=1, any::<bool>())),
         cin in 1usize..=3, h in 2usize..=19, w in 2usize..=67,
         epilogue in proptest::collection::vec(pointwise(), 0..=4),

@@ -1,18 +1,29 @@
 //! Every CUDA source compiles with NVRTC for every target architecture.
-//! Without NVRTC the test says so and passes, unless
+//! Without NVRTC each test prints SKIPPED and passes, unless
 //! `STREAMFUSE_REQUIRE_NVRTC=1` (set by the test command, which installs
 //! NVRTC from PyPI) makes a missing NVRTC a failure.
 
 use streamfuse_kernels::cuda::{ARCHS, SOURCES, nvrtc};
 
+/// Whether NVRTC can be loaded; when not, fails the test `test` if
+/// `STREAMFUSE_REQUIRE_NVRTC=1`, else says it is skipped.
+pub(crate) fn nvrtc_or_skip(test: &str) -> bool {
+    if nvrtc::available() {
+        return true;
+    }
+    let why = nvrtc::NvrtcError::Missing;
+    assert!(
+        std::env::var("STREAMFUSE_REQUIRE_NVRTC").as_deref() != Ok("1"),
+        "{test}: STREAMFUSE_REQUIRE_NVRTC=1 but {why} (LD_LIBRARY_PATH={})",
+        std::env::var("LD_LIBRARY_PATH").unwrap_or_default()
+    );
+    eprintln!("SKIPPED {test}: {why}; scripts/test.sh installs it");
+    false
+}
+
 #[test]
 fn every_source_compiles_for_every_architecture() {
-    if !nvrtc::available() {
-        assert!(
-            std::env::var("STREAMFUSE_REQUIRE_NVRTC").as_deref() != Ok("1"),
-            "STREAMFUSE_REQUIRE_NVRTC=1 but NVRTC cannot be loaded"
-        );
-        eprintln!("SKIPPED: NVRTC (libnvrtc.so.12) not loadable; scripts/test.sh installs it");
+    if !nvrtc_or_skip("every_source_compiles_for_every_architecture") {
         return;
     }
     let mut failures = Vec::new();
@@ -43,7 +54,7 @@ fn every_source_compiles_for_every_architecture() {
 
 #[test]
 fn a_kernel_with_a_syntax_error_is_reported_with_the_compiler_log() {
-    if !nvrtc::available() {
+    if !nvrtc_or_skip("a_kernel_with_a_syntax_error_is_reported_with_the_compiler_log") {
         return;
     }
     let bad = streamfuse_kernels::cuda::Source {
@@ -68,11 +79,7 @@ fn a_kernel_with_a_syntax_error_is_reported_with_the_compiler_log() {
 fn a_generated_conv_three_op_pool_chain_compiles_for_every_architecture() {
     use streamfuse_kernels::cuda::codegen::generate;
     use streamfuse_kernels::{Conv2d, Conv2dParams, FusedChain, MaxPoolParams, Pointwise};
-    if !nvrtc::available() {
-        assert!(
-            std::env::var("STREAMFUSE_REQUIRE_NVRTC").as_deref() != Ok("1"),
-            "STREAMFUSE_REQUIRE_NVRTC=1 but NVRTC cannot be loaded"
-        );
+    if !nvrtc_or_skip("a_generated_conv_three_op_pool_chain_compiles_for_every_architecture") {
         return;
     }
     let p = Conv2dParams {

@@ -2,10 +2,14 @@
 //! reflected neighbourhoods), and fused vision chains bit-identical to
 //! their steps run one by one, over random images, sizes and parameters.
 //! (The comparison with OpenCV itself is `tests/vision/check_against_opencv.py`.)
+//! Each case runs at every SIMD level this machine has.
 
 use proptest::prelude::*;
+use streamfuse_kernels::cpu::simd;
 use streamfuse_kernels::reference::{self, RefTensor};
 use streamfuse_kernels::{ColorOrder, Op, Pointwise, Shape, SobelMode, Step, Tensor, Vision};
+
+use crate::at_each_level;
 
 fn image(shape: Shape, seed: u64) -> Tensor {
     let data = (0..shape.len() as u64)
@@ -82,11 +86,14 @@ proptest! {
         let c = if matches!(op, Vision::Gray { .. }) { 3 } else { 2 };
         let input = image(Shape::new(c, h, w), seed);
         let want = reference::vision(&reference::from_f32(input.data(), input.shape()), &op);
-        match (Op::Vision(op.clone()).run_cpu(&input), want) {
-            (Ok(got), Some(want)) => assert_close(&got, &want, terms(&op), &format!("{op:?} on {}", input.shape())),
-            (Err(_), None) => {}
-            (got, want) => prop_assert!(false, "{op:?} on {}: kernel {:?}, reference {}", input.shape(), got.map(|t| t.shape()), want.is_some()),
-        }
+        at_each_level(|| {
+            match (Op::Vision(op.clone()).run_cpu(&input), &want) {
+                (Ok(got), Some(want)) => assert_close(&got, want, terms(&op), &format!("{op:?} on {} at {}", input.shape(), simd::level().name())),
+                (Err(_), None) => {}
+                (got, want) => prop_assert!(false, "{op:?} on {}: kernel {:?}, reference {}", input.shape(), got.map(|t| t.shape()), want.is_some()),
+            }
+            Ok(())
+        })?;
     }
 
     #[test]
@@ -113,24 +120,27 @@ proptest! {
         }
         let c = if gray { 3 } else { 1 + k_channels(seed) };
         let input = image(Shape::new(c, h, w), seed);
-        let fused = Op::VisionChain(steps.clone()).run_cpu(&input);
-        let mut one = Ok(input.clone());
-        for s in &steps {
-            let op = match s {
-                Step::Vision(v) => Op::Vision(v.clone()),
-                Step::Pointwise(p) => Op::Pointwise(*p),
-            };
-            one = one.and_then(|t| op.run_cpu(&t));
-        }
-        match (fused, one) {
-            (Ok(f), Ok(o)) => {
-                prop_assert_eq!(f.shape(), o.shape());
-                let same = f.data().iter().zip(o.data()).all(|(a, b)| a.to_bits() == b.to_bits());
-                prop_assert!(same, "fused and one-by-one differ for {:?} on {}", steps, input.shape());
+        at_each_level(|| {
+            let fused = Op::VisionChain(steps.clone()).run_cpu(&input);
+            let mut one = Ok(input.clone());
+            for s in &steps {
+                let op = match s {
+                    Step::Vision(v) => Op::Vision(v.clone()),
+                    Step::Pointwise(p) => Op::Pointwise(*p),
+                };
+                one = one.and_then(|t| op.run_cpu(&t));
             }
-            (Err(_), Err(_)) => {}
-            (f, o) => prop_assert!(false, "{steps:?}: fused {:?}, one by one {:?}", f.map(|t| t.shape()), o.map(|t| t.shape())),
-        }
+            match (fused, one) {
+                (Ok(f), Ok(o)) => {
+                    prop_assert_eq!(f.shape(), o.shape());
+                    let same = f.data().iter().zip(o.data()).all(|(a, b)| a.to_bits() == b.to_bits());
+                    prop_assert!(same, "fused and one-by-one differ for {:?} on {}", steps, input.shape());
+                }
+                (Err(_), Err(_)) => {}
+                (f, o) => prop_assert!(false, "{steps:?}: fused {:?}, one by one {:?}", f.map(|t| t.shape()), o.map(|t| t.shape())),
+            }
+            Ok(())
+        })?;
     }
 }
 

@@ -1,10 +1,14 @@
 //! Property tests: every CPU op against the f64 reference over random
 //! shapes, strides, paddings, channel counts and odd sizes; fused and
-//! unfused paths bit-identical.
+//! unfused paths bit-identical. Each case runs at every SIMD level this
+//! machine has ([`crate::at_each_level`]).
 
 use proptest::prelude::*;
+use streamfuse_kernels::cpu::simd;
 use streamfuse_kernels::reference::{self, RefTensor};
 use streamfuse_kernels::{Conv2d, Conv2dParams, FusedChain, MaxPoolParams, Op, Shape, Tensor};
+
+use crate::at_each_level;
 
 fn seeded(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
     (0..n as u64)
@@ -72,7 +76,8 @@ fn assert_close(fast: &Tensor, want: &RefTensor, terms: usize) {
         let tol = reference::tolerance(terms, m);
         assert!(
             (f64::from(f) - r).abs() <= tol,
-            "value {i}: fast {f} reference {r} (tolerance {tol})"
+            "value {i}: fast {f} reference {r} (tolerance {tol}) at {}",
+            simd::level().name()
         );
     }
 }
@@ -85,20 +90,27 @@ proptest! {
     #[test]
     fn conv2d_matches_reference(case in conv_case()) {
         let (input, conv) = build(&case);
-        let fast = Op::Conv2d(conv.clone()).run_cpu(&input).unwrap_or_else(|e| panic!("{e}"));
         let want = reference::conv2d(input.data(), input.shape(), &conv)
             .unwrap_or_else(|| panic!("reference rejected {case:?}"));
-        assert_close(&fast, &want, case.params.filter_len());
+        at_each_level(|| {
+            let fast = Op::Conv2d(conv.clone()).run_cpu(&input).unwrap_or_else(|e| panic!("{e}"));
+            assert_close(&fast, &want, case.params.filter_len());
+            Ok(())
+        })?;
     }
 
     #[test]
     fn relu_matches_reference(case in conv_case()) {
         let (input, _) = build(&case);
-        let fast = Op::Pointwise(streamfuse_kernels::Pointwise::Relu).run_cpu(&input).unwrap_or_else(|e| panic!("{e}"));
         let want = reference::relu(&reference::from_f32(input.data(), input.shape()));
-        assert_close(&fast, &want, 0);
-        let in_place = Op::Pointwise(streamfuse_kernels::Pointwise::Relu).run_cpu_owned(input).unwrap_or_else(|e| panic!("{e}"));
-        prop_assert_eq!(in_place, fast);
+        at_each_level(|| {
+            let op = Op::Pointwise(streamfuse_kernels::Pointwise::Relu);
+            let fast = op.run_cpu(&input).unwrap_or_else(|e| panic!("{e}"));
+            assert_close(&fast, &want, 0);
+            let in_place = op.run_cpu_owned(input.clone()).unwrap_or_else(|e| panic!("{e}"));
+            prop_assert_eq!(in_place, fast);
+            Ok(())
+        })?;
     }
 
     #[test]
@@ -106,11 +118,14 @@ proptest! {
         let (input, _) = build(&case);
         let hi = lo + span;
         let op = Op::Pointwise(streamfuse_kernels::Pointwise::Clip { min: lo, max: hi });
-        let fast = op.run_cpu(&input).unwrap_or_else(|e| panic!("{e}"));
         let want = reference::clip(&reference::from_f32(input.data(), input.shape()), f64::from(lo), f64::from(hi));
-        assert_close(&fast, &want, 0);
-        let in_place = op.run_cpu_owned(input).unwrap_or_else(|e| panic!("{e}"));
-        prop_assert_eq!(in_place, fast);
+        at_each_level(|| {
+            let fast = op.run_cpu(&input).unwrap_or_else(|e| panic!("{e}"));
+            assert_close(&fast, &want, 0);
+            let in_place = op.run_cpu_owned(input.clone()).unwrap_or_else(|e| panic!("{e}"));
+            prop_assert_eq!(in_place, fast);
+            Ok(())
+        })?;
     }
 
     #[test]
@@ -123,10 +138,13 @@ proptest! {
         let input = Tensor::from_vec(shape, seeded(shape.len(), seed, -1.0, 1.0))
             .unwrap_or_else(|e| panic!("{e}"));
         let p = MaxPoolParams { size, stride };
-        let fast = Op::MaxPool(p).run_cpu(&input).unwrap_or_else(|e| panic!("{e}"));
         let want = reference::maxpool(&reference::from_f32(input.data(), shape), &p)
             .unwrap_or_else(|| panic!("reference rejected"));
-        assert_close(&fast, &want, 0);
+        at_each_level(|| {
+            let fast = Op::MaxPool(p).run_cpu(&input).unwrap_or_else(|e| panic!("{e}"));
+            assert_close(&fast, &want, 0);
+            Ok(())
+        })?;
     }
 
     #[test]
@@ -140,22 +158,28 @@ proptest! {
             prop_assume!(p.size <= conv_shape.h && p.size <= conv_shape.w);
         }
         let chain = FusedChain::conv_relu_pool(conv.clone(), relu, pool);
-        let fused = Op::Fused(chain).run_cpu(&input).unwrap_or_else(|e| panic!("{e}"));
-
-        let mut unfused = Op::Conv2d(conv.clone()).run_cpu(&input).unwrap_or_else(|e| panic!("{e}"));
         let mut want = reference::conv2d(input.data(), input.shape(), &conv)
             .unwrap_or_else(|| panic!("reference rejected"));
         if relu {
-            unfused = Op::Pointwise(streamfuse_kernels::Pointwise::Relu).run_cpu(&unfused).unwrap_or_else(|e| panic!("{e}"));
             want = reference::relu(&want);
         }
         if let Some(p) = pool {
-            unfused = Op::MaxPool(p).run_cpu(&unfused).unwrap_or_else(|e| panic!("{e}"));
             want = reference::maxpool(&want, &p).unwrap_or_else(|| panic!("reference rejected"));
         }
-        assert_close(&fused, &want, case.params.filter_len());
-        let same = fused.data().iter().zip(unfused.data()).all(|(a, b)| a.to_bits() == b.to_bits());
-        prop_assert!(same && fused.shape() == unfused.shape(), "fused and unfused differ");
+        at_each_level(|| {
+            let fused = Op::Fused(chain.clone()).run_cpu(&input).unwrap_or_else(|e| panic!("{e}"));
+            let mut unfused = Op::Conv2d(conv.clone()).run_cpu(&input).unwrap_or_else(|e| panic!("{e}"));
+            if relu {
+                unfused = Op::Pointwise(streamfuse_kernels::Pointwise::Relu).run_cpu(&unfused).unwrap_or_else(|e| panic!("{e}"));
+            }
+            if let Some(p) = pool {
+                unfused = Op::MaxPool(p).run_cpu(&unfused).unwrap_or_else(|e| panic!("{e}"));
+            }
+            assert_close(&fused, &want, case.params.filter_len());
+            let same = fused.data().iter().zip(unfused.data()).all(|(a, b)| a.to_bits() == b.to_bits());
+            prop_assert!(same && fused.shape() == unfused.shape(), "fused and unfused differ");
+            Ok(())
+        })?;
     }
 }
 
@@ -181,14 +205,18 @@ fn full_hd_frames_match_reference_on_every_row_band() {
         true,
         Some(MaxPoolParams { size: 2, stride: 2 }),
     );
-    let fused = Op::Fused(chain)
-        .run_cpu(&input)
-        .unwrap_or_else(|e| panic!("{e}"));
     let want = reference::conv2d(input.data(), input.shape(), &conv)
         .map(|t| reference::relu(&t))
         .and_then(|t| reference::maxpool(&t, &MaxPoolParams { size: 2, stride: 2 }))
         .unwrap_or_else(|| panic!("reference rejected"));
-    assert_close(&fused, &want, 27);
+    at_each_level(|| {
+        let fused = Op::Fused(chain.clone())
+            .run_cpu(&input)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_close(&fused, &want, 27);
+        Ok(())
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[test]
