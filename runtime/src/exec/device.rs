@@ -57,7 +57,7 @@ pub fn resolve(choice: DeviceChoice) -> Result<Device, DeviceError> {
             }
         },
         DeviceChoice::Cuda(n) => usable(n)
-            .map(|()| Device::Cuda(n as usize))
+            .map(|()| Device::Cuda(n))
             .map_err(|reason| DeviceError::NoCuda { ordinal: n, reason }),
     }
 }

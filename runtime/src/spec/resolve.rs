@@ -3,10 +3,7 @@
 use std::path::Path;
 
 use serde_saphyr::Spanned;
-use streamfuse_kernels::{
-    ColorOrder, Conv2d, Conv2dParams, KernelError, MaxPoolParams, Op, Pointwise, Shape, SobelMode,
-    Vision, random,
-};
+use streamfuse_kernels::{Conv2d, Conv2dParams, KernelError, Op, Shape, random};
 
 use super::raw::{RawBias, RawPlacement, RawSink, RawSource, RawSpec, RawStage, RawWeights};
 use super::weights::load_npy;
@@ -16,12 +13,9 @@ use super::{
 };
 
 mod media;
+mod ops;
 mod placement;
 use placement::{model_files, resolve_nodes, resolve_placement};
-
-/// Ops a stage may name.
-const OPS: &str =
-    "conv2d, relu, clip, affine, threshold, maxpool, gray, normalize, resize, gaussian_blur, sobel";
 
 struct Ctx<'a> {
     file: &'a Path,
@@ -403,40 +397,19 @@ fn present_fields(st: &RawStage) -> Vec<(&'static str, Position)> {
 }
 
 fn resolve_op(cx: &Ctx<'_>, i: usize, st: &RawStage, input: Shape) -> Result<Op, SpecError> {
-    let allowed: &[&str] = match st.op.value.as_str() {
-        "conv2d" => &[
-            "kernel",
-            "stride",
-            "padding",
-            "in_channels",
-            "out_channels",
-            "bias",
-            "weights",
-        ],
-        "relu" => &[],
-        "clip" => &["min", "max"],
-        "affine" => &["scale", "shift"],
-        "threshold" => &["threshold", "value"],
-        "maxpool" => &["size", "stride"],
-        "gray" => &["order"],
-        "normalize" => &["scale", "mean", "std"],
-        "resize" => &["width", "height"],
-        "gaussian_blur" => &["kernel", "sigma"],
-        "sobel" => &["mode"],
-        other => {
-            return Err(cx.at(
-                &st.op,
-                format!("stages[{i}].op"),
-                format!("unknown op `{other}` (known: {OPS})"),
-            ));
-        }
+    let Some(entry) = ops::lookup(&st.op.value) else {
+        return Err(cx.at(
+            &st.op,
+            format!("stages[{i}].op"),
+            format!("unknown op `{}` (known: {})", st.op.value, ops::names()),
+        ));
     };
     for (name, pos) in present_fields(st) {
-        if !allowed.contains(&name) {
-            let list = if allowed.is_empty() {
+        if !entry.fields.contains(&name) {
+            let list = if entry.fields.is_empty() {
                 "none".to_owned()
             } else {
-                allowed.join(", ")
+                entry.fields.join(", ")
             };
             return Err(SpecError::field(
                 cx.file,
@@ -446,165 +419,7 @@ fn resolve_op(cx: &Ctx<'_>, i: usize, st: &RawStage, input: Shape) -> Result<Op,
             ));
         }
     }
-    let sc = StageCx { cx, i, st };
-    let f = |name: &str| sc.field(name);
-    let positive = |v: &Option<Spanned<usize>>, name: &str, default: Option<usize>| {
-        sc.positive(v, name, default)
-    };
-    match st.op.value.as_str() {
-        "relu" => Ok(Op::Pointwise(Pointwise::Relu)),
-        "clip" => {
-            let bound = |v: &Option<Spanned<f64>>, name: &str, default: f32| match v {
-                Some(s) if s.value.is_nan() => Err(cx.at(s, f(name), "must be a number")),
-                Some(s) => Ok(s.value as f32),
-                None => Ok(default),
-            };
-            let min = bound(&st.min, "min", f32::NEG_INFINITY)?;
-            let max = bound(&st.max, "max", f32::INFINITY)?;
-            if min > max {
-                let at = st.max.as_ref().map_or_else(|| st.op.pos(), Located::pos);
-                return Err(SpecError::field(
-                    cx.file,
-                    at,
-                    f("max"),
-                    format!("{max} is below min {min}"),
-                ));
-            }
-            Ok(Op::Pointwise(Pointwise::Clip { min, max }))
-        }
-        "affine" | "threshold" => {
-            let finite = |v: &Option<Spanned<f64>>, name: &str, default: Option<f32>| match v {
-                Some(s) if !s.value.is_finite() || (s.value as f32).is_infinite() => {
-                    Err(cx.at(s, f(name), "must be a finite number"))
-                }
-                Some(s) => Ok(s.value as f32),
-                None => default.ok_or_else(|| cx.at(&st.op, f(name), "is required")),
-            };
-            if st.op.value == "affine" {
-                let scale = finite(&st.scale, "scale", Some(1.0))?;
-                let shift = finite(&st.shift, "shift", Some(0.0))?;
-                Ok(Op::Pointwise(Pointwise::Affine { scale, shift }))
-            } else {
-                let threshold = finite(&st.threshold, "threshold", None)?;
-                let value = finite(&st.value, "value", Some(1.0))?;
-                Ok(Op::Pointwise(Pointwise::Threshold { threshold, value }))
-            }
-        }
-        "maxpool" => {
-            let size = positive(&st.size, "size", None)?;
-            let stride = positive(&st.stride, "stride", Some(size))?;
-            let p = MaxPoolParams { size, stride };
-            p.output_shape(input).map_err(|e| {
-                let span = st
-                    .size
-                    .as_ref()
-                    .map_or(&st.op as &dyn Located, |s| s as &dyn Located);
-                SpecError::field(cx.file, span.pos(), f("size"), explain(&e, input))
-            })?;
-            Ok(Op::MaxPool(p))
-        }
-        "gray" | "normalize" | "resize" | "gaussian_blur" | "sobel" => {
-            let v = resolve_vision(&sc, input)?;
-            // Parameters that only the input can refute (channel counts,
-            // sizes) are named on the op.
-            v.output_shape(input)
-                .map_err(|e| cx.at(&st.op, format!("stages[{i}]"), explain(&e, input)))?;
-            Ok(Op::Vision(v))
-        }
-        _ => resolve_conv(&sc, input),
-    }
-}
-
-fn resolve_vision(sc: &StageCx<'_>, input: Shape) -> Result<Vision, SpecError> {
-    let (cx, st) = (sc.cx, sc.st);
-    let f = |name: &str| sc.field(name);
-    let word = |v: &Option<Spanned<String>>, name: &str, default: &str, known: &[&str]| match v {
-        Some(s) if !known.contains(&s.value.as_str()) => Err(cx.at(
-            s,
-            f(name),
-            format!("unknown value `{}` (known: {})", s.value, known.join(", ")),
-        )),
-        Some(s) => Ok(s.value.clone()),
-        None => Ok(default.to_owned()),
-    };
-    let list =
-        |v: &Option<Spanned<Vec<f64>>>, name: &str, default: f32| -> Result<Vec<f32>, SpecError> {
-            match v {
-                None => Ok(vec![default]),
-                Some(s) if s.value.len() != 1 && s.value.len() != input.c => Err(cx.at(
-                    s,
-                    f(name),
-                    format!(
-                        "has {} values; the input has {} channels (give 1 or {})",
-                        s.value.len(),
-                        input.c,
-                        input.c
-                    ),
-                )),
-                Some(s) if s.value.iter().any(|x| !x.is_finite()) => {
-                    Err(cx.at(s, f(name), "values must be finite numbers"))
-                }
-                Some(s) => Ok(s.value.iter().map(|&x| x as f32).collect()),
-            }
-        };
-    Ok(match st.op.value.as_str() {
-        "gray" => Vision::Gray {
-            order: if word(&st.order, "order", "bgr", &["rgb", "bgr"])? == "rgb" {
-                ColorOrder::Rgb
-            } else {
-                ColorOrder::Bgr
-            },
-        },
-        "normalize" => {
-            let scale = match &st.scale {
-                Some(s) if !s.value.is_finite() => {
-                    return Err(cx.at(s, f("scale"), "must be a finite number"));
-                }
-                Some(s) => s.value as f32,
-                None => 1.0,
-            };
-            let std = list(&st.std, "std", 1.0)?;
-            if let (Some(s), true) = (&st.std, std.contains(&0.0)) {
-                return Err(cx.at(s, f("std"), "values must not be 0"));
-            }
-            Vision::Normalize {
-                scale,
-                mean: list(&st.mean, "mean", 0.0)?,
-                std,
-            }
-        }
-        "resize" => Vision::Resize {
-            width: sc.positive(&st.width, "width", None)?,
-            height: sc.positive(&st.height, "height", None)?,
-        },
-        "gaussian_blur" => {
-            let ksize = sc.positive(&st.kernel, "kernel", Some(5))?;
-            if ksize % 2 == 0 {
-                let at = st.kernel.as_ref().map_or_else(|| st.op.pos(), Located::pos);
-                return Err(SpecError::field(
-                    cx.file,
-                    at,
-                    f("kernel"),
-                    format!("{ksize} must be odd"),
-                ));
-            }
-            let sigma = match &st.sigma {
-                Some(s) if !s.value.is_finite() || s.value < 0.0 => {
-                    return Err(cx.at(s, f("sigma"), "must be a number ≥ 0"));
-                }
-                Some(s) => s.value as f32,
-                None => 0.0,
-            };
-            Vision::GaussianBlur { ksize, sigma }
-        }
-        _ => Vision::Sobel {
-            mode: match word(&st.mode, "mode", "magnitude", &["dx", "dy", "magnitude"])?.as_str() {
-                "dx" => SobelMode::Dx,
-                "dy" => SobelMode::Dy,
-                _ => SobelMode::Magnitude,
-            },
-        },
-    })
+    (entry.build)(&StageCx { cx, i, st }, input)
 }
 
 /// A stage being resolved: names its fields and checks positive values.
