@@ -3,10 +3,10 @@
 # backend in one command and prints one table.
 #   scripts/gpu-check.sh
 #   STREAMFUSE_PREBUILT=DIR scripts/gpu-check.sh
-# With STREAMFUSE_PREBUILT the binaries come from DIR (streamfuse, cuda_device,
-# cuda_bench, built elsewhere with `--profile ci`; build streamfuse with
-# `--no-default-features` there unless the GPU machine has OpenCV 4.6's
-# libraries, which the default build links) for machines without cargo;
+# With STREAMFUSE_PREBUILT the binaries come from DIR (streamfuse,
+# kernels_suite: the kernels' test binary `tests/suite`, and cuda_bench,
+# built elsewhere with `--profile quick`; the default build of streamfuse
+# links no OpenCV) for machines without cargo;
 # DIR/nvrtc.tar.zst, when present, holds libnvrtc 12.x to use.
 # Runs: NVRTC compile of every kernel for this GPU, the CUDA tests (device
 # against the CPU backend, f32 tolerance 1e-5 relative), the cuda_* benches
@@ -33,13 +33,13 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,c
 if [ -n "$pre" ]; then
     bin=$pre/streamfuse
     $bin kernels check ${STREAMFUSE_CHECK_ARCH:+--arch $STREAMFUSE_CHECK_ARCH}
-    STREAMFUSE_REQUIRE_CUDA=1 "$pre/cuda_device" --nocapture
+    STREAMFUSE_REQUIRE_CUDA=1 "$pre/kernels_suite" cuda_device --nocapture
     "$pre/cuda_bench" --bench --noplot
 else
     cargo build --locked --release -p streamfuse --bin streamfuse
     bin=target/release/streamfuse
     $bin kernels check ${STREAMFUSE_CHECK_ARCH:+--arch $STREAMFUSE_CHECK_ARCH}
-    STREAMFUSE_REQUIRE_CUDA=1 cargo test --locked --release -p streamfuse-kernels --test cuda_device -- --nocapture
+    STREAMFUSE_REQUIRE_CUDA=1 cargo test --locked --release -p streamfuse-kernels --test suite cuda_device -- --nocapture
     cargo bench --locked -p streamfuse-benches --bench cuda -- --noplot
 fi
 

@@ -4,7 +4,7 @@
 # weights, every frame's arrival, and the p99 latency of the 100 frames
 # around the swap next to the whole stream's p99.
 #
-#   scripts/live-weights-check.sh [BINARY]     (default target/ci/streamfuse)
+#   scripts/live-weights-check.sh [BINARY]     (default target/quick/streamfuse: `cargo build --profile quick -p streamfuse`)
 #
 # Two runs, the source paced at 200 fps:
 #   - in process, `weights: { npy: { path: w.npy, watch: true } }`, the
@@ -13,7 +13,7 @@
 #     | relu + pool + sink), `streamfuse update-weights` after 2.5 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=$(realpath "${1:-target/ci/streamfuse}")
+bin=$(realpath "${1:-target/quick/streamfuse}")
 dir=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$dir"; }

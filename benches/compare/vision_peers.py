@@ -15,7 +15,7 @@ Prints a Markdown table (median ms per frame, frames/s, and each one's
 speed relative to OpenCV 8-bit). Installs numpy and opencv-python-headless
 into .venv/vision (pinned, shared with tests/vision) and re-executes there.
 
-    python3 benches/compare/vision_peers.py [--binary target/ci/streamfuse]
+    python3 benches/compare/vision_peers.py [--binary target/quick/streamfuse]
         [--size 1280x720] [--threads 2] [--iters 200] [--rounds 3]
 """
 
@@ -73,7 +73,7 @@ def median_ms(fn, x, iters: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--binary", type=Path, default=ROOT / "target" / "ci" / "streamfuse")
+    ap.add_argument("--binary", type=Path, default=ROOT / "target" / "quick" / "streamfuse")
     ap.add_argument("--size", default="1280x720")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--iters", type=int, default=200)
