@@ -297,7 +297,7 @@ pub async fn measure_links(
                 "link probe"
             );
             points.push((bytes as f64 / 1e6, s.send_cpu_ms + s.recv_cpu_ms));
-            samples.push(s);
+            samples.push(super::LinkSample::from(s));
         }
         let Some(largest) = samples.first() else {
             continue;

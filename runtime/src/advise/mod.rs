@@ -56,7 +56,7 @@ pub use measurement::{
     MeasureError, MeasureOptions, link_sizes, measure, measure_links, measure_with_links,
 };
 pub use profile::{
-    AdviseError, HopProfile, LinkProfile, NodeProfile, PROFILE_VERSION, Profile, RangeCost,
-    range_key,
+    AdviseError, HopProfile, LinkProfile, LinkSample, NodeProfile, PROFILE_VERSION, Profile,
+    RangeCost, range_key,
 };
 pub use ranking::{Objective, Prediction, best_placement, predict, rank};

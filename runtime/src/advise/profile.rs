@@ -75,7 +75,40 @@ pub struct LinkProfile {
     pub measured: bool,
     /// What each probe measured, by payload size.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub samples: Vec<crate::transport::probe::LinkSample>,
+    pub samples: Vec<LinkSample>,
+}
+
+/// What a probe of one payload size measured, as the profile file keeps it
+/// (the file's own type: a change to the probe's wire or structs does not
+/// change the file format).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkSample {
+    /// Payload bytes per frame.
+    pub bytes: usize,
+    /// Frames that arrived.
+    pub frames: u64,
+    /// Payload bytes per second from the first arrival to the last.
+    pub bytes_per_s: f64,
+    /// Median round trip, ms.
+    pub rtt_ms: f64,
+    /// CPU time per frame of sending, ms.
+    pub send_cpu_ms: f64,
+    /// CPU time per frame of receiving, ms.
+    pub recv_cpu_ms: f64,
+}
+
+impl From<crate::transport::probe::LinkSample> for LinkSample {
+    fn from(s: crate::transport::probe::LinkSample) -> Self {
+        Self {
+            bytes: s.bytes,
+            frames: s.frames,
+            bytes_per_s: s.bytes_per_s,
+            rtt_ms: s.rtt_ms,
+            send_cpu_ms: s.send_cpu_ms,
+            recv_cpu_ms: s.recv_cpu_ms,
+        }
+    }
 }
 
 /// CPU cost of one hand-off between processes: `fixed_ms + per_mb_ms *
