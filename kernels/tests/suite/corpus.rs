@@ -6,7 +6,7 @@
 use streamfuse_kernels::cpu::simd::{self, Level};
 use streamfuse_kernels::{Op, Tensor};
 
-use crate::corpus_cases::{self, Case};
+use crate::corpus_cases::{self, Case, same_bits};
 
 /// The CPU backend dispatching at `level`.
 fn cpu(level: Level) -> impl Fn(&Op, &Tensor) -> Result<Tensor, String> {
@@ -47,14 +47,6 @@ fn has_conv(case: &Case) -> bool {
         &case.op,
         Op::Conv2d(_) | Op::Fused(streamfuse_kernels::FusedChain { conv: Some(_), .. })
     )
-}
-
-fn same_bits(a: &Tensor, b: &Tensor) -> bool {
-    a.shape() == b.shape()
-        && a.data()
-            .iter()
-            .zip(b.data())
-            .all(|(x, y)| x.to_bits() == y.to_bits())
 }
 
 /// Each level runs its own code and the levels agree as documented: levels

@@ -53,6 +53,15 @@ pub struct Case {
     pub tolerance: f64,
 }
 
+/// Whether `a` and `b` have the same shape and bit-identical values.
+pub fn same_bits(a: &Tensor, b: &Tensor) -> bool {
+    a.shape() == b.shape()
+        && a.data()
+            .iter()
+            .zip(b.data())
+            .all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
 /// Every case of every topic file, parsed once.
 pub fn cases() -> &'static [Case] {
     static CASES: OnceLock<Vec<Case>> = OnceLock::new();

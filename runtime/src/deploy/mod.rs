@@ -127,14 +127,10 @@ impl Default for DeployOptions {
 /// Manifests cannot be generated.
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
-    /// A node address has no usable port.
-    #[error("node `{node}`: address `{address}` has no port")]
-    BadAddress {
-        /// Node.
-        node: String,
-        /// Its address.
-        address: String,
-    },
+    /// A node address has no usable port (the one port rule,
+    /// [`crate::plan::addresses`]).
+    #[error(transparent)]
+    Address(#[from] crate::plan::addresses::AddressError),
     /// A node label is not a valid Kubernetes label.
     #[error("node `{node}`: label `{key}: {value}` is not a valid Kubernetes label: {why}")]
     BadLabel {
@@ -456,20 +452,14 @@ fn to_yaml<T: Serialize>(what: &str, v: &T) -> Result<String, DeployError> {
 /// onwards where the node has no address.
 ///
 /// # Errors
-/// [`DeployError::BadAddress`] when the address has no usable port.
+/// [`DeployError::Address`] when the address has no usable port.
 pub fn grpc_port(p: &Pipeline, plan: &Plan, k: usize) -> Result<u16, DeployError> {
-    crate::plan::addresses::segment_port(p, plan, k, Some(DEFAULT_GRPC_PORT)).map_err(|e| {
-        let node = &p.nodes[plan.segments[k.min(plan.segments.len().saturating_sub(1))].node];
-        match e {
-            crate::plan::addresses::AddressError::BadAddress { node, address } => {
-                DeployError::BadAddress { node, address }
-            }
-            _ => DeployError::BadAddress {
-                node: node.name.clone(),
-                address: node.address.clone().unwrap_or_default(),
-            },
-        }
-    })
+    Ok(crate::plan::addresses::segment_port(
+        p,
+        plan,
+        k,
+        Some(DEFAULT_GRPC_PORT),
+    )?)
 }
 
 /// Object names and labels of a pipeline's deployment.

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use streamfuse_kernels::{Shape, Tensor};
 
 use crate::frame::{Frame, now_ns};
-pub use crate::media::npy::{NpyError, NpyInput, NpyOutput};
+use crate::media::npy::{NpyError, NpyInput, NpyOutput};
 use crate::media::npy::{STACKED_HEADER, err, header_bytes, header_of, open};
 
 /// A stream of values read from a file.

@@ -64,14 +64,16 @@ impl Sinks {
             _ => None,
         };
         let media = match &p.sink {
-            SinkConfig::Video(v) => MediaOutput::Video(v),
-            SinkConfig::Images(i) => MediaOutput::Images(i),
-            SinkConfig::Null | SinkConfig::Stats | SinkConfig::Npy(_) => MediaOutput::None,
+            SinkConfig::Video(v) => Some(MediaOutput::Video(v)),
+            SinkConfig::Images(i) => Some(MediaOutput::Images(i)),
+            SinkConfig::Null | SinkConfig::Stats | SinkConfig::Npy(_) => None,
         };
         Ok(Self {
             record: SinkRecord::new(p.sink != SinkConfig::Null),
             npy,
-            media: MediaSink::open(media, p.output_shape())?,
+            media: media
+                .map(|m| MediaSink::open(m, p.output_shape()))
+                .transpose()?,
             last_ns: 0,
         })
     }

@@ -267,8 +267,6 @@ pub enum MediaOutput<'a> {
     Video(&'a VideoOutput),
     /// A folder of images.
     Images(&'a ImagesOutput),
-    /// Another sink: no media sink.
-    None,
 }
 
 /// Frames from a video file, camera or image folder.

@@ -15,7 +15,7 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::live::{LiveWeights, SwapInbox, watch};
-use super::worker::{Inlet, Input, LoopConfig, LoopResult, Outlet, SinkOutlet, run_segment};
+use super::worker::{Inlet, LoopConfig, LoopResult, Outlet, SinkOutlet, run_segment};
 use crate::exec::{Device, ExecError, RunReport, SegmentTotals, assemble, device};
 use crate::frame::{Frame, now_ns};
 use crate::io::sinks::{SinkOutcome, Sinks};
@@ -23,6 +23,7 @@ use crate::io::source::{SourceError, open_sources};
 use crate::plan::{Plan, Segment};
 use crate::spec::{DeviceChoice, Pipeline};
 use crate::transport::metrics::SegmentMetrics;
+use crate::transport::server::Work;
 
 /// Frames a link buffers before the sender waits.
 pub const LINK_CAPACITY: usize = 2;
@@ -46,12 +47,9 @@ struct Msg {
 struct SourceInlet(Box<dyn Iterator<Item = Result<Frame, SourceError>> + Send>);
 
 impl Inlet for SourceInlet {
-    fn recv(&mut self) -> Result<Option<Input>, ExecError> {
+    fn recv(&mut self) -> Result<Option<Work>, ExecError> {
         match self.0.next() {
-            Some(f) => Ok(Some(Input::Frame {
-                frame: f?,
-                transit_ns: 0,
-            })),
+            Some(f) => Ok(Some(Work::Frame(f?, 0))),
             None => Ok(None),
         }
     }
@@ -61,17 +59,17 @@ impl Inlet for SourceInlet {
 struct ChannelInlet(Receiver<Msg>);
 
 impl Inlet for ChannelInlet {
-    fn recv(&mut self) -> Result<Option<Input>, ExecError> {
+    fn recv(&mut self) -> Result<Option<Work>, ExecError> {
         let waiting = Instant::now();
         Ok(self.0.recv().ok().map(|msg| {
             // Transit: from send to receipt, not counting time the frame
             // waited for this busy segment.
             let got = Instant::now();
             let transit = got.saturating_duration_since(msg.sent.max(waiting));
-            Input::Frame {
-                frame: msg.frame,
-                transit_ns: u64::try_from(transit.as_nanos()).unwrap_or(u64::MAX),
-            }
+            Work::Frame(
+                msg.frame,
+                u64::try_from(transit.as_nanos()).unwrap_or(u64::MAX),
+            )
         }))
     }
 

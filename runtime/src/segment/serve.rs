@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tonic_health::ServingStatus;
 
 use super::live::{Applied, LiveWeights, Watched};
-use super::worker::{Inlet, Input, LoopConfig, LoopResult, Outlet, SinkOutlet, run_segment};
+use super::worker::{Inlet, LoopConfig, LoopResult, Outlet, SinkOutlet, run_segment};
 use crate::exec::{self, Device, ExecError};
 use crate::frame::Frame;
 use crate::io::sinks::{SinkOutcome, Sinks};
@@ -381,17 +381,16 @@ async fn serve_async(
     let server = tokio::spawn(server);
 
     // Downstream link, or the sinks.
-    let (forward, forwarder) = match &next {
+    let (downstream, forwarder) = match &next {
         Some(addr) => {
             let (tx, rx) = mpsc::channel::<v1::Frame>(queue_frames(seg.output.bytes()));
             let f = Forwarder::new(addr, limits, metrics.clone(), acks_tx.clone())?;
-            (Some(tx), Some(tokio::spawn(f.run(rx))))
+            (Downstream::Forward(tx), Some(tokio::spawn(f.run(rx))))
         }
-        None => (None, None),
-    };
-    let sinks = match forward {
-        Some(_) => None,
-        None => Some(Sinks::open(p).map_err(ExecError::from)?),
+        None => (
+            Downstream::Sinks(Sinks::open(p).map_err(ExecError::from)?),
+            None,
+        ),
     };
 
     // Source.
@@ -471,8 +470,8 @@ async fn serve_async(
                 let ready = |r| {
                     let _ = ready_tx.send(r);
                 };
-                match (forward, sinks) {
-                    (Some(tx), _) => run_segment(
+                match downstream {
+                    Downstream::Forward(tx) => run_segment(
                         cfg,
                         inlet,
                         ForwardOutlet {
@@ -481,11 +480,10 @@ async fn serve_async(
                         },
                         ready,
                     ),
-                    (None, Some(sinks)) => {
+                    Downstream::Sinks(sinks) => {
                         let out = SinkOutlet::new(sinks, Some(acks), ProgressBar::hidden(), &m);
                         run_segment(cfg, inlet, out, ready)
                     }
-                    (None, None) => Err(ExecError::Panicked(index)),
                 }
             })
             .map_err(|source| ServeError::Io {
@@ -631,17 +629,21 @@ fn outcome(
     }
 }
 
+/// Where a served segment's frames go: the forwarder of its downstream
+/// link, or (the last segment) the sinks.
+#[allow(clippy::large_enum_variant)] // one per process, never moved per frame
+enum Downstream {
+    Forward(mpsc::Sender<v1::Frame>),
+    Sinks(Sinks),
+}
+
 /// A served segment's inlet: the queue the gRPC service and the source
 /// threads fill.
 struct InboxInlet(mpsc::Receiver<Work>);
 
 impl Inlet for InboxInlet {
-    fn recv(&mut self) -> Result<Option<Input>, ExecError> {
-        Ok(self.0.blocking_recv().map(|w| match w {
-            Work::Frame(frame, transit_ns) => Input::Frame { frame, transit_ns },
-            Work::End { stream_id, frames } => Input::End { stream_id, frames },
-            Work::Stop => Input::Stop,
-        }))
+    fn recv(&mut self) -> Result<Option<Work>, ExecError> {
+        Ok(self.0.blocking_recv())
     }
 
     fn queued(&self) -> usize {

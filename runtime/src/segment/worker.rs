@@ -1,5 +1,5 @@
 //! THE frame loop of a segment, the same in-process and served: frames come
-//! in through an [`Inlet`] (the source, an in-process channel, or the gRPC
+//! in through an [`Inlet`] (as the transport's [`Work`] items) (the source, an in-process channel, or the gRPC
 //! service's queue), new weights are taken between two frames, the
 //! segment's [`SegmentRunner`] computes them, and they leave through an
 //! [`Outlet`] (an in-process channel, the gRPC forwarder, or the sinks).
@@ -20,39 +20,19 @@ use crate::plan::Segment;
 use crate::spec::Pipeline;
 use crate::sys::cputime;
 use crate::transport::metrics::SegmentMetrics;
-use crate::transport::server::AckBoard;
+use crate::transport::server::{AckBoard, Work};
 
 /// How often (in frames) a segment notes its CPU and busy time.
 pub const CPU_MARK_EVERY: u64 = 8;
 
-/// What reaches a segment's loop.
-#[derive(Debug)]
-pub enum Input {
-    /// A frame, with the time it spent on the link into this segment, ns.
-    Frame {
-        /// The frame.
-        frame: Frame,
-        /// Link transit time, ns (0 from a source).
-        transit_ns: u64,
-    },
-    /// A stream ended after `frames` frames.
-    End {
-        /// Stream.
-        stream_id: u32,
-        /// Frames in the stream.
-        frames: u64,
-    },
-    /// Stop after what is queued (drain).
-    Stop,
-}
-
 /// Where a segment's frames come from.
 pub trait Inlet {
-    /// The next input, blocking; `Ok(None)` when upstream is done.
+    /// The next input (a frame with its link transit time in ns, a
+    /// stream's end, or a stop), blocking; `Ok(None)` when upstream is done.
     ///
     /// # Errors
     /// [`ExecError`] when a source fails.
-    fn recv(&mut self) -> Result<Option<Input>, ExecError>;
+    fn recv(&mut self) -> Result<Option<Work>, ExecError>;
 
     /// Inputs queued behind the one just received (the queue-depth gauge).
     fn queued(&self) -> usize {
@@ -61,7 +41,7 @@ pub trait Inlet {
 }
 
 impl<T: Inlet + ?Sized> Inlet for Box<T> {
-    fn recv(&mut self) -> Result<Option<Input>, ExecError> {
+    fn recv(&mut self) -> Result<Option<Work>, ExecError> {
         (**self).recv()
     }
 
@@ -283,10 +263,14 @@ pub fn run_segment<I: Inlet, O: Outlet>(
             return Err(e);
         }
     };
-    let names: Vec<String> = seg.groups.iter().map(|g| stage_ids(p, g)).collect();
+    let counters: Vec<_> = seg
+        .groups
+        .iter()
+        .map(|g| m.compute_counter(&stage_ids(p, g)))
+        .collect();
     let streams = p.sources().count();
     // Compute time already added to the metrics, per group.
-    let mut reported = vec![Duration::ZERO; names.len()];
+    let mut reported = vec![Duration::ZERO; counters.len()];
     let mut open: BTreeSet<u32> = BTreeSet::new();
     let mut ended: BTreeSet<u32> = BTreeSet::new();
     let mut t = Tally::default();
@@ -301,8 +285,8 @@ pub fn run_segment<I: Inlet, O: Outlet>(
         }
         m.queue_depth.set(inlet.queued() as i64);
         let (frame, transit_ns) = match input {
-            Input::Frame { frame, transit_ns } => (frame, transit_ns),
-            Input::End { stream_id, frames } => {
+            Work::Frame(frame, transit_ns) => (frame, transit_ns),
+            Work::End { stream_id, frames } => {
                 let done = runner.drain()?;
                 downstream = emit(&mut out, done, &mut t)?;
                 out.end_stream(stream_id, frames);
@@ -315,7 +299,7 @@ pub fn run_segment<I: Inlet, O: Outlet>(
                 }
                 continue;
             }
-            Input::Stop => break,
+            Work::Stop => break,
         };
         if t.frames == 0 && t.cpu_start.is_none() {
             t.cpu_start = cputime::process_cpu();
@@ -347,8 +331,12 @@ pub fn run_segment<I: Inlet, O: Outlet>(
         if let (Some(d), Some(first)) = (slowed, runner.group_compute.first_mut()) {
             *first += d;
         }
-        for ((name, now), seen) in names.iter().zip(&runner.group_compute).zip(&mut reported) {
-            m.add_compute(name, now.saturating_sub(*seen).as_secs_f64());
+        for ((counter, now), seen) in counters
+            .iter()
+            .zip(&runner.group_compute)
+            .zip(&mut reported)
+        {
+            counter.inc_by(now.saturating_sub(*seen).as_secs_f64());
             *seen = *now;
         }
         downstream = emit(&mut out, done, &mut t)?;

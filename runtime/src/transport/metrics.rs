@@ -201,11 +201,12 @@ impl SegmentMetrics {
         }
     }
 
-    /// Adds compute time to a group.
-    pub fn add_compute(&self, group: &str, secs: f64) {
+    /// The compute-time counter of a group, to keep and add to per frame
+    /// (a handle on the same counter: no label lookup per frame).
+    pub fn compute_counter(&self, group: &str) -> Counter<f64, AtomicU64> {
         self.compute_seconds
             .get_or_create(&vec![("group".to_owned(), group.to_owned())])
-            .inc_by(secs);
+            .clone()
     }
 
     /// The text exposition.

@@ -7,7 +7,8 @@ use streamfuse_cuda_emu::run;
 use streamfuse_kernels::reference;
 use streamfuse_kernels::{Conv2d, Conv2dParams, FusedChain, MaxPoolParams, Op, Shape, Tensor};
 
-use crate::compiler_or_skip;
+use crate::corpus_cases::same_bits;
+use crate::{compiler_or_skip, seeded};
 
 #[test]
 fn emulated_clip_is_bit_identical_to_the_cpu() {
@@ -17,22 +18,8 @@ fn emulated_clip_is_bit_identical_to_the_cpu() {
         let op = Op::Pointwise(streamfuse_kernels::Pointwise::Clip { min: lo, max: hi });
         let emu = run(&op, &input).unwrap_or_else(|e| panic!("{e}"));
         let cpu = op.run_cpu(&input).unwrap_or_else(|e| panic!("{e}"));
-        assert!(bitwise_equal(&emu, &cpu), "clip({lo}, {hi}) differs");
+        assert!(same_bits(&emu, &cpu), "clip({lo}, {hi}) differs");
     }
-}
-
-fn seeded(n: usize, seed: u64) -> Vec<f32> {
-    (0..n as u64)
-        .map(|i| streamfuse_kernels::random::symmetric_f32(seed, 5, i, 1.0))
-        .collect()
-}
-
-fn bitwise_equal(a: &Tensor, b: &Tensor) -> bool {
-    a.shape() == b.shape()
-        && a.data()
-            .iter()
-            .zip(b.data())
-            .all(|(x, y)| x.to_bits() == y.to_bits())
 }
 
 /// Sizes off the block grid (1x1, 2x2, odd), channel counts, padding and
@@ -80,7 +67,7 @@ proptest! {
         }
         if streamfuse_kernels::cpu::simd::level().fma() {
             let cpu = chain.run_cpu(&input).unwrap_or_else(|e| panic!("{e}"));
-            prop_assert!(bitwise_equal(&emu, &cpu), "emulated CUDA and CPU differ");
+            prop_assert!(same_bits(&emu, &cpu), "emulated CUDA and CPU differ");
         }
     }
 }

@@ -12,21 +12,8 @@ use streamfuse_kernels::{
     Conv2d, Conv2dParams, FusedChain, MaxPoolParams, Op, Pointwise, Shape, Tensor,
 };
 
-use crate::compiler_or_skip;
-
-fn seeded(n: usize, seed: u64) -> Vec<f32> {
-    (0..n as u64)
-        .map(|i| streamfuse_kernels::random::symmetric_f32(seed, 5, i, 1.0))
-        .collect()
-}
-
-fn bitwise_equal(a: &Tensor, b: &Tensor) -> bool {
-    a.shape() == b.shape()
-        && a.data()
-            .iter()
-            .zip(b.data())
-            .all(|(x, y)| x.to_bits() == y.to_bits())
-}
+use crate::corpus_cases::same_bits;
+use crate::{compiler_or_skip, seeded};
 
 /// The chain's members run one by one on the CPU (`fusion: chain`).
 fn one_by_one(chain: &FusedChain, input: &Tensor) -> Tensor {
@@ -121,12 +108,9 @@ fn conv_with_three_pointwise_ops_and_a_pool_matches_the_reference() {
     }
     let cpu_fused = Op::Fused(chain.clone()).run_cpu(&input).unwrap();
     let cpu_chain = one_by_one(&chain, &input);
-    assert!(
-        bitwise_equal(&cpu_fused, &cpu_chain),
-        "CPU fused vs one by one"
-    );
+    assert!(same_bits(&cpu_fused, &cpu_chain), "CPU fused vs one by one");
     if streamfuse_kernels::cpu::simd::level().fma() {
-        assert!(bitwise_equal(&emu, &cpu_chain), "emulated CUDA vs CPU");
+        assert!(same_bits(&emu, &cpu_chain), "emulated CUDA vs CPU");
     }
 }
 
@@ -189,10 +173,10 @@ proptest! {
         let input = Tensor::from_vec(shape, seeded(shape.len(), seed ^ 2)).unwrap();
         let chained = one_by_one(&chain, &input);
         let fused = Op::Fused(chain.clone()).run_cpu(&input).unwrap();
-        prop_assert!(bitwise_equal(&fused, &chained), "CPU fused vs one by one: {}", chain.label());
+        prop_assert!(same_bits(&fused, &chained), "CPU fused vs one by one: {}", chain.label());
         if chain.conv.is_none() || streamfuse_kernels::cpu::simd::level().fma() {
             let emu = run(&Op::Fused(chain.clone()), &input).unwrap();
-            prop_assert!(bitwise_equal(&emu, &chained), "emulated CUDA vs CPU: {}", chain.label());
+            prop_assert!(same_bits(&emu, &chained), "emulated CUDA vs CPU: {}", chain.label());
         }
     }
 }

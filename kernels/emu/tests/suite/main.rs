@@ -21,6 +21,13 @@ mod emulated_kernels;
 mod emulated_vision;
 mod generated_chains;
 
+/// `n` seeded values in [-1, 1], the same on every run.
+pub(crate) fn seeded(n: usize, seed: u64) -> Vec<f32> {
+    (0..n as u64)
+        .map(|i| streamfuse_kernels::random::symmetric_f32(seed, 5, i, 1.0))
+        .collect()
+}
+
 /// Whether the C++ compiler for generated kernels runs; when not, fails
 /// the test `test` if `STREAMFUSE_REQUIRE_NVRTC=1`, else says it is
 /// skipped.

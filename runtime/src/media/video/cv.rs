@@ -436,13 +436,12 @@ fn open_writer(out: &VideoOutput, stream: u32, shape: Shape) -> Result<Writer, M
 }
 
 impl MediaSink {
-    /// The sink of `cfg` for frames of `shape`, or `None` when `cfg` is not
-    /// a video or images sink. A video file is opened here, so a codec or
-    /// path problem stops the run before any frame.
+    /// The sink of `cfg` for frames of `shape`. A video file is opened
+    /// here, so a codec or path problem stops the run before any frame.
     ///
     /// # Errors
     /// [`MediaError`] naming the file or folder that cannot be created.
-    pub fn open(cfg: MediaOutput<'_>, shape: Shape) -> Result<Option<Self>, MediaError> {
+    pub fn open(cfg: MediaOutput<'_>, shape: Shape) -> Result<Self, MediaError> {
         let kind = match cfg {
             MediaOutput::Video(out) => {
                 let mut writers = HashMap::new();
@@ -462,9 +461,8 @@ impl MediaSink {
                 })?;
                 Kind::Images(out.clone())
             }
-            MediaOutput::None => return Ok(None),
         };
-        Ok(Some(Self { kind }))
+        Ok(Self { kind })
     }
 
     /// Writes one frame.

@@ -75,15 +75,14 @@ pub fn open_images(i: &ImagesInput) -> Result<FrameIter, MediaError> {
 pub enum MediaSink {}
 
 impl MediaSink {
-    /// `None` for every other sink; an error for a video or images sink.
+    /// Fails: no OpenCV in this build.
     ///
     /// # Errors
-    /// For a video or images sink.
-    pub fn open(cfg: MediaOutput<'_>, _shape: Shape) -> Result<Option<Self>, MediaError> {
+    /// Always.
+    pub fn open(cfg: MediaOutput<'_>, _shape: Shape) -> Result<Self, MediaError> {
         match cfg {
             MediaOutput::Video(o) => Err(unavailable(o.path.display())),
             MediaOutput::Images(o) => Err(unavailable(o.dir.display())),
-            MediaOutput::None => Ok(None),
         }
     }
 
