@@ -52,7 +52,7 @@ fn bench_pool(c: &mut Criterion) {
             g.bench_with_input(
                 BenchmarkId::new(wl.name(), format!("{w}x{h}")),
                 &input,
-                |b, x| b.iter(|| cpu::pool::maxpool(black_box(x), &pool)),
+                |b, x| b.iter(|| cpu::pool::pool(black_box(x), &pool)),
             );
         }
     }

@@ -24,7 +24,7 @@ fn chains() -> Vec<(&'static str, FusedChain)> {
             "relu_pool",
             FusedChain {
                 conv: None,
-                epilogue: vec![Pointwise::Relu],
+                epilogue: vec![Pointwise::Relu.into()],
                 pool: Some(Workload::pool()),
             },
         ),
@@ -36,9 +36,10 @@ fn chains() -> Vec<(&'static str, FusedChain)> {
                     Pointwise::Affine {
                         scale: 0.5,
                         shift: 0.05,
-                    },
-                    Pointwise::Relu,
-                    Pointwise::Clip { min: 0.0, max: 1.0 },
+                    }
+                    .into(),
+                    Pointwise::Relu.into(),
+                    Pointwise::Clip { min: 0.0, max: 1.0 }.into(),
                 ],
                 pool: Some(Workload::pool()),
             },
@@ -55,15 +56,11 @@ fn one_by_one(chain: &FusedChain, input: Tensor) -> Tensor {
             .unwrap_or_else(|e| panic!("{e}")),
         None => input,
     };
-    for &p in &chain.epilogue {
-        t = Op::from(p)
-            .run_cpu_owned(t)
-            .unwrap_or_else(|e| panic!("{e}"));
+    for p in &chain.epilogue {
+        t = p.to_op().run_cpu_owned(t).unwrap_or_else(|e| panic!("{e}"));
     }
     match &chain.pool {
-        Some(p) => Op::MaxPool(*p)
-            .run_cpu(&t)
-            .unwrap_or_else(|e| panic!("{e}")),
+        Some(p) => Op::Pool(*p).run_cpu(&t).unwrap_or_else(|e| panic!("{e}")),
         None => t,
     }
 }

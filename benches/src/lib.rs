@@ -3,7 +3,7 @@
 
 pub mod transport;
 
-use streamfuse_kernels::{Conv2d, Conv2dParams, FusedChain, MaxPoolParams, Shape, Tensor, random};
+use streamfuse_kernels::{Conv2d, Conv2dParams, FusedChain, Pool2d, Shape, Tensor, random};
 
 /// Frame sizes `(width, height)` of the study: 128², 256², 512², 1024², 720p.
 pub const SIZES: &[(usize, usize)] = &[
@@ -54,14 +54,7 @@ impl Workload {
     /// The workload's convolution with seeded random weights.
     pub fn conv(self) -> Conv2d {
         let (cin, cout) = (self.in_channels(), self.out_channels());
-        let params = Conv2dParams {
-            in_channels: cin,
-            out_channels: cout,
-            kernel_h: 3,
-            kernel_w: 3,
-            stride: 1,
-            padding: usize::from(self == Workload::Cnn),
-        };
+        let params = Conv2dParams::square(cin, cout, 3, 1, usize::from(self == Workload::Cnn));
         let bound = 1.0 / (params.filter_len() as f32).sqrt();
         let weights = (0..params.weight_len() as u64)
             .map(|i| random::symmetric_f32(1, 0, i, bound))
@@ -78,8 +71,8 @@ impl Workload {
     }
 
     /// 2x2 max pool, stride 2.
-    pub fn pool() -> MaxPoolParams {
-        MaxPoolParams { size: 2, stride: 2 }
+    pub fn pool() -> Pool2d {
+        Pool2d::max(2, 2)
     }
 
     /// conv → ReLU → pool as one chain.

@@ -11,20 +11,19 @@ fn main() {
 
     // The broken copy: tile width one short of the halo, every entry point renamed.
     let conv = std::fs::read_to_string(cuda.join("conv.cu")).unwrap_or_default();
-    let halo = "const int tile_w = (SF_TILE_W - 1) * p.stride + p.k_w;";
+    let halo = "const int tile_w = (SF_TILE_W - 1) * p.stride_w + (p.k_w - 1) * p.dil_w + 1;";
     assert!(
-        conv.contains(halo),
-        "conv.cu no longer has the halo line the broken copy edits"
+        conv.matches(halo).count() == 2,
+        "conv.cu no longer has the two halo lines (conv2d_f32, conv2d_depthwise_f32) the broken copy edits"
     );
+    let entry = "extern \"C\" __global__ void ";
     let broken = conv
         .replacen(
             halo,
-            "const int tile_w = (SF_TILE_W - 1) * p.stride + p.k_w - 1;",
+            "const int tile_w = (SF_TILE_W - 1) * p.stride_w + (p.k_w - 1) * p.dil_w;",
             1,
         )
-        .replace("void conv2d_f32(", "void broken_conv2d_f32(")
-        .replace("void conv2d_direct_f32(", "void broken_conv2d_direct_f32(")
-        .replace("void maxpool_f32(", "void broken_maxpool_f32(")
+        .replace(entry, &format!("{entry}broken_"))
         .replace(
             "#include \"common.cuh\"",
             &format!("#include \"{}\"", cuda.join("common.cuh").display()),

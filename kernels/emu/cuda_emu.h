@@ -8,11 +8,20 @@
 // one copy shared by the threads of the block that is running (blocks never
 // overlap), and launches run one at a time. Only what the kernels use is
 // mapped.
+//
+// Kernels that never synchronise (grid-stride elementwise kernels, pools,
+// the direct convolution, the vision kernels) may be launched with
+// launch_serial instead: every thread of every block in turn on the calling
+// thread, a schedule CUDA allows when threads do not synchronise, and much
+// cheaper than hundreds of threads meeting at a barrier per block. A
+// __syncthreads() in such a launch aborts the process.
 #pragma once
 
 #include <barrier>
 #include <cmath>
 #include <cstddef>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <mutex>
@@ -62,6 +71,34 @@ inline void launch(dim3 grid, dim3 block, const std::function<void()>& kernel) {
     for (auto& th : pool) th.join();
     block_barrier = nullptr;
 }
+
+// Runs `kernel`, which must not call __syncthreads(), over the grid on the
+// calling thread: blocks in order, each block's threads in order.
+inline void launch_serial(dim3 grid, dim3 block, const std::function<void()>& kernel) {
+    std::lock_guard<std::mutex> guard(launch_lock);
+    block_barrier = nullptr;
+    grid_dim = grid;
+    block_dim = block;
+    for (unsigned bz = 0; bz < grid.z; ++bz)
+        for (unsigned by = 0; by < grid.y; ++by)
+            for (unsigned bx = 0; bx < grid.x; ++bx) {
+                block_idx = dim3{bx, by, bz};
+                for (unsigned tz = 0; tz < block.z; ++tz)
+                    for (unsigned ty = 0; ty < block.y; ++ty)
+                        for (unsigned tx = 0; tx < block.x; ++tx) {
+                            thread_idx = dim3{tx, ty, tz};
+                            kernel();
+                        }
+            }
+}
+
+inline void sync_threads() {
+    if (block_barrier == nullptr) {
+        std::fputs("cuda_emu: __syncthreads() in a kernel launched with launch_serial\n", stderr);
+        std::abort();
+    }
+    block_barrier->arrive_and_wait();
+}
 }  // namespace sf_emu
 
 #define threadIdx (::sf_emu::thread_idx)
@@ -73,7 +110,7 @@ inline void launch(dim3 grid, dim3 block, const std::function<void()>& kernel) {
 #define __forceinline__ inline
 #define __restrict__ __restrict
 #define __shared__ static
-#define __syncthreads() (::sf_emu::block_barrier->arrive_and_wait())
+#define __syncthreads() (::sf_emu::sync_threads())
 
 template <typename T>
 inline T __ldg(const T* p) {
@@ -110,3 +147,6 @@ inline float __fsqrt_rn(float a) {
     return r;
 }
 inline float floorf(float x) { return std::floor(x); }
+// CUDA's integer min and max.
+inline int min(int a, int b) { return a < b ? a : b; }
+inline int max(int a, int b) { return a > b ? a : b; }

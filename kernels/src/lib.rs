@@ -16,6 +16,9 @@ pub mod tensor;
 pub mod vision;
 
 pub use error::KernelError;
-pub use op::{Conv2d, Conv2dParams, FusedChain, MaxPoolParams, Op, Pointwise};
+pub use op::{
+    ChannelAffine, Conv2d, Conv2dParams, EpilogueOp, FusedChain, Op, Pointwise, Pool2d, PoolKind,
+    Window,
+};
 pub use tensor::{Shape, Tensor};
 pub use vision::{ColorOrder, SobelMode, Step, Vision};

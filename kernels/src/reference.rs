@@ -5,7 +5,7 @@
 //! depends on the summation, the sum of the magnitudes of the terms, from
 //! which a test derives its tolerance.
 
-use crate::op::{Conv2d, MaxPoolParams};
+use crate::op::{Conv2d, Pool2d, PoolKind};
 use crate::tensor::Shape;
 
 /// Values in `[C, H, W]` order with their shape, in `f64`.
@@ -19,40 +19,74 @@ pub struct RefTensor {
     pub magnitude: Vec<f64>,
 }
 
-/// Direct convolution, zero padding, floor output size. `None` when the
-/// kernel does not fit.
+/// One axis of a sliding window, written out from the ONNX operator
+/// spec's formulas (independently of [`crate::op::Window`]): output size
+/// for input `len`, padding `pa`/`pb`, kernel `k`, dilation `d`, stride `s`.
+/// `None` when the window does not fit.
+fn out_len(
+    len: usize,
+    pa: usize,
+    pb: usize,
+    k: usize,
+    d: usize,
+    s: usize,
+    ceil: bool,
+) -> Option<usize> {
+    let padded = (len + pa + pb) as i64;
+    let ext = ((k as i64) - 1) * d as i64 + 1;
+    if s == 0 || k == 0 || d == 0 || ext > padded {
+        return None;
+    }
+    let span = (padded - ext) as f64 / s as f64;
+    let mut n = if ceil { span.ceil() } else { span.floor() } as usize + 1;
+    // PyTorch and ONNX Runtime: the last window must start inside the
+    // input or its leading padding.
+    if ceil && (n - 1) * s >= len + pa {
+        n -= 1;
+    }
+    Some(n)
+}
+
+/// Direct convolution, zero padding per side, strides, dilations, groups,
+/// floor output size. `None` when the parameters are invalid or the kernel
+/// does not fit.
 pub fn conv2d(input: &[f32], shape: Shape, conv: &Conv2d) -> Option<RefTensor> {
     let p = conv.params;
-    if shape.c != p.in_channels || p.stride == 0 {
+    let win = p.window;
+    let [pt, pl, pb, pr] = win.pads;
+    let ([kh, kw], [sh, sw], [dh, dw]) = (win.kernel, win.stride, win.dilation);
+    if shape.c != p.in_channels
+        || p.groups == 0
+        || p.in_channels % p.groups != 0
+        || p.out_channels % p.groups != 0
+    {
         return None;
     }
-    let ph = shape.h + 2 * p.padding;
-    let pw = shape.w + 2 * p.padding;
-    if p.kernel_h > ph || p.kernel_w > pw {
-        return None;
-    }
-    let oh = (ph - p.kernel_h) / p.stride + 1;
-    let ow = (pw - p.kernel_w) / p.stride + 1;
+    let oh = out_len(shape.h, pt, pb, kh, dh, sh, false)?;
+    let ow = out_len(shape.w, pl, pr, kw, dw, sw, false)?;
+    let icg = p.in_channels / p.groups;
+    let ocg = p.out_channels / p.groups;
     let out = Shape::new(p.out_channels, oh, ow);
     let mut values = Vec::with_capacity(out.len());
     let mut magnitude = Vec::with_capacity(out.len());
     for oc in 0..p.out_channels {
+        let g = oc / ocg;
         for oy in 0..oh {
             for ox in 0..ow {
                 let b = f64::from(conv.bias_of(oc));
                 let (mut sum, mut mag) = (b, b.abs());
-                for ic in 0..p.in_channels {
-                    for ky in 0..p.kernel_h {
-                        for kx in 0..p.kernel_w {
-                            let iy = (oy * p.stride + ky) as isize - p.padding as isize;
-                            let ix = (ox * p.stride + kx) as isize - p.padding as isize;
+                for j in 0..icg {
+                    let ic = g * icg + j;
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            let iy = (oy * sh + ky * dh) as isize - pt as isize;
+                            let ix = (ox * sw + kx * dw) as isize - pl as isize;
                             if iy < 0 || ix < 0 || iy >= shape.h as isize || ix >= shape.w as isize
                             {
                                 continue;
                             }
                             let x = input[(ic * shape.h + iy as usize) * shape.w + ix as usize];
-                            let w = conv.weights
-                                [((oc * p.in_channels + ic) * p.kernel_h + ky) * p.kernel_w + kx];
+                            let w = conv.weights[((oc * icg + j) * kh + ky) * kw + kx];
                             let t = f64::from(w) * f64::from(x);
                             sum += t;
                             mag += t.abs();
@@ -89,32 +123,57 @@ pub fn clip(t: &RefTensor, lo: f64, hi: f64) -> RefTensor {
     }
 }
 
-/// Max pooling, floor mode. The magnitude of an output is the largest
-/// magnitude in its window. `None` when the window does not fit.
-pub fn maxpool(t: &RefTensor, p: &MaxPoolParams) -> Option<RefTensor> {
+/// Max or average pooling with padding per side, strides, dilations,
+/// `ceil_mode` and `count_include_pad`, from the ONNX operator spec. A max
+/// over a window with no value inside the input is `f32::MIN` (as ONNX
+/// Runtime). The magnitude of an output is the largest magnitude in its
+/// window (max) or the mean of the magnitudes (average). `None` when the
+/// window does not fit.
+pub fn pool(t: &RefTensor, p: &Pool2d) -> Option<RefTensor> {
     let s = t.shape;
-    if p.size == 0 || p.stride == 0 || p.size > s.h || p.size > s.w {
-        return None;
-    }
-    let oh = (s.h - p.size) / p.stride + 1;
-    let ow = (s.w - p.size) / p.stride + 1;
+    let win = p.window;
+    let [pt, pl, pb, pr] = win.pads;
+    let ([kh, kw], [sh, sw], [dh, dw]) = (win.kernel, win.stride, win.dilation);
+    let oh = out_len(s.h, pt, pb, kh, dh, sh, p.ceil_mode)?;
+    let ow = out_len(s.w, pl, pr, kw, dw, sw, p.ceil_mode)?;
     let out = Shape::new(s.c, oh, ow);
     let mut values = Vec::with_capacity(out.len());
     let mut magnitude = Vec::with_capacity(out.len());
     for c in 0..s.c {
         for oy in 0..oh {
             for ox in 0..ow {
-                let mut m = f64::NEG_INFINITY;
-                let mut mag = 0.0f64;
-                for dy in 0..p.size {
-                    for dx in 0..p.size {
-                        let i = (c * s.h + oy * p.stride + dy) * s.w + ox * p.stride + dx;
+                let (mut m, mut sum, mut mag, mut n, mut padded) =
+                    (f64::NEG_INFINITY, 0.0f64, 0.0f64, 0usize, 0usize);
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        let iy = (oy * sh + ky * dh) as isize - pt as isize;
+                        let ix = (ox * sw + kx * dw) as isize - pl as isize;
+                        if iy < (s.h + pb) as isize && ix < (s.w + pr) as isize {
+                            padded += 1;
+                        }
+                        if iy < 0 || ix < 0 || iy >= s.h as isize || ix >= s.w as isize {
+                            continue;
+                        }
+                        let i = (c * s.h + iy as usize) * s.w + ix as usize;
+                        n += 1;
                         m = m.max(t.values[i]);
-                        mag = mag.max(t.magnitude[i]);
+                        sum += t.values[i];
+                        match p.kind {
+                            PoolKind::Max => mag = mag.max(t.magnitude[i]),
+                            PoolKind::Avg { .. } => mag += t.magnitude[i].max(t.values[i].abs()),
+                        }
                     }
                 }
-                values.push(m);
-                magnitude.push(mag);
+                let (v, g) = match p.kind {
+                    PoolKind::Max if n == 0 => (f64::from(f32::MIN), 0.0),
+                    PoolKind::Max => (m, mag),
+                    PoolKind::Avg { count_include_pad } => {
+                        let d = if count_include_pad { padded } else { n } as f64;
+                        (sum / d, mag / d.max(1.0))
+                    }
+                };
+                values.push(v);
+                magnitude.push(g);
             }
         }
     }
@@ -123,6 +182,56 @@ pub fn maxpool(t: &RefTensor, p: &MaxPoolParams) -> Option<RefTensor> {
         values,
         magnitude,
     })
+}
+
+/// Max pooling, floor mode, no padding (a square window `size`, stride
+/// `stride`): [`pool`] with that window.
+pub fn maxpool(t: &RefTensor, size: usize, stride: usize) -> Option<RefTensor> {
+    pool(t, &Pool2d::max(size, stride))
+}
+
+/// `x > 0 ? x : alpha * x`.
+pub fn leaky_relu(t: &RefTensor, alpha: f64) -> RefTensor {
+    RefTensor {
+        shape: t.shape,
+        values: t
+            .values
+            .iter()
+            .map(|&v| if v > 0.0 { v } else { alpha * v })
+            .collect(),
+        magnitude: t
+            .magnitude
+            .iter()
+            .map(|&m| m * alpha.abs().max(1.0))
+            .collect(),
+    }
+}
+
+/// Batch normalization at inference from its statistics, in f64:
+/// `(x - mean) / sqrt(var + eps) * gamma + beta` per channel.
+pub fn batch_norm(
+    t: &RefTensor,
+    gamma: &[f32],
+    beta: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    eps: f64,
+) -> RefTensor {
+    let plane = t.shape.h * t.shape.w;
+    let mut values = Vec::with_capacity(t.values.len());
+    let mut magnitude = Vec::with_capacity(t.values.len());
+    for (i, (&v, &m)) in t.values.iter().zip(&t.magnitude).enumerate() {
+        let c = i / plane.max(1);
+        let k = f64::from(gamma[c]) / (f64::from(var[c]) + eps).sqrt();
+        values.push((v - f64::from(mean[c])) * k + f64::from(beta[c]));
+        magnitude
+            .push((m.max(v.abs()) + f64::from(mean[c]).abs()) * k.abs() + f64::from(beta[c]).abs());
+    }
+    RefTensor {
+        shape: t.shape,
+        values,
+        magnitude,
+    }
 }
 
 /// Lifts an `f32` tensor into a reference tensor (magnitudes 0).

@@ -31,12 +31,13 @@ from pathlib import Path
 
 from reference64 import *  # noqa: F401,F403 (the float64 references)
 
-def conv(rng, cin, cout, k, stride=1, padding=0, bias=False):
+def conv(rng, cin, cout, k, stride=1, padding=0, bias=False, dilation=1, groups=1):
     kh, kw = (k, k) if isinstance(k, int) else k
     return {
         "op": "conv2d", "in_channels": cin, "out_channels": cout, "kernel": [kh, kw],
-        "stride": stride, "padding": padding,
-        "weights": uniform(rng, cout * cin * kh * kw, 0.5),
+        "stride": list(pair(stride)), "padding": list(pads4(padding)),
+        "dilation": list(pair(dilation)), "groups": groups,
+        "weights": uniform(rng, cout * (cin // groups) * kh * kw, 0.5),
         "bias": uniform(rng, cout, 0.5) if bias else None,
     }
 
@@ -58,12 +59,32 @@ def threshold(th, value):
 
 
 def pool(size, stride):
-    return {"op": "maxpool", "size": size, "stride": stride}
+    return pool2("max", size, stride)
+
+
+def pool2(kind, kernel, stride=None, padding=0, dilation=1, ceil_mode=False,
+          count_include_pad=False):
+    kh, kw = pair(kernel)
+    return {"op": "pool", "kind": kind, "kernel": [kh, kw],
+            "stride": list(pair(stride if stride is not None else kernel)),
+            "padding": list(pads4(padding)), "dilation": list(pair(dilation)),
+            "ceil_mode": ceil_mode, "count_include_pad": count_include_pad, "global": False}
+
+
+def global_pool(kind):
+    return {"op": "pool", "kind": kind, "global": True}
+
+
+def leaky(alpha):
+    return {"op": "leaky_relu", "alpha": f32(alpha)}
+
+
+def batchnorm(rng, c):
+    return {"op": "batchnorm", "scale": uniform(rng, c, 2.0), "shift": uniform(rng, c, 1.0)}
 
 
 def fused(conv_=None, epilogue=(), pool_=None):
-    return {"op": "fused", "conv": conv_, "epilogue": list(epilogue),
-            "pool": {"size": pool_["size"], "stride": pool_["stride"]} if pool_ else None}
+    return {"op": "fused", "conv": conv_, "epilogue": list(epilogue), "pool": pool_}
 
 
 def gray_op(order):
@@ -109,21 +130,28 @@ def op_json(op: dict):
     kind = op["op"]
     if kind == "conv2d":
         kh, kw = op["kernel"]
-        body = {k: op[k] for k in ("in_channels", "out_channels", "kernel", "stride", "padding")}
-        body["weights"] = tensor_json(op["weights"], [op["out_channels"], op["in_channels"], kh, kw])
+        body = {k: op[k] for k in ("in_channels", "out_channels", "kernel", "stride", "padding",
+                                   "dilation", "groups")}
+        body["weights"] = tensor_json(
+            op["weights"], [op["out_channels"], op["in_channels"] // op["groups"], kh, kw])
         body["bias"] = tensor_json(op["bias"], [op["out_channels"]]) if op["bias"] else None
         return {"conv2d": body}
     if kind == "relu":
         return "relu"
     if kind in ("clip", "affine", "threshold"):
         return {kind: {k: num32(v) for k, v in op.items() if k != "op"}}
-    if kind == "maxpool":
-        return {"maxpool": {"size": op["size"], "stride": op["stride"]}}
+    if kind == "leaky_relu":
+        return {"leaky_relu": {"alpha": num32(op["alpha"])}}
+    if kind == "batchnorm":
+        return {"batchnorm": {"scale": [num32(v) for v in op["scale"]],
+                              "shift": [num32(v) for v in op["shift"]]}}
+    if kind == "pool":
+        return {"pool": {k: v for k, v in op.items() if k != "op"}}
     if kind == "fused":
         return {"fused": {
             "conv": op_json(op["conv"])["conv2d"] if op["conv"] else None,
             "epilogue": [op_json(p) for p in op["epilogue"]],
-            "pool": op["pool"],
+            "pool": op_json(op["pool"])["pool"] if op["pool"] else None,
         }}
     if kind == "gray":
         return {"gray": {"order": op["order"]}}
@@ -258,6 +286,34 @@ def conv_cases(rng):
     for w in (1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 65, 127, 128, 129):
         add(f"k3 s1 p1, 1 -> 1, 2x{w} (output width {w})", conv(rng, 1, 1, 3, 1, 1),
             inline(rng, (1, 2, w)))
+    # ONNX Conv attributes: dilations, pads per side, strides per axis,
+    # groups (grouped, depthwise, depthwise with a channel multiplier).
+    add("k3 d2 p2, 2 -> 3, 9x14 (dilated)", conv(rng, 2, 3, 3, 1, 2, dilation=2),
+        inline(rng, (2, 9, 14)))
+    add("k3 d[2,1] s[2,1] pads [1,0,2,1] bias, 3 -> 4, 10x19",
+        conv(rng, 3, 4, 3, (2, 1), (1, 0, 2, 1), True, dilation=(2, 1)), inline(rng, (3, 10, 19)))
+    add("k3 s[1,2] p1, 2 -> 2, 6x23 (strides per axis)", conv(rng, 2, 2, 3, (1, 2), 1),
+        inline(rng, (2, 6, 23)))
+    add("k3 p1 bias groups 2, 4 -> 6, 7x20", conv(rng, 4, 6, 3, 1, 1, True, groups=2),
+        inline(rng, (4, 7, 20)))
+    add("k3 p1 bias groups 2, 8 -> 12, 5x18 (6 channels per group)",
+        conv(rng, 8, 12, 3, 1, 1, True, groups=2), inline(rng, (8, 5, 18)))
+    add("k3 p1 bias depthwise, 5 -> 5, 9x37", conv(rng, 5, 5, 3, 1, 1, True, groups=5),
+        inline(rng, (5, 9, 37)))
+    add("k3 s2 p1 depthwise x2 multiplier, 3 -> 6, 11x30", conv(rng, 3, 6, 3, 2, 1, groups=3),
+        inline(rng, (3, 11, 30)))
+    add("k3 s2 pads [0,0,1,1] depthwise (SAME_UPPER), 8 -> 8, 12x40 (seeded)",
+        conv(rng, 8, 8, 3, 2, (0, 0, 1, 1), groups=8), seeded(105, (8, 12, 40)))
+    add("k7 s2 p3 bias, 3 -> 8, 20x45 (a ResNet stem)", conv(rng, 3, 8, 7, 2, 3, True),
+        seeded(106, (3, 20, 45)))
+    add("k5 p1, 1 -> 2, 3x3 (kernel as large as the padded input: 1x1 output)",
+        conv(rng, 1, 2, 5, 1, 1), inline(rng, (1, 3, 3)))
+    add("k2 d2 s5, 2 -> 1, 12x31 (stride above the dilated kernel)",
+        conv(rng, 2, 1, 2, 5, 0, dilation=2), inline(rng, (2, 12, 31)))
+    add("k3 d3 p3, 1 -> 1, 4x140 (dilated, two tiles)", conv(rng, 1, 1, 3, 1, 3, dilation=3),
+        inline(rng, (1, 4, 140)))
+    add("k1x3 s[1,3] pads [0,2,0,1] groups 3, 3 -> 3, 5x16", conv(rng, 3, 3, (1, 3), (1, 3),
+        (0, 2, 0, 1), groups=3), inline(rng, (3, 5, 16)))
     return cases
 
 
@@ -289,6 +345,39 @@ def pool_cases(rng):
     for i in (18, 19, 27, 28):
         vals[i] = -math.inf
     add("2/2, infinities (a window of -inf only), 1x4x9", 2, 2, given((1, 4, 9), vals))
+
+    def add2(name, op, inp):
+        cases.append(case(name, op, inp))
+
+    # ONNX MaxPool / AveragePool attributes.
+    add2("max 3/2 p1, 2x9x13 (a ResNet stem pool)", pool2("max", 3, 2, 1), inline(rng, (2, 9, 13)))
+    add2("max 3/2 p1 ceil_mode, 1x8x10", pool2("max", 3, 2, 1, ceil_mode=True),
+         inline(rng, (1, 8, 10)))
+    add2("max 2/2 ceil_mode, 1x7x9 (odd sizes)", pool2("max", 2, 2, ceil_mode=True),
+         inline(rng, (1, 7, 9)))
+    add2("max k[3,2] s[2,1] pads [1,0,0,1], 2x7x9", pool2("max", (3, 2), (2, 1), (1, 0, 0, 1)),
+         inline(rng, (2, 7, 9)))
+    add2("max 2/1 d2, 1x6x8 (dilated)", pool2("max", 2, 1, dilation=2), inline(rng, (1, 6, 8)))
+    add2("max 2/1 d3 p2, 1x2x3 (windows with no value inside: -FLT_MAX)",
+         pool2("max", 2, 1, 2, dilation=3), inline(rng, (1, 2, 3)))
+    add2("max 4/1 p1, 1x2x2 (kernel as large as the padded input)", pool2("max", 4, 1, 1),
+         inline(rng, (1, 2, 2)))
+    add2("max 2/5, 1x11x21 (stride above the kernel)", pool2("max", 2, 5), inline(rng, (1, 11, 21)))
+    add2("avg 3/2 p1, 2x9x13", pool2("avg", 3, 2, 1), inline(rng, (2, 9, 13)))
+    add2("avg 3/2 p1 count_include_pad, 2x9x13", pool2("avg", 3, 2, 1, count_include_pad=True),
+         inline(rng, (2, 9, 13)))
+    add2("avg 2/2 ceil_mode, 1x7x9 (partial windows)", pool2("avg", 2, 2, ceil_mode=True),
+         inline(rng, (1, 7, 9)))
+    add2("avg 3/2 p1 ceil_mode count_include_pad, 1x8x11",
+         pool2("avg", 3, 2, 1, ceil_mode=True, count_include_pad=True), inline(rng, (1, 8, 11)))
+    add2("avg k[2,3] s[1,2] pads [0,1,1,0], 2x6x17", pool2("avg", (2, 3), (1, 2), (0, 1, 1, 0)),
+         inline(rng, (2, 6, 17)))
+    add2("avg 2/1 d2, 1x5x9 (dilated)", pool2("avg", 2, 1, dilation=2), inline(rng, (1, 5, 9)))
+    add2("avg 2/2, 3x12x140 (seeded)", pool2("avg", 2, 2), seeded(203, (3, 12, 140)))
+    add2("global max, 3x7x9", global_pool("max"), inline(rng, (3, 7, 9)))
+    add2("global avg, 3x7x9", global_pool("avg"), inline(rng, (3, 7, 9)))
+    add2("global avg, 2x1x1", global_pool("avg"), inline(rng, (2, 1, 1)))
+    add2("global avg, 4x14x14 (seeded)", global_pool("avg"), seeded(204, (4, 14, 14)))
     return cases
 
 
@@ -331,6 +420,10 @@ def pointwise_cases(rng):
         inline(rng, (1, 3, 15)))
     add("threshold 100 -> 255 on pixels, 1x8x129", threshold(100.0, 255.0),
         given((1, 8, 129), [float(rng.randrange(256)) for _ in range(8 * 129)]))
+    add("leaky_relu 0.1, specials", leaky(0.1), specials_and(47))
+    add("leaky_relu 0.01, 2x5x37", leaky(0.01), inline(rng, (2, 5, 37)))
+    add("batchnorm (per-channel scale and shift), 3x4x21", batchnorm(rng, 3), inline(rng, (3, 4, 21)))
+    add("batchnorm, 16x3x40 (seeded)", batchnorm(rng, 16), seeded(303, (16, 3, 40)))
     return cases
 
 
@@ -477,16 +570,50 @@ def chain_cases(rng):
     th = pick_threshold(pre, 100.0, 0.25)
     add("gray -> sobel magnitude -> threshold -> blur 3",
         chain(gray_op("bgr"), sobel_op("magnitude"), threshold(th, 255.0), blur(3)), inp)
+    # Real-CNN groups: any conv as the producer; batch norm, leaky ReLU and
+    # clip in the epilogue; any max or average pool as the consumer.
+    c = conv(rng, 3, 8, 7, 2, 3, True)
+    add("conv k7 s2 p3 3 -> 8 + batchnorm + relu + maxpool 3/2 p1 (a ResNet stem), seeded",
+        fused(c, [batchnorm(rng, 8), relu()], pool2("max", 3, 2, 1)), seeded(507, (3, 24, 40)))
+    c = conv(rng, 6, 6, 3, 1, 1, groups=6)
+    add("depthwise k3 p1 + batchnorm + clip 0..6 (MobileNet)",
+        fused(c, [batchnorm(rng, 6), clip(0.0, 6.0)]), inline(rng, (6, 7, 19)))
+    c = conv(rng, 4, 4, 3, 2, (0, 0, 1, 1), groups=4)
+    add("depthwise k3 s2 SAME_UPPER + clip 0..6 + avgpool 2/2 ceil_mode",
+        fused(c, [clip(0.0, 6.0)], pool2("avg", 2, 2, ceil_mode=True)), inline(rng, (4, 11, 17)))
+    c = conv(rng, 2, 3, 3, 1, 2, dilation=2)
+    add("conv k3 d2 p2 + leaky_relu + avgpool 3/2 p1",
+        fused(c, [leaky(0.2)], pool2("avg", 3, 2, 1)), inline(rng, (2, 10, 13)))
+    c = conv(rng, 4, 6, 3, 1, 1, True, groups=2)
+    add("conv groups 2 + relu + avgpool 2/2 count_include_pad p1",
+        fused(c, [relu()], pool2("avg", 2, 2, 1, count_include_pad=True)), inline(rng, (4, 8, 9)))
+    c = conv(rng, 2, 4, 3, 1, 1, True)
+    add("conv k3 p1 + relu + global avgpool", fused(c, [relu()], global_pool("avg")),
+        inline(rng, (2, 9, 11)))
+    c = conv(rng, 1, 2, 3, 1, 0)
+    add("conv k3 + maxpool 2/2 ceil_mode (a non-plain max pool)",
+        fused(c, [], pool2("max", 2, 2, ceil_mode=True)), inline(rng, (1, 10, 12)))
+    c = conv(rng, 2, 2, (3, 1), (2, 1), (1, 0, 1, 0), True)
+    add("conv k3x1 s[2,1] + batchnorm + leaky_relu + maxpool k[2,3] s[1,2] d[1,2]",
+        fused(c, [batchnorm(rng, 2), leaky(0.1)], pool2("max", (2, 3), (1, 2), dilation=(1, 2))),
+        inline(rng, (2, 11, 23)))
+    add("batchnorm + relu + maxpool 3/2 p1 (load producer)",
+        fused(None, [batchnorm(rng, 3), relu()], pool2("max", 3, 2, 1)), inline(rng, (3, 9, 12)))
+    add("leaky_relu + avgpool 2/2", fused(None, [leaky(0.3)], pool2("avg", 2, 2)),
+        inline(rng, (2, 6, 10)))
     return cases
 
 
 TOPICS = {
-    "conv": ("2-D convolution (Op::Conv2d): kernel sizes (square or not), strides, zero "
-             "padding, bias, channel counts and widths around the SIMD vectors and tiles.",
+    "conv": ("2-D convolution (Op::Conv2d): kernel sizes (square or not), strides per axis, "
+             "dilations, zero padding per side, groups (depthwise, channel multiplier), bias, "
+             "channel counts and widths around the SIMD vectors and tiles.",
              conv_cases),
-    "pool": ("Max pooling (Op::MaxPool), floor mode: window sizes and strides, overlapping and "
-             "gapped windows, ties and infinities.", pool_cases),
-    "pointwise": ("Pointwise ops (Op::Pointwise): relu, clip, affine and threshold, exactly "
+    "pool": ("Max and average pooling (Op::Pool): window sizes and strides, overlapping and "
+             "gapped windows, padding per side, dilations, floor and ceil mode, "
+             "count_include_pad, global pools, ties and infinities.", pool_cases),
+    "pointwise": ("Pointwise ops (Op::Pointwise, Op::ChannelAffine): relu, clip, affine, "
+                  "threshold, leaky_relu and batchnorm's per-channel affine, exactly "
                   "defined on float32 (tolerance 0: identical bits), with zeros, subnormals, "
                   "infinities and NaN.", pointwise_cases),
     "vision": ("Vision ops (Op::Vision) on 0..255 pixel values: gray, normalize, resize, "

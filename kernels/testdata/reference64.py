@@ -126,28 +126,58 @@ def reflect101(i: int, n: int) -> int:
 # The ops, from their definitions
 
 
+def pair(v) -> tuple:
+    """An int for both axes, or [rows, columns]."""
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def pads4(p) -> tuple:
+    """An int for every side, or [top, left, bottom, right]."""
+    return (p, p, p, p) if isinstance(p, int) else tuple(p)
+
+
+def out_len(n: int, pa: int, pb: int, k: int, d: int, s: int, ceil: bool) -> int:
+    """The ONNX output size along an axis; with ceil_mode, a last window
+    that would start in the end padding is dropped (as PyTorch and ONNX
+    Runtime)."""
+    span = n + pa + pb - ((k - 1) * d + 1)
+    assert span >= 0, "window larger than the padded input"
+    o = (-(-span // s) if ceil else span // s) + 1
+    if ceil and (o - 1) * s >= n + pa:
+        o -= 1
+    return o
+
+
 def conv2d(t: T, cv: dict) -> T:
+    """ONNX Conv in 2-D: strides, dilations, pads per side, groups."""
     c, h, w = t.shape
     assert c == cv["in_channels"]
     kh, kw = cv["kernel"]
-    s, p, cout = cv["stride"], cv["padding"], cv["out_channels"]
+    sh, sw = pair(cv["stride"])
+    dh, dw = pair(cv.get("dilation", 1))
+    pt, pl, pb, pr = pads4(cv["padding"])
+    g = cv.get("groups", 1)
+    cout = cv["out_channels"]
+    icg, ocg = c // g, cout // g
     wts, bias = cv["weights"], cv["bias"]
-    oh = (h + 2 * p - kh) // s + 1
-    ow = (w + 2 * p - kw) // s + 1
-    terms = c * kh * kw
+    oh = out_len(h, pt, pb, kh, dh, sh, False)
+    ow = out_len(w, pl, pr, kw, dw, sw, False)
+    terms = icg * kh * kw
     v, b = [], []
     for oc in range(cout):
+        grp = oc // ocg
         for oy in range(oh):
             for ox in range(ow):
                 acc = bias[oc] if bias else 0.0
                 mag = abs(acc)
                 prop = 0.0
-                for ic in range(c):
+                for j in range(icg):
+                    ic = grp * icg + j
                     for ky in range(kh):
                         for kx in range(kw):
-                            iy, ix = oy * s + ky - p, ox * s + kx - p
+                            iy, ix = oy * sh + ky * dh - pt, ox * sw + kx * dw - pl
                             if 0 <= iy < h and 0 <= ix < w:
-                                wt = wts[((oc * c + ic) * kh + ky) * kw + kx]
+                                wt = wts[((oc * icg + j) * kh + ky) * kw + kx]
                                 x, xb = t.at(ic, iy, ix)
                                 acc += wt * x
                                 mag += abs(wt * x)
@@ -157,22 +187,74 @@ def conv2d(t: T, cv: dict) -> T:
     return T((cout, oh, ow), v, b)
 
 
-def maxpool(t: T, size: int, stride: int) -> T:
+def pool2d(t: T, p: dict) -> T:
+    """ONNX MaxPool / AveragePool in 2-D: kernel, strides, dilations, pads
+    per side, ceil_mode, count_include_pad; or a global pool. A max never
+    takes the padding; a max window with no value inside the input is
+    -FLT_MAX (as ONNX Runtime)."""
     c, h, w = t.shape
-    oh, ow = (h - size) // stride + 1, (w - size) // stride + 1
+    if p.get("global"):
+        kh, kw, sh, sw, dh, dw, pt, pl, pb, pr, ceil = h, w, 1, 1, 1, 1, 0, 0, 0, 0, False
+    else:
+        kh, kw = pair(p["kernel"])
+        sh, sw = pair(p["stride"])
+        dh, dw = pair(p.get("dilation", 1))
+        pt, pl, pb, pr = pads4(p.get("padding", 0))
+        ceil = p.get("ceil_mode", False)
+    avg = p["kind"] == "avg"
+    cip = p.get("count_include_pad", False)
+    oh = out_len(h, pt, pb, kh, dh, sh, ceil)
+    ow = out_len(w, pl, pr, kw, dw, sw, ceil)
     v, b = [], []
     for ch in range(c):
         for oy in range(oh):
             for ox in range(ow):
-                win = [t.at(ch, oy * stride + dy, ox * stride + dx)
-                       for dy in range(size) for dx in range(size)]
-                m = win[0][0]
-                for x, _ in win[1:]:
-                    if x > m:
-                        m = x
-                v.append(m)
-                b.append(max(xb for _, xb in win))
+                win, padded = [], 0
+                for ky in range(kh):
+                    for kx in range(kw):
+                        iy, ix = oy * sh + ky * dh - pt, ox * sw + kx * dw - pl
+                        if iy < h + pb and ix < w + pr:
+                            padded += 1
+                        if 0 <= iy < h and 0 <= ix < w:
+                            win.append(t.at(ch, iy, ix))
+                if not avg:
+                    if not win:
+                        v.append(-3.4028234663852886e38)
+                        b.append(0.0)
+                        continue
+                    m = win[0][0]
+                    for x, _ in win[1:]:
+                        if x > m:
+                            m = x
+                    v.append(m)
+                    b.append(max(xb for _, xb in win))
+                else:
+                    n = padded if cip else len(win)
+                    assert n > 0, "an average over no value"
+                    s = sum(x for x, _ in win)
+                    mag = sum(abs(x) for x, _ in win)
+                    prop = sum(xb for _, xb in win)
+                    y = s / n
+                    v.append(y)
+                    b.append((prop + (len(win) + 2) * EPS * mag) / n + EPS * abs(y))
     return T((c, oh, ow), v, b)
+
+
+def maxpool(t: T, size: int, stride: int) -> T:
+    return pool2d(t, {"kind": "max", "kernel": size, "stride": stride})
+
+
+def channel_affine(t: T, op: dict) -> T:
+    """Per-channel x * scale[c] + shift[c], rounded after the multiply and
+    after the add (batch normalization with its statistics folded in)."""
+    c, h, w = t.shape
+    v, b = [], []
+    for i, (x, xb) in enumerate(zip(t.v, t.b)):
+        ch = i // (h * w)
+        y, yb = pointwise1({"op": "affine", "scale": op["scale"][ch], "shift": op["shift"][ch]}, x, xb)
+        v.append(y)
+        b.append(yb)
+    return T(t.shape, v, b)
 
 
 def pointwise1(op: dict, x: float, xb: float) -> tuple[float, float]:
@@ -191,6 +273,13 @@ def pointwise1(op: dict, x: float, xb: float) -> tuple[float, float]:
             return f32(f32(x * s) + t), 0.0
         y = x * s + t
         return y, abs(s) * xb + EPS * (abs(x * s) + abs(y))
+    if kind == "leaky_relu":
+        a = op["alpha"]
+        if x > 0:
+            return x, xb
+        if xb == 0:
+            return f32(x * a), 0.0
+        return x * a, abs(a) * xb + EPS * abs(x * a)
     if kind == "threshold":
         th, val = op["threshold"], op["value"]
         assert xb == 0 or abs(x - th) > 2 * xb, (
@@ -355,17 +444,19 @@ def apply(t: T, op: dict) -> T:
     kind = op["op"]
     if kind == "conv2d":
         return conv2d(t, op)
-    if kind in ("relu", "clip", "affine", "threshold"):
+    if kind in ("relu", "clip", "affine", "threshold", "leaky_relu"):
         return pointwise(t, op)
-    if kind == "maxpool":
-        return maxpool(t, op["size"], op["stride"])
+    if kind == "batchnorm":
+        return channel_affine(t, op)
+    if kind == "pool":
+        return pool2d(t, op)
     if kind == "fused":
         if op["conv"]:
             t = conv2d(t, op["conv"])
         for p in op["epilogue"]:
-            t = pointwise(t, p)
+            t = apply(t, p)
         if op["pool"]:
-            t = maxpool(t, op["pool"]["size"], op["pool"]["stride"])
+            t = pool2d(t, op["pool"])
         return t
     if kind == "gray":
         return gray(t, op["order"])

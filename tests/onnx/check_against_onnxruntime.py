@@ -2,22 +2,47 @@
 """End-to-end check of streamfuse against an engine it does not share code
 with: ONNX Runtime.
 
-Builds a small ONNX model with the `onnx` package (Conv 3->16 3x3 with bias,
-pad 1 -> Relu -> MaxPool 2x2 -> Conv 16->8 3x3 with bias, pad 1 -> Relu),
-seeded random weights, runs it with `onnxruntime` on a real photograph
-shipped inside a PyPI wheel (scikit-image's `data.astronaut()`, 512x512 RGB,
-scaled to [0, 1]), then runs the same image through
+Builds ONNX models with the `onnx` package and seeded random weights, runs
+each with `onnxruntime` on a real photograph shipped inside a PyPI wheel
+(scikit-image's `data.astronaut()`, 512x512 RGB, resized or cropped to the
+model's input, scaled to [0, 1]), runs the same input through
+`streamfuse import model.onnx` + `streamfuse run` with an npy source and
+sink (weights read from the model's initializers), and compares: max
+|streamfuse - ort| must be at most 1e-4 x max |ort|. The models:
 
-1. `streamfuse import model.onnx` + `streamfuse run` with an npy source and
-   sink (weights read from the model's initializers), and
-2. a spec whose conv weights come from a safetensors export of the same
-   weights,
+1. a small CNN (Conv 3->16 3x3 with bias, pad 1 -> Relu -> MaxPool 2x2 ->
+   Conv 16->8 3x3 with bias, pad 1 -> Relu) at 512x512, imported, and the
+   same weights given to a hand-written spec as a safetensors export;
+2. single-op models (`models.py`) covering every attribute the import
+   takes: Conv (non-square kernels, strides and dilations per axis,
+   asymmetric pads, auto_pad SAME_UPPER / SAME_LOWER / VALID, grouped,
+   depthwise and depthwise x2, with and without bias, a folded
+   BatchNormalization, and seeded random attribute draws), MaxPool and
+   AveragePool (pads, strides, dilations, ceil_mode, auto_pad, non-square
+   kernels, count_include_pad 0 and 1), GlobalAveragePool (also with a
+   dynamic input size given by --input), GlobalMaxPool, BatchNormalization
+   alone, Relu, LeakyRelu, Clip (Clip-6 attributes; opset 13 inputs from
+   initializers, from Constant nodes, one bound only), Identity and Dropout
+   in a chain; corner cases: a 1x1 output from a kernel as large as the
+   padded input, strides above the kernel, pads as large as the window,
+   odd sizes with ceil_mode and a last window that would start in the
+   padding;
+3. real architectures (`architectures.py`): VGG-16 features at 224x224,
+   the ResNet-50 stem at 1280x720, and a MobileNetV2 inverted-residual body
+   (without the residual) after the MobileNetV2 stem at 224x224;
+4. models the import must refuse (a residual Add, a Sigmoid, a Flatten):
+   `streamfuse import` must exit non-zero with a one-line error naming the
+   node, and write nothing.
 
-and compares each output with ONNX Runtime's: max |streamfuse - ort| must be
-at most 1e-4 x max |ort|. Installs its packages into .venv/onnx (pinned) and
-re-executes itself there.
+ONNX Runtime itself is checked against an independent float64 numpy
+implementation of the ONNX spec (`reference.py`) on every model but the
+safetensors spec, within the same tolerance. Prints one table row per
+model (max |streamfuse - ort|, max |ort|, their ratio, ORT's ratio to the
+numpy reference, pass or fail) and the time taken, and exits non-zero on
+any failure, each named with the model and its attribute set. Installs its
+packages into .venv/onnx (pinned) and re-executes itself there.
 
-    python3 tests/onnx/check_against_onnxruntime.py [--binary target/ci/streamfuse]
+    python3 tests/onnx/check_against_onnxruntime.py [--binary target/ci/streamfuse] [--only SUBSTRING]
 """
 
 from __future__ import annotations
@@ -27,6 +52,8 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,65 +81,42 @@ def ensure_venv() -> None:
     os.execv(str(python), [str(python), __file__, *sys.argv[1:]])
 
 
-def build_model(path: Path, weights: dict) -> None:
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+@dataclass
+class Row:
+    """One line of the table."""
 
-    nodes = [
-        helper.make_node("Conv", ["x", "conv1.weight", "conv1.bias"], ["c1"], name="conv1",
-                         kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[1, 1]),
-        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
-        helper.make_node("MaxPool", ["r1"], ["p1"], name="pool1", kernel_shape=[2, 2], strides=[2, 2]),
-        helper.make_node("Conv", ["p1", "conv2.weight", "conv2.bias"], ["c2"], name="conv2",
-                         kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c2"], ["y"], name="relu2"),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "astronaut-cnn",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 512, 512])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 256, 256])],
-        initializer=[numpy_helper.from_array(v, name=k) for k, v in weights.items()],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
+    model: str
+    err: float | None = None
+    scale: float | None = None
+    ref_ratio: float | None = None  # ONNX Runtime vs the numpy reference
+    failure: str | None = None
+
+    @property
+    def ratio(self) -> float | None:
+        return None if self.err is None else self.err / self.scale
 
 
-def run(binary: Path, *args: str) -> str:
-    out = subprocess.run([str(binary), *args], capture_output=True, text=True)
-    if out.returncode != 0:
-        sys.exit(f"streamfuse {' '.join(args)} failed:\n{out.stderr}")
-    return out.stdout
+class Timer:
+    """Seconds spent per engine."""
+
+    def __init__(self):
+        self.spent: dict[str, float] = {}
+
+    def __call__(self, what: str, f, *args, **kw):
+        t = time.monotonic()
+        try:
+            return f(*args, **kw)
+        finally:
+            self.spent[what] = self.spent.get(what, 0.0) + time.monotonic() - t
 
 
-def compare(name: str, got, ref) -> float:
+def astronaut_cnn(seed: int):
+    """The small CNN of check 1 and its weights (also saved as safetensors)."""
     import numpy as np
 
-    if got.shape != ref.shape:
-        sys.exit(f"{name}: shape {got.shape}, ONNX Runtime {ref.shape}")
-    err = float(np.max(np.abs(got.astype(np.float64) - ref.astype(np.float64))))
-    scale = float(np.max(np.abs(ref)))
-    ratio = err / scale
-    status = "ok" if ratio <= TOLERANCE else "FAIL"
-    print(f"{name}: max |streamfuse - onnxruntime| = {err:.3e}, max |onnxruntime| = {scale:.3e}, "
-          f"ratio {ratio:.2e} (limit {TOLERANCE:.0e}) {status}")
-    return ratio
+    from models import Case, Chain, photo
 
-
-def main() -> None:
-    ensure_venv()
-    import numpy as np
-    import onnxruntime as ort
-    import skimage.data
-    from safetensors.numpy import save_file
-
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--binary", default="target/ci/streamfuse", help="streamfuse binary (relative to the repo)")
-    args = ap.parse_args()
-    binary = (ROOT / args.binary).resolve()
-
-    rng = np.random.default_rng(20261123)
+    rng = np.random.default_rng(seed)
 
     def uniform(shape, fan_in):
         bound = 1.0 / np.sqrt(fan_in)
@@ -124,20 +128,95 @@ def main() -> None:
         "conv2.weight": uniform((8, 16, 3, 3), 144),
         "conv2.bias": uniform((8,), 144),
     }
-    image = skimage.data.astronaut()  # (512, 512, 3) uint8, shipped in the wheel
-    x = (image.astype(np.float32) / 255.0).transpose(2, 0, 1)[None].copy()
+    x = photo(512, 512)  # the photograph at its own size
+    c = Chain("astronaut-cnn", x, opset=17)
+    c.conv(weights["conv1.weight"], weights["conv1.bias"], name="conv1", pads=[1, 1, 1, 1], strides=[1, 1])
+    c.add("Relu", name="relu1").add("MaxPool", name="pool1", kernel_shape=[2, 2], strides=[2, 2])
+    c.conv(weights["conv2.weight"], weights["conv2.bias"], name="conv2", pads=[1, 1, 1, 1])
+    c.add("Relu", name="relu2")
+    what = "Conv 3->16 3x3 pad 1 -> Relu -> MaxPool 2x2 -> Conv 16->8 3x3 pad 1 -> Relu, input 3x512x512"
+    return Case("astronaut-cnn", what, c.model(), x), weights
 
-    with tempfile.TemporaryDirectory() as tmp:
-        d = Path(tmp)
-        build_model(d / "model.onnx", weights)
-        sess_opts = ort.SessionOptions()
-        sess_opts.intra_op_num_threads = 2
-        ref = ort.InferenceSession(str(d / "model.onnx"), sess_opts,
-                                   providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-        np.save(d / "frames.npy", x)
 
-        # 1. import + run, weights from the model's initializers.
-        run(binary, "import", str(d / "model.onnx"), "-o", str(d / "model.yaml"))
+def streamfuse(binary: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(binary), *args], capture_output=True, text=True)
+
+
+def first_line(text: str) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return lines[0] if lines else "(no output)"
+
+
+class Checker:
+    """Runs cases through ONNX Runtime, the numpy reference and streamfuse."""
+
+    def __init__(self, binary: Path, work: Path, timer: Timer):
+        import onnxruntime as ort
+
+        self.binary, self.work, self.timer = binary, work, timer
+        self.opts = ort.SessionOptions()
+        self.opts.intra_op_num_threads = 2
+        self.opts.log_severity_level = 3
+
+    def ort(self, model, x):
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(model.SerializeToString(), self.opts, providers=["CPUExecutionProvider"])
+        return sess.run(None, {"x": x})[0]
+
+    def compare(self, row: Row, got, ref, what: str, attrs: str) -> None:
+        import numpy as np
+
+        if got.shape != ref.shape:
+            row.failure = f"{row.model} [{attrs}]: streamfuse output shape {got.shape}, ONNX Runtime {ref.shape}"
+            return
+        row.err = float(np.max(np.abs(got.astype(np.float64) - ref.astype(np.float64))))
+        row.scale = float(np.max(np.abs(ref)))
+        if not row.ratio <= TOLERANCE:
+            worst = np.unravel_index(int(np.argmax(np.abs(got.astype(np.float64) - ref))), ref.shape)
+            row.failure = (f"{row.model} [{attrs}]: {what} max |streamfuse - onnxruntime| = {row.err:.3e} at "
+                           f"{tuple(int(i) for i in worst)} (streamfuse {float(got[worst]):.6g}, onnxruntime "
+                           f"{float(ref[worst]):.6g}), ratio {row.ratio:.2e} > {TOLERANCE:.0e}")
+
+    def case(self, case) -> Row:
+        """Imports and runs one case; compares with ONNX Runtime (and ONNX
+        Runtime with the numpy reference)."""
+        import numpy as np
+        import onnx
+
+        import reference
+
+        row = Row(case.name)
+        d = self.work / case.name
+        d.mkdir()
+        onnx.save(case.model, str(d / "model.onnx"))
+        want = None
+        if case.numpy_check or not case.ort:
+            want = self.timer("numpy reference", reference.evaluate, case.model, case.x)
+        if case.ort:
+            try:
+                ref = self.timer("ONNX Runtime", self.ort, case.model, case.x)
+            except Exception as e:  # noqa: BLE001 (a model ORT refuses is a broken check)
+                row.failure = f"{case.name} [{case.attrs}]: ONNX Runtime refused the model: {first_line(str(e))}"
+                return row
+        else:
+            row.model += " *"
+            ref = want.astype(np.float32)
+        if case.ort and want is not None:
+            if want.shape != ref.shape:
+                row.failure = f"{case.name} [{case.attrs}]: numpy reference shape {want.shape}, ONNX Runtime {ref.shape}"
+                return row
+            row.ref_ratio = float(np.max(np.abs(ref - want)) / np.max(np.abs(want)))
+            if not row.ref_ratio <= TOLERANCE:
+                row.failure = (f"{case.name} [{case.attrs}]: ONNX Runtime differs from the numpy reference "
+                               f"(ratio {row.ref_ratio:.2e}): the model or the reference is wrong, not streamfuse")
+                return row
+        np.save(d / "frames.npy", case.x)
+        out = self.timer("streamfuse", streamfuse, self.binary, "import", str(d / "model.onnx"),
+                         "-o", str(d / "model.yaml"), *case.import_args)
+        if out.returncode != 0:
+            row.failure = f"{case.name} [{case.attrs}]: streamfuse import failed: {first_line(out.stderr)}"
+            return row
         spec = []
         for line in (d / "model.yaml").read_text().splitlines():
             if line.startswith("source:"):
@@ -146,10 +225,22 @@ def main() -> None:
                 line = "sink: { npy: { path: out.npy } }"
             spec.append(line)
         (d / "model.yaml").write_text("\n".join(spec) + "\n")
-        run(binary, "run", str(d / "model.yaml"), "--json")
-        worst = compare("imported ONNX model", np.load(d / "out.npy"), ref)
+        out = self.timer("streamfuse", streamfuse, self.binary, "run", str(d / "model.yaml"), "--json")
+        if out.returncode != 0:
+            row.failure = f"{case.name} [{case.attrs}]: streamfuse run failed: {first_line(out.stderr)}"
+            return row
+        self.compare(row, np.load(d / "out.npy"), ref, "imported model", case.attrs)
+        return row
 
-        # 2. the same weights from safetensors (as exported from PyTorch).
+    def safetensors(self, case, weights) -> Row:
+        """The astronaut CNN as a hand-written spec reading safetensors."""
+        import numpy as np
+        from safetensors.numpy import save_file
+
+        row = Row("astronaut-cnn.safetensors-spec")
+        d = self.work / row.model
+        d.mkdir()
+        np.save(d / "frames.npy", case.x)
         save_file(weights, str(d / "weights.safetensors"))
         (d / "safetensors.yaml").write_text(
             "name: astronaut-cnn-safetensors\n"
@@ -164,11 +255,92 @@ def main() -> None:
             "  - { id: relu2, op: relu }\n"
             "sink: { npy: { dir: out-st } }\n"
         )
-        run(binary, "run", str(d / "safetensors.yaml"), "--json")
-        got = np.load(d / "out-st" / "0-0.npy")[None]
-        worst = max(worst, compare("safetensors weights", got, ref))
+        out = self.timer("streamfuse", streamfuse, self.binary, "run", str(d / "safetensors.yaml"), "--json")
+        if out.returncode != 0:
+            row.failure = f"{row.model} [safetensors weights]: streamfuse run failed: {first_line(out.stderr)}"
+            return row
+        ref = self.timer("ONNX Runtime", self.ort, case.model, case.x)
+        self.compare(row, np.load(d / "out-st" / "0-0.npy")[None], ref, "safetensors spec", case.attrs)
+        return row
 
-    if worst > TOLERANCE:
+    def refused(self, name: str, model, node: str) -> Row:
+        """`streamfuse import` must fail with one line naming `node`."""
+        import onnx
+
+        row = Row(name)
+        d = self.work / name
+        d.mkdir()
+        onnx.save(model, str(d / "model.onnx"))
+        out = self.timer("streamfuse", streamfuse, self.binary, "import", str(d / "model.onnx"),
+                         "-o", str(d / "model.yaml"))
+        lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+        if out.returncode == 0:
+            row.failure = f"{name} [node {node}]: streamfuse import exited 0; expected an error naming `{node}`"
+        elif len(lines) != 1 or f"`{node}`" not in lines[0]:
+            row.failure = (f"{name} [node {node}]: expected a one-line error naming `{node}`, got "
+                           f"{len(lines)} line(s): {out.stderr.strip()!r}")
+        elif (d / "model.yaml").exists():
+            row.failure = f"{name} [node {node}]: the import failed but wrote model.yaml"
+        else:
+            print(f"  {name}: {lines[0]}")
+        return row
+
+
+def fmt(v: float | None, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def print_table(rows: list[Row]) -> None:
+    width = max(len(r.model) for r in rows)
+    head = (f"{'model':<{width}}  {'max|sf-ort|':>11}  {'max|ort|':>9}  {'ratio':>8}  {'ort~numpy':>9}  result")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print(f"{r.model:<{width}}  {fmt(r.err, '.3e'):>11}  {fmt(r.scale, '.3e'):>9}  {fmt(r.ratio, '.2e'):>8}  "
+              f"{fmt(r.ref_ratio, '.2e'):>9}  {'FAIL' if r.failure else 'ok'}")
+
+
+def main() -> None:
+    start = time.monotonic()
+    ensure_venv()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import architectures
+    import models
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--binary", default="target/ci/streamfuse", help="streamfuse binary (relative to the repo)")
+    ap.add_argument("--only", default="", help="check only the models whose name contains this")
+    args = ap.parse_args()
+    binary = (ROOT / args.binary).resolve()
+    if not binary.exists():
+        sys.exit(f"no streamfuse binary at {binary}: cargo build --profile ci -p streamfuse --bin streamfuse")
+
+    timer = Timer()
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        check = Checker(binary, Path(tmp), timer)
+        cnn, weights = astronaut_cnn(20261123)
+        cases = [cnn, *models.single_op_cases(), *architectures.architecture_cases(models.SEED + 1)]
+        cases = [c for c in cases if args.only in c.name]
+        print(f"built {len(cases)} models in {time.monotonic() - start:.1f} s")
+        for case in cases:
+            rows.append(check.case(case))
+            if case is cnn:
+                rows.append(check.safetensors(cnn, weights))
+        for name, model, node in architectures.refused_models(models.SEED + 2):
+            if args.only in name:
+                rows.append(check.refused(name, model, node))
+
+    print_table(rows)
+    if any(r.model.endswith(" *") for r in rows):
+        print("* ONNX Runtime refuses dilations with auto_pad SAME_*: compared with the numpy reference instead")
+    failures = [r.failure for r in rows if r.failure]
+    spent = ", ".join(f"{k} {v:.1f} s" for k, v in timer.spent.items())
+    print(f"{len(rows)} models, {len(failures)} failed; limit: max |streamfuse - ort| <= {TOLERANCE:.0e} x max |ort|; "
+          f"took {time.monotonic() - start:.1f} s ({spent})")
+    for f in failures:
+        print(f"FAIL {f}", file=sys.stderr)
+    if failures:
         sys.exit(1)
 
 

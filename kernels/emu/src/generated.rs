@@ -29,11 +29,17 @@ const EMU_HEADER: &str = include_str!("../cuda_emu.h");
 const LAUNCHER: &str = r#"
 struct SfLaunch { unsigned grid[3]; unsigned block[3]; };
 extern "C" void sf_emu_generated(const SfLaunch* l, const float* in, const float* w,
-                                 const float* bias, float* out, const FusedParams* p) {
+                                 const float* bias, float* out, const float* chan,
+                                 const FusedParams* p) {
     FusedParams q = *p;
-    sf_emu::launch(dim3{l->grid[0], l->grid[1], l->grid[2]},
-                   dim3{l->block[0], l->block[1], l->block[2]},
-                   [&] { SF_CHAIN_NAME(in, w, bias, out, q); });
+    const dim3 grid{l->grid[0], l->grid[1], l->grid[2]};
+    const dim3 block{l->block[0], l->block[1], l->block[2]};
+    // The load producer never synchronises: it may run serially.
+#if SF_CHAIN_CONV
+    sf_emu::launch(grid, block, [&] { SF_CHAIN_NAME(in, w, bias, out, chan, q); });
+#else
+    sf_emu::launch_serial(grid, block, [&] { SF_CHAIN_NAME(in, w, bias, out, chan, q); });
+#endif
 }
 "#;
 
@@ -43,6 +49,7 @@ type Entry = unsafe extern "C" fn(
     *const f32,
     *const f32,
     *mut f32,
+    *const f32,
     *const FusedParams,
 );
 
@@ -295,8 +302,16 @@ pub fn run(chain: &FusedChain, input: &Tensor) -> Result<Option<Tensor>, Generat
         ),
         None => (zero.as_ptr(), zero.as_ptr()),
     };
+    let chan = codegen::channel_data(chain);
+    let chan_ptr = if chan.is_empty() {
+        zero.as_ptr()
+    } else {
+        chan.as_ptr()
+    };
     // SAFETY: buffers hold the shapes `params` describes (planned above);
-    // weights hold out*in*kh*kw values; bias is read only when has_bias.
+    // weights hold out*in/groups*kh*kw values; bias is read only when
+    // has_bias; `chan` holds 2 * C values per per-channel op (C the
+    // produced channels, checked by `output_shape`), read only by those.
     unsafe {
         f(
             &launch,
@@ -304,6 +319,7 @@ pub fn run(chain: &FusedChain, input: &Tensor) -> Result<Option<Tensor>, Generat
             w,
             bias,
             out.data_mut().as_mut_ptr(),
+            chan_ptr,
             &params,
         );
     }

@@ -4,10 +4,12 @@
 //! the very kernels a GPU would run.
 
 use streamfuse_kernels::cuda::params::{
-    self, ConvKernel, ConvParams, FusedParams, Launch, PoolParams, VisionLaunch, VisionParams,
+    self, ConvKernel, ConvParams, FusedParams, Launch, PoolKernel, PoolParams, VisionLaunch,
+    VisionParams,
 };
 use streamfuse_kernels::{
-    Conv2d, FusedChain, KernelError, MaxPoolParams, Op, Pointwise, Step, Tensor, Vision,
+    ChannelAffine, Conv2d, EpilogueOp, FusedChain, KernelError, Op, Pointwise, Pool2d, Step,
+    Tensor, Vision,
 };
 
 pub mod generated;
@@ -15,7 +17,7 @@ pub mod generated;
 unsafe extern "C" {
     fn sf_emu_conv2d(
         l: *const Launch,
-        direct: i32,
+        kernel: i32,
         input: *const f32,
         w: *const f32,
         bias: *const f32,
@@ -30,7 +32,21 @@ unsafe extern "C" {
         out: *mut f32,
         p: *const ConvParams,
     );
-    fn sf_emu_maxpool(l: *const Launch, input: *const f32, out: *mut f32, p: *const PoolParams);
+    fn sf_emu_pool(
+        l: *const Launch,
+        kernel: i32,
+        input: *const f32,
+        out: *mut f32,
+        p: *const PoolParams,
+    );
+    fn sf_emu_channel_affine(
+        l: *const Launch,
+        data: *mut f32,
+        scale: *const f32,
+        shift: *const f32,
+        channels: i32,
+        plane: std::ffi::c_long,
+    );
     fn sf_emu_relu(l: *const Launch, data: *mut f32, n: std::ffi::c_long);
     fn sf_emu_clip(l: *const Launch, data: *mut f32, n: std::ffi::c_long, lo: f32, hi: f32);
     fn sf_emu_fused(
@@ -39,6 +55,7 @@ unsafe extern "C" {
         w: *const f32,
         bias: *const f32,
         out: *mut f32,
+        chan: *const f32,
         p: *const FusedParams,
     );
     fn sf_emu_vision(
@@ -128,29 +145,37 @@ pub enum Variant {
     BrokenHalo,
 }
 
-/// Convolution through `conv2d_f32` (or the direct kernel when the planner
-/// picks it).
+/// Convolution through the kernel the planner picks (`conv2d_f32`,
+/// `conv2d_depthwise_f32` or `conv2d_direct_f32`).
 ///
 /// # Errors
 /// [`KernelError`] when the op cannot take the input, or `variant` is
 /// [`Variant::BrokenHalo`] and the planner picks the direct kernel.
 pub fn conv2d(input: &Tensor, c: &Conv2d, variant: Variant) -> Result<Tensor, KernelError> {
     let (p, kernel, launch) = params::conv(c, input.shape())?;
-    if variant == Variant::BrokenHalo && kernel == ConvKernel::Direct {
+    if variant == Variant::BrokenHalo && kernel != ConvKernel::Tiled {
         return Err(KernelError::BadParam {
             op: "conv2d",
-            what: "the broken tiled kernel cannot run a convolution planned for the direct kernel"
-                .into(),
+            what: format!(
+                "the broken tiled kernel cannot run a convolution planned for {}",
+                kernel.name()
+            ),
         });
     }
     let mut out = Tensor::zeros(c.params.output_shape(input.shape())?);
+    let which = match kernel {
+        ConvKernel::Tiled => 0,
+        ConvKernel::Direct => 1,
+        ConvKernel::Depthwise => 2,
+    };
     // SAFETY: buffers hold the shapes `p` describes (checked by the planner);
-    // the weights hold out*in*kh*kw values; bias is read only when has_bias.
+    // the weights hold out*in/groups*kh*kw values; bias is read only when
+    // has_bias.
     unsafe {
         match variant {
             Variant::Real => sf_emu_conv2d(
                 &launch,
-                i32::from(kernel == ConvKernel::Direct),
+                which,
                 input.data().as_ptr(),
                 c.weights.as_ptr(),
                 bias_ptr(c),
@@ -170,23 +195,51 @@ pub fn conv2d(input: &Tensor, c: &Conv2d, variant: Variant) -> Result<Tensor, Ke
     Ok(out)
 }
 
-/// Max pooling through `maxpool_f32`.
+/// Pooling through the kernel the planner picks (`maxpool_f32`,
+/// `pool2d_f32` or `pool2d_wide_f32`).
 ///
 /// # Errors
 /// [`KernelError`] when the window does not fit.
-pub fn maxpool(input: &Tensor, mp: &MaxPoolParams) -> Result<Tensor, KernelError> {
-    let (p, launch) = params::pool(mp, input.shape())?;
-    let mut out = Tensor::zeros(mp.output_shape(input.shape())?);
+pub fn pool(input: &Tensor, pool: &Pool2d) -> Result<Tensor, KernelError> {
+    let (p, kernel, launch) = params::pool(pool, input.shape())?;
+    let which = match kernel {
+        PoolKernel::Max => 0,
+        PoolKernel::General => 1,
+        PoolKernel::Wide => 2,
+    };
+    let mut out = Tensor::zeros(pool.output_shape(input.shape())?);
     // SAFETY: buffers hold the shapes `p` describes.
     unsafe {
-        sf_emu_maxpool(
+        sf_emu_pool(
             &launch,
+            which,
             input.data().as_ptr(),
             out.data_mut().as_mut_ptr(),
             &p,
         )
     };
     Ok(out)
+}
+
+/// A per-channel affine in place through `channel_affine_f32`.
+///
+/// # Errors
+/// [`KernelError`] when the affine's channels differ from the tensor's.
+pub fn channel_affine(mut t: Tensor, a: &ChannelAffine) -> Result<Tensor, KernelError> {
+    let (channels, plane, launch) = params::channel_affine(a, t.shape())?;
+    // SAFETY: `channels * plane` values at the data pointer (the planner
+    // checked the shape), `channels` values in scale and shift.
+    unsafe {
+        sf_emu_channel_affine(
+            &launch,
+            t.data_mut().as_mut_ptr(),
+            a.scale.as_ptr(),
+            a.shift.as_ptr(),
+            channels,
+            plane as std::ffi::c_long,
+        )
+    };
+    Ok(t)
 }
 
 /// ReLU in place through `relu_f32`.
@@ -199,7 +252,8 @@ pub fn relu(mut t: Tensor) -> Tensor {
 }
 
 /// Runs an op as the CUDA backend would: fused chains through
-/// `fused_conv_pool_f32` when the planner allows, else member by member.
+/// `fused_conv_pool_f32` or their generated kernel when the planner
+/// allows, else member by member.
 ///
 /// # Errors
 /// [`KernelError`] when the op cannot take the input.
@@ -236,11 +290,12 @@ pub fn run(op: &Op, input: &Tensor) -> Result<Tensor, KernelError> {
             };
             Ok(t)
         }
-        Op::MaxPool(p) => maxpool(input, p),
+        Op::Pool(p) => pool(input, p),
+        Op::ChannelAffine(a) => channel_affine(input.clone(), a),
         Op::Pointwise(p) => {
             let chain = FusedChain {
                 conv: None,
-                epilogue: vec![*p],
+                epilogue: vec![(*p).into()],
                 pool: None,
             };
             run(&Op::Fused(chain), input)
@@ -252,7 +307,8 @@ pub fn run(op: &Op, input: &Tensor) -> Result<Tensor, KernelError> {
                     op: "fused",
                     what: "the hand-written fused kernel needs a convolution".into(),
                 })?;
-                // SAFETY: buffers hold the shapes `p` describes.
+                // SAFETY: buffers hold the shapes `p` describes; the kernel
+                // never reads `chan`.
                 unsafe {
                     sf_emu_fused(
                         &launch,
@@ -260,6 +316,7 @@ pub fn run(op: &Op, input: &Tensor) -> Result<Tensor, KernelError> {
                         conv.weights.as_ptr(),
                         bias_ptr(conv),
                         out.data_mut().as_mut_ptr(),
+                        ZERO.as_ptr(),
                         &p,
                     );
                 }
@@ -280,11 +337,11 @@ pub fn run(op: &Op, input: &Tensor) -> Result<Tensor, KernelError> {
                 Some(c) => conv2d(input, c, Variant::Real)?,
                 None => input.clone(),
             };
-            for &p in &chain.epilogue {
-                t = run(&Op::from(p), &t)?;
+            for e in &chain.epilogue {
+                t = run(&EpilogueOp::to_op(e), &t)?;
             }
             match &chain.pool {
-                Some(p) => maxpool(&t, p),
+                Some(p) => pool(&t, p),
                 None => Ok(t),
             }
         }

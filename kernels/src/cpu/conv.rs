@@ -2,15 +2,20 @@
 //!
 //! Work is done one output row at a time by a [`RowEngine`]: it copies the
 //! input rows the row needs into zero-padded, stride-decimated "phase" rows
-//! (so every tap reads a contiguous run of values, whatever the stride and
-//! padding), then for each tile of `T` output columns and each output channel
-//! it accumulates all `in * kh * kw` taps in registers before one store. The
-//! tile loop is outermost so a tile's phase data (a few KiB) stays in L1 while
-//! every output channel reads it.
+//! (so every tap reads a contiguous run of values, whatever the stride,
+//! dilation and padding), then for each tile of `T` output columns and each
+//! output channel it accumulates all `in/groups * kh * kw` taps of the
+//! channel's group in registers before one store. The tile loop is
+//! outermost so a tile's phase data (a few KiB) stays in L1 while every
+//! output channel reads it.
+//!
+//! Geometry: output row `oy` reads input rows `oy * sh - pad_top + ky * dh`;
+//! output column `ox`, tap `kx` reads padded column `ox * sw + kx * dw`,
+//! which is phase `(kx * dw) % sw` of the row at offset `(kx * dw) / sw`.
 //!
 //! Accumulation order for one output value is fixed: `bias`, then taps in
-//! `(ic, ky, kx)` order, each as `acc = w * x + acc` (fused multiply-add where
-//! the [`Level`] has it).
+//! `(ic, ky, kx)` order over the group's input channels, each as
+//! `acc = w * x + acc` (fused multiply-add where the [`Level`] has it).
 
 use super::simd::{Level, level};
 use super::vector::{self, Vector};
@@ -25,7 +30,8 @@ use crate::tensor::{Shape, Tensor};
 enum RowSrc {
     /// Outside the image (padding): the shared zero row.
     Zero,
-    /// Straight from the input at this offset (stride 1, no padding, and
+    /// Straight from the input at this offset (column stride 1, no left or
+    /// right padding, and
     /// `phase_len` values from there lie inside the input; values past the
     /// row's end only feed columns past the output width, which are
     /// discarded).
@@ -36,10 +42,10 @@ enum RowSrc {
 
 /// Computes convolution output rows for all output channels.
 ///
-/// Padded/decimated copies of input rows live in a ring of `kh` rows per
-/// input channel, keyed by input row: consecutive output rows (stride 1)
-/// share `kh - 1` input rows, so each input row is copied once per band,
-/// not once per output row that reads it.
+/// Padded/decimated copies of input rows live in a ring of `ext_h` rows
+/// (the dilated kernel's height) per input channel, keyed by input row:
+/// consecutive output rows (stride 1) share most input rows, so each input
+/// row is copied once per band, not once per output row that reads it.
 pub(crate) struct RowEngine<'a> {
     conv: &'a Conv2d,
     input: &'a Tensor,
@@ -48,13 +54,15 @@ pub(crate) struct RowEngine<'a> {
     tiles_w: usize,
     /// Values per phase row.
     phase_len: usize,
-    /// Ring `[in, kh slots, stride, phase_len]`, then one zero row.
+    /// Ring slots per input channel (the dilated kernel's height).
+    slots: usize,
+    /// Ring `[in, slots, sw, phase_len]`, then one zero row.
     phases: Vec<f32>,
-    /// Input row held by each ring slot, `[in, kh]`.
+    /// Input row held by each ring slot, `[in, slots]`.
     tags: Vec<Option<usize>>,
     /// Source of each `(ic, ky)` row for the current output row.
     srcs: Vec<RowSrc>,
-    /// Start of each phase row for the current output row, `[in, kh, stride]`.
+    /// Start of each phase row for the current output row, `[in, kh, sw]`.
     rows: Vec<*const f32>,
 }
 
@@ -64,19 +72,23 @@ impl<'a> RowEngine<'a> {
         let level = level();
         let tile = tile_for(level);
         let p = conv.params;
+        let win = p.window;
+        let sw = win.stride[1];
         let tiles_w = out.w.div_ceil(tile) * tile;
-        let phase_len = tiles_w + (p.kernel_w - 1) / p.stride;
-        let rows = p.in_channels * p.kernel_h;
+        let phase_len = tiles_w + ((win.kernel[1] - 1) * win.dilation[1]) / sw;
+        let slots = win.extent()[0];
+        let rows = p.in_channels * p.kernel_h();
         Self {
             conv,
             input,
             level,
             tiles_w,
             phase_len,
-            phases: vec![0.0; (rows * p.stride + 1) * phase_len],
-            tags: vec![None; rows],
+            slots,
+            phases: vec![0.0; (p.in_channels * slots * sw + 1) * phase_len],
+            tags: vec![None; p.in_channels * slots],
             srcs: vec![RowSrc::Zero; rows],
-            rows: vec![std::ptr::null(); rows * p.stride],
+            rows: vec![std::ptr::null(); rows * sw],
         }
     }
 
@@ -105,56 +117,56 @@ impl<'a> RowEngine<'a> {
     }
 
     /// Points the phase rows at the input rows output row `oy` needs:
-    /// phase `r` of row `(ic, ky)` holds `padded[t * stride + r]` at `t`.
+    /// phase `r` of row `(ic, ky)` holds `padded[t * sw + r]` at `t`.
     fn prepare(&mut self, oy: usize) {
         let p = self.conv.params;
+        let win = p.window;
+        let (kh, sw) = (win.kernel[0], win.stride[1]);
+        let [pad_top, pad_left, _, pad_right] = win.pads;
         let Shape { h, w, .. } = self.input.shape();
         let pl = self.phase_len;
         let data_len = self.input.data().len();
+        let direct_ok = sw == 1 && pad_left == 0 && pad_right == 0;
         // Pass 1: decide each row's source and fill ring slots that miss.
         for ic in 0..p.in_channels {
-            for ky in 0..p.kernel_h {
-                let iy = (oy * p.stride + ky)
-                    .checked_sub(p.padding)
+            for ky in 0..kh {
+                let iy = (oy * win.stride[0] + ky * win.dilation[0])
+                    .checked_sub(pad_top)
                     .filter(|&iy| iy < h);
                 let src = match iy {
                     None => RowSrc::Zero,
-                    Some(iy)
-                        if p.stride == 1
-                            && p.padding == 0
-                            && (ic * h + iy) * w + pl <= data_len =>
-                    {
+                    Some(iy) if direct_ok && (ic * h + iy) * w + pl <= data_len => {
                         RowSrc::Direct((ic * h + iy) * w)
                     }
                     Some(iy) => {
-                        let slot = ic * p.kernel_h + iy % p.kernel_h;
-                        let base = slot * p.stride * pl;
+                        let slot = ic * self.slots + iy % self.slots;
+                        let base = slot * sw * pl;
                         if self.tags[slot] != Some(iy) {
                             let plane = self.input.plane(ic);
                             fill_phases(
-                                &mut self.phases[base..base + p.stride * pl],
+                                &mut self.phases[base..base + sw * pl],
                                 &plane[iy * w..(iy + 1) * w],
-                                p.stride,
-                                p.padding,
+                                sw,
+                                pad_left,
                             );
                             self.tags[slot] = Some(iy);
                         }
                         RowSrc::Ring(base)
                     }
                 };
-                self.srcs[ic * p.kernel_h + ky] = src;
+                self.srcs[ic * kh + ky] = src;
             }
         }
         // Pass 2: pointers (taken after all writes to the ring).
         let ring = self.phases.as_ptr();
         let data = self.input.data().as_ptr();
-        let zero_at = p.in_channels * p.kernel_h * p.stride * pl;
+        let zero_at = p.in_channels * self.slots * sw * pl;
         for (k, src) in self.srcs.iter().enumerate() {
-            for r in 0..p.stride {
+            for r in 0..sw {
                 // SAFETY: every offset is inside its buffer with `pl` values
                 // after it: the zero row and ring slots by the size of
                 // `phases`, direct rows by the check in pass 1.
-                self.rows[k * p.stride + r] = unsafe {
+                self.rows[k * sw + r] = unsafe {
                     match *src {
                         RowSrc::Zero => ring.add(zero_at),
                         RowSrc::Direct(off) => data.add(off),
@@ -208,7 +220,7 @@ fn compute_avx512<F: FnMut(usize, usize, &[f32])>(eng: &RowEngine<'_>, sink: &mu
     // 4 channels x 64 columns share each load; few: 128 columns in 8
     // independent chains hide the FMA latency.
     unsafe {
-        if eng.conv.params.out_channels >= 4 {
+        if eng.conv.params.out_per_group() >= 4 {
             compute::<vector::Avx512, 4, 4, F>(eng, sink)
         } else {
             compute::<vector::Avx512, 8, 1, F>(eng, sink)
@@ -247,28 +259,35 @@ unsafe fn compute<V: Vector, const U: usize, const OB: usize, F: FnMut(usize, us
 ) {
     let t = U * V::LANES;
     debug_assert!(t <= TILE_MAX && eng.tiles_w.is_multiple_of(t));
-    let n = eng.conv.params.out_channels;
+    let p = eng.conv.params;
+    let opg = p.out_per_group();
     let mut buf = [0.0f32; TILE_MAX];
     for x0 in (0..eng.tiles_w).step_by(t) {
-        let mut oc = 0;
-        while oc + OB <= n {
-            // SAFETY: forwarded from the caller.
-            unsafe { block::<V, U, OB, F>(eng, x0, oc, &mut buf, sink) };
-            oc += OB;
-        }
-        while oc < n {
-            // SAFETY: forwarded from the caller.
-            unsafe { block::<V, U, 1, F>(eng, x0, oc, &mut buf, sink) };
-            oc += 1;
+        // Blocks never straddle a group: every channel of a block reads the
+        // same input channels.
+        for g in 0..p.groups {
+            let (mut oc, end) = (g * opg, (g + 1) * opg);
+            while oc + OB <= end {
+                // SAFETY: forwarded from the caller.
+                unsafe { block::<V, U, OB, F>(eng, x0, oc, &mut buf, sink) };
+                oc += OB;
+            }
+            while oc < end {
+                // SAFETY: forwarded from the caller.
+                unsafe { block::<V, U, 1, F>(eng, x0, oc, &mut buf, sink) };
+                oc += 1;
+            }
         }
     }
 }
 
 /// One tile (`U` vectors from column `x0`) of output channels
-/// `oc0 .. oc0 + B`: all taps accumulated in registers, then handed to `sink`.
+/// `oc0 .. oc0 + B` (one group's): all taps accumulated in registers, then
+/// handed to `sink`.
 ///
 /// # Safety
-/// As [`compute`]; `x0 + U * V::LANES <= tiles_w` and `oc0 + B <= out_channels`.
+/// As [`compute`]; `x0 + U * V::LANES <= tiles_w`, `oc0 + B <= out_channels`
+/// and the channels in one group.
 #[inline(always)]
 unsafe fn block<V: Vector, const U: usize, const B: usize, F: FnMut(usize, usize, &[f32])>(
     eng: &RowEngine<'_>,
@@ -282,33 +301,37 @@ unsafe fn block<V: Vector, const U: usize, const B: usize, F: FnMut(usize, usize
     debug_assert!(x0 + U * V::LANES <= eng.tiles_w && oc0 + B <= p.out_channels);
     // SAFETY (all pointer arithmetic below): `eng.rows` holds, per
     // `(ic, ky, phase)`, the start of a run of at least
-    // `pl = tiles_w + (kw - 1) / stride` readable values (see `prepare`);
-    // a tap reads phase row `(ic*kh + ky)*stride + kx % stride` from column
-    // `x0 + kx / stride`, `U * LANES` values, which ends at most at
-    // `tiles_w + (kw - 1) / stride = pl`. Weights are read at
+    // `pl = tiles_w + (kw - 1) * dw / sw` readable values (see `prepare`);
+    // a tap reads phase row `(ic*kh + ky)*sw + (kx*dw) % sw` from column
+    // `x0 + (kx*dw) / sw`, `U * LANES` values, which ends at most at
+    // `tiles_w + (kw - 1) * dw / sw = pl`. Weights are read at
     // `(oc0 + b) * flen + tap` with `tap < flen`.
     let rows = eng.rows.as_slice();
     let weights = eng.conv.weights.as_ptr();
-    // Tap kx reads phase `kx % stride` at column offset `kx / stride`;
+    // Tap kx reads phase `(kx*dw) % sw` at column offset `(kx*dw) / sw`;
     // stepped incrementally (no division in the loop).
-    let stride = p.stride;
+    let stride = p.window.stride[1];
+    let dil = p.window.dilation[1];
+    let (kh, kw) = (p.kernel_h(), p.kernel_w());
+    let first_row = p.first_input(oc0) * kh;
     let mut acc = [[unsafe { V::splat(0.0) }; U]; B];
     for (b, accb) in acc.iter_mut().enumerate() {
         let bias = unsafe { V::splat(eng.conv.bias_of(oc0 + b)) };
         *accb = [bias; U];
     }
-    for row in 0..p.in_channels * p.kernel_h {
-        let phase_rows = &rows[row * stride..(row + 1) * stride];
+    for row in 0..p.in_per_group() * kh {
+        let abs = first_row + row;
+        let phase_rows = &rows[abs * stride..(abs + 1) * stride];
         let (mut phase, mut shift) = (0usize, 0usize);
-        for kx in 0..p.kernel_w {
+        for kx in 0..kw {
             let src = unsafe { phase_rows[phase].add(x0 + shift) };
-            phase += 1;
-            if phase == stride {
-                phase = 0;
+            phase += dil;
+            while phase >= stride {
+                phase -= stride;
                 shift += 1;
             }
             let xs: [V; U] = std::array::from_fn(|u| unsafe { V::load(src.add(u * V::LANES)) });
-            let tap = row * p.kernel_w + kx;
+            let tap = row * kw + kx;
             for (b, accb) in acc.iter_mut().enumerate() {
                 let w = unsafe { V::splat(*weights.add((oc0 + b) * flen + tap)) };
                 for (a, &x) in accb.iter_mut().zip(&xs) {
@@ -326,7 +349,8 @@ unsafe fn block<V: Vector, const U: usize, const B: usize, F: FnMut(usize, usize
     }
 }
 
-/// Convolution of `input` by `conv` (zero padding, floor output size).
+/// Convolution of `input` by `conv` (zero padding, floor output size,
+/// any strides, dilations and groups).
 ///
 /// # Errors
 /// [`KernelError`] when the input's channels or size do not suit `conv`.

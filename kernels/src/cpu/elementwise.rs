@@ -2,7 +2,7 @@
 
 use super::relu1;
 use super::simd::multiversion;
-use crate::op::{Pointwise, apply_pointwise};
+use crate::op::{ChannelAffine, Pointwise, apply_pointwise};
 use crate::tensor::Tensor;
 
 /// Values per parallel chunk.
@@ -38,4 +38,21 @@ multiversion! {
 /// chunk gets every op while it is in cache).
 pub fn pointwise_in_place(data: &mut [f32], ops: &[Pointwise]) {
     super::for_each_chunk(data, CHUNK / 4, |(_, chunk)| pointwise_chunk(ops, chunk));
+}
+
+multiversion! {
+    fn affine_plane(scale: f32, shift: f32, plane: &mut [f32]) {
+        Pointwise::Affine { scale, shift }.apply_slice(plane);
+    }
+}
+
+/// Applies a per-channel affine to every plane (`plane` values each) of
+/// `data`, in place, planes in parallel.
+pub fn channel_affine_in_place(data: &mut [f32], plane: usize, a: &ChannelAffine) {
+    if plane == 0 {
+        return;
+    }
+    super::for_each_chunk(data, plane, |(c, chunk)| {
+        affine_plane(a.scale[c], a.shift[c], chunk);
+    });
 }

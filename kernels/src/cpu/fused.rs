@@ -1,23 +1,26 @@
 //! Fused chains in one pass over the image: a producer (a convolution, or a
-//! plain load of the input), the chain's pointwise epilogue, and an
-//! optional max-pool consumer.
+//! plain load of the input), the chain's epilogue, and an optional pool
+//! consumer.
 //!
 //! With a convolution, each output row is computed tile by tile
 //! ([`RowEngine`]); each tile (at most 128 values, in L1) gets the
-//! epilogue, one tight loop per op, and with a pool the vertical max, into
-//! a per-band row buffer that stays in cache; the horizontal max then
-//! writes the pooled row. The convolution output is never stored. Without
-//! a convolution the same happens to input rows. Values are bit-identical
-//! to running the members one by one ([`super::conv::conv2d`], each
-//! [`Pointwise`], [`super::pool::maxpool`]): the same expressions in the
-//! same order.
+//! epilogue, one tight loop per op. A plain square max pool takes the
+//! vertical max straight into a per-band row buffer that stays in cache,
+//! then the horizontal max writes the pooled row. Any other pool keeps the
+//! last window-height convolution rows of every channel in a ring (each row
+//! computed once, however much windows overlap) and reduces them with the
+//! unfused pool's [`PoolRows`]. The convolution output is never stored.
+//! Without a convolution the epilogue runs in place on a copy of the input
+//! and the pool reads that. Values are bit-identical to running the
+//! members one by one ([`super::conv::conv2d`], each epilogue op,
+//! [`super::pool::pool`]): the same expressions in the same order.
 
 use super::conv::RowEngine;
-use super::pool::horizontal_max;
+use super::pool::{PoolRows, horizontal_max};
 use super::simd::multiversion;
 use super::{band_rows, max2, plane_bands, relu1};
 use crate::error::KernelError;
-use crate::op::{Conv2d, FusedChain, MaxPoolParams, Pointwise, apply_pointwise};
+use crate::op::{Conv2d, EpilogueOp, FusedChain, Pointwise, Pool2d, apply_epilogue};
 use crate::tensor::{Shape, Tensor};
 
 /// `dst[i] = g(src[i])`.
@@ -37,30 +40,32 @@ fn max_row<F: Fn(f32) -> f32>(g: F, v: &mut [f32], src: &[f32]) {
 }
 
 multiversion! {
-    /// `dst = epilogue(src)`: one loop for the common epilogues (none, a
-    /// single ReLU), else a copy and one in-cache pass per op.
-    fn epilogue_row(ep: &[Pointwise], dst: &mut [f32], src: &[f32]) {
+    /// `dst = epilogue(src)` for channel `c`: one loop for the common
+    /// epilogues (none, a single ReLU), else a copy and one in-cache pass
+    /// per op.
+    fn epilogue_row(ep: &[EpilogueOp], c: usize, dst: &mut [f32], src: &[f32]) {
         match ep {
             [] => dst.copy_from_slice(src),
-            [Pointwise::Relu] => map_row(relu1, dst, src),
+            [EpilogueOp::Pointwise(Pointwise::Relu)] => map_row(relu1, dst, src),
             _ => {
                 dst.copy_from_slice(src);
-                apply_pointwise(ep, dst);
+                apply_epilogue(ep, c, dst);
             }
         }
     }
 }
 
 multiversion! {
-    /// `v = max(v, epilogue(src))`, with `scratch` for the general case.
-    fn epilogue_max_row(ep: &[Pointwise], v: &mut [f32], src: &[f32], scratch: &mut [f32]) {
+    /// `v = max(v, epilogue(src))` for channel `c`, with `scratch` for the
+    /// general case.
+    fn epilogue_max_row(ep: &[EpilogueOp], c: usize, v: &mut [f32], src: &[f32], scratch: &mut [f32]) {
         match ep {
             [] => max_row(|x| x, v, src),
-            [Pointwise::Relu] => max_row(relu1, v, src),
+            [EpilogueOp::Pointwise(Pointwise::Relu)] => max_row(relu1, v, src),
             _ => {
                 let t = &mut scratch[..src.len()];
                 t.copy_from_slice(src);
-                apply_pointwise(ep, t);
+                apply_epilogue(ep, c, t);
                 for (a, &b) in v.iter_mut().zip(t.iter()) {
                     *a = max2(*a, b);
                 }
@@ -79,17 +84,25 @@ pub fn run(input: &Tensor, chain: &FusedChain) -> Result<Tensor, KernelError> {
     let ep = chain.epilogue.as_slice();
     Ok(match (&chain.conv, chain.pool) {
         (Some(conv), None) => conv_epilogue(input, conv, ep, out_shape),
+        (Some(conv), Some(pool)) if pool.is_simple_max() => {
+            conv_max(input, conv, ep, mid, out_shape, pool)
+        }
         (Some(conv), Some(pool)) => conv_pool(input, conv, ep, mid, out_shape, pool),
-        (None, Some(pool)) => load_pool(input, ep, out_shape, pool),
-        (None, None) => {
-            let mut out = input.clone();
-            super::elementwise::pointwise_in_place(out.data_mut(), ep);
-            out
+        (None, pool) => {
+            let mut t = input.clone();
+            let plane = mid.h * mid.w;
+            if plane > 0 {
+                super::for_each_chunk(t.data_mut(), plane, |(c, d)| apply_epilogue(ep, c, d));
+            }
+            match pool {
+                Some(p) => super::pool::pool(&t, &p)?,
+                None => t,
+            }
         }
     })
 }
 
-fn conv_epilogue(input: &Tensor, conv: &Conv2d, ep: &[Pointwise], out_shape: Shape) -> Tensor {
+fn conv_epilogue(input: &Tensor, conv: &Conv2d, ep: &[EpilogueOp], out_shape: Shape) -> Tensor {
     let Shape { c, h, w } = out_shape;
     let mut out = Tensor::zeros(out_shape);
     let band = band_rows(h);
@@ -102,7 +115,7 @@ fn conv_epilogue(input: &Tensor, conv: &Conv2d, ep: &[Pointwise], out_shape: Sha
                 if x0 < w {
                     let n = (w - x0).min(tile.len());
                     let dst = &mut rows[oc][r * w + x0..r * w + x0 + n];
-                    epilogue_row(ep, dst, &tile[..n]);
+                    epilogue_row(ep, oc, dst, &tile[..n]);
                 }
             });
         }
@@ -110,16 +123,17 @@ fn conv_epilogue(input: &Tensor, conv: &Conv2d, ep: &[Pointwise], out_shape: Sha
     out
 }
 
-fn conv_pool(
+/// Convolution, epilogue, plain square max pool.
+fn conv_max(
     input: &Tensor,
     conv: &Conv2d,
-    ep: &[Pointwise],
+    ep: &[EpilogueOp],
     conv_shape: Shape,
     out_shape: Shape,
-    pool: MaxPoolParams,
+    pool: Pool2d,
 ) -> Tensor {
     let Shape { c, h, w } = out_shape;
-    let (size, stride) = (pool.size, pool.stride);
+    let (size, stride) = (pool.size(), pool.window.stride[0]);
     let mut out = Tensor::zeros(out_shape);
     let band = band_rows(h);
     let bands = plane_bands(out.data_mut(), c, h, w, band);
@@ -136,9 +150,9 @@ fn conv_pool(
                 eng.row(y0 + j, |oc, x0, tile| {
                     let v = &mut vmax[oc * tw + x0..oc * tw + x0 + tile.len()];
                     if j == 0 {
-                        epilogue_row(ep, v, tile);
+                        epilogue_row(ep, oc, v, tile);
                     } else {
-                        epilogue_max_row(ep, v, tile, &mut scratch);
+                        epilogue_max_row(ep, oc, v, tile, &mut scratch);
                     }
                 });
             }
@@ -151,25 +165,49 @@ fn conv_pool(
     out
 }
 
-fn load_pool(input: &Tensor, ep: &[Pointwise], out_shape: Shape, pool: MaxPoolParams) -> Tensor {
-    let in_shape = input.shape();
+/// Convolution, epilogue, any pool: a ring of the last window-height
+/// convolution rows per channel.
+fn conv_pool(
+    input: &Tensor,
+    conv: &Conv2d,
+    ep: &[EpilogueOp],
+    conv_shape: Shape,
+    out_shape: Shape,
+    pool: Pool2d,
+) -> Tensor {
     let Shape { c, h, w } = out_shape;
+    let slots = pool.window.extent()[0];
     let mut out = Tensor::zeros(out_shape);
     let band = band_rows(h);
     let bands = plane_bands(out.data_mut(), c, h, w, band);
     super::for_each_band(bands, |(b, mut rows)| {
-        let mut v = vec![0.0f32; in_shape.w];
-        let mut t = vec![0.0f32; in_shape.w];
-        for (ch, rows) in rows.iter_mut().enumerate() {
-            let plane = input.plane(ch);
-            for (r, out_row) in rows.chunks_exact_mut(w).enumerate() {
-                let y0 = (b * band + r) * pool.stride;
-                let row = |y: usize| &plane[y * in_shape.w..(y + 1) * in_shape.w];
-                epilogue_row(ep, &mut v, row(y0));
-                for y in y0 + 1..y0 + pool.size {
-                    epilogue_max_row(ep, &mut v, row(y), &mut t);
+        let mut eng = RowEngine::new(conv, input, conv_shape);
+        let tw = eng.tiles_w();
+        let mut ring = vec![0.0f32; c * slots * tw];
+        let mut tags: Vec<Option<usize>> = vec![None; slots];
+        let mut pr = PoolRows::new(pool, conv_shape, w);
+        let nrows = rows.first().map_or(0, |r| r.len() / w);
+        for r in 0..nrows {
+            let oy = b * band + r;
+            let (first, n, _) = pr.rows_of(oy);
+            for k in 0..n {
+                let y = first + k * pr.row_step();
+                let slot = y % slots;
+                if tags[slot] != Some(y) {
+                    eng.row(y, |oc, x0, tile| {
+                        let at = (oc * slots + slot) * tw + x0;
+                        epilogue_row(ep, oc, &mut ring[at..at + tile.len()], tile);
+                    });
+                    tags[slot] = Some(y);
                 }
-                horizontal_max(&v, out_row, pool.size, pool.stride);
+            }
+            for (oc, out_rows) in rows.iter_mut().enumerate() {
+                let ring = &ring;
+                let row = |y: usize| {
+                    let at = (oc * slots + y % slots) * tw;
+                    &ring[at..at + conv_shape.w]
+                };
+                pr.reduce(oy, row, &mut out_rows[r * w..(r + 1) * w]);
             }
         }
     });

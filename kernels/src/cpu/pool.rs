@@ -1,14 +1,19 @@
-//! Max pooling (PyTorch floor mode, no padding).
+//! Pooling: max and average over any window ([`Pool2d`]: kernel, strides,
+//! dilations, padding per side, `ceil_mode`, `count_include_pad`).
 //!
-//! Each output row is the vertical max of its `size` input rows (first row,
-//! then `max(v, next)` in row order) followed by the horizontal max of each
-//! window (first column, then `max(m, next)`); the fused path uses the same
-//! order so both give bit-identical results.
+//! Each output row reduces its window's valid input rows into one row
+//! (vertical: the first row, then `max(v, next)` or `v + next` in row
+//! order), then each output value reduces its window's valid columns of
+//! that row (horizontal, in column order); an average divides the sum once.
+//! Padding never takes part: a max ignores it, and an average counts it
+//! only with `count_include_pad`. The fused path ([`super::fused`]) calls
+//! the same [`PoolRows`] on the same values, so both give bit-identical
+//! results.
 
 use super::simd::multiversion;
 use super::{band_rows, max2, plane_bands};
 use crate::error::KernelError;
-use crate::op::MaxPoolParams;
+use crate::op::{AxisTaps, Pool2d, PoolKind};
 use crate::tensor::{Shape, Tensor};
 
 multiversion! {
@@ -16,6 +21,15 @@ multiversion! {
     pub(crate) fn vertical_max(v: &mut [f32], row: &[f32]) {
         for (a, &b) in v.iter_mut().zip(row) {
             *a = max2(*a, b);
+        }
+    }
+}
+
+multiversion! {
+    /// `v[i] = v[i] + row[i]`.
+    pub(crate) fn vertical_sum(v: &mut [f32], row: &[f32]) {
+        for (a, &b) in v.iter_mut().zip(row) {
+            *a += b;
         }
     }
 }
@@ -40,15 +54,189 @@ multiversion! {
     }
 }
 
-/// Max pooling of every channel of `input`.
+multiversion! {
+    /// The horizontal reduction of one row: `out[x]` over the valid taps
+    /// `cols[x]` of `v` (first column `x * sw - pad + k0 * dw`, every `dw`).
+    fn horizontal(
+        kind: PoolKind,
+        v: &[f32],
+        out: &mut [f32],
+        cols: &[(isize, usize, usize)],
+        dw: usize,
+        rows: (usize, usize),
+    ) {
+        for (o, &(start, n, padded)) in out.iter_mut().zip(cols) {
+            if n == 0 {
+                // No tap inside the input (only with dilation): as ONNX
+                // Runtime, the lowest value for a max, 0 / count for a mean.
+                *o = match kind {
+                    PoolKind::Max => f32::MIN,
+                    PoolKind::Avg { count_include_pad } => {
+                        let count = if count_include_pad { rows.1 * padded } else { 0 };
+                        0.0 / count as f32
+                    }
+                };
+                continue;
+            }
+            let s = start as usize;
+            let mut acc = v[s];
+            match kind {
+                PoolKind::Max => {
+                    for k in 1..n {
+                        acc = max2(acc, v[s + k * dw]);
+                    }
+                    *o = acc;
+                }
+                PoolKind::Avg { count_include_pad } => {
+                    for k in 1..n {
+                        acc += v[s + k * dw];
+                    }
+                    let count = if count_include_pad { rows.1 * padded } else { rows.0 * n };
+                    *o = acc / count as f32;
+                }
+            }
+        }
+    }
+}
+
+/// A pool's geometry for one input size: the valid taps of every output
+/// column, precomputed once per call, and the row taps per output row.
+pub(crate) struct PoolRows {
+    pool: Pool2d,
+    in_h: usize,
+    /// Per output column: first valid input column, valid taps, taps in
+    /// the padded input.
+    cols: Vec<(isize, usize, usize)>,
+    /// Reduction row (input width).
+    v: Vec<f32>,
+}
+
+impl PoolRows {
+    /// The geometry of `pool` over an input of `input`'s height and width,
+    /// for an output of `out_w` columns.
+    pub(crate) fn new(pool: Pool2d, input: Shape, out_w: usize) -> Self {
+        let win = pool.window;
+        let cols = (0..out_w)
+            .map(|ox| {
+                let t = AxisTaps::of(
+                    ox,
+                    input.w,
+                    win.kernel[1],
+                    win.stride[1],
+                    win.dilation[1],
+                    win.pads[1],
+                    win.pads[3],
+                );
+                let start =
+                    (ox * win.stride[1] + t.k0 * win.dilation[1]) as isize - win.pads[1] as isize;
+                (start, t.n, t.padded)
+            })
+            .collect();
+        Self {
+            pool,
+            in_h: input.h,
+            cols,
+            v: vec![0.0; input.w],
+        }
+    }
+
+    /// The input rows output row `oy` reads: `(first, count, padded)` as
+    /// [`AxisTaps`], rows `first + k * dh`.
+    pub(crate) fn rows_of(&self, oy: usize) -> (usize, usize, usize) {
+        let win = self.pool.window;
+        let t = AxisTaps::of(
+            oy,
+            self.in_h,
+            win.kernel[0],
+            win.stride[0],
+            win.dilation[0],
+            win.pads[0],
+            win.pads[2],
+        );
+        let first = (oy * win.stride[0] + t.k0 * win.dilation[0]).saturating_sub(win.pads[0]);
+        (first, t.n, t.padded)
+    }
+
+    /// Row stride between taps (`dh`).
+    pub(crate) fn row_step(&self) -> usize {
+        self.pool.window.dilation[0]
+    }
+
+    /// Reduces output row `oy` into `out` from its input rows, which
+    /// `row(iy)` gives (each the input's width).
+    pub(crate) fn reduce<'r, R: Fn(usize) -> &'r [f32]>(
+        &mut self,
+        oy: usize,
+        row: R,
+        out: &mut [f32],
+    ) {
+        let (first, n, padded) = self.rows_of(oy);
+        let kind = self.pool.kind;
+        if n == 0 {
+            self.v.fill(match kind {
+                PoolKind::Max => f32::MIN,
+                PoolKind::Avg { .. } => 0.0,
+            });
+        } else {
+            self.v.copy_from_slice(row(first));
+            for k in 1..n {
+                let r = row(first + k * self.row_step());
+                match kind {
+                    PoolKind::Max => vertical_max(&mut self.v, r),
+                    PoolKind::Avg { .. } => vertical_sum(&mut self.v, r),
+                }
+            }
+        }
+        if n == 0 && kind == PoolKind::Max {
+            out.fill(f32::MIN);
+            return;
+        }
+        horizontal(
+            kind,
+            &self.v,
+            out,
+            &self.cols,
+            self.pool.window.dilation[1],
+            (n, padded),
+        );
+    }
+}
+
+/// Pooling of every channel of `input`.
 ///
 /// # Errors
-/// [`KernelError`] when the window does not fit the input.
-pub fn maxpool(input: &Tensor, p: &MaxPoolParams) -> Result<Tensor, KernelError> {
+/// [`KernelError`] when a parameter is invalid or the window does not fit
+/// the padded input.
+pub fn pool(input: &Tensor, p: &Pool2d) -> Result<Tensor, KernelError> {
     let in_shape = input.shape();
     let out_shape = p.output_shape(in_shape)?;
     let Shape { c, h, w } = out_shape;
     let mut out = Tensor::zeros(out_shape);
+    if p.is_simple_max() {
+        simple_max(input, p.size(), p.window.stride[0], &mut out);
+        return Ok(out);
+    }
+    let band = band_rows(h);
+    let bands = plane_bands(out.data_mut(), c, h, w, band);
+    super::for_each_band(bands, |(b, mut rows)| {
+        let mut pr = PoolRows::new(*p, in_shape, w);
+        for (ch, rows) in rows.iter_mut().enumerate() {
+            let plane = input.plane(ch);
+            let iw = in_shape.w;
+            for (r, out_row) in rows.chunks_exact_mut(w).enumerate() {
+                pr.reduce(b * band + r, |y| &plane[y * iw..(y + 1) * iw], out_row);
+            }
+        }
+    });
+    Ok(out)
+}
+
+/// The square, unpadded max pool in floor mode: vertical maxima of the
+/// window's rows, then [`horizontal_max`] (the same values and order as
+/// the general path).
+fn simple_max(input: &Tensor, size: usize, stride: usize, out: &mut Tensor) {
+    let in_shape = input.shape();
+    let Shape { c, h, w } = out.shape();
     let band = band_rows(h);
     let bands = plane_bands(out.data_mut(), c, h, w, band);
     super::for_each_band(bands, |(b, mut rows)| {
@@ -56,14 +244,13 @@ pub fn maxpool(input: &Tensor, p: &MaxPoolParams) -> Result<Tensor, KernelError>
         for (ch, rows) in rows.iter_mut().enumerate() {
             let plane = input.plane(ch);
             for (r, out_row) in rows.chunks_exact_mut(w).enumerate() {
-                let y0 = (b * band + r) * p.stride;
+                let y0 = (b * band + r) * stride;
                 v.copy_from_slice(&plane[y0 * in_shape.w..(y0 + 1) * in_shape.w]);
-                for y in y0 + 1..y0 + p.size {
+                for y in y0 + 1..y0 + size {
                     vertical_max(&mut v, &plane[y * in_shape.w..(y + 1) * in_shape.w]);
                 }
-                horizontal_max(&v, out_row, p.size, p.stride);
+                horizontal_max(&v, out_row, size, stride);
             }
         }
     });
-    Ok(out)
 }

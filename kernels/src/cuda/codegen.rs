@@ -1,9 +1,13 @@
 //! Generates one CUDA C kernel for a fused chain (see `chain.cu`): a
 //! producer (a convolution with bias, or a plain load), the chain's
-//! pointwise ops composed into one `__device__` epilogue, and a max-pool
-//! consumer (1×1 when the chain has no pool). Each op's constants are baked
-//! into the source as exact bit patterns, so a kernel is specific to its
-//! chain; sources are named and cached by a hash of their text.
+//! epilogue ops composed into one `__device__` epilogue, and a max-pool
+//! consumer (1×1 when the chain has no pool). Each pointwise op's constants
+//! are baked into the source as exact bit patterns, so a kernel is specific
+//! to its chain; sources are named and cached by a hash of their text.
+//! Per-channel ops ([`EpilogueOp::Channel`], batch normalization) read their
+//! scales and shifts from a buffer the launch passes ([`channel_data`]):
+//! the source only names the op's place in it, so chains that differ only
+//! in those values share a kernel.
 //!
 //! Pointwise ops use the expressions of [`Pointwise::apply`], with
 //! `__fmul_rn`/`__fadd_rn` where NVRTC would otherwise contract a multiply
@@ -14,7 +18,7 @@ use std::fmt::Write as _;
 use super::params::{self, FusedParams, Launch};
 use super::{COMMON, fnv1a};
 use crate::error::KernelError;
-use crate::op::{FusedChain, Pointwise};
+use crate::op::{ChannelAffine, EpilogueOp, FusedChain, Pointwise};
 use crate::tensor::Shape;
 
 /// The template the generator fills in.
@@ -55,20 +59,70 @@ fn statement(op: Pointwise) -> String {
         Pointwise::Threshold { threshold, value } => {
             format!("v = v > {} ? {} : 0.0f;", lit(threshold), lit(value))
         }
+        Pointwise::LeakyRelu { alpha } => {
+            format!("v = v > 0.0f ? v : __fmul_rn(v, {});", lit(alpha))
+        }
     }
 }
 
-/// The kernel for `chain`.
+/// CUDA C statement applying the `k`-th per-channel op of a chain to `v`
+/// of channel `c` (scales at `chan[2k*C + c]`, shifts at
+/// `chan[(2k+1)*C + c]`, `C = f.conv.out_c`).
+fn channel_statement(k: usize) -> String {
+    format!(
+        "v = __fadd_rn(__fmul_rn(v, __ldg(&chan[{s}L * f.conv.out_c + c])), \
+         __ldg(&chan[{b}L * f.conv.out_c + c]));",
+        s = 2 * k,
+        b = 2 * k + 1
+    )
+}
+
+/// The per-channel ops of `chain`'s epilogue, in order.
+pub fn channel_ops(chain: &FusedChain) -> Vec<&ChannelAffine> {
+    chain
+        .epilogue
+        .iter()
+        .filter_map(|e| match e {
+            EpilogueOp::Channel(a) => Some(a),
+            EpilogueOp::Pointwise(_) => None,
+        })
+        .collect()
+}
+
+/// The buffer a generated kernel reads its per-channel ops from: each
+/// op's scales then its shifts, op after op; empty without such ops (then
+/// any pointer may be passed: it is never read).
+pub fn channel_data(chain: &FusedChain) -> Vec<f32> {
+    let ops = channel_ops(chain);
+    let mut v = Vec::with_capacity(ops.iter().map(|a| 2 * a.channels()).sum());
+    for a in ops {
+        v.extend_from_slice(&a.scale);
+        v.extend_from_slice(&a.shift);
+    }
+    v
+}
+
+/// The kernel for `chain` (any chain: every epilogue op has a statement).
 pub fn generate(chain: &FusedChain) -> Generated {
     let mut epi = String::new();
+    let mut channel = 0;
     for op in &chain.epilogue {
-        let _ = writeln!(epi, "    {}", statement(*op));
+        let line = match op {
+            EpilogueOp::Pointwise(p) => statement(*p),
+            EpilogueOp::Channel(_) => {
+                channel += 1;
+                channel_statement(channel - 1)
+            }
+        };
+        let _ = writeln!(epi, "    {line}");
     }
     let conv = chain.conv.is_some();
     let body = format!(
         "// Generated for the chain {label}.\n\
          #define SF_CHAIN_CONV {c}\n\
-         __device__ __forceinline__ float sf_chain_epilogue(float v, const FusedParams& f) {{\n    (void)f;\n{epi}    return v;\n}}\n",
+         __device__ __forceinline__ float sf_chain_epilogue(float v, int c, \
+         const float* __restrict__ chan, const FusedParams& f) {{\n    \
+         (void)c;\n    (void)chan;\n    (void)f;\n{epi}    return v;\n}}\n",
         label = chain.label(),
         c = i32::from(conv),
     );
@@ -79,9 +133,9 @@ pub fn generate(chain: &FusedChain) -> Generated {
 }
 
 /// Parameters and launch of the generated kernel for `chain` on `input`,
-/// or `None` when the chain does not fit the template (a pool window over
-/// 3×3, or a convolution tile over the shared-memory budget): then the
-/// members run one by one.
+/// or `None` when the chain does not fit the template (a pool other than a
+/// plain max pool of at most 3×3, or a convolution tile over the
+/// shared-memory budget): then the members run one by one.
 ///
 /// # Errors
 /// [`KernelError`] when a member cannot take its input or sizes exceed the
@@ -91,11 +145,20 @@ pub fn plan(
     input: Shape,
 ) -> Result<Option<(FusedParams, Launch)>, KernelError> {
     let out = chain.output_shape(input)?;
-    let (pool_size, pool_stride) = chain.pool.map_or((1, 1), |p| (p.size, p.stride));
+    if chain.pool.is_some_and(|p| !p.is_simple_max()) {
+        return Ok(None);
+    }
+    let (pool_size, pool_stride) = chain
+        .pool
+        .map_or((1, 1), |p| (p.size(), p.window.stride[0]));
     let i = params::i;
     match &chain.conv {
         Some(c) => params::conv_producer(c, input, (pool_size, pool_stride), false, out),
         None => {
+            if pool_size > params::MAX_POOL {
+                // Any window works here, but keep the producers alike.
+                return Ok(None);
+            }
             let conv = params::ConvParams {
                 in_c: i(input.c, "channels")?,
                 in_h: i(input.h, "height")?,
@@ -105,8 +168,13 @@ pub fn plan(
                 out_w: i(input.w, "width")?,
                 k_h: 1,
                 k_w: 1,
-                stride: 1,
-                pad: 0,
+                stride_h: 1,
+                stride_w: 1,
+                pad_top: 0,
+                pad_left: 0,
+                dil_h: 1,
+                dil_w: 1,
+                groups: 1,
                 has_bias: 0,
             };
             let p = FusedParams {
@@ -134,21 +202,16 @@ pub fn plan(
 }
 
 /// A representative set of chains for `streamfuse kernels check`: every
-/// producer and pointwise op, with and without a pool, and long epilogues.
+/// producer and epilogue op (pointwise and per-channel), with and without
+/// a pool, and long epilogues.
 pub fn representative_chains() -> Vec<FusedChain> {
-    use crate::op::{Conv2d, Conv2dParams, MaxPoolParams};
+    use crate::op::{Conv2d, Conv2dParams, Pool2d};
     let conv = |bias: bool| {
-        let p = Conv2dParams {
-            in_channels: 3,
-            out_channels: 8,
-            kernel_h: 3,
-            kernel_w: 3,
-            stride: 1,
-            padding: 1,
-        };
+        let p = Conv2dParams::square(3, 8, 3, 1, 1);
         Conv2d::new(p, vec![0.0; p.weight_len()], bias.then(|| vec![0.0; 8]))
     };
-    let ops = [
+    let bn = |c: usize| ChannelAffine::new(vec![1.0; c], vec![0.0; c]).ok();
+    let ops: Vec<Pointwise> = vec![
         Pointwise::Relu,
         Pointwise::Clip { min: 0.0, max: 6.0 },
         Pointwise::Affine {
@@ -159,21 +222,22 @@ pub fn representative_chains() -> Vec<FusedChain> {
             threshold: 0.5,
             value: 1.0,
         },
+        Pointwise::LeakyRelu { alpha: 0.1 },
     ];
-    let pool = Some(MaxPoolParams { size: 2, stride: 2 });
+    let pool = Some(Pool2d::max(2, 2));
     let mut out = Vec::new();
-    for producer in [conv(true).ok(), conv(false).ok(), None] {
+    for (producer, channels) in [(conv(true).ok(), 8), (conv(false).ok(), 8), (None, 3)] {
         for p in [None, pool] {
-            for op in ops {
+            for &op in &ops {
                 out.push(FusedChain {
                     conv: producer.clone(),
-                    epilogue: vec![op],
+                    epilogue: vec![op.into()],
                     pool: p,
                 });
             }
             out.push(FusedChain {
                 conv: producer.clone(),
-                epilogue: ops.to_vec(),
+                epilogue: ops.iter().map(|&o| o.into()).collect(),
                 pool: p,
             });
             out.push(FusedChain {
@@ -181,6 +245,27 @@ pub fn representative_chains() -> Vec<FusedChain> {
                 epilogue: vec![],
                 pool: p,
             });
+            // Batch normalization, then leaky ReLU; and two per-channel
+            // ops around a ReLU.
+            if let Some(a) = bn(channels) {
+                out.push(FusedChain {
+                    conv: producer.clone(),
+                    epilogue: vec![
+                        EpilogueOp::Channel(a.clone()),
+                        Pointwise::LeakyRelu { alpha: 0.01 }.into(),
+                    ],
+                    pool: p,
+                });
+                out.push(FusedChain {
+                    conv: producer.clone(),
+                    epilogue: vec![
+                        EpilogueOp::Channel(a.clone()),
+                        Pointwise::Relu.into(),
+                        EpilogueOp::Channel(a),
+                    ],
+                    pool: p,
+                });
+            }
         }
     }
     out
@@ -199,6 +284,7 @@ mod tests {
                 g.source
                     .contains(&format!("#define SF_CHAIN_NAME {}", g.name))
             );
+            assert!(!g.source.contains("#error"), "{}", chains[k].label());
             for h in &gens[k + 1..] {
                 if h.source != g.source {
                     assert_ne!(h.name, g.name);
@@ -212,5 +298,50 @@ mod tests {
         });
         assert!(s.contains(&format!("0x{:08x}", 0.1f32.to_bits())), "{s}");
         assert!(s.contains("0x00800000"), "{s}");
+    }
+
+    #[test]
+    fn per_channel_ops_read_their_place_in_the_channel_buffer() {
+        let a =
+            ChannelAffine::new(vec![1.0, 2.0], vec![3.0, 4.0]).unwrap_or_else(|e| panic!("{e}"));
+        let b =
+            ChannelAffine::new(vec![5.0, 6.0], vec![7.0, 8.0]).unwrap_or_else(|e| panic!("{e}"));
+        let chain = FusedChain {
+            conv: None,
+            epilogue: vec![
+                EpilogueOp::Channel(a.clone()),
+                Pointwise::Relu.into(),
+                EpilogueOp::Channel(b),
+            ],
+            pool: None,
+        };
+        assert_eq!(
+            channel_data(&chain),
+            [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]
+        );
+        let g = generate(&chain);
+        assert!(
+            g.source.contains("chan[0L * f.conv.out_c + c]"),
+            "{}",
+            g.source
+        );
+        assert!(
+            g.source.contains("chan[3L * f.conv.out_c + c]"),
+            "{}",
+            g.source
+        );
+        // Only the values differ: the same kernel.
+        let other = FusedChain {
+            epilogue: vec![
+                EpilogueOp::Channel(
+                    ChannelAffine::new(vec![9.0; 2], vec![9.0; 2])
+                        .unwrap_or_else(|e| panic!("{e}")),
+                ),
+                Pointwise::Relu.into(),
+                EpilogueOp::Channel(a),
+            ],
+            ..chain
+        };
+        assert_eq!(generate(&other).name, g.name);
     }
 }

@@ -5,23 +5,46 @@
 // Parameter structs mirror `streamfuse_kernels::cuda::params` (#[repr(C)]).
 //
 // Numerics: every kernel computes each output with the same sequence of
-// operations as the CPU backend (bias, then fmaf over taps in (ic, ky, kx)
-// order; ReLU as x > 0 ? x : 0; max as b > a ? b : a, columns' vertical
-// maxima first, then across columns), so results match the CPU's FMA
-// levels to the bit.
+// operations as the CPU backend, so results match the CPU's FMA levels to
+// the bit:
+// - convolution: bias, then fmaf(w, x, acc) over the group's taps in
+//   (ic, ky, kx) order, padded taps included with x = 0;
+// - ReLU as x > 0 ? x : 0; max as b > a ? b : a;
+// - pooling: for each output, each valid window column's vertical
+//   reduction over the valid rows in row order first, then across the
+//   valid columns in column order; an average divides the sum once
+//   (__fdiv_rn) by its count; a max with no valid tap is -FLT_MAX;
+// - affine ops as __fadd_rn(__fmul_rn(x, scale), shift) (never an FMA).
 #pragma once
 
+// A 2-D convolution (ONNX Conv): padding bottom/right only shape the
+// output (out_h, out_w are computed on the host).
 struct ConvParams {
     int in_c, in_h, in_w;
     int out_c, out_h, out_w;
-    int k_h, k_w, stride, pad;
+    int k_h, k_w;
+    int stride_h, stride_w;
+    int pad_top, pad_left;
+    int dil_h, dil_w;
+    // Output channels of group g read input channels g*in_c/groups ...
+    int groups;
     int has_bias;
 };
 
+// A 2-D pool (ONNX MaxPool / AveragePool); out_h, out_w (ceil_mode
+// included) are computed on the host.
 struct PoolParams {
     int c, in_h, in_w;
     int out_h, out_w;
-    int size, stride;
+    int k_h, k_w;
+    int stride_h, stride_w;
+    int pad_top, pad_left, pad_bottom, pad_right;
+    int dil_h, dil_w;
+    // 0: max, 1: average.
+    int avg;
+    // Average: divide by the taps inside the padded input (1) or inside
+    // the input (0).
+    int count_include_pad;
 };
 
 struct FusedParams {
@@ -53,9 +76,61 @@ struct VisionParams {
 #define SF_SMEM_FLOATS 6144
 // Largest pool window the fused kernel keeps in registers (3x3).
 #define SF_MAX_POOL 3
+// The lowest finite float (-FLT_MAX, Rust's f32::MIN): a max pool's value
+// when no tap of its window lies inside the input.
+#define SF_LOWEST __int_as_float(0xff7fffff)
 
 __device__ __forceinline__ float sf_relu(float x) { return x > 0.0f ? x : 0.0f; }
 __device__ __forceinline__ float sf_max(float a, float b) { return b > a ? b : a; }
+
+// The output channels of one block of the conv kernels: blockIdx.z counts
+// SF_OC_BLOCK-channel blocks group by group, so a block never straddles
+// two groups (all its channels read the same input channels).
+struct SfConvBlock {
+    int g;      // group
+    int oc0;    // first output channel
+    int n;      // channels of the block that exist (1..SF_OC_BLOCK)
+    int icg;    // input channels per group
+};
+
+__device__ __forceinline__ SfConvBlock sf_conv_block(const ConvParams& p, int z) {
+    const int ocg = p.out_c / p.groups;
+    const int nb = (ocg + SF_OC_BLOCK - 1) / SF_OC_BLOCK;
+    SfConvBlock b;
+    b.g = z / nb;
+    const int ob = (z - b.g * nb) * SF_OC_BLOCK;
+    b.oc0 = b.g * ocg + ob;
+    b.n = min(SF_OC_BLOCK, ocg - ob);
+    b.icg = p.in_c / p.groups;
+    return b;
+}
+
+// The taps of one axis of a pool window (crate::op::AxisTaps): output
+// position o, input length len, kernel k, stride s, dilation d, padding
+// pad before and pad_end after. first: input index of the first valid tap
+// (valid taps: first, first + d, ...), n: valid taps, padded: taps inside
+// the padded input.
+struct SfTaps {
+    int first, n, padded;
+};
+
+__device__ __forceinline__ SfTaps sf_axis_taps(int o, int len, int k, int s, int d, int pad,
+                                               int pad_end) {
+    const int start = o * s - pad;
+    const int k0 = start >= 0 ? 0 : (d - 1 - start) / d;
+    const int k1 = start < len ? min(k, (len - 1 - start) / d + 1) : 0;
+    const int kp = start < len + pad_end ? min(k, (len + pad_end - 1 - start) / d + 1) : 0;
+    SfTaps t;
+    t.first = start + k0 * d;
+    t.n = max(k1 - k0, 0);
+    t.padded = kp;
+    return t;
+}
+
+// An average's divisor, as the CPU counts it.
+__device__ __forceinline__ float sf_pool_count(const PoolParams& p, SfTaps r, SfTaps c) {
+    return (float)(p.count_include_pad ? r.padded * c.padded : r.n * c.n);
+}
 
 // Cooperative load of one input channel's tile (zero outside the image).
 __device__ __forceinline__ void sf_load_tile(const float* __restrict__ plane, float* tile,

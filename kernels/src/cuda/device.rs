@@ -15,10 +15,12 @@ use super::SOURCES;
 use super::codegen;
 use super::nvrtc::{self, NvrtcError};
 use super::params::{
-    self, ConvKernel, ConvParams, FusedParams, Launch, PoolParams, VisionLaunch, VisionParams,
+    self, ConvParams, FusedParams, Launch, PoolParams, VisionLaunch, VisionParams,
 };
 use crate::error::KernelError;
-use crate::op::{Conv2d, FusedChain, Op, Pointwise};
+use crate::op::{Conv2d, EpilogueOp, FusedChain, Op, Pointwise};
+
+mod launch;
 use crate::tensor::{Shape, Tensor};
 use crate::vision::{Step, Vision};
 
@@ -102,8 +104,12 @@ pub fn kernel_of(op: &Op, input: Shape) -> Result<KernelChoice, KernelError> {
         Op::Pointwise(Pointwise::Relu) => KernelChoice::HandWritten(vec![RELU]),
         Op::Pointwise(Pointwise::Clip { .. }) => KernelChoice::HandWritten(vec![CLIP]),
         Op::Pointwise(p) => fused_choice(&pointwise_chain(*p), input)?,
-        Op::MaxPool(_) => KernelChoice::HandWritten(vec![MAXPOOL]),
-        Op::Conv2d(c) => KernelChoice::HandWritten(vec![conv_kernel(params::conv(c, input)?.1)]),
+        Op::Pool(p) => KernelChoice::HandWritten(vec![params::pool(p, input)?.1.name()]),
+        Op::ChannelAffine(a) => {
+            params::channel_affine(a, input)?;
+            KernelChoice::HandWritten(vec![CHANNEL_AFFINE])
+        }
+        Op::Conv2d(c) => KernelChoice::HandWritten(vec![params::conv(c, input)?.1.name()]),
         Op::Vision(v) => KernelChoice::HandWritten(vision_kernels(&params::vision(v, input)?)),
         Op::VisionChain(_) => KernelChoice::Steps,
         Op::Fused(chain) => fused_choice(chain, input)?,
@@ -113,7 +119,7 @@ pub fn kernel_of(op: &Op, input: Shape) -> Result<KernelChoice, KernelError> {
 /// Hand-written entry points the launch path uses (see [`SOURCES`]).
 const RELU: &str = "relu_f32";
 const CLIP: &str = "clip_f32";
-const MAXPOOL: &str = "maxpool_f32";
+const CHANNEL_AFFINE: &str = "channel_affine_f32";
 const FUSED_CONV_POOL: &str = "fused_conv_pool_f32";
 const GRAY: &str = "gray_f32";
 const RESIZE: &str = "resize_linear_f32";
@@ -122,14 +128,6 @@ const VFILTER: &str = "vfilter_f32";
 const SOBEL_H: &str = "sobel_h_f32";
 const SOBEL_V: &str = "sobel_v_f32";
 const NORMALIZE: &str = "normalize_f32";
-
-/// The conv kernel of each [`ConvKernel`] choice.
-fn conv_kernel(kind: ConvKernel) -> &'static str {
-    match kind {
-        ConvKernel::Tiled => "conv2d_f32",
-        ConvKernel::Direct => "conv2d_direct_f32",
-    }
-}
 
 /// The kernels a vision launch runs, in order.
 fn vision_kernels(launch: &VisionLaunch) -> Vec<&'static str> {
@@ -147,7 +145,7 @@ fn vision_kernels(launch: &VisionLaunch) -> Vec<&'static str> {
 fn pointwise_chain(p: Pointwise) -> FusedChain {
     FusedChain {
         conv: None,
-        epilogue: vec![p],
+        epilogue: vec![p.into()],
         pool: None,
     }
 }
@@ -249,7 +247,15 @@ pub struct CudaDevice {
     /// entry holds that `Arc` too, so the address cannot be freed and reused
     /// by other weights while it is cached.
     weights: HashMap<usize, CachedWeights>,
+    /// The per-channel buffers of generated chains
+    /// ([`codegen::channel_data`]), keyed by the addresses of the scales
+    /// and shifts they pack, which the entry holds (as `weights`).
+    channels: HashMap<Vec<usize>, CachedChannels>,
 }
+
+/// The host scales and shifts packed into a chain's channel buffer, and
+/// its device copy.
+type CachedChannels = (Vec<Arc<[f32]>>, Arc<CudaSlice<f32>>);
 
 impl CudaDevice {
     /// Opens device `ordinal` and compiles every kernel for its
@@ -290,6 +296,7 @@ impl CudaDevice {
             functions,
             generated: HashMap::new(),
             weights: HashMap::new(),
+            channels: HashMap::new(),
         })
     }
 
@@ -417,20 +424,13 @@ impl CudaDevice {
                 unsafe { b.launch(cfg(params::launch_1d(n))) }.map_err(drv)?;
                 Ok((None, shape))
             }
-            Op::MaxPool(p) => {
-                let (params, launch) = params::pool(p, shape)?;
-                let out_shape = p.output_shape(shape)?;
-                let mut out = self
-                    .stream
-                    .alloc_zeros::<f32>(out_shape.len())
-                    .map_err(drv)?;
-                let f = self.function(MAXPOOL)?.clone();
-                let mut b = self.stream.launch_builder(&f);
-                b.arg(&*cur).arg(&mut out).arg(&params);
-                // SAFETY: arguments match maxpool_f32's signature; buffers hold
-                // the shapes the params describe.
-                unsafe { b.launch(cfg(launch)) }.map_err(drv)?;
-                Ok((Some(out), out_shape))
+            Op::ChannelAffine(a) => {
+                self.channel_affine(a, cur, shape)?;
+                Ok((None, shape))
+            }
+            Op::Pool(p) => {
+                let out = self.pool(p, cur, shape)?;
+                Ok((Some(out), p.output_shape(shape)?))
             }
             Op::Conv2d(c) => {
                 let out = self.conv(c, cur, shape)?;
@@ -467,45 +467,9 @@ impl CudaDevice {
                 Ok((own, s))
             }
             Op::Fused(chain) => {
-                let out_shape = chain.output_shape(shape)?;
                 let route = fused_route(chain, shape)?;
-                if let (Some(c), FusedRoute::ConvPool(params, launch)) = (&chain.conv, &route) {
-                    // The hand-written kernel: conv, optional ReLU, pool.
-                    let (params, launch) = (*params, *launch);
-                    let (w, bias) = self.conv_weights(c)?;
-                    let mut out = self
-                        .stream
-                        .alloc_zeros::<f32>(out_shape.len())
-                        .map_err(drv)?;
-                    let f = self.function(FUSED_CONV_POOL)?.clone();
-                    let mut b = self.stream.launch_builder(&f);
-                    b.arg(&*cur).arg(&*w).arg(&*bias).arg(&mut out).arg(&params);
-                    // SAFETY: arguments match fused_conv_pool_f32; see conv().
-                    unsafe { b.launch(cfg(launch)) }.map_err(drv)?;
-                    return Ok((Some(out), out_shape));
-                }
-                if let FusedRoute::Generated(params, launch) = route {
-                    let f = self.generated_kernel(chain)?;
-                    let mut out = self
-                        .stream
-                        .alloc_zeros::<f32>(out_shape.len())
-                        .map_err(drv)?;
-                    let (w, bias) = match &chain.conv {
-                        Some(c) => self.conv_weights(c)?,
-                        None => {
-                            let z = self.upload_weights(&ZERO.with(Clone::clone))?;
-                            (z.clone(), z)
-                        }
-                    };
-                    let mut b = self.stream.launch_builder(&f);
-                    b.arg(&*cur).arg(&*w).arg(&*bias).arg(&mut out).arg(&params);
-                    // SAFETY: generated kernels take (in, w, bias, out,
-                    // FusedParams); `cur` holds the input shape the params
-                    // describe, `w`/`bias` the conv weights (read only with
-                    // a conv producer, bias only when has_bias), `out` the
-                    // output shape.
-                    unsafe { b.launch(cfg(launch)) }.map_err(drv)?;
-                    return Ok((Some(out), out_shape));
+                if let Some(out) = self.fused(chain, route, cur, shape)? {
+                    return Ok((Some(out), chain.output_shape(shape)?));
                 }
                 // Does not fit a fused kernel: member by member.
                 let mut shape = shape;
@@ -517,8 +481,8 @@ impl CudaDevice {
                 let members = chain
                     .epilogue
                     .iter()
-                    .map(|&p| Op::from(p))
-                    .chain(chain.pool.map(Op::MaxPool));
+                    .map(EpilogueOp::to_op)
+                    .chain(chain.pool.map(Op::Pool));
                 for m in members {
                     let buf = match owned.as_mut() {
                         Some(b) => b,
@@ -533,29 +497,6 @@ impl CudaDevice {
                 Ok((owned, shape))
             }
         }
-    }
-
-    fn conv(
-        &mut self,
-        c: &Conv2d,
-        cur: &CudaSlice<f32>,
-        shape: Shape,
-    ) -> Result<CudaSlice<f32>, CudaError> {
-        let (params, kernel, launch) = params::conv(c, shape)?;
-        let out_shape = c.params.output_shape(shape)?;
-        let (w, bias) = self.conv_weights(c)?;
-        let mut out = self
-            .stream
-            .alloc_zeros::<f32>(out_shape.len())
-            .map_err(drv)?;
-        let f = self.function(conv_kernel(kernel))?.clone();
-        let mut b = self.stream.launch_builder(&f);
-        b.arg(cur).arg(&*w).arg(&*bias).arg(&mut out).arg(&params);
-        // SAFETY: arguments match the conv kernels' signature; `cur` holds the
-        // input shape, `w`/`bias` the weights the params describe (bias read
-        // only when has_bias), `out` the output shape.
-        unsafe { b.launch(cfg(launch)) }.map_err(drv)?;
-        Ok(out)
     }
 
     /// A vision op through the kernels of `vision.cu` into a new buffer.
@@ -831,17 +772,59 @@ fn cfg(l: Launch) -> LaunchConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::op::MaxPoolParams;
+    use crate::op::{ChannelAffine, Conv2dParams, Pool2d, PoolKind};
 
     #[test]
     fn kernel_of_names_what_the_launch_path_runs() {
         let s = Shape { c: 1, h: 8, w: 8 };
         let name = |op: &Op| kernel_of(op, s).map(|k| k.to_string()).unwrap_or_default();
         assert_eq!(name(&Op::Pointwise(Pointwise::Relu)), RELU);
-        assert_eq!(
-            name(&Op::MaxPool(MaxPoolParams { size: 2, stride: 2 })),
-            MAXPOOL
+        assert_eq!(name(&Op::Pool(Pool2d::max(2, 2))), "maxpool_f32");
+        let mut padded = Pool2d::max(3, 2);
+        padded.window.pads = [1; 4];
+        assert_eq!(name(&Op::Pool(padded)), "pool2d_f32");
+        let global = Pool2d::global(
+            PoolKind::Avg {
+                count_include_pad: false,
+            },
+            64,
+            64,
         );
+        assert_eq!(
+            kernel_of(&Op::Pool(global), Shape::new(2, 64, 64))
+                .map(|k| k.to_string())
+                .ok(),
+            Some("pool2d_wide_f32".into())
+        );
+        let bn = ChannelAffine::new(vec![1.0], vec![0.5]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(name(&Op::ChannelAffine(bn.clone())), CHANNEL_AFFINE);
+        // Depthwise, grouped and dilated convolutions.
+        let mut dw = Conv2dParams::square(1, 2, 3, 1, 1);
+        dw.groups = 1;
+        let conv = |p: Conv2dParams, s: Shape| {
+            let c =
+                Conv2d::new(p, vec![0.0; p.weight_len()], None).unwrap_or_else(|e| panic!("{e}"));
+            kernel_of(&Op::Conv2d(c), s)
+                .map(|k| k.to_string())
+                .unwrap_or_default()
+        };
+        assert_eq!(conv(dw, s), "conv2d_f32");
+        let mut dw = Conv2dParams::square(4, 8, 3, 1, 1);
+        dw.groups = 4;
+        assert_eq!(conv(dw, Shape::new(4, 8, 8)), "conv2d_depthwise_f32");
+        dw.groups = 2;
+        dw.window.dilation = [2, 3];
+        assert_eq!(conv(dw, Shape::new(4, 8, 8)), "conv2d_f32");
+        dw.window.dilation = [40, 40];
+        dw.window.pads = [39, 39, 39, 39];
+        assert_eq!(conv(dw, Shape::new(4, 8, 8)), "conv2d_direct_f32");
+        // A chain with batch normalization: a generated kernel.
+        let chain = FusedChain {
+            conv: None,
+            epilogue: vec![EpilogueOp::Channel(bn), Pointwise::Relu.into()],
+            pool: None,
+        };
+        assert!(name(&Op::Fused(chain)).starts_with("sf_chain_"));
         // A pointwise op without a kernel of its own: a generated one.
         let t = Op::Pointwise(Pointwise::Threshold {
             threshold: 0.5,

@@ -4,8 +4,10 @@
 //! build or to run on the CPU).
 //!
 //! Sources: `common.cuh` (parameter structs, tile sizes, helpers), `conv.cu`
-//! (`conv2d_f32`, `conv2d_direct_f32`, `maxpool_f32`), `elementwise.cu`
-//! (`relu_f32`, `clip_f32`), `fused.cu` (`fused_conv_pool_f32`),
+//! (`conv2d_f32`, `conv2d_direct_f32`, `conv2d_depthwise_f32`,
+//! `maxpool_f32`, `pool2d_f32`, `pool2d_wide_f32`), `elementwise.cu`
+//! (`relu_f32`, `clip_f32`, `channel_affine_f32`), `fused.cu`
+//! (`fused_conv_pool_f32`),
 //! `vision.cu` (luma, normalisation, separable filters, Sobel, bilinear
 //! resize), and `chain.cu`, the template [`codegen`] fills in for each
 //! fused chain. The same files run on
@@ -36,12 +38,19 @@ pub const SOURCES: &[Source] = &[
     Source {
         name: "conv.cu",
         text: include_str!("conv.cu"),
-        kernels: &["conv2d_f32", "conv2d_direct_f32", "maxpool_f32"],
+        kernels: &[
+            "conv2d_f32",
+            "conv2d_direct_f32",
+            "conv2d_depthwise_f32",
+            "maxpool_f32",
+            "pool2d_f32",
+            "pool2d_wide_f32",
+        ],
     },
     Source {
         name: "elementwise.cu",
         text: include_str!("elementwise.cu"),
-        kernels: &["relu_f32", "clip_f32"],
+        kernels: &["relu_f32", "clip_f32", "channel_affine_f32"],
     },
     Source {
         name: "fused.cu",

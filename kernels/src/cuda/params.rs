@@ -3,7 +3,7 @@
 //! kernels with the very same grids and parameters.
 
 use crate::error::KernelError;
-use crate::op::{Conv2d, FusedChain, MaxPoolParams};
+use crate::op::{ChannelAffine, Conv2d, FusedChain, Pool2d, PoolKind};
 use crate::tensor::Shape;
 
 /// Output tile width of the 2-D kernels (`SF_TILE_W`).
@@ -18,12 +18,19 @@ pub const SMEM_FLOATS: usize = 6144;
 pub const MAX_POOL: usize = 3;
 /// Threads per block of the 1-D kernels.
 pub const THREADS_1D: u32 = 256;
+/// Taps from which a pool whose window is at least [`WIDE_POOL_COLS`]
+/// wide runs one block per output (`pool2d_wide_f32`).
+pub const WIDE_POOL_TAPS: usize = 1024;
+/// Window width from which a pool may run one block per output.
+pub const WIDE_POOL_COLS: usize = 32;
+/// Largest grid extent along y and z.
+const GRID_YZ: usize = 65_535;
 
 /// `ConvParams` of `common.cuh`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ConvParams {
-    /// Input channels, height, width.
+    /// Input channels.
     pub in_c: i32,
     /// Input height.
     pub in_h: i32,
@@ -39,10 +46,20 @@ pub struct ConvParams {
     pub k_h: i32,
     /// Kernel width.
     pub k_w: i32,
-    /// Stride.
-    pub stride: i32,
-    /// Zero padding.
-    pub pad: i32,
+    /// Stride between output rows.
+    pub stride_h: i32,
+    /// Stride between output columns.
+    pub stride_w: i32,
+    /// Zero padding above the input.
+    pub pad_top: i32,
+    /// Zero padding left of the input.
+    pub pad_left: i32,
+    /// Dilation between kernel rows.
+    pub dil_h: i32,
+    /// Dilation between kernel columns.
+    pub dil_w: i32,
+    /// Channel groups.
+    pub groups: i32,
     /// 1 when a bias is given.
     pub has_bias: i32,
 }
@@ -61,10 +78,31 @@ pub struct PoolParams {
     pub out_h: i32,
     /// Output width.
     pub out_w: i32,
-    /// Window side.
-    pub size: i32,
-    /// Stride.
-    pub stride: i32,
+    /// Window height.
+    pub k_h: i32,
+    /// Window width.
+    pub k_w: i32,
+    /// Stride between output rows.
+    pub stride_h: i32,
+    /// Stride between output columns.
+    pub stride_w: i32,
+    /// Padding above.
+    pub pad_top: i32,
+    /// Padding left.
+    pub pad_left: i32,
+    /// Padding below.
+    pub pad_bottom: i32,
+    /// Padding right.
+    pub pad_right: i32,
+    /// Dilation between window rows.
+    pub dil_h: i32,
+    /// Dilation between window columns.
+    pub dil_w: i32,
+    /// 0: max, 1: average.
+    pub avg: i32,
+    /// Average: 1 divides by the taps inside the padded input, 0 by those
+    /// inside the input.
+    pub count_include_pad: i32,
 }
 
 /// `FusedParams` of `common.cuh`.
@@ -102,6 +140,43 @@ pub enum ConvKernel {
     Tiled,
     /// `conv2d_direct_f32`: receptive field too large for the tile.
     Direct,
+    /// `conv2d_depthwise_f32`: one input channel per group, the tile
+    /// shared by its output channels.
+    Depthwise,
+}
+
+impl ConvKernel {
+    /// The kernel's entry point.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConvKernel::Tiled => "conv2d_f32",
+            ConvKernel::Direct => "conv2d_direct_f32",
+            ConvKernel::Depthwise => "conv2d_depthwise_f32",
+        }
+    }
+}
+
+/// Which pool kernel a pool uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolKernel {
+    /// `maxpool_f32`: square, unpadded, undilated max pool in floor mode.
+    Max,
+    /// `pool2d_f32`: any window, one thread per output.
+    General,
+    /// `pool2d_wide_f32`: large windows (global pools), one block per
+    /// output.
+    Wide,
+}
+
+impl PoolKernel {
+    /// The kernel's entry point.
+    pub fn name(self) -> &'static str {
+        match self {
+            PoolKernel::Max => "maxpool_f32",
+            PoolKernel::General => "pool2d_f32",
+            PoolKernel::Wide => "pool2d_wide_f32",
+        }
+    }
 }
 
 pub(crate) fn i(v: usize, what: &str) -> Result<i32, KernelError> {
@@ -111,17 +186,26 @@ pub(crate) fn i(v: usize, what: &str) -> Result<i32, KernelError> {
     })
 }
 
-pub(crate) fn grid_2d(out: Shape) -> Result<Launch, KernelError> {
+/// A grid of 32×8 output tiles over `out`'s height and width with `z`
+/// blocks along z.
+fn tile_grid(out: Shape, z: usize) -> Result<Launch, KernelError> {
     let x = u32::try_from(out.w.div_ceil(TILE_W as usize)).map_err(|_| too_big(out))?;
-    let y = u32::try_from(out.h.div_ceil(TILE_H as usize)).map_err(|_| too_big(out))?;
-    let z = u32::try_from(out.c.div_ceil(OC_BLOCK as usize)).map_err(|_| too_big(out))?;
-    if y > 65_535 || z > 65_535 {
+    let y = out.h.div_ceil(TILE_H as usize);
+    if y > GRID_YZ || z > GRID_YZ {
         return Err(too_big(out));
     }
     Ok(Launch {
-        grid: [x, y, z],
+        grid: [x, y as u32, z as u32],
         block: [TILE_W, TILE_H, 1],
     })
+}
+
+/// The grid of the conv kernels (and the conv producer of `chain.cu`):
+/// 32×8 output tiles, and along z [`OC_BLOCK`]-channel blocks group by
+/// group (a block never straddles two groups).
+pub(crate) fn grid_2d(out: Shape, groups: usize) -> Result<Launch, KernelError> {
+    let per_group = out.c / groups.max(1);
+    tile_grid(out, groups * per_group.div_ceil(OC_BLOCK as usize))
 }
 
 fn too_big(s: Shape) -> KernelError {
@@ -133,64 +217,162 @@ fn too_big(s: Shape) -> KernelError {
 
 /// A 1-D grid-stride launch for `n` values.
 pub fn launch_1d(n: usize) -> Launch {
-    let blocks = n.div_ceil(THREADS_1D as usize).clamp(1, 65_535);
+    let blocks = n.div_ceil(THREADS_1D as usize).clamp(1, GRID_YZ);
     Launch {
         grid: [blocks as u32, 1, 1],
         block: [THREADS_1D, 1, 1],
     }
 }
 
-/// Parameters, kernel choice and launch of a convolution on `input`.
-///
-/// # Errors
-/// [`KernelError`] when the op cannot take `input` or sizes exceed the kernels' limits.
-pub fn conv(conv: &Conv2d, input: Shape) -> Result<(ConvParams, ConvKernel, Launch), KernelError> {
-    let out = conv.params.output_shape(input)?;
-    let p = conv.params;
-    let params = ConvParams {
+/// Rows × columns of the shared input tile of an `out_h`×`out_w` block of
+/// convolution outputs (strides, dilations and the kernel of `c`).
+fn conv_tile(c: &Conv2d, out_h: usize, out_w: usize) -> usize {
+    let win = c.params.window;
+    let side = |n: usize, a: usize| {
+        n.saturating_sub(1)
+            .saturating_mul(win.stride[a])
+            .saturating_add(
+                win.kernel[a]
+                    .saturating_sub(1)
+                    .saturating_mul(win.dilation[a]),
+            )
+            .saturating_add(1)
+    };
+    side(out_h, 0).saturating_mul(side(out_w, 1))
+}
+
+/// The `ConvParams` of `c` on `input`.
+fn conv_params(c: &Conv2d, input: Shape, out: Shape) -> Result<ConvParams, KernelError> {
+    let p = c.params;
+    let win = p.window;
+    Ok(ConvParams {
         in_c: i(input.c, "channels")?,
         in_h: i(input.h, "height")?,
         in_w: i(input.w, "width")?,
         out_c: i(out.c, "channels")?,
         out_h: i(out.h, "height")?,
         out_w: i(out.w, "width")?,
-        k_h: i(p.kernel_h, "kernel")?,
-        k_w: i(p.kernel_w, "kernel")?,
-        stride: i(p.stride, "stride")?,
-        pad: i(p.padding, "padding")?,
-        has_bias: i32::from(conv.bias.is_some()),
-    };
-    let tile = ((TILE_H as usize - 1) * p.stride + p.kernel_h)
-        * ((TILE_W as usize - 1) * p.stride + p.kernel_w);
-    let kernel = if tile <= SMEM_FLOATS {
-        ConvKernel::Tiled
-    } else {
-        ConvKernel::Direct
-    };
-    Ok((params, kernel, grid_2d(out)?))
+        k_h: i(win.kernel[0], "kernel")?,
+        k_w: i(win.kernel[1], "kernel")?,
+        stride_h: i(win.stride[0], "stride")?,
+        stride_w: i(win.stride[1], "stride")?,
+        pad_top: i(win.pads[0], "padding")?,
+        pad_left: i(win.pads[1], "padding")?,
+        dil_h: i(win.dilation[0], "dilation")?,
+        dil_w: i(win.dilation[1], "dilation")?,
+        groups: i(p.groups, "groups")?,
+        has_bias: i32::from(c.bias.is_some()),
+    })
 }
 
-/// Parameters and launch of a max pool on `input`.
+/// Parameters, kernel choice and launch of a convolution on `input`:
+/// depthwise convolutions (`groups == in_channels`) run
+/// `conv2d_depthwise_f32`, others `conv2d_f32`, and both
+/// `conv2d_direct_f32` when the receptive field of a 32×8 output tile
+/// exceeds the shared tile.
+///
+/// # Errors
+/// [`KernelError`] when the op cannot take `input` or sizes exceed the kernels' limits.
+pub fn conv(conv: &Conv2d, input: Shape) -> Result<(ConvParams, ConvKernel, Launch), KernelError> {
+    let out = conv.params.output_shape(input)?;
+    let params = conv_params(conv, input, out)?;
+    let fits = conv_tile(conv, TILE_H as usize, TILE_W as usize) <= SMEM_FLOATS;
+    let kernel = match (fits, conv.params.depthwise()) {
+        (true, true) => ConvKernel::Depthwise,
+        (true, false) => ConvKernel::Tiled,
+        (false, _) => ConvKernel::Direct,
+    };
+    let launch = match kernel {
+        ConvKernel::Depthwise => tile_grid(out, input.c)?,
+        _ => grid_2d(out, conv.params.groups)?,
+    };
+    Ok((params, kernel, launch))
+}
+
+/// Parameters, kernel choice and launch of a pool on `input`: the plain
+/// square max pool runs `maxpool_f32`; windows at least
+/// [`WIDE_POOL_COLS`] wide with at least [`WIDE_POOL_TAPS`] taps (global
+/// pools of large frames) `pool2d_wide_f32`, one block per output; any
+/// other `pool2d_f32`.
 ///
 /// # Errors
 /// [`KernelError`] when the window does not fit or sizes exceed the limits.
-pub fn pool(p: &MaxPoolParams, input: Shape) -> Result<(PoolParams, Launch), KernelError> {
+pub fn pool(p: &Pool2d, input: Shape) -> Result<(PoolParams, PoolKernel, Launch), KernelError> {
     let out = p.output_shape(input)?;
+    let win = p.window;
+    let (avg, cip) = match p.kind {
+        PoolKind::Max => (0, 0),
+        PoolKind::Avg { count_include_pad } => (1, i32::from(count_include_pad)),
+    };
     let params = PoolParams {
         c: i(input.c, "channels")?,
         in_h: i(input.h, "height")?,
         in_w: i(input.w, "width")?,
         out_h: i(out.h, "height")?,
         out_w: i(out.w, "width")?,
-        size: i(p.size, "pool size")?,
-        stride: i(p.stride, "pool stride")?,
+        k_h: i(win.kernel[0], "pool kernel")?,
+        k_w: i(win.kernel[1], "pool kernel")?,
+        stride_h: i(win.stride[0], "pool stride")?,
+        stride_w: i(win.stride[1], "pool stride")?,
+        pad_top: i(win.pads[0], "pool padding")?,
+        pad_left: i(win.pads[1], "pool padding")?,
+        pad_bottom: i(win.pads[2], "pool padding")?,
+        pad_right: i(win.pads[3], "pool padding")?,
+        dil_h: i(win.dilation[0], "pool dilation")?,
+        dil_w: i(win.dilation[1], "pool dilation")?,
+        avg,
+        count_include_pad: cip,
     };
-    Ok((params, launch_1d(out.len())))
+    // Taps and every count a kernel forms from them must fit in 32 bits.
+    i(p.taps(), "pool window taps")?;
+    if p.is_simple_max() {
+        return Ok((params, PoolKernel::Max, launch_1d(out.len())));
+    }
+    let wide = win.kernel[1] >= WIDE_POOL_COLS
+        && p.taps() >= WIDE_POOL_TAPS
+        && win.kernel[1] <= SMEM_FLOATS
+        && out.h <= GRID_YZ
+        && out.c <= GRID_YZ;
+    if wide {
+        let launch = Launch {
+            grid: [
+                u32::try_from(out.w).map_err(|_| too_big(out))?,
+                out.h as u32,
+                out.c as u32,
+            ],
+            block: [THREADS_1D, 1, 1],
+        };
+        return Ok((params, PoolKernel::Wide, launch));
+    }
+    Ok((params, PoolKernel::General, launch_1d(out.len())))
+}
+
+/// Arguments and launch of `channel_affine_f32` on `input`: channels,
+/// values per plane, grid.
+///
+/// # Errors
+/// [`KernelError`] when the affine's channels differ from the input's or
+/// sizes exceed the kernel's limits.
+pub fn channel_affine(a: &ChannelAffine, input: Shape) -> Result<(i32, i64, Launch), KernelError> {
+    a.check_channels(input.c)?;
+    let plane = input.h * input.w;
+    let plane64 = i64::try_from(plane).map_err(|_| too_big(input))?;
+    let x = plane.div_ceil(THREADS_1D as usize).clamp(1, GRID_YZ);
+    let y = input.c.clamp(1, GRID_YZ);
+    Ok((
+        i(input.c, "channels")?,
+        plane64,
+        Launch {
+            grid: [x as u32, y as u32, 1],
+            block: [THREADS_1D, 1, 1],
+        },
+    ))
 }
 
 /// Parameters and launch of the fused conv → (ReLU) → pool kernel, or
-/// `None` when the chain has no pool, its window exceeds [`MAX_POOL`], or
-/// its input tile exceeds the shared memory (then the ops run one by one).
+/// `None` when the chain has no pool, its pool is not a plain max pool of
+/// at most [`MAX_POOL`], or its input tile exceeds the shared memory (then
+/// a generated kernel or the members one by one run instead).
 ///
 /// # Errors
 /// [`KernelError`] when a member cannot take its input.
@@ -201,14 +383,18 @@ pub fn fused(
     let (Some(c), Some(pool), Some(relu)) = (&chain.conv, chain.pool, chain.relu_only()) else {
         return Ok(None);
     };
+    if !pool.is_simple_max() {
+        return Ok(None);
+    }
     let out = pool.output_shape(c.params.output_shape(input)?)?;
-    conv_producer(c, input, (pool.size, pool.stride), relu, out)
+    conv_producer(c, input, (pool.size(), pool.window.stride[0]), relu, out)
 }
 
 /// Parameters and launch of a kernel with the conv producer of `chain.cu`
 /// (the fused kernel and generated conv chains): `pool` is `(size, stride)`
-/// (`(1, 1)` stores every value), `out` the final output shape. `None` when
-/// the window exceeds [`MAX_POOL`] or the input tile the shared memory.
+/// (`(1, 1)` stores every value), `out` the final output shape. Any
+/// strides, dilations, padding and groups; `None` when the window exceeds
+/// [`MAX_POOL`] or the input tile the shared memory.
 ///
 /// # Errors
 /// [`KernelError`] when the convolution cannot take `input` or sizes exceed
@@ -220,12 +406,11 @@ pub(crate) fn conv_producer(
     relu: bool,
     out: Shape,
 ) -> Result<Option<(FusedParams, Launch)>, KernelError> {
-    let (conv, _, _) = self::conv(c, input)?;
-    let s = c.params.stride;
+    let conv_out = c.params.output_shape(input)?;
+    let conv = conv_params(c, input, conv_out)?;
     let conv_w = (TILE_W as usize - 1) * pool_stride + pool_size;
     let conv_h = (TILE_H as usize - 1) * pool_stride + pool_size;
-    let tile = ((conv_h - 1) * s + c.params.kernel_h) * ((conv_w - 1) * s + c.params.kernel_w);
-    if pool_size > MAX_POOL || tile > SMEM_FLOATS {
+    if pool_size > MAX_POOL || conv_tile(c, conv_h, conv_w) > SMEM_FLOATS {
         return Ok(None);
     }
     let params = FusedParams {
@@ -236,7 +421,7 @@ pub(crate) fn conv_producer(
         out_h: i(out.h, "height")?,
         out_w: i(out.w, "width")?,
     };
-    Ok(Some((params, grid_2d(out)?)))
+    Ok(Some((params, grid_2d(out, c.params.groups)?)))
 }
 
 /// Most taps of a separable filter on the GPU (`SF_MAX_TAPS`).

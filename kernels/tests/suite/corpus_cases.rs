@@ -18,8 +18,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use streamfuse_kernels::cuda::{codegen, params};
 use streamfuse_kernels::{
-    ColorOrder, Conv2d, Conv2dParams, FusedChain, MaxPoolParams, Op, Pointwise, Shape, SobelMode,
-    Step, Tensor, Vision,
+    ChannelAffine, ColorOrder, Conv2d, Conv2dParams, EpilogueOp, FusedChain, Op, Pointwise, Pool2d,
+    PoolKind, Shape, SobelMode, Step, Tensor, Vision, Window,
 };
 
 /// The topic files, embedded at build time: `(file name, text)`.
@@ -205,20 +205,42 @@ pub const REQUIRED: &[&str] = &[
     "conv2d stride > 1",
     "conv2d padding > 0",
     "conv2d non-square kernel",
+    "conv2d strides differ per axis",
+    "conv2d dilation > 1",
+    "conv2d padding differs per side",
+    "conv2d groups",
+    "conv2d depthwise",
+    "conv2d depthwise with channel multiplier",
+    "conv2d 1x1 output",
+    "conv2d stride above the kernel",
     "conv2d output wider than one 128-column CPU tile",
     "conv2d output width not a multiple of 16 lanes",
     "conv2d output channels not a multiple of 4",
     "conv2d CUDA tiled kernel",
     "conv2d CUDA direct kernel",
+    "conv2d CUDA depthwise kernel",
     "relu",
     "clip",
     "affine",
     "threshold",
+    "leaky_relu",
+    "batchnorm",
     "pointwise NaN input",
     "pointwise infinite input",
     "maxpool",
     "maxpool overlapping windows",
     "maxpool gapped windows",
+    "maxpool padded",
+    "maxpool ceil_mode",
+    "maxpool dilated",
+    "maxpool non-square window",
+    "avgpool",
+    "avgpool padded",
+    "avgpool count_include_pad",
+    "avgpool ceil_mode",
+    "avgpool dilated",
+    "global maxpool",
+    "global avgpool",
     "gray rgb",
     "gray bgr",
     "normalize one mean and std",
@@ -235,6 +257,11 @@ pub const REQUIRED: &[&str] = &[
     "fused empty epilogue",
     "fused relu-only epilogue",
     "fused general epilogue",
+    "fused batchnorm epilogue",
+    "fused plain max pool",
+    "fused other pool",
+    "fused grouped conv producer",
+    "fused dilated conv producer",
     "fused with pool",
     "fused without pool",
     "fused CUDA hand-written kernel",
@@ -285,16 +312,42 @@ fn features(op: &Op, input: Shape, seen: &mut BTreeSet<String>) {
             } else {
                 "conv2d without bias"
             });
-            if p.stride > 1 {
+            let w = p.window;
+            if w.stride.iter().any(|&s| s > 1) {
                 add("conv2d stride > 1");
             }
-            if p.padding > 0 {
+            if w.stride[0] != w.stride[1] {
+                add("conv2d strides differ per axis");
+            }
+            if w.pads.iter().any(|&s| s > 0) {
                 add("conv2d padding > 0");
             }
-            if p.kernel_h != p.kernel_w {
+            if w.pads.iter().any(|&s| s != w.pads[0]) {
+                add("conv2d padding differs per side");
+            }
+            if w.dilation.iter().any(|&d| d > 1) {
+                add("conv2d dilation > 1");
+            }
+            if p.kernel_h() != p.kernel_w() {
                 add("conv2d non-square kernel");
             }
+            if p.groups > 1 {
+                add("conv2d groups");
+            }
+            if p.depthwise() {
+                add(if p.out_per_group() > 1 {
+                    "conv2d depthwise with channel multiplier"
+                } else {
+                    "conv2d depthwise"
+                });
+            }
+            if w.stride[0] > w.extent()[0] || w.stride[1] > w.extent()[1] {
+                add("conv2d stride above the kernel");
+            }
             if let Ok(out) = p.output_shape(input) {
+                if out.h == 1 && out.w == 1 {
+                    add("conv2d 1x1 output");
+                }
                 if out.w > 128 {
                     add("conv2d output wider than one 128-column CPU tile");
                 }
@@ -308,17 +361,47 @@ fn features(op: &Op, input: Shape, seen: &mut BTreeSet<String>) {
             match params::conv(c, input).map(|(_, k, _)| k) {
                 Ok(params::ConvKernel::Tiled) => add("conv2d CUDA tiled kernel"),
                 Ok(params::ConvKernel::Direct) => add("conv2d CUDA direct kernel"),
+                Ok(params::ConvKernel::Depthwise) => add("conv2d CUDA depthwise kernel"),
                 Err(_) => {}
             }
         }
         Op::Pointwise(p) => add(pointwise_name(*p)),
-        Op::MaxPool(p) => {
-            add("maxpool");
-            if p.size > p.stride {
+        Op::ChannelAffine(_) => add("batchnorm"),
+        Op::Pool(p) => {
+            let w = p.window;
+            let global = w.kernel == [input.h, input.w] && w.unpadded() && !p.ceil_mode;
+            let name = match (p.kind, global) {
+                (PoolKind::Max, true) => "global maxpool",
+                (PoolKind::Avg { .. }, true) => "global avgpool",
+                (PoolKind::Max, false) => "maxpool",
+                (PoolKind::Avg { .. }, false) => "avgpool",
+            };
+            add(name);
+            let base = p.name();
+            if p.kind == PoolKind::Max && w.kernel[0] > w.stride[0] {
                 add("maxpool overlapping windows");
             }
-            if p.stride > p.size {
+            if p.kind == PoolKind::Max && w.stride[0] > w.kernel[0] {
                 add("maxpool gapped windows");
+            }
+            if !w.unpadded() {
+                add(&format!("{base} padded"));
+            }
+            if p.ceil_mode {
+                add(&format!("{base} ceil_mode"));
+            }
+            if w.dilation != [1, 1] {
+                add(&format!("{base} dilated"));
+            }
+            if w.kernel[0] != w.kernel[1] {
+                add(&format!("{base} non-square window"));
+            }
+            if p.kind
+                == (PoolKind::Avg {
+                    count_include_pad: true,
+                })
+            {
+                add("avgpool count_include_pad");
             }
         }
         Op::Fused(f) => {
@@ -337,6 +420,27 @@ fn features(op: &Op, input: Shape, seen: &mut BTreeSet<String>) {
             } else {
                 "fused without pool"
             });
+            if let Some(p) = &f.pool {
+                add(if p.is_simple_max() {
+                    "fused plain max pool"
+                } else {
+                    "fused other pool"
+                });
+            }
+            if f.epilogue
+                .iter()
+                .any(|e| matches!(e, EpilogueOp::Channel(_)))
+            {
+                add("fused batchnorm epilogue");
+            }
+            if let Some(c) = &f.conv {
+                if c.params.groups > 1 {
+                    add("fused grouped conv producer");
+                }
+                if c.params.window.dilation != [1, 1] {
+                    add("fused dilated conv producer");
+                }
+            }
             let hand = params::fused(f, input).is_ok_and(|p| p.is_some());
             let generated = codegen::plan(f, input).is_ok_and(|p| p.is_some());
             add(match (hand, generated, f.conv.is_some()) {
@@ -370,6 +474,7 @@ fn pointwise_name(p: Pointwise) -> &'static str {
         Pointwise::Clip { .. } => "clip",
         Pointwise::Affine { .. } => "affine",
         Pointwise::Threshold { .. } => "threshold",
+        Pointwise::LeakyRelu { .. } => "leaky_relu",
     }
 }
 
@@ -467,17 +572,39 @@ struct ConvSpec {
     in_channels: usize,
     out_channels: usize,
     kernel: [usize; 2],
-    stride: usize,
-    padding: usize,
+    stride: [usize; 2],
+    padding: [usize; 4],
+    dilation: [usize; 2],
+    groups: usize,
     weights: TensorSpec,
     bias: Option<TensorSpec>,
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum PoolKindSpec {
+    Max,
+    Avg,
+}
+
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PoolSpec {
-    size: usize,
-    stride: usize,
+    kind: PoolKindSpec,
+    #[serde(default)]
+    kernel: Option<[usize; 2]>,
+    #[serde(default)]
+    stride: Option<[usize; 2]>,
+    #[serde(default)]
+    padding: Option<[usize; 4]>,
+    #[serde(default)]
+    dilation: Option<[usize; 2]>,
+    #[serde(default)]
+    ceil_mode: bool,
+    #[serde(default)]
+    count_include_pad: bool,
+    #[serde(default)]
+    global: bool,
 }
 
 #[derive(Deserialize)]
@@ -512,7 +639,14 @@ enum OpSpec {
         threshold: Num,
         value: Num,
     },
-    Maxpool(PoolSpec),
+    LeakyRelu {
+        alpha: Num,
+    },
+    Batchnorm {
+        scale: Vec<Num>,
+        shift: Vec<Num>,
+    },
+    Pool(PoolSpec),
     Fused {
         conv: Option<ConvSpec>,
         epilogue: Vec<OpSpec>,
@@ -576,8 +710,8 @@ fn parse_file(file: &'static str, text: &str) -> Vec<Case> {
             if !names.insert(c.name.clone()) {
                 at.bad("duplicate case name");
             }
-            let op = op_of(&at, &c.op);
             let shape = shape3(&at, &c.input.shape);
+            let op = op_of(&at, &c.op, shape);
             let input =
                 Tensor::from_vec(shape, tensor_values(&at, &c.input)).unwrap_or_else(|e| at.bad(e));
             let out = shape3(&at, &c.expected.shape);
@@ -700,12 +834,20 @@ fn conv_of(at: &At<'_>, c: &ConvSpec) -> Conv2d {
     let params = Conv2dParams {
         in_channels: c.in_channels,
         out_channels: c.out_channels,
-        kernel_h: c.kernel[0],
-        kernel_w: c.kernel[1],
-        stride: c.stride,
-        padding: c.padding,
+        groups: c.groups,
+        window: Window {
+            kernel: c.kernel,
+            stride: c.stride,
+            dilation: c.dilation,
+            pads: c.padding,
+        },
     };
-    let expect = [c.out_channels, c.in_channels, c.kernel[0], c.kernel[1]];
+    let expect = [
+        c.out_channels,
+        c.in_channels / c.groups.max(1),
+        c.kernel[0],
+        c.kernel[1],
+    ];
     if c.weights.shape != expect {
         at.bad(format!(
             "weights shape {:?}, expected {expect:?}",
@@ -722,36 +864,65 @@ fn conv_of(at: &At<'_>, c: &ConvSpec) -> Conv2d {
     Conv2d::new(params, weights, bias).unwrap_or_else(|e| at.bad(e))
 }
 
-fn pool_of(p: &PoolSpec) -> MaxPoolParams {
-    MaxPoolParams {
-        size: p.size,
-        stride: p.stride,
+/// The pool of `p` for an input of `input` (a global pool's window is
+/// the input's size).
+fn pool_of(at: &At<'_>, p: &PoolSpec, input: Shape) -> Pool2d {
+    let kind = match p.kind {
+        PoolKindSpec::Max => PoolKind::Max,
+        PoolKindSpec::Avg => PoolKind::Avg {
+            count_include_pad: p.count_include_pad,
+        },
+    };
+    if p.global {
+        return Pool2d::global(kind, input.h, input.w);
+    }
+    let Some(kernel) = p.kernel else {
+        at.bad("a pool needs `kernel` unless it is global")
+    };
+    Pool2d {
+        kind,
+        window: Window {
+            kernel,
+            stride: p.stride.unwrap_or(kernel),
+            dilation: p.dilation.unwrap_or([1, 1]),
+            pads: p.padding.unwrap_or([0; 4]),
+        },
+        ceil_mode: p.ceil_mode,
     }
 }
 
-fn op_of(at: &At<'_>, op: &OpSpec) -> Op {
+/// The op of `op` for an input of `input`.
+fn op_of(at: &At<'_>, op: &OpSpec, input: Shape) -> Op {
     match op {
         OpSpec::Conv2d(c) => Op::Conv2d(conv_of(at, c)),
-        OpSpec::Maxpool(p) => Op::MaxPool(pool_of(p)),
+        OpSpec::Pool(p) => Op::Pool(pool_of(at, p, input)),
         OpSpec::Fused {
             conv,
             epilogue,
             pool,
-        } => Op::Fused(FusedChain {
-            conv: conv.as_ref().map(|c| conv_of(at, c)),
-            epilogue: epilogue
-                .iter()
-                .map(|p| match op_of(at, p) {
-                    Op::Pointwise(p) => p,
-                    _ => at.bad("a fused epilogue holds pointwise ops only"),
-                })
-                .collect(),
-            pool: pool.as_ref().map(pool_of),
-        }),
+        } => {
+            let conv = conv.as_ref().map(|c| conv_of(at, c));
+            let mid = match &conv {
+                Some(c) => c.params.output_shape(input).unwrap_or_else(|e| at.bad(e)),
+                None => input,
+            };
+            Op::Fused(FusedChain {
+                conv,
+                epilogue: epilogue
+                    .iter()
+                    .map(|p| {
+                        op_of(at, p, mid).epilogue().unwrap_or_else(|| {
+                            at.bad("a fused epilogue holds pointwise ops and batchnorms only")
+                        })
+                    })
+                    .collect(),
+                pool: pool.as_ref().map(|p| pool_of(at, p, mid)),
+            })
+        }
         OpSpec::VisionChain(steps) => Op::VisionChain(
             steps
                 .iter()
-                .map(|s| match op_of(at, s) {
+                .map(|s| match op_of(at, s, input) {
                     Op::Pointwise(p) => Step::Pointwise(p),
                     Op::Vision(v) => Step::Vision(v),
                     _ => at.bad("a vision chain holds vision and pointwise ops only"),
@@ -771,6 +942,16 @@ fn op_of(at: &At<'_>, op: &OpSpec) -> Op {
             threshold: threshold.f32(at),
             value: value.f32(at),
         }),
+        OpSpec::LeakyRelu { alpha } => Op::Pointwise(Pointwise::LeakyRelu {
+            alpha: alpha.f32(at),
+        }),
+        OpSpec::Batchnorm { scale, shift } => Op::ChannelAffine(
+            ChannelAffine::new(
+                scale.iter().map(|v| v.f32(at)).collect(),
+                shift.iter().map(|v| v.f32(at)).collect(),
+            )
+            .unwrap_or_else(|e| at.bad(e)),
+        ),
         OpSpec::Gray { order } => Op::Vision(Vision::Gray {
             order: match order {
                 OrderSpec::Rgb => ColorOrder::Rgb,

@@ -6,7 +6,10 @@
 use proptest::prelude::*;
 use streamfuse_kernels::cpu::simd;
 use streamfuse_kernels::reference::{self, RefTensor};
-use streamfuse_kernels::{Conv2d, Conv2dParams, FusedChain, MaxPoolParams, Op, Shape, Tensor};
+use streamfuse_kernels::{
+    ChannelAffine, Conv2d, Conv2dParams, EpilogueOp, FusedChain, Op, Pointwise, Pool2d, PoolKind,
+    Shape, Tensor, Window,
+};
 
 use crate::at_each_level;
 
@@ -26,31 +29,150 @@ struct ConvCase {
 
 fn conv_case() -> impl Strategy<Value = ConvCase> {
     (
-        1usize..=4,
-        1usize..=5,
-        1usize..=5,
-        1usize..=3,
-        0usize..=2,
+        (1usize..=3, 1usize..=3, 1usize..=3),
+        (1usize..=5, 1usize..=5),
+        (1usize..=3, 1usize..=3),
+        (1usize..=2, 1usize..=2),
         any::<bool>(),
         any::<u64>(),
     )
-        .prop_flat_map(|(cin, cout, k, stride, padding, bias, seed)| {
-            // Inputs at least as large as the kernel after padding; odd sizes welcome.
-            let min = k.saturating_sub(2 * padding).max(1);
-            (min..=40usize, min..=150usize).prop_map(move |(h, w)| ConvCase {
-                shape: Shape::new(cin, h, w),
-                params: Conv2dParams {
-                    in_channels: cin,
-                    out_channels: cout,
-                    kernel_h: k,
-                    kernel_w: k,
-                    stride,
-                    padding,
-                },
-                bias,
+        .prop_flat_map(
+            |((g, icg, ocg), (kh, kw), (sh, sw), (dh, dw), bias, seed)| {
+                let ext = [(kh - 1) * dh + 1, (kw - 1) * dw + 1];
+                // Each padding up to the extent on its axis.
+                (
+                    [0..=ext[0], 0..=ext[1], 0..=ext[0], 0..=ext[1]],
+                    Just((g, icg, ocg, kh, kw, sh, sw, dh, dw, bias, seed, ext)),
+                )
+            },
+        )
+        .prop_flat_map(
+            |(pads, (g, icg, ocg, kh, kw, sh, sw, dh, dw, bias, seed, ext))| {
+                let params = Conv2dParams {
+                    in_channels: g * icg,
+                    out_channels: g * ocg,
+                    groups: g,
+                    window: Window {
+                        kernel: [kh, kw],
+                        stride: [sh, sw],
+                        dilation: [dh, dw],
+                        pads,
+                    },
+                };
+                // Inputs at least as large as the kernel after padding
+                // (down to a 1x1 output); odd sizes welcome.
+                let min_h = ext[0].saturating_sub(pads[0] + pads[2]).max(1);
+                let min_w = ext[1].saturating_sub(pads[1] + pads[3]).max(1);
+                (min_h..=30usize, min_w..=140usize).prop_map(move |(h, w)| ConvCase {
+                    shape: Shape::new(params.in_channels, h, w),
+                    params,
+                    bias,
+                    seed,
+                })
+            },
+        )
+}
+
+#[derive(Debug, Clone)]
+struct PoolCase {
+    shape: Shape,
+    pool: Pool2d,
+    seed: u64,
+}
+
+fn pool_params() -> impl Strategy<Value = (PoolKind, [usize; 2], [usize; 2], [usize; 2], bool)> {
+    (
+        prop_oneof![
+            Just(PoolKind::Max),
+            any::<bool>().prop_map(|c| PoolKind::Avg {
+                count_include_pad: c
+            })
+        ],
+        (1usize..=4, 1usize..=4),
+        (1usize..=3, 1usize..=3),
+        (1usize..=2, 1usize..=2),
+        any::<bool>(),
+    )
+        .prop_map(|(kind, (kh, kw), (sh, sw), (dh, dw), ceil)| {
+            (kind, [kh, kw], [sh, sw], [dh, dw], ceil)
+        })
+}
+
+fn pool_of(
+    (kind, kernel, stride, dilation, ceil): (PoolKind, [usize; 2], [usize; 2], [usize; 2], bool),
+) -> impl Strategy<Value = Pool2d> {
+    let ext = [
+        (kernel[0] - 1) * dilation[0] + 1,
+        (kernel[1] - 1) * dilation[1] + 1,
+    ];
+    [0..ext[0], 0..ext[1], 0..ext[0], 0..ext[1]].prop_map(move |pads| Pool2d {
+        kind,
+        window: Window {
+            kernel,
+            stride,
+            dilation,
+            pads,
+        },
+        ceil_mode: ceil,
+    })
+}
+
+fn pool_case() -> impl Strategy<Value = PoolCase> {
+    (
+        pool_params().prop_flat_map(pool_of),
+        1usize..=3,
+        any::<u64>(),
+    )
+        .prop_flat_map(|(pool, c, seed)| {
+            let w = pool.window;
+            let ext = w.extent();
+            let min_h = ext[0].saturating_sub(w.pads[0] + w.pads[2]).max(1);
+            let min_w = ext[1].saturating_sub(w.pads[1] + w.pads[3]).max(1);
+            (min_h..=30usize, min_w..=100usize).prop_map(move |(h, w)| PoolCase {
+                shape: Shape::new(c, h, w),
+                pool,
                 seed,
             })
         })
+}
+
+/// An epilogue op: relu, leaky relu, clip or a batch norm (per channel).
+fn epilogue_op(channels: usize, seed: u64, k: u8) -> EpilogueOp {
+    match k % 4 {
+        0 => EpilogueOp::Pointwise(Pointwise::Relu),
+        1 => EpilogueOp::Pointwise(Pointwise::LeakyRelu { alpha: 0.125 }),
+        2 => EpilogueOp::Pointwise(Pointwise::Clip {
+            min: -0.25,
+            max: 0.5,
+        }),
+        _ => EpilogueOp::Channel(
+            ChannelAffine::new(
+                seeded(channels, seed ^ 7, 0.5, 2.0),
+                seeded(channels, seed ^ 8, -0.5, 0.5),
+            )
+            .unwrap_or_else(|e| panic!("{e}")),
+        ),
+    }
+}
+
+/// The f64 reference of an epilogue op.
+fn reference_epilogue(t: &RefTensor, e: &EpilogueOp) -> RefTensor {
+    match e {
+        EpilogueOp::Pointwise(Pointwise::Relu) => reference::relu(t),
+        EpilogueOp::Pointwise(Pointwise::LeakyRelu { alpha }) => {
+            reference::leaky_relu(t, f64::from(*alpha))
+        }
+        EpilogueOp::Pointwise(Pointwise::Clip { min, max }) => {
+            reference::clip(t, f64::from(*min), f64::from(*max))
+        }
+        EpilogueOp::Channel(a) => {
+            let n = a.channels();
+            let (zero, one) = (vec![0.0f32; n], vec![1.0f32; n]);
+            // scale * (x - 0) / sqrt(1 - eps + eps) + shift, with eps 0.
+            reference::batch_norm(t, &a.scale, &a.shift, &zero, &one, 0.0)
+        }
+        EpilogueOp::Pointwise(other) => panic!("no reference for {other:?} here"),
+    }
 }
 
 fn build(case: &ConvCase) -> (Tensor, Conv2d) {
@@ -73,6 +195,11 @@ fn assert_close(fast: &Tensor, want: &RefTensor, terms: usize) {
         .zip(&want.magnitude)
         .enumerate()
     {
+        if f.is_nan() && r.is_nan() {
+            // An average over no value (a window in the padding and between
+            // dilated taps): 0 / 0 in both.
+            continue;
+        }
         let tol = reference::tolerance(terms, m);
         assert!(
             (f64::from(f) - r).abs() <= tol,
@@ -129,53 +256,52 @@ proptest! {
     }
 
     #[test]
-    fn maxpool_matches_reference(
-        c in 1usize..=3, h in 1usize..=41, w in 1usize..=131,
-        size in 1usize..=4, stride in 1usize..=3, seed in any::<u64>()
-    ) {
-        prop_assume!(size <= h && size <= w);
-        let shape = Shape::new(c, h, w);
-        let input = Tensor::from_vec(shape, seeded(shape.len(), seed, -1.0, 1.0))
+    fn pool_matches_reference(case in pool_case()) {
+        let input = Tensor::from_vec(case.shape, seeded(case.shape.len(), case.seed, -1.0, 1.0))
             .unwrap_or_else(|e| panic!("{e}"));
-        let p = MaxPoolParams { size, stride };
-        let want = reference::maxpool(&reference::from_f32(input.data(), shape), &p)
-            .unwrap_or_else(|| panic!("reference rejected"));
+        let want = reference::pool(&reference::from_f32(input.data(), case.shape), &case.pool)
+            .unwrap_or_else(|| panic!("reference rejected {case:?}"));
+        let taps = case.pool.taps();
         at_each_level(|| {
-            let fast = Op::MaxPool(p).run_cpu(&input).unwrap_or_else(|e| panic!("{e}"));
-            assert_close(&fast, &want, 0);
+            let fast = Op::Pool(case.pool).run_cpu(&input).unwrap_or_else(|e| panic!("{e}"));
+            assert_close(&fast, &want, taps);
             Ok(())
         })?;
     }
 
     #[test]
     fn fused_chain_matches_reference_and_is_bit_identical_to_unfused(
-        case in conv_case(), relu in any::<bool>(), pool in proptest::option::of((1usize..=3, 1usize..=3))
+        case in conv_case(),
+        ops in proptest::collection::vec(any::<u8>(), 0..=3),
+        pool in proptest::option::of(pool_params().prop_flat_map(pool_of)),
     ) {
         let (input, conv) = build(&case);
         let conv_shape = case.params.output_shape(case.shape).unwrap_or_else(|e| panic!("{e}"));
-        let pool = pool.map(|(size, stride)| MaxPoolParams { size, stride });
         if let Some(p) = pool {
-            prop_assume!(p.size <= conv_shape.h && p.size <= conv_shape.w);
+            prop_assume!(p.output_shape(conv_shape).is_ok());
         }
-        let chain = FusedChain::conv_relu_pool(conv.clone(), relu, pool);
+        let epilogue: Vec<EpilogueOp> = ops
+            .iter()
+            .map(|&k| epilogue_op(conv_shape.c, case.seed, k))
+            .collect();
+        let chain = FusedChain { conv: Some(conv.clone()), epilogue: epilogue.clone(), pool };
         let mut want = reference::conv2d(input.data(), input.shape(), &conv)
             .unwrap_or_else(|| panic!("reference rejected"));
-        if relu {
-            want = reference::relu(&want);
+        for e in &epilogue {
+            want = reference_epilogue(&want, e);
         }
-        if let Some(p) = pool {
-            want = reference::maxpool(&want, &p).unwrap_or_else(|| panic!("reference rejected"));
+        if let Some(p) = &pool {
+            want = reference::pool(&want, p).unwrap_or_else(|| panic!("reference rejected"));
         }
+        // Each epilogue op may round once more: widen the term count.
+        let terms = case.params.filter_len() + 2 * epilogue.len() + pool.map_or(0, |p| p.taps());
         at_each_level(|| {
             let fused = Op::Fused(chain.clone()).run_cpu(&input).unwrap_or_else(|e| panic!("{e}"));
-            let mut unfused = Op::Conv2d(conv.clone()).run_cpu(&input).unwrap_or_else(|e| panic!("{e}"));
-            if relu {
-                unfused = Op::Pointwise(streamfuse_kernels::Pointwise::Relu).run_cpu(&unfused).unwrap_or_else(|e| panic!("{e}"));
+            let mut unfused = input.clone();
+            for m in chain.members() {
+                unfused = m.run_cpu(&unfused).unwrap_or_else(|e| panic!("{e}"));
             }
-            if let Some(p) = pool {
-                unfused = Op::MaxPool(p).run_cpu(&unfused).unwrap_or_else(|e| panic!("{e}"));
-            }
-            assert_close(&fused, &want, case.params.filter_len());
+            assert_close(&fused, &want, terms);
             let same = fused.data().iter().zip(unfused.data()).all(|(a, b)| a.to_bits() == b.to_bits());
             prop_assert!(same && fused.shape() == unfused.shape(), "fused and unfused differ");
             Ok(())
@@ -188,26 +314,15 @@ fn full_hd_frames_match_reference_on_every_row_band() {
     // A frame tall enough to be split into many bands across threads.
     let case = ConvCase {
         shape: Shape::new(3, 181, 257),
-        params: Conv2dParams {
-            in_channels: 3,
-            out_channels: 16,
-            kernel_h: 3,
-            kernel_w: 3,
-            stride: 1,
-            padding: 1,
-        },
+        params: Conv2dParams::square(3, 16, 3, 1, 1),
         bias: true,
         seed: 42,
     };
     let (input, conv) = build(&case);
-    let chain = FusedChain::conv_relu_pool(
-        conv.clone(),
-        true,
-        Some(MaxPoolParams { size: 2, stride: 2 }),
-    );
+    let chain = FusedChain::conv_relu_pool(conv.clone(), true, Some(Pool2d::max(2, 2)));
     let want = reference::conv2d(input.data(), input.shape(), &conv)
         .map(|t| reference::relu(&t))
-        .and_then(|t| reference::maxpool(&t, &MaxPoolParams { size: 2, stride: 2 }))
+        .and_then(|t| reference::maxpool(&t, 2, 2))
         .unwrap_or_else(|| panic!("reference rejected"));
     at_each_level(|| {
         let fused = Op::Fused(chain.clone())
@@ -221,14 +336,7 @@ fn full_hd_frames_match_reference_on_every_row_band() {
 
 #[test]
 fn kernel_larger_than_padded_input_is_an_error() {
-    let params = Conv2dParams {
-        in_channels: 1,
-        out_channels: 1,
-        kernel_h: 5,
-        kernel_w: 5,
-        stride: 1,
-        padding: 0,
-    };
+    let params = Conv2dParams::square(1, 1, 5, 1, 0);
     let err = params
         .output_shape(Shape::new(1, 4, 10))
         .err()

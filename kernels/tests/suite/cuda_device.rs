@@ -59,7 +59,7 @@ fn cuda_matches_the_cpu_backend_on_full_frames() {
 #[test]
 fn generated_chain_kernels_match_the_cpu_backend() {
     use streamfuse_kernels::cuda::codegen::representative_chains;
-    use streamfuse_kernels::{Conv2d, Pointwise, Shape};
+    use streamfuse_kernels::{Conv2d, EpilogueOp, Pointwise, Shape};
     let Some(mut dev) = device() else { return };
     let shape = Shape::new(3, 45, 70);
     let input = Tensor::from_vec(
@@ -79,7 +79,7 @@ fn generated_chain_kernels_match_the_cpu_backend() {
             if chain
                 .epilogue
                 .iter()
-                .any(|p| matches!(p, Pointwise::Threshold { .. }))
+                .any(|p| matches!(p, EpilogueOp::Pointwise(Pointwise::Threshold { .. })))
             {
                 continue;
             }
@@ -97,6 +97,114 @@ fn generated_chain_kernels_match_the_cpu_backend() {
                 "{} value {i}: cpu {a} cuda {b}",
                 chain.label()
             );
+        }
+    }
+}
+
+/// The kernels of the ONNX 2-D semantics on the device against the CPU
+/// backend: grouped, depthwise (with a channel multiplier), dilated and
+/// asymmetric convolutions (1e-5 relative: the device's FMA against the
+/// CPU's level), pools of every kind incl. a global one on a full frame
+/// (`pool2d_wide_f32`), batch normalization and leaky ReLU, alone and in
+/// fused chains (bit for bit where no convolution is involved).
+#[test]
+fn onnx_2d_kernels_match_the_cpu_backend() {
+    use streamfuse_kernels::{
+        ChannelAffine, Conv2d, Conv2dParams, EpilogueOp, FusedChain, Pointwise, Pool2d, PoolKind,
+        Shape,
+    };
+    let Some(mut dev) = device() else { return };
+    let shape = Shape::new(8, 181, 333);
+    let values = |n: usize, seed: u64, scale: f32| -> Vec<f32> {
+        (0..n as u64)
+            .map(|i| streamfuse_kernels::random::symmetric_f32(seed, 7, i, scale))
+            .collect()
+    };
+    let input =
+        Tensor::from_vec(shape, values(shape.len(), 1, 1.0)).unwrap_or_else(|e| panic!("{e}"));
+    let conv = |p: Conv2dParams, seed: u64| {
+        Conv2d::new(
+            p,
+            values(p.weight_len(), seed, 0.3),
+            Some(values(p.out_channels, seed + 1, 0.1)),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let mut grouped = Conv2dParams::square(8, 12, 3, 1, 1);
+    grouped.groups = 2;
+    grouped.window.dilation = [2, 1];
+    grouped.window.pads = [2, 1, 0, 2];
+    let mut depthwise = Conv2dParams::square(8, 16, 5, 2, 2);
+    depthwise.groups = 8;
+    depthwise.window.stride = [2, 1];
+    let mut wide = Conv2dParams::square(8, 4, 3, 1, 0);
+    wide.window.dilation = [30, 30];
+    wide.window.kernel = [3, 5];
+    let mut avg = Pool2d::max(3, 2);
+    avg.kind = PoolKind::Avg {
+        count_include_pad: false,
+    };
+    avg.window.pads = [1, 1, 1, 1];
+    avg.ceil_mode = true;
+    let mut max = Pool2d::max(3, 2);
+    max.window.pads = [1, 0, 1, 2];
+    max.window.dilation = [1, 2];
+    let bn =
+        ChannelAffine::new(values(8, 5, 1.0), values(8, 6, 0.5)).unwrap_or_else(|e| panic!("{e}"));
+    let bn12 = ChannelAffine::new(values(12, 7, 1.0), values(12, 8, 0.5))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let convs = [
+        Op::Conv2d(conv(grouped, 10)),
+        Op::Conv2d(conv(depthwise, 20)),
+        Op::Conv2d(conv(wide, 30)),
+        Op::Fused(FusedChain {
+            conv: Some(conv(grouped, 40)),
+            epilogue: vec![
+                EpilogueOp::Channel(bn12),
+                Pointwise::LeakyRelu { alpha: 0.1 }.into(),
+            ],
+            pool: Some(Pool2d::max(2, 2)),
+        }),
+    ];
+    let exact = [
+        Op::Pool(avg),
+        Op::Pool(max),
+        Op::Pool(Pool2d::global(PoolKind::Max, shape.h, shape.w)),
+        Op::Pool(Pool2d::global(
+            PoolKind::Avg {
+                count_include_pad: false,
+            },
+            shape.h,
+            shape.w,
+        )),
+        Op::ChannelAffine(bn.clone()),
+        Op::Pointwise(Pointwise::LeakyRelu { alpha: 0.2 }),
+        Op::Fused(FusedChain {
+            conv: None,
+            epilogue: vec![
+                EpilogueOp::Channel(bn),
+                Pointwise::LeakyRelu { alpha: 0.1 }.into(),
+            ],
+            pool: Some(avg),
+        }),
+    ];
+    for (op, bits) in convs
+        .iter()
+        .map(|o| (o, false))
+        .chain(exact.iter().map(|o| (o, true)))
+    {
+        let cpu = op.run_cpu(&input).unwrap_or_else(|e| panic!("{e}"));
+        let gpu = dev
+            .run_chain(&[op], &input)
+            .unwrap_or_else(|e| panic!("{}: {e}", op.label()));
+        assert_eq!(cpu.shape(), gpu.shape(), "{}", op.label());
+        for (i, (&a, &b)) in cpu.data().iter().zip(gpu.data()).enumerate() {
+            let ok = if bits {
+                a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+            } else {
+                (a - b).abs() <= 1e-5 * a.abs().max(1.0)
+            };
+            assert!(ok, "{} value {i}: cpu {a} cuda {b}", op.label());
         }
     }
 }

@@ -77,19 +77,11 @@ fn a_kernel_with_a_syntax_error_is_reported_with_the_compiler_log() {
 /// for every architecture, with its entry point in the PTX.
 #[test]
 fn a_generated_conv_three_op_pool_chain_compiles_for_every_architecture() {
-    use streamfuse_kernels::cuda::codegen::generate;
-    use streamfuse_kernels::{Conv2d, Conv2dParams, FusedChain, MaxPoolParams, Pointwise};
+    use streamfuse_kernels::{Conv2d, Conv2dParams, FusedChain, Pointwise, Pool2d};
     if !nvrtc_or_skip("a_generated_conv_three_op_pool_chain_compiles_for_every_architecture") {
         return;
     }
-    let p = Conv2dParams {
-        in_channels: 3,
-        out_channels: 5,
-        kernel_h: 3,
-        kernel_w: 3,
-        stride: 1,
-        padding: 1,
-    };
+    let p = Conv2dParams::square(3, 5, 3, 1, 1);
     let conv = Conv2d::new(p, vec![0.5; p.weight_len()], Some(vec![0.0; 5]))
         .unwrap_or_else(|e| panic!("{e}"));
     let chain = FusedChain {
@@ -98,16 +90,57 @@ fn a_generated_conv_three_op_pool_chain_compiles_for_every_architecture() {
             Pointwise::Affine {
                 scale: 0.75,
                 shift: 0.1,
-            },
-            Pointwise::Relu,
-            Pointwise::Clip { min: 0.0, max: 0.8 },
+            }
+            .into(),
+            Pointwise::Relu.into(),
+            Pointwise::Clip { min: 0.0, max: 0.8 }.into(),
         ],
-        pool: Some(MaxPoolParams { size: 2, stride: 2 }),
+        pool: Some(Pool2d::max(2, 2)),
     };
-    let g = generate(&chain);
+    compiles_everywhere(&chain);
+}
+
+/// Chains with batch normalization (a per-channel op reading the launch's
+/// channel buffer) and leaky ReLU, after a grouped, dilated convolution and
+/// after a load, compile for every architecture.
+#[test]
+fn generated_chains_with_batchnorm_and_leaky_relu_compile_for_every_architecture() {
+    use streamfuse_kernels::{
+        ChannelAffine, Conv2d, Conv2dParams, EpilogueOp, FusedChain, Pointwise,
+    };
+    if !nvrtc_or_skip(
+        "generated_chains_with_batchnorm_and_leaky_relu_compile_for_every_architecture",
+    ) {
+        return;
+    }
+    let mut p = Conv2dParams::square(4, 8, 3, 2, 1);
+    p.groups = 2;
+    p.window.dilation = [2, 1];
+    let conv = Conv2d::new(p, vec![0.5; p.weight_len()], None).unwrap_or_else(|e| panic!("{e}"));
+    let bn = |c: usize| {
+        ChannelAffine::new(vec![0.5; c], vec![0.25; c]).unwrap_or_else(|e| panic!("{e}"))
+    };
+    for (conv, c) in [(Some(conv), 8), (None, 4)] {
+        let chain = FusedChain {
+            conv,
+            epilogue: vec![
+                EpilogueOp::Channel(bn(c)),
+                Pointwise::LeakyRelu { alpha: 0.1 }.into(),
+                EpilogueOp::Channel(bn(c)),
+            ],
+            pool: None,
+        };
+        compiles_everywhere(&chain);
+    }
+}
+
+/// `chain`'s generated kernel compiles for every architecture with its
+/// entry point in the PTX.
+fn compiles_everywhere(chain: &streamfuse_kernels::FusedChain) {
+    let g = streamfuse_kernels::cuda::codegen::generate(chain);
     for &arch in ARCHS {
         let ptx = nvrtc::compile_text(&g.name, g.source.clone(), arch)
-            .unwrap_or_else(|e| panic!("{arch}: {e}"));
+            .unwrap_or_else(|e| panic!("{} for {arch}: {e}", chain.label()));
         assert!(ptx.contains(&format!(".entry {}(", g.name)), "{arch}");
     }
 }

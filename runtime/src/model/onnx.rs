@@ -49,7 +49,9 @@ pub fn graph<'m>(m: &'m ModelProto, path: &Path) -> Result<&'m GraphProto, Model
 }
 
 /// An initializer's dims and values as `f32` (float, float16 and double
-/// accepted; inline or raw data).
+/// accepted; inline or raw data). A tensor produced by a `Constant` node
+/// (its `value`, `value_float` or `value_floats` attribute) counts as an
+/// initializer of its output's name.
 ///
 /// # Errors
 /// [`ModelError`] naming the initializer when it is missing, external or
@@ -59,15 +61,59 @@ pub fn initializer(
     name: &str,
     path: &Path,
 ) -> Result<(Vec<u64>, Vec<f32>), ModelError> {
-    let t = g
+    if let Some(t) = g
         .initializer
         .iter()
         .find(|t| t.name.as_deref() == Some(name))
-        .ok_or_else(|| ModelError::Missing {
-            path: path.to_path_buf(),
-            what: format!("initializer `{name}`"),
-        })?;
-    tensor_values(t, path)
+    {
+        return tensor_values(t, path);
+    }
+    let constant = g.node.iter().find(|n| {
+        n.op_type.as_deref() == Some("Constant")
+            && n.output.first().map(String::as_str) == Some(name)
+    });
+    if let Some(n) = constant {
+        for a in &n.attribute {
+            match a.name.as_deref() {
+                Some("value") => {
+                    if let Some(t) = &a.t {
+                        return tensor_values(t, path).map_err(|e| match e {
+                            ModelError::Tensor { path, problem, .. } => ModelError::Tensor {
+                                path,
+                                tensor: format!("constant `{name}`"),
+                                problem,
+                            },
+                            other => other,
+                        });
+                    }
+                }
+                Some("value_float") => {
+                    if let Some(f) = a.f {
+                        return Ok((vec![], vec![f]));
+                    }
+                }
+                Some("value_floats") => return Ok((vec![a.floats.len() as u64], a.floats.clone())),
+                _ => {}
+            }
+        }
+        return Err(tensor_error(
+            path,
+            name,
+            "is a Constant node without a float tensor value".into(),
+        ));
+    }
+    Err(ModelError::Missing {
+        path: path.to_path_buf(),
+        what: format!("initializer `{name}`"),
+    })
+}
+
+/// A float attribute of a node.
+pub fn float(n: &NodeProto, name: &str) -> Option<f32> {
+    n.attribute
+        .iter()
+        .find(|a| a.name.as_deref() == Some(name))
+        .and_then(|a| a.f)
 }
 
 /// The dims and `f32` values of a tensor.

@@ -44,7 +44,7 @@ pub mod addresses;
 
 use std::ops::Range;
 
-use streamfuse_kernels::{FusedChain, Op, Pointwise, Shape, Step};
+use streamfuse_kernels::{EpilogueOp, FusedChain, Op, Shape, Step};
 
 use crate::spec::{FusionMode, Pipeline};
 
@@ -148,21 +148,25 @@ pub fn groups(p: &Pipeline, stages: Range<usize>) -> Vec<Group> {
         }
         let mut end = i + 1;
         let mut op = st.op.clone();
+        // Fusion rules: a convolution (any kernel, stride, dilation,
+        // padding or groups) or an epilogue op produces; pointwise ops and
+        // per-channel affines (batch norm) follow as the epilogue; a max or
+        // average pool (any window) consumes. A tap ends a group.
         let producer = match &st.op {
             Op::Conv2d(c) => Some(Some(c.clone())),
-            o if o.pointwise().is_some() => Some(None),
+            o if o.epilogue().is_some() => Some(None),
             _ => None,
         };
         if p.fusion == FusionMode::Kernel
             && !st.tap
             && let Some(conv) = producer
         {
-            let mut epilogue: Vec<Pointwise> = st.op.pointwise().into_iter().collect();
+            let mut epilogue: Vec<EpilogueOp> = st.op.epilogue().into_iter().collect();
             let fusible = |k: usize| k < stages.end && !p.stages[k].tap;
             while fusible(end) {
-                match p.stages[end].op.pointwise() {
-                    Some(pw) => {
-                        epilogue.push(pw);
+                match p.stages[end].op.epilogue() {
+                    Some(e) => {
+                        epilogue.push(e);
                         end += 1;
                     }
                     None => break,
@@ -170,9 +174,9 @@ pub fn groups(p: &Pipeline, stages: Range<usize>) -> Vec<Group> {
             }
             let mut pool = None;
             if fusible(end)
-                && let Op::MaxPool(mp) = p.stages[end].op
+                && let Op::Pool(pp) = p.stages[end].op
             {
-                pool = Some(mp);
+                pool = Some(pp);
                 end += 1;
             }
             if end > i + 1 {

@@ -327,10 +327,15 @@ fn validate(old: &Conv2d, up: WeightsUpdate) -> Result<Conv2d, UpdateError> {
             limit: MAX_WEIGHTS_BYTES,
         });
     }
-    let expected: Vec<u64> = [pm.out_channels, pm.in_channels, pm.kernel_h, pm.kernel_w]
-        .iter()
-        .map(|&d| d as u64)
-        .collect();
+    let expected: Vec<u64> = [
+        pm.out_channels,
+        pm.in_per_group(),
+        pm.kernel_h(),
+        pm.kernel_w(),
+    ]
+    .iter()
+    .map(|&d| d as u64)
+    .collect();
     if up.shape != expected {
         return Err(UpdateError::Shape {
             stage,

@@ -274,15 +274,39 @@ pub struct RawStage {
     /// `false` starts a new segment at this stage.
     #[serde(default)]
     pub fuse: Option<bool>,
-    /// conv2d: kernel side.
+    /// conv2d, maxpool, avgpool: kernel (`3` or `[kh, kw]`);
+    /// gaussian_blur: kernel side.
     #[serde(default)]
-    pub kernel: Option<Spanned<usize>>,
-    /// conv2d, maxpool: stride.
+    pub kernel: Option<Spanned<RawDims>>,
+    /// conv2d, maxpool, avgpool: stride (`2` or `[sh, sw]`).
     #[serde(default)]
-    pub stride: Option<Spanned<usize>>,
-    /// conv2d: zero padding.
+    pub stride: Option<Spanned<RawDims>>,
+    /// conv2d, maxpool, avgpool: zero padding: `1` (every side), `[h, w]`,
+    /// `[top, left, bottom, right]` (ONNX `pads` order), `same` (ONNX
+    /// `SAME_UPPER`), `same_lower` or `valid`.
     #[serde(default)]
-    pub padding: Option<Spanned<usize>>,
+    pub padding: Option<Spanned<RawDims>>,
+    /// conv2d, maxpool, avgpool: dilation (`2` or `[dh, dw]`).
+    #[serde(default)]
+    pub dilation: Option<Spanned<RawDims>>,
+    /// conv2d: channel groups (default 1; `in_channels` for depthwise).
+    #[serde(default)]
+    pub groups: Option<Spanned<usize>>,
+    /// maxpool, avgpool: round partial windows up (default false).
+    #[serde(default)]
+    pub ceil_mode: Option<Spanned<bool>>,
+    /// avgpool: divide by the taps in the padded input (default false).
+    #[serde(default)]
+    pub count_include_pad: Option<Spanned<bool>>,
+    /// leaky_relu: slope below zero (default 0.01).
+    #[serde(default)]
+    pub alpha: Option<Spanned<f64>>,
+    /// batchnorm: running variance per channel.
+    #[serde(default)]
+    pub var: Option<Spanned<Vec<f64>>>,
+    /// batchnorm: added to the variance (default 1e-5).
+    #[serde(default)]
+    pub epsilon: Option<Spanned<f64>>,
     /// conv2d: input channels (inferred when absent; checked when given).
     #[serde(default)]
     pub in_channels: Option<Spanned<usize>>,
@@ -292,10 +316,10 @@ pub struct RawStage {
     /// conv2d: bias (`true` for seeded random, or a file).
     #[serde(default)]
     pub bias: Option<Spanned<RawBias>>,
-    /// conv2d: weights.
+    /// conv2d: weights; batchnorm: its tensors in an ONNX model.
     #[serde(default)]
     pub weights: Option<Spanned<RawWeights>>,
-    /// maxpool: window side.
+    /// maxpool: window side (the same as a square `kernel`).
     #[serde(default)]
     pub size: Option<Spanned<usize>>,
     /// clip: lower bound (default: no bound).
@@ -304,12 +328,12 @@ pub struct RawStage {
     /// clip: upper bound (default: no bound).
     #[serde(default)]
     pub max: Option<Spanned<f64>>,
-    /// affine: factor (default 1).
+    /// affine: factor (default 1); batchnorm: gamma per channel.
     #[serde(default)]
-    pub scale: Option<Spanned<f64>>,
-    /// affine: offset (default 0).
+    pub scale: Option<Spanned<RawNumbers>>,
+    /// affine: offset (default 0); batchnorm: beta per channel.
     #[serde(default)]
-    pub shift: Option<Spanned<f64>>,
+    pub shift: Option<Spanned<RawNumbers>>,
     /// threshold: level.
     #[serde(default)]
     pub threshold: Option<Spanned<f64>>,
@@ -319,7 +343,8 @@ pub struct RawStage {
     /// gray: order of the colour planes (`rgb` or `bgr`, default `bgr`).
     #[serde(default)]
     pub order: Option<Spanned<String>>,
-    /// normalize: per-channel mean (one value for all channels).
+    /// normalize: per-channel mean (one value for all channels);
+    /// batchnorm: running mean per channel.
     #[serde(default)]
     pub mean: Option<Spanned<Vec<f64>>>,
     /// normalize: per-channel standard deviation (one value for all).
@@ -381,8 +406,10 @@ pub struct RawTensorRef {
 pub struct RawOnnxRef {
     /// Model file (relative to the spec).
     pub path: String,
-    /// Weight initializer name.
-    pub initializer: String,
+    /// Weight initializer name (conv2d; a batchnorm names its tensors in
+    /// `batchnorm`).
+    #[serde(default)]
+    pub initializer: Option<String>,
     /// Bias initializer name.
     #[serde(default)]
     pub bias: Option<String>,
@@ -502,6 +529,95 @@ impl<'de> Deserialize<'de> for RawNpyWeights {
                         watch: r.watch,
                     },
                 )
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Sizes per axis or side: `3`, `[3, 2]`, `[1, 1, 0, 0]`, or a word
+/// (`same`, `same_lower`, `valid` for padding).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RawDims {
+    /// One value for every axis or side.
+    One(usize),
+    /// One value per axis, or per side.
+    Many(Vec<usize>),
+    /// A word.
+    Word(String),
+}
+
+impl<'de> Deserialize<'de> for RawDims {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawDims;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a whole number, a list of whole numbers, or a word")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawDims, E> {
+                usize::try_from(v)
+                    .map(RawDims::One)
+                    .map_err(|_| E::custom(format!("{v} is too large")))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawDims, E> {
+                usize::try_from(v)
+                    .map(RawDims::One)
+                    .map_err(|_| E::custom(format!("{v} must not be negative")))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawDims, E> {
+                Ok(RawDims::Word(v.to_owned()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<RawDims, A::Error> {
+                let mut v = Vec::new();
+                while let Some(x) = a.next_element::<usize>()? {
+                    v.push(x);
+                }
+                Ok(RawDims::Many(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// One number or a list of numbers (one per channel).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawNumbers {
+    /// One value.
+    One(f64),
+    /// One value per channel.
+    Many(Vec<f64>),
+}
+
+impl<'de> Deserialize<'de> for RawNumbers {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawNumbers;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number or a list of numbers")
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<RawNumbers, E> {
+                Ok(RawNumbers::One(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawNumbers, E> {
+                Ok(RawNumbers::One(v as f64))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawNumbers, E> {
+                Ok(RawNumbers::One(v as f64))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<RawNumbers, A::Error> {
+                let mut v = Vec::new();
+                while let Some(x) = a.next_element::<f64>()? {
+                    v.push(x);
+                }
+                Ok(RawNumbers::Many(v))
             }
         }
         d.deserialize_any(V)

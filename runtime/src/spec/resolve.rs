@@ -3,15 +3,15 @@
 use std::path::Path;
 
 use serde_saphyr::Spanned;
-use streamfuse_kernels::{Conv2d, Conv2dParams, KernelError, Op, Shape, random};
+use streamfuse_kernels::{KernelError, Op, Shape};
 
-use super::raw::{RawBias, RawPlacement, RawSink, RawSource, RawSpec, RawStage, RawWeights};
-use super::weights::load_npy;
+use super::raw::{RawPlacement, RawSink, RawSource, RawSpec, RawStage};
 use super::{
     DeviceChoice, Machine, Node, Overrides, Pipeline, Position, SinkConfig, SourceConfig,
     SpecError, Stage, SyntheticSource,
 };
 
+mod cnn;
 mod media;
 mod ops;
 mod placement;
@@ -115,7 +115,7 @@ pub(super) fn resolve(raw: RawSpec, file: &Path, ov: &Overrides) -> Result<Pipel
         .value
         .iter()
         .filter_map(|st| match st.weights.as_ref().map(|w| &w.value) {
-            Some(RawWeights::Npy(n)) if n.watch => Some(super::Watched {
+            Some(super::raw::RawWeights::Npy(n)) if n.watch => Some(super::Watched {
                 stage: st.id.value.clone(),
                 path: cx.base_dir().join(&n.path),
             }),
@@ -390,6 +390,13 @@ fn present_fields(st: &RawStage) -> Vec<(&'static str, Position)> {
         ("height", pos(&st.height)),
         ("sigma", pos(&st.sigma)),
         ("mode", pos(&st.mode)),
+        ("dilation", pos(&st.dilation)),
+        ("groups", pos(&st.groups)),
+        ("ceil_mode", pos(&st.ceil_mode)),
+        ("count_include_pad", pos(&st.count_include_pad)),
+        ("alpha", pos(&st.alpha)),
+        ("var", pos(&st.var)),
+        ("epsilon", pos(&st.epsilon)),
     ]
     .into_iter()
     .filter_map(|(n, p)| p.map(|p| (n, p)))
@@ -479,156 +486,4 @@ fn explain(e: &KernelError, input: Shape) -> String {
         ),
         other => other.to_string(),
     }
-}
-
-fn resolve_conv(sc: &StageCx<'_>, input: Shape) -> Result<Op, SpecError> {
-    let (cx, st) = (sc.cx, sc.st);
-    let f = |name: &str| sc.field(name);
-    let kernel = sc.positive(&st.kernel, "kernel", None)?;
-    let stride = sc.positive(&st.stride, "stride", Some(1))?;
-    let out_channels = sc.positive(&st.out_channels, "out_channels", None)?;
-    let padding = st.padding.as_ref().map_or(0, |p| p.value);
-    if let Some(ic) = &st.in_channels
-        && ic.value != input.c
-    {
-        return Err(cx.at(
-            ic,
-            f("in_channels"),
-            format!(
-                "is {} but this stage's input has {} channels",
-                ic.value, input.c
-            ),
-        ));
-    }
-    let params = Conv2dParams {
-        in_channels: input.c,
-        out_channels,
-        kernel_h: kernel,
-        kernel_w: kernel,
-        stride,
-        padding,
-    };
-    if let Err(e) = params.output_shape(input) {
-        let at = st.kernel.as_ref().map_or_else(|| st.op.pos(), Located::pos);
-        return Err(SpecError::field(
-            cx.file,
-            at,
-            f("kernel"),
-            explain(&e, input),
-        ));
-    }
-    let Some(weights) = &st.weights else {
-        return Err(cx.at(
-            &st.op,
-            f("weights"),
-            "missing: op conv2d needs `weights` ({ random: { seed: N } } or { npy: path })",
-        ));
-    };
-    let fan_in = params.filter_len();
-    let bound = 1.0 / (fan_in as f32).sqrt();
-    let expected = [
-        out_channels as u64,
-        input.c as u64,
-        kernel as u64,
-        kernel as u64,
-    ];
-    let out_shape = [out_channels as u64];
-    // Bias named by the weights' source (safetensors, onnx), if any.
-    let mut source_bias: Option<Vec<f32>> = None;
-    let (w, seed) = match &weights.value {
-        RawWeights::Random(r) => (
-            (0..params.weight_len() as u64)
-                .map(|k| random::symmetric_f32(r.seed, 0, k, bound))
-                .collect::<Vec<_>>(),
-            Some(r.seed),
-        ),
-        RawWeights::Npy(n) => (
-            load_npy(&cx.base_dir().join(&n.path), &expected)
-                .map_err(|m| cx.at(weights, f("weights.npy"), m.to_string()))?,
-            None,
-        ),
-        RawWeights::Safetensors(t) => {
-            let path = cx.base_dir().join(&t.path);
-            let w = crate::model::safetensors::load(&path, &t.tensor, &expected)
-                .map_err(|m| cx.at(weights, f("weights.safetensors.tensor"), m.to_string()))?;
-            if let Some(b) = &t.bias {
-                source_bias = Some(
-                    crate::model::safetensors::load(&path, b, &out_shape).map_err(|m| {
-                        cx.at(weights, f("weights.safetensors.bias"), m.to_string())
-                    })?,
-                );
-            }
-            (w, None)
-        }
-        RawWeights::Onnx(o) => {
-            let path = cx.base_dir().join(&o.path);
-            let mut w = crate::model::onnx::load(&path, &o.initializer, &expected)
-                .map_err(|m| cx.at(weights, f("weights.onnx.initializer"), m.to_string()))?;
-            if let Some(b) = &o.bias {
-                source_bias = Some(
-                    crate::model::onnx::load(&path, b, &out_shape)
-                        .map_err(|m| cx.at(weights, f("weights.onnx.bias"), m.to_string()))?,
-                );
-            }
-            if let Some(bn) = &o.batchnorm {
-                let load = |name: &str| {
-                    crate::model::onnx::load(&path, name, &out_shape)
-                        .map_err(|m| cx.at(weights, f("weights.onnx.batchnorm"), m.to_string()))
-                };
-                let (scale, beta, mean, var) = (
-                    load(&bn.scale)?,
-                    load(&bn.bias)?,
-                    load(&bn.mean)?,
-                    load(&bn.var)?,
-                );
-                let fan = params.filter_len();
-                let mut b = source_bias
-                    .take()
-                    .unwrap_or_else(|| vec![0.0; out_channels]);
-                for oc in 0..out_channels {
-                    let k =
-                        f64::from(scale[oc]) / (f64::from(var[oc]) + f64::from(bn.epsilon)).sqrt();
-                    for x in &mut w[oc * fan..(oc + 1) * fan] {
-                        *x = (f64::from(*x) * k) as f32;
-                    }
-                    b[oc] =
-                        ((f64::from(b[oc]) - f64::from(mean[oc])) * k + f64::from(beta[oc])) as f32;
-                }
-                source_bias = Some(b);
-            }
-            (w, None)
-        }
-    };
-    if let (Some(_), Some(b)) = (&source_bias, &st.bias) {
-        return Err(cx.at(
-            b,
-            f("bias"),
-            "the bias is already named by `weights`; remove one",
-        ));
-    }
-    let bias = match &st.bias {
-        None => source_bias,
-        Some(b) => match (&b.value, seed) {
-            (RawBias::Flag(false), _) => None,
-            (RawBias::Flag(true), Some(seed)) => Some(
-                (0..out_channels as u64)
-                    .map(|k| random::symmetric_f32(seed, 1, k, bound))
-                    .collect(),
-            ),
-            (RawBias::Flag(true), None) => {
-                return Err(cx.at(
-                    b,
-                    f("bias"),
-                    "`true` means seeded random bias, which needs random weights; give { npy: path }",
-                ));
-            }
-            (RawBias::File(r), _) => Some(
-                load_npy(&cx.base_dir().join(&r.npy), &out_shape)
-                    .map_err(|m| cx.at(b, f("bias.npy"), m))?,
-            ),
-        },
-    };
-    Conv2d::new(params, w, bias)
-        .map(Op::Conv2d)
-        .map_err(|e| cx.at(weights, f("weights"), e.to_string()))
 }

@@ -8,7 +8,7 @@ use std::process::Command;
 use crate::common::write_npy;
 
 use streamfuse_kernels::reference;
-use streamfuse_kernels::{Conv2d, Conv2dParams, MaxPoolParams, Shape};
+use streamfuse_kernels::{Conv2d, Conv2dParams, Pool2d, Shape};
 
 fn read_npy(path: &Path) -> (Vec<u64>, Vec<f32>) {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -53,19 +53,12 @@ fn npy_frames_in_npy_frames_out_match_the_reference() {
     write_npy(&d.join("b.npy"), &[4], &bias);
 
     let conv = Conv2d::new(
-        Conv2dParams {
-            in_channels: c,
-            out_channels: 4,
-            kernel_h: 3,
-            kernel_w: 3,
-            stride: 1,
-            padding: 1,
-        },
+        Conv2dParams::square(c, 4, 3, 1, 1),
         weights.clone(),
         Some(bias.clone()),
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let pool = MaxPoolParams { size: 2, stride: 2 };
+    let pool = Pool2d::max(2, 2);
 
     for (source, sink, out) in [
         (
@@ -115,7 +108,7 @@ fn npy_frames_in_npy_frames_out_match_the_reference() {
             let input = &frames[k * c * h * w..(k + 1) * c * h * w];
             let want = reference::conv2d(input, Shape::new(c, h, w), &conv)
                 .map(|t| reference::relu(&t))
-                .and_then(|t| reference::maxpool(&t, &pool))
+                .and_then(|t| reference::pool(&t, &pool))
                 .unwrap_or_else(|| panic!("reference"));
             for (i, ((&g, &r), &m)) in got
                 .iter()

@@ -35,10 +35,11 @@ fn exposed(conv: &Conv2d, input: Shape) -> bool {
     let Ok((p, ConvKernel::Tiled, _)) = params::conv(conv, input) else {
         return false;
     };
-    let (s, pad, kw) = (p.stride as isize, p.pad as isize, p.k_w as isize);
+    let (s, pad) = (p.stride_w as isize, p.pad_left as isize);
+    let span = ((p.k_w - 1) * p.dil_w) as isize;
     (0..p.out_w as isize / 32).any(|b| {
         let ox = 32 * b + 31;
-        let right = ox * s - pad + kw - 1; // the column it should read
+        let right = ox * s - pad + span; // the column it should read
         let wrapped = 32 * b * s - pad; // the column it reads
         right < input.w as isize || wrapped >= 0
     })

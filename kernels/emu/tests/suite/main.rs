@@ -6,6 +6,9 @@
 //!   deliberately broken kernel the corpus must catch;
 //! - `emulated_kernels`, `generated_chains`: the f64 references and the
 //!   CPU backend (property tests), hand-written and generated kernels;
+//! - `emulated_onnx`: convolutions and pools over the ONNX 2-D attributes
+//!   (strides, dilations, padding per side, groups, ceil mode, average
+//!   pools, global pools) against the CPU backend and the f64 reference;
 //! - `emulated_vision`: the CPU backend, bit for bit.
 //!
 //! Generated fused-chain kernels are compiled at run time by the C++
@@ -18,6 +21,7 @@ mod corpus_cases;
 
 mod corpus;
 mod emulated_kernels;
+mod emulated_onnx;
 mod emulated_vision;
 mod generated_chains;
 

@@ -3,10 +3,12 @@
 //! to op ...") and building all read [`OPS`]; adding an op is one entry.
 
 use serde_saphyr::Spanned;
-use streamfuse_kernels::{ColorOrder, MaxPoolParams, Op, Pointwise, Shape, SobelMode, Vision};
+use streamfuse_kernels::{ColorOrder, Op, Pointwise, Shape, SobelMode, Vision};
 
-use super::{Located, StageCx, explain, resolve_conv};
+use super::cnn;
+use super::{Located, StageCx, explain};
 use crate::spec::SpecError;
+use crate::spec::raw::{RawDims, RawNumbers};
 
 /// One op a stage may name.
 pub(super) struct OpEntry {
@@ -26,12 +28,14 @@ pub(super) const OPS: &[OpEntry] = &[
             "kernel",
             "stride",
             "padding",
+            "dilation",
+            "groups",
             "in_channels",
             "out_channels",
             "bias",
             "weights",
         ],
-        build: resolve_conv,
+        build: cnn::conv,
     },
     OpEntry {
         name: "relu",
@@ -42,6 +46,16 @@ pub(super) const OPS: &[OpEntry] = &[
         name: "clip",
         fields: &["min", "max"],
         build: clip,
+    },
+    OpEntry {
+        name: "leaky_relu",
+        fields: &["alpha"],
+        build: cnn::leaky_relu,
+    },
+    OpEntry {
+        name: "batchnorm",
+        fields: &["mean", "var", "scale", "shift", "epsilon", "weights"],
+        build: cnn::batchnorm,
     },
     OpEntry {
         name: "affine",
@@ -55,8 +69,38 @@ pub(super) const OPS: &[OpEntry] = &[
     },
     OpEntry {
         name: "maxpool",
-        fields: &["size", "stride"],
-        build: maxpool,
+        fields: &[
+            "size",
+            "kernel",
+            "stride",
+            "padding",
+            "dilation",
+            "ceil_mode",
+        ],
+        build: cnn::maxpool,
+    },
+    OpEntry {
+        name: "avgpool",
+        fields: &[
+            "size",
+            "kernel",
+            "stride",
+            "padding",
+            "dilation",
+            "ceil_mode",
+            "count_include_pad",
+        ],
+        build: cnn::avgpool,
+    },
+    OpEntry {
+        name: "global_maxpool",
+        fields: &[],
+        build: cnn::global_maxpool,
+    },
+    OpEntry {
+        name: "global_avgpool",
+        fields: &[],
+        build: cnn::global_avgpool,
     },
     OpEntry {
         name: "gray",
@@ -136,9 +180,34 @@ fn finite(
     }
 }
 
+/// A one-number field given as [`RawNumbers`] (a list is refused).
+fn one_number(
+    sc: &StageCx<'_>,
+    v: &Option<Spanned<RawNumbers>>,
+    name: &str,
+) -> Result<Option<Spanned<f64>>, SpecError> {
+    match v {
+        None => Ok(None),
+        Some(s) => match &s.value {
+            RawNumbers::One(x) => Ok(Some(Spanned {
+                value: *x,
+                referenced: s.referenced,
+                defined: s.defined,
+            })),
+            RawNumbers::Many(_) => Err(sc.cx.at(
+                s,
+                sc.field(name),
+                "must be one number (a per-channel list is for op batchnorm)",
+            )),
+        },
+    }
+}
+
 fn affine(sc: &StageCx<'_>, _: Shape) -> Result<Op, SpecError> {
-    let scale = finite(sc, &sc.st.scale, "scale", Some(1.0))?;
-    let shift = finite(sc, &sc.st.shift, "shift", Some(0.0))?;
+    let scale = one_number(sc, &sc.st.scale, "scale")?;
+    let shift = one_number(sc, &sc.st.shift, "shift")?;
+    let scale = finite(sc, &scale, "scale", Some(1.0))?;
+    let shift = finite(sc, &shift, "shift", Some(0.0))?;
     Ok(Op::Pointwise(Pointwise::Affine { scale, shift }))
 }
 
@@ -146,21 +215,6 @@ fn threshold(sc: &StageCx<'_>, _: Shape) -> Result<Op, SpecError> {
     let threshold = finite(sc, &sc.st.threshold, "threshold", None)?;
     let value = finite(sc, &sc.st.value, "value", Some(1.0))?;
     Ok(Op::Pointwise(Pointwise::Threshold { threshold, value }))
-}
-
-fn maxpool(sc: &StageCx<'_>, input: Shape) -> Result<Op, SpecError> {
-    let (cx, st) = (sc.cx, sc.st);
-    let size = sc.positive(&st.size, "size", None)?;
-    let stride = sc.positive(&st.stride, "stride", Some(size))?;
-    let p = MaxPoolParams { size, stride };
-    p.output_shape(input).map_err(|e| {
-        let span = st
-            .size
-            .as_ref()
-            .map_or(&st.op as &dyn Located, |s| s as &dyn Located);
-        SpecError::field(cx.file, span.pos(), sc.field("size"), explain(&e, input))
-    })?;
-    Ok(Op::MaxPool(p))
 }
 
 /// A vision op, checked against its input: parameters that only the input
@@ -230,9 +284,9 @@ fn gray(sc: &StageCx<'_>, input: Shape) -> Result<Op, SpecError> {
 
 fn normalize(sc: &StageCx<'_>, input: Shape) -> Result<Op, SpecError> {
     let (cx, st) = (sc.cx, sc.st);
-    let scale = match &st.scale {
+    let scale = match one_number(sc, &st.scale, "scale")? {
         Some(s) if !s.value.is_finite() => {
-            return Err(cx.at(s, sc.field("scale"), "must be a finite number"));
+            return Err(cx.at(&s, sc.field("scale"), "must be a finite number"));
         }
         Some(s) => s.value as f32,
         None => 1.0,
@@ -253,7 +307,13 @@ fn resize(sc: &StageCx<'_>, input: Shape) -> Result<Op, SpecError> {
 
 fn gaussian_blur(sc: &StageCx<'_>, input: Shape) -> Result<Op, SpecError> {
     let (cx, st) = (sc.cx, sc.st);
-    let ksize = sc.positive(&st.kernel, "kernel", Some(5))?;
+    let ksize = match &st.kernel {
+        None => 5,
+        Some(k) => match &k.value {
+            RawDims::One(n) if *n > 0 => *n,
+            _ => return Err(cx.at(k, sc.field("kernel"), "must be one odd whole number")),
+        },
+    };
     if ksize % 2 == 0 {
         let at = st.kernel.as_ref().map_or_else(|| st.op.pos(), Located::pos);
         return Err(SpecError::field(
@@ -319,6 +379,13 @@ mod tests {
             "height",
             "sigma",
             "mode",
+            "dilation",
+            "groups",
+            "ceil_mode",
+            "count_include_pad",
+            "alpha",
+            "var",
+            "epsilon",
         ];
         for (i, e) in OPS.iter().enumerate() {
             assert!(

@@ -2,6 +2,7 @@
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
+use crate::spec::raw::{RawBias, RawWeights};
 
 pub(super) fn resolve_nodes(
     cx: &Ctx<'_>,

@@ -1,14 +1,22 @@
 //! `streamfuse import`: an ONNX model's chain of supported nodes becomes a
 //! pipeline spec whose stages read the model's initializers.
 //!
-//! Supported nodes: `Conv` (2-D, square kernel, equal strides, symmetric
-//! padding, no dilation, one group, optional bias; a following
-//! `BatchNormalization` is folded in), `Relu`, `Clip` (bounded ReLU),
-//! `MaxPool` (square window, no padding, floor mode). The chain starts at the graph's
-//! first non-initializer input and follows each node's first output; it
-//! must end at a graph output. Anything else stops the import with a
-//! one-line error naming the node, its op and where the chain stopped;
-//! nothing is written then.
+//! Supported nodes, with every attribute the ONNX operator spec gives them
+//! in 2-D ([`nodes`]): `Conv` (kernel, strides, dilations, pads or
+//! `auto_pad`, `group`, optional bias; a following `BatchNormalization` is
+//! folded in), `MaxPool` and `AveragePool` (the same plus `ceil_mode` and
+//! `count_include_pad`), `GlobalMaxPool`, `GlobalAveragePool`,
+//! `BatchNormalization` on its own (a per-channel affine), `Relu`,
+//! `LeakyRelu`, `Clip` (bounds as attributes, or as inputs from
+//! initializers or `Constant` nodes), and `Identity` and `Dropout` (no-ops
+//! at inference, no stage). The chain starts at the graph's first
+//! non-initializer input and follows each node's first output; it must end
+//! at a graph output. Anything else, and any branch (a residual `Add`, a
+//! `Concat`), stops the import with a one-line error naming the node, its
+//! op, where the chain stopped and what would be needed; nothing is
+//! written then.
+
+mod nodes;
 
 use std::path::{Path, PathBuf};
 
@@ -119,10 +127,12 @@ pub fn import(model: &Path, opts: &ImportOptions) -> Result<String, ImportError>
     let mut cur = input_name.clone();
     let mut last_stage = "the input".to_owned();
     loop {
+        // Every node that reads `cur`, in any input (Constant nodes read
+        // nothing).
         let consumers: Vec<&NodeProto> = g
             .node
             .iter()
-            .filter(|n| n.input.first() == Some(&cur))
+            .filter(|n| n.input.iter().any(|i| *i == cur))
             .collect();
         let node = match consumers.as_slice() {
             [] if outputs.contains(&cur.as_str()) => break,
@@ -131,17 +141,22 @@ pub fn import(model: &Path, opts: &ImportOptions) -> Result<String, ImportError>
                     "the chain stopped after {last_stage}: no node reads `{cur}` and it is not a graph output"
                 )));
             }
-            [n] => *n,
-            many => {
+            [n] if n.input.first() == Some(&cur) => *n,
+            [n] => {
                 return Err(fail(format!(
-                    "the chain branches after {last_stage}: nodes {} all read `{cur}`; only chains are supported",
-                    many.iter()
-                        .map(|n| format!("`{}`", n.name.as_deref().unwrap_or("?")))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    "node `{}` (op {}) reads `{cur}` as a second operand after {last_stage};                      streamfuse imports chains whose nodes take the running tensor first",
+                    n.name.as_deref().unwrap_or("?"),
+                    n.op_type.as_deref().unwrap_or("?"),
                 )));
             }
+            many => return Err(fail(nodes::branch_error(g, many, &cur, &last_stage))),
         };
+        if outputs.contains(&cur.as_str()) {
+            return Err(fail(format!(
+                "`{cur}` after {last_stage} is a graph output and also read by node `{}`;                  only the last tensor of the chain can be an output",
+                node.name.as_deref().unwrap_or("?")
+            )));
+        }
         let op = node.op_type.as_deref().unwrap_or("?");
         let name = node
             .name
@@ -153,7 +168,6 @@ pub fn import(model: &Path, opts: &ImportOptions) -> Result<String, ImportError>
                 "node `{name}` (op {op}) is not supported{why}; the chain stopped after {last_stage}"
             ))
         };
-        let id = stage_id(&name, &op.to_lowercase(), &mut used);
         // A BatchNormalization right after a conv is folded into it.
         let bn = (op == "Conv")
             .then(|| {
@@ -163,21 +177,51 @@ pub fn import(model: &Path, opts: &ImportOptions) -> Result<String, ImportError>
                     .filter(|m| m.input.first() == node.output.first())
                     .collect();
                 match consumers.as_slice() {
-                    [m] if m.op_type.as_deref() == Some("BatchNormalization") => Some(*m),
+                    [m] if m.op_type.as_deref() == Some("BatchNormalization")
+                        && node
+                            .output
+                            .first()
+                            .is_some_and(|o| !outputs.contains(&o.as_str())) =>
+                    {
+                        Some(*m)
+                    }
                     _ => None,
                 }
             })
             .flatten();
-        let line = match op {
-            "Relu" => format!("  - {{ id: {id}, op: relu }}"),
-            "Conv" => conv_stage(g, node, bn, &id, &quote(&model_ref), model)
-                .map_err(|why| unsupported(&why))?,
-            "MaxPool" => pool_stage(node, &id).map_err(|why| unsupported(&why))?,
-            "Clip" => clip_stage(g, node, &id, model).map_err(|why| unsupported(&why))?,
-            _ => return Err(unsupported("")),
+        let cx = nodes::NodeCx {
+            g,
+            model,
+            model_ref: &quote(&model_ref),
         };
-        stages.push(line);
-        last_stage = format!("stage `{id}`");
+        let line = match op {
+            // No-ops at inference: no stage.
+            "Identity" | "Dropout" => {
+                nodes::check_no_extra_outputs(g, node).map_err(|why| unsupported(&why))?;
+                None
+            }
+            "Relu" => Some("relu".to_owned()),
+            "LeakyRelu" => Some(format!(
+                "leaky_relu, alpha: {:e}",
+                onnx::float(node, "alpha").unwrap_or(0.01)
+            )),
+            "Conv" => Some(nodes::conv(&cx, node, bn).map_err(|why| unsupported(&why))?),
+            "MaxPool" | "AveragePool" => {
+                Some(nodes::pool(node, op == "MaxPool").map_err(|why| unsupported(&why))?)
+            }
+            "GlobalMaxPool" => Some("global_maxpool".to_owned()),
+            "GlobalAveragePool" => Some("global_avgpool".to_owned()),
+            "BatchNormalization" => {
+                Some(nodes::batchnorm(&cx, node).map_err(|why| unsupported(&why))?)
+            }
+            "Clip" => Some(nodes::clip(&cx, node).map_err(|why| unsupported(&why))?),
+            other => return Err(unsupported(&nodes::needs(other))),
+        };
+        if let Some(body) = line {
+            let id = stage_id(&name, &op.to_lowercase(), &mut used);
+            stages.push(format!("  - {{ id: {id}, op: {body} }}"));
+            last_stage = format!("stage `{id}`");
+        }
         cur = bn
             .unwrap_or(node)
             .output
@@ -234,130 +278,4 @@ fn model_reference(model: &Path, spec: Option<&Path>) -> String {
         Ok(rel) => rel.display().to_string(),
         Err(_) => model_abs.display().to_string(),
     }
-}
-
-fn pair(v: Option<Vec<i64>>, default: i64, what: &str) -> Result<i64, String> {
-    match v.as_deref() {
-        None | Some([]) => Ok(default),
-        Some([a, b]) if a == b => Ok(*a),
-        Some(other) => Err(format!(" ({what} {other:?} differ per axis)")),
-    }
-}
-
-fn conv_stage(
-    g: &onnx::GraphProto,
-    n: &NodeProto,
-    bn: Option<&NodeProto>,
-    id: &str,
-    model_ref: &str,
-    model: &Path,
-) -> Result<String, String> {
-    if onnx::int(n, "group").unwrap_or(1) != 1 {
-        return Err(" (grouped convolution)".into());
-    }
-    if let Some(p) = onnx::string(n, "auto_pad").filter(|p| !p.is_empty() && p != "NOTSET") {
-        return Err(format!(" (auto_pad {p})"));
-    }
-    if pair(onnx::ints(n, "dilations"), 1, "dilations")? != 1 {
-        return Err(" (dilation)".into());
-    }
-    let stride = pair(onnx::ints(n, "strides"), 1, "strides")?;
-    let pads = onnx::ints(n, "pads").unwrap_or_default();
-    let pad = match pads.as_slice() {
-        [] => 0,
-        [a, b, c, d] if a == b && b == c && c == d => *a,
-        other => return Err(format!(" (asymmetric pads {other:?})")),
-    };
-    let w_name = n.input.get(1).ok_or(" (no weight input)")?;
-    let (dims, _) = onnx::initializer(g, w_name, model).map_err(|e| format!(" ({e})"))?;
-    let [oc, _ic, kh, kw] = dims.as_slice() else {
-        return Err(format!(" (weights of shape {dims:?}, not 2-D)"));
-    };
-    if kh != kw {
-        return Err(format!(" (non-square kernel {kh}x{kw})"));
-    }
-    let mut bias = match n.input.get(2).filter(|b| !b.is_empty()) {
-        Some(b) => format!(", bias: {}", quote(b)),
-        None => String::new(),
-    };
-    if let Some(bn) = bn {
-        let [_, scale, beta, mean, var] = bn.input.as_slice() else {
-            return Err(" (BatchNormalization without its four parameters)".into());
-        };
-        let eps = bn
-            .attribute
-            .iter()
-            .find(|a| a.name.as_deref() == Some("epsilon"))
-            .and_then(|a| a.f)
-            .unwrap_or(1e-5);
-        bias.push_str(&format!(
-            ", batchnorm: {{ scale: {}, bias: {}, mean: {}, var: {}, epsilon: {eps:e} }}",
-            quote(scale),
-            quote(beta),
-            quote(mean),
-            quote(var)
-        ));
-    }
-    Ok(format!(
-        "  - {{ id: {id}, op: conv2d, kernel: {kh}, stride: {stride}, padding: {pad}, out_channels: {oc}, weights: {{ onnx: {{ path: {model_ref}, initializer: {}{bias} }} }} }}",
-        quote(w_name)
-    ))
-}
-
-/// `Clip`: bounds from inputs 1 and 2 (opset 11+, scalar initializers) or
-/// from the `min`/`max` attributes (older opsets); a missing bound is none.
-fn clip_stage(
-    g: &onnx::GraphProto,
-    n: &NodeProto,
-    id: &str,
-    model: &Path,
-) -> Result<String, String> {
-    let bound = |k: usize, attr: &str| -> Result<Option<f32>, String> {
-        match n.input.get(k).filter(|s| !s.is_empty()) {
-            Some(name) => {
-                let (_, v) = onnx::initializer(g, name, model).map_err(|e| format!(" ({e})"))?;
-                match v.as_slice() {
-                    [x] => Ok(Some(*x)),
-                    _ => Err(format!(" (bound `{name}` is not a scalar)")),
-                }
-            }
-            None => Ok(n
-                .attribute
-                .iter()
-                .find(|a| a.name.as_deref() == Some(attr))
-                .and_then(|a| a.f)),
-        }
-    };
-    let mut line = format!("  - {{ id: {id}, op: clip");
-    if let Some(lo) = bound(1, "min")? {
-        line.push_str(&format!(", min: {lo:e}"));
-    }
-    if let Some(hi) = bound(2, "max")? {
-        line.push_str(&format!(", max: {hi:e}"));
-    }
-    line.push_str(" }");
-    Ok(line)
-}
-
-fn pool_stage(n: &NodeProto, id: &str) -> Result<String, String> {
-    let k = pair(onnx::ints(n, "kernel_shape"), 0, "kernel_shape")?;
-    if k <= 0 {
-        return Err(" (no kernel_shape)".into());
-    }
-    let stride = pair(onnx::ints(n, "strides"), 1, "strides")?;
-    if onnx::ints(n, "pads").is_some_and(|p| p.iter().any(|&x| x != 0)) {
-        return Err(" (padded pooling)".into());
-    }
-    if onnx::int(n, "ceil_mode").unwrap_or(0) != 0 {
-        return Err(" (ceil_mode)".into());
-    }
-    if pair(onnx::ints(n, "dilations"), 1, "dilations")? != 1 {
-        return Err(" (dilation)".into());
-    }
-    if n.output.len() > 1 {
-        return Err(" (Indices output)".into());
-    }
-    Ok(format!(
-        "  - {{ id: {id}, op: maxpool, size: {k}, stride: {stride} }}"
-    ))
 }

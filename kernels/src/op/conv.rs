@@ -1,0 +1,238 @@
+//! 2-D convolution: geometry (ONNX `Conv` in 2-D: kernel, strides,
+//! dilations, padding per side, groups) and weights.
+
+use std::sync::Arc;
+
+use super::window::Window;
+use crate::error::KernelError;
+use crate::tensor::Shape;
+
+const OP: &str = "conv2d";
+
+/// Geometry of a 2-D convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Conv2dParams {
+    /// Input channels.
+    pub in_channels: usize,
+    /// Output channels.
+    pub out_channels: usize,
+    /// Channel groups: output channels of group `g` read input channels
+    /// `g * in/groups ..` only (1: dense; `in`: depthwise).
+    pub groups: usize,
+    /// Kernel, strides, dilations and padding.
+    pub window: Window,
+}
+
+impl Conv2dParams {
+    /// A dense square convolution: `k`×`k`, stride `stride`, zero padding
+    /// `padding` on every side, no dilation.
+    pub const fn square(
+        in_channels: usize,
+        out_channels: usize,
+        k: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Self {
+        Self {
+            in_channels,
+            out_channels,
+            groups: 1,
+            window: Window::square(k, stride, padding),
+        }
+    }
+
+    /// Kernel height.
+    pub const fn kernel_h(&self) -> usize {
+        self.window.kernel[0]
+    }
+
+    /// Kernel width.
+    pub const fn kernel_w(&self) -> usize {
+        self.window.kernel[1]
+    }
+
+    /// Input channels each output channel reads (`in / groups`).
+    pub const fn in_per_group(&self) -> usize {
+        if self.groups == 0 {
+            0
+        } else {
+            self.in_channels / self.groups
+        }
+    }
+
+    /// Output channels per group (`out / groups`).
+    pub const fn out_per_group(&self) -> usize {
+        if self.groups == 0 {
+            0
+        } else {
+            self.out_channels / self.groups
+        }
+    }
+
+    /// The first input channel output channel `oc` reads.
+    pub const fn first_input(&self, oc: usize) -> usize {
+        let opg = self.out_per_group();
+        if opg == 0 {
+            0
+        } else {
+            (oc / opg) * self.in_per_group()
+        }
+    }
+
+    /// Values per output channel's filter (`in/groups * kh * kw`).
+    pub const fn filter_len(&self) -> usize {
+        self.in_per_group() * self.window.kernel[0] * self.window.kernel[1]
+    }
+
+    /// Number of weight values (`out * in/groups * kh * kw`).
+    pub const fn weight_len(&self) -> usize {
+        self.out_channels * self.filter_len()
+    }
+
+    /// Whether each output channel reads exactly one input channel of its
+    /// own (`groups == in_channels`), with any channel multiplier.
+    pub const fn depthwise(&self) -> bool {
+        self.groups > 1 && self.groups == self.in_channels
+    }
+
+    /// Checks the parameters alone (no input).
+    ///
+    /// # Errors
+    /// [`KernelError::BadParam`] when a size is zero, the groups do not
+    /// divide both channel counts, or the window is invalid.
+    pub fn check(&self) -> Result<(), KernelError> {
+        let bad = |what: String| Err(KernelError::BadParam { op: OP, what });
+        if self.out_channels == 0 || self.in_channels == 0 {
+            return bad("in_channels and out_channels must be at least 1".into());
+        }
+        if self.groups == 0 {
+            return bad("groups must be at least 1".into());
+        }
+        if !self.in_channels.is_multiple_of(self.groups)
+            || !self.out_channels.is_multiple_of(self.groups)
+        {
+            return bad(format!(
+                "groups {} must divide in_channels {} and out_channels {}",
+                self.groups, self.in_channels, self.out_channels
+            ));
+        }
+        self.window.check(OP)
+    }
+
+    /// Output shape for `input`.
+    ///
+    /// # Errors
+    /// [`KernelError`] when channels differ, a parameter is invalid, or the
+    /// kernel does not fit the padded input.
+    pub fn output_shape(&self, input: Shape) -> Result<Shape, KernelError> {
+        self.check()?;
+        if input.c != self.in_channels {
+            return Err(KernelError::Channels {
+                op: OP,
+                expected: self.in_channels,
+                got: input.c,
+            });
+        }
+        let [h, w] = self.window.output_hw(OP, input, false)?;
+        Ok(Shape::new(self.out_channels, h, w))
+    }
+}
+
+/// A 2-D convolution with its weights (`[out, in/groups, kh, kw]`) and
+/// optional bias (`[out]`). Cheap to clone: the weights are shared.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conv2d {
+    /// Geometry.
+    pub params: Conv2dParams,
+    /// Weights, `[out, in/groups, kh, kw]` row-major.
+    pub weights: Arc<[f32]>,
+    /// Bias per output channel.
+    pub bias: Option<Arc<[f32]>>,
+}
+
+impl Conv2d {
+    /// Builds a convolution, checking the geometry and the weight and bias
+    /// lengths.
+    ///
+    /// # Errors
+    /// [`KernelError::BadParam`] when the geometry is invalid or a length
+    /// does not match it.
+    pub fn new(
+        params: Conv2dParams,
+        weights: Vec<f32>,
+        bias: Option<Vec<f32>>,
+    ) -> Result<Self, KernelError> {
+        params.check()?;
+        if weights.len() != params.weight_len() {
+            return Err(KernelError::BadParam {
+                op: OP,
+                what: format!(
+                    "weights have {} values, [{}, {}, {}, {}] needs {}",
+                    weights.len(),
+                    params.out_channels,
+                    params.in_per_group(),
+                    params.kernel_h(),
+                    params.kernel_w(),
+                    params.weight_len()
+                ),
+            });
+        }
+        if let Some(b) = &bias
+            && b.len() != params.out_channels
+        {
+            return Err(KernelError::BadParam {
+                op: OP,
+                what: format!(
+                    "bias has {} values, out_channels is {}",
+                    b.len(),
+                    params.out_channels
+                ),
+            });
+        }
+        Ok(Self {
+            params,
+            weights: weights.into(),
+            bias: bias.map(Into::into),
+        })
+    }
+
+    /// The filter of output channel `oc` (`[in/groups, kh, kw]`).
+    pub fn filter(&self, oc: usize) -> &[f32] {
+        let n = self.params.filter_len();
+        &self.weights[oc * n..(oc + 1) * n]
+    }
+
+    /// The bias of output channel `oc` (0 without bias).
+    pub fn bias_of(&self, oc: usize) -> f32 {
+        self.bias.as_ref().map_or(0.0, |b| b[oc])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_must_divide_channels() {
+        let mut p = Conv2dParams::square(6, 4, 3, 1, 1);
+        p.groups = 4;
+        let e = p.check().unwrap_err().to_string();
+        assert!(e.contains("groups 4 must divide"), "{e}");
+        p.groups = 2;
+        assert_eq!(p.filter_len(), 27);
+        assert_eq!(p.first_input(3), 3);
+    }
+
+    #[test]
+    fn dilated_asymmetric_output() {
+        let mut p = Conv2dParams::square(1, 1, 3, 1, 0);
+        p.window.dilation = [2, 1];
+        p.window.pads = [1, 0, 2, 1];
+        p.window.stride = [2, 3];
+        // rows: 10 + 3 - 5 = 8, /2 + 1 = 5; cols: 10 + 1 - 3 = 8, /3 + 1 = 3
+        assert_eq!(
+            p.output_shape(Shape::new(1, 10, 10)).unwrap(),
+            Shape::new(1, 5, 3)
+        );
+    }
+}
