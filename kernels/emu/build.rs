@@ -53,6 +53,7 @@ fn main() {
     build.compile("streamfuse_cuda_emu");
     println!("cargo:rustc-link-lib=stdc++");
     println!("cargo:rerun-if-changed=cuda_emu.h");
+    println!("cargo:rerun-if-changed=cuda_emu_kernel.h");
     println!("cargo:rerun-if-changed=launch.cpp");
     println!("cargo:rerun-if-changed=../src/cuda");
 }

@@ -86,6 +86,20 @@ extern "C" void sf_emu_fused(const SfLaunch* l, const float* in, const float* w,
     sf_emu::launch(g(l), b(l), [&] { fused_conv_pool_f32(in, w, bias, out, chan, q); });
 }
 
+// Launches a kernel compiled elsewhere (a generated kernel's library):
+// `body` runs one emulated thread, setting the library's own indices from
+// the ones it is given; `wait` is the library's barrier hook, pointed at
+// this launch's barrier (null in a serial launch).
+typedef void (*SfThreadBody)(void*, const dim3*, const dim3*, const dim3*, const dim3*);
+extern "C" void sf_emu_host_launch(const SfLaunch* l, int serial, SfThreadBody body, void* arg,
+                                   void (**wait)()) {
+    auto run = [&] {
+        body(arg, &sf_emu::thread_idx, &sf_emu::block_idx, &sf_emu::block_dim, &sf_emu::grid_dim);
+    };
+    if (serial) sf_emu::launch_serial(g(l), b(l), run, wait);
+    else sf_emu::launch(g(l), b(l), run, wait);
+}
+
 // Vision kernels (vision.cu): `which` picks the entry point of the three
 // that share the signature (in, out, params).
 extern "C" void sf_emu_vision(const SfLaunch* l, int which, const float* in, float* out,

@@ -57,8 +57,8 @@ pub fn conv2d(input: &[f32], shape: Shape, conv: &Conv2d) -> Option<RefTensor> {
     let ([kh, kw], [sh, sw], [dh, dw]) = (win.kernel, win.stride, win.dilation);
     if shape.c != p.in_channels
         || p.groups == 0
-        || p.in_channels % p.groups != 0
-        || p.out_channels % p.groups != 0
+        || !p.in_channels.is_multiple_of(p.groups)
+        || !p.out_channels.is_multiple_of(p.groups)
     {
         return None;
     }

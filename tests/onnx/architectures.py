@@ -69,7 +69,7 @@ def vgg16(rng) -> Case:
         c.add("Relu", name=f"features.{i}.relu")
         ic = v
     return Case("vgg16.features.224", "VGG-16 features, 13 conv 3x3 pad 1 + ReLU, 5 MaxPool 2x2/2, input 3x224x224",
-                c.model(), x)
+                c.model(), x, unfused=True)
 
 
 def resnet50_stem(rng) -> Case:
@@ -81,7 +81,7 @@ def resnet50_stem(rng) -> Case:
     c.add("Relu", name="relu").add("MaxPool", name="maxpool", kernel_shape=[3, 3], strides=[2, 2],
                                    pads=[1, 1, 1, 1])
     return Case("resnet50.stem.720p", "ResNet-50 stem: Conv 7x7/2 pad 3 3->64 no bias -> BN -> Relu -> "
-                "MaxPool 3x3/2 pad 1, input 3x720x1280", c.model(), x)
+                "MaxPool 3x3/2 pad 1, input 3x720x1280", c.model(), x, unfused=True)
 
 
 def mobilenet_v2_block(rng) -> Case:
@@ -103,7 +103,8 @@ def mobilenet_v2_block(rng) -> Case:
     c.conv(he(rng, (64, 192, 1, 1)), None, name="features.1.conv.2")
     calibrated_bn(c, rng, "features.1.conv.3")
     return Case("mobilenetv2.block.224", "MobileNetV2 stem (3->32 3x3/2, BN, ReLU6) + expand 1x1 32->192, BN, "
-                "ReLU6, depthwise 3x3/2 pad 1, BN, ReLU6, project 1x1 192->64, BN; input 3x224x224", c.model(), x)
+                "ReLU6, depthwise 3x3/2 pad 1, BN, ReLU6, project 1x1 192->64, BN; input 3x224x224", c.model(), x,
+                unfused=True)
 
 
 def architecture_cases(seed: int) -> list[Case]:
@@ -111,7 +112,9 @@ def architecture_cases(seed: int) -> list[Case]:
     return [vgg16(rng), resnet50_stem(rng), mobilenet_v2_block(rng)]
 
 
-# Models the import must refuse ---------------------------------------------
+# Models the import must refuse: branches joined by an Add or a Concat,
+# nodes streamfuse has no stage for, a node reading the running tensor as
+# its second operand, a graph output that the chain reads on ---------------
 
 def _model(name: str, nodes: list, inits: dict, out: str) -> onnx.ModelProto:
     graph = helper.make_graph(
@@ -145,6 +148,26 @@ def refused_models(seed: int) -> list[tuple[str, onnx.ModelProto, str]]:
          helper.make_node("GlobalAveragePool", ["r1"], ["p"], name="gap"),
          helper.make_node("Flatten", ["p"], ["y"], name="head_flatten", axis=1)],
         {"conv1.weight": w(8, 3, 3, 3)}, "y")
+    concat = _model(
+        "concat",
+        [conv("x", "c1", "conv1"), helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+         conv("r1", "c2", "conv2"), conv("r1", "c3", "conv3"),
+         helper.make_node("Concat", ["c2", "c3"], ["y"], name="concat_branches", axis=1)],
+        {"conv1.weight": w(8, 3, 3, 3), "conv2.weight": w(8, 8, 3, 3), "conv3.weight": w(8, 8, 3, 3)}, "y")
+    second = _model(
+        "second-operand",
+        [conv("x", "c1", "conv1"), helper.make_node("Add", ["offset", "c1"], ["y"], name="bias_add")],
+        {"conv1.weight": w(8, 3, 3, 3), "offset": w(1, 8, 1, 1)}, "y")
+    # Two graph outputs: the conv's output is an output and read on.
+    two_outputs = _model(
+        "two-outputs",
+        [conv("x", "c1", "conv1"), helper.make_node("Relu", ["c1"], ["y"], name="relu_after_output")],
+        {"conv1.weight": w(8, 3, 3, 3)}, "y")
+    two_outputs.graph.output.insert(0, helper.make_tensor_value_info("c1", TensorProto.FLOAT, [1, 8, 32, 32]))
+    onnx.checker.check_model(two_outputs, full_check=True)
     return [("refused.residual-add", residual, "residual_add"),
+            ("refused.concat", concat, "concat_branches"),
             ("refused.sigmoid", sigmoid, "gate_sigmoid"),
-            ("refused.flatten", flatten, "head_flatten")]
+            ("refused.flatten", flatten, "head_flatten"),
+            ("refused.add-second-operand", second, "bias_add"),
+            ("refused.output-read-on", two_outputs, "relu_after_output")]

@@ -29,9 +29,9 @@ def _attrs(node) -> dict:
 
 def geometry(a: dict, in_hw, kernel, pool: bool):
     """Pads `[top, left, bottom, right]` and output `[h, w]` as the ONNX
-    spec defines them for Conv and the pools. With `ceil_mode` (explicit
-    pads only: `auto_pad` fixes the output size) a last window that would
-    start in the bottom or right padding is dropped."""
+    spec defines them for Conv and the pools. With `ceil_mode` a last
+    window that would start in the bottom or right padding is dropped
+    (`SAME_*` fixes the output size at ceil(n / stride))."""
     strides = list(a.get("strides") or [1, 1])
     dil = list(a.get("dilations") or [1, 1])
     auto = a.get("auto_pad", "NOTSET") or "NOTSET"
@@ -44,10 +44,11 @@ def geometry(a: dict, in_hw, kernel, pool: bool):
             total = max(0, (out[ax] - 1) * s + ext - n)
             head = total // 2 if auto == "SAME_UPPER" else total - total // 2
             pads[ax], pads[ax + 2] = head, total - head
-        elif auto == "VALID":
-            out[ax] = (n - ext) // s + 1
         else:
-            p = list(a.get("pads") or [0, 0, 0, 0])
+            # VALID is no padding; with ceil_mode it rounds up like explicit
+            # pads, as ONNX shape inference and ONNX Runtime do (the
+            # operator text's VALID formula, and onnx.reference, round down).
+            p = [0, 0, 0, 0] if auto == "VALID" else list(a.get("pads") or [0, 0, 0, 0])
             pads[ax], pads[ax + 2] = p[ax], p[ax + 2]
             span = n + p[ax] + p[ax + 2] - ext
             if ceil:
@@ -74,14 +75,14 @@ def conv(x, w, b, a):
     # Zero padding, plus slack so every tap slice is in range.
     xp = np.zeros((n, c, h + t + bt + kh * dh + sh, wd + l + r + kw * dw + sw))
     xp[:, :, t:t + h, l:l + wd] = x
-    out = np.zeros((n, group, oc // group, oh, ow))
-    wg = w.reshape(group, oc // group, icg, kh, kw)
+    # im2col: every tap's input plane, then one (batched over groups) matmul.
+    cols = np.empty((n, group, icg, kh, kw, oh * ow))
     for i in range(kh):
         for j in range(kw):
             xs = xp[:, :, i * dh:i * dh + (oh - 1) * sh + 1:sh, j * dw:j * dw + (ow - 1) * sw + 1:sw]
-            xs = xs.reshape(n, group, icg, oh, ow)
-            out += np.einsum("goc,ngchw->ngohw", wg[:, :, :, i, j], xs, optimize=True)
-    out = out.reshape(n, oc, oh, ow)
+            cols[:, :, :, i, j, :] = xs.reshape(n, group, icg, oh * ow)
+    wg = w.reshape(1, group, oc // group, icg * kh * kw).astype(np.float64)
+    out = np.matmul(wg, cols.reshape(n, group, icg * kh * kw, oh * ow)).reshape(n, oc, oh, ow)
     if b is not None:
         out += b[None, :, None, None]
     return out

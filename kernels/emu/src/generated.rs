@@ -1,16 +1,19 @@
 //! Generated fused-chain kernels on the CPU: the source the generator
 //! gives NVRTC is compiled here by the system C++ compiler under
-//! `cuda_emu.h` into a shared library, loaded, and launched with the same
-//! parameters and grid the CUDA backend uses.
+//! `cuda_emu_kernel.h` (the kernel side of the emulator, without the
+//! launcher's threads and barriers) into a shared library, loaded, and
+//! launched by this crate's launcher (`cuda_emu.h`, through
+//! `sf_emu_host_launch`) with the same parameters and grid the CUDA backend
+//! uses.
 //!
 //! Libraries are cached on disk, next to NVRTC's PTX cache
 //! (`nvrtc::cache_dir()/emu/`, else the temporary directory's
 //! `streamfuse-emu/`), in a folder per compiler and header, by a
 //! hash of their full source: a kernel is compiled once per machine, not
 //! once per test process. The folder also holds a precompiled
-//! `cuda_emu.h`, which halves each compile. Different kernels compile in
-//! parallel; files appear by atomic renames, so concurrent processes share
-//! the cache safely.
+//! `cuda_emu_kernel.h`, which makes each compile several times faster.
+//! Different kernels compile in parallel; files appear by atomic renames,
+//! so concurrent processes share the cache safely.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -22,28 +25,45 @@ use streamfuse_kernels::cuda::codegen::{self, Generated};
 use streamfuse_kernels::cuda::params::{FusedParams, Launch};
 use streamfuse_kernels::{FusedChain, Tensor};
 
-/// The emulation header, written next to each generated source.
-const EMU_HEADER: &str = include_str!("../cuda_emu.h");
+/// The kernel side of the emulator, written next to each generated source.
+const EMU_HEADER: &str = include_str!("../cuda_emu_kernel.h");
 
-/// Appended to a generated source: a C entry point that launches it.
+/// Its file name in the cache folder.
+const EMU_HEADER_NAME: &str = "cuda_emu_kernel.h";
+
+/// Appended to a generated source: a C entry point that has the test
+/// process's launcher (`sf_emu_host_launch`) run the kernel, one call of
+/// `sf_chain_thread` per emulated thread, which sets this library's own
+/// indices first; the launcher points the library's barrier hook at the
+/// launch's barrier.
 const LAUNCHER: &str = r#"
 struct SfLaunch { unsigned grid[3]; unsigned block[3]; };
-extern "C" void sf_emu_generated(const SfLaunch* l, const float* in, const float* w,
-                                 const float* bias, float* out, const float* chan,
-                                 const FusedParams* p) {
-    FusedParams q = *p;
-    const dim3 grid{l->grid[0], l->grid[1], l->grid[2]};
-    const dim3 block{l->block[0], l->block[1], l->block[2]};
-    // The load producer never synchronises: it may run serially.
-#if SF_CHAIN_CONV
-    sf_emu::launch(grid, block, [&] { SF_CHAIN_NAME(in, w, bias, out, chan, q); });
-#else
-    sf_emu::launch_serial(grid, block, [&] { SF_CHAIN_NAME(in, w, bias, out, chan, q); });
-#endif
+typedef void (*SfThreadBody)(void*, const dim3*, const dim3*, const dim3*, const dim3*);
+typedef void (*SfHostLaunch)(const SfLaunch*, int, SfThreadBody, void*, void (**)());
+struct SfChainArgs {
+    const float* in; const float* w; const float* bias; float* out; const float* chan;
+    FusedParams p;
+};
+static void sf_chain_thread(void* arg, const dim3* t, const dim3* b, const dim3* bd,
+                            const dim3* gd) {
+    sf_emu::thread_idx = *t;
+    sf_emu::block_idx = *b;
+    sf_emu::block_dim = *bd;
+    sf_emu::grid_dim = *gd;
+    const SfChainArgs* a = static_cast<const SfChainArgs*>(arg);
+    SF_CHAIN_NAME(a->in, a->w, a->bias, a->out, a->chan, a->p);
+}
+extern "C" void sf_emu_generated(SfHostLaunch host, const SfLaunch* l, const float* in,
+                                 const float* w, const float* bias, float* out,
+                                 const float* chan, const FusedParams* p) {
+    SfChainArgs a{in, w, bias, out, chan, *p};
+    // The load producer never synchronises: it runs serially.
+    host(l, SF_CHAIN_CONV ? 0 : 1, sf_chain_thread, &a, &sf_emu::barrier_wait);
 }
 "#;
 
 type Entry = unsafe extern "C" fn(
+    crate::HostLaunch,
     *const Launch,
     *const f32,
     *const f32,
@@ -154,7 +174,7 @@ fn toolchain_dir() -> Result<&'static Path, GeneratedError> {
         // cache cannot be written.
         let folder = |base: PathBuf| {
             let dir = base.join(format!("{key:016x}"));
-            let header = dir.join("cuda_emu.h");
+            let header = dir.join(EMU_HEADER_NAME);
             std::fs::create_dir_all(&dir)
                 .and_then(|()| {
                     if header.exists() {
@@ -169,8 +189,8 @@ fn toolchain_dir() -> Result<&'static Path, GeneratedError> {
         let dir = folder(cache.clone())
             .or_else(|_| folder(std::env::temp_dir().join("streamfuse-emu")))
             .map_err(|e| format!("{} (nor the temporary directory): {e}", cache.display()))?;
-        let header = dir.join("cuda_emu.h");
-        let pch = dir.join("cuda_emu.h.gch");
+        let header = dir.join(EMU_HEADER_NAME);
+        let pch = dir.join(format!("{EMU_HEADER_NAME}.gch"));
         if !pch.exists() {
             // Optional: without it (or with one GCC finds unusable) each
             // compile parses the header itself.
@@ -217,7 +237,7 @@ fn build(g: &Generated) -> Result<PathBuf, GeneratedError> {
         .args(FLAGS)
         .arg("-shared")
         .arg("-include")
-        .arg(dir.join("cuda_emu.h"))
+        .arg(dir.join(EMU_HEADER_NAME))
         .args(["-x", "c++"])
         .arg(&src)
         .arg("-o")
@@ -314,6 +334,7 @@ pub fn run(chain: &FusedChain, input: &Tensor) -> Result<Option<Tensor>, Generat
     // produced channels, checked by `output_shape`), read only by those.
     unsafe {
         f(
+            crate::sf_emu_host_launch,
             &launch,
             input.data().as_ptr(),
             w,

@@ -3,6 +3,8 @@
 //! (`streamfuse_kernels::cuda`), so tests on machines without a GPU check
 //! the very kernels a GPU would run.
 
+use std::ffi::c_void;
+
 use streamfuse_kernels::cuda::params::{
     self, ConvKernel, ConvParams, FusedParams, Launch, PoolKernel, PoolParams, VisionLaunch,
     VisionParams,
@@ -14,7 +16,36 @@ use streamfuse_kernels::{
 
 pub mod generated;
 
+/// One emulated thread of a kernel compiled elsewhere (a generated
+/// kernel's library): `(arg, thread, block, block_dim, grid_dim)`.
+pub(crate) type ThreadBody = unsafe extern "C" fn(
+    *mut c_void,
+    *const [u32; 3],
+    *const [u32; 3],
+    *const [u32; 3],
+    *const [u32; 3],
+);
+
+/// The launcher a generated kernel's library calls back (`cuda_emu.h`):
+/// `(launch, serial, body, arg, the library's barrier hook)`.
+pub(crate) type HostLaunch = unsafe extern "C" fn(
+    *const Launch,
+    i32,
+    ThreadBody,
+    *mut c_void,
+    *mut Option<unsafe extern "C" fn()>,
+);
+
 unsafe extern "C" {
+    /// Runs `body` for every thread of the grid `l` (serially when
+    /// `serial` is 1), with the launch's barrier in `wait`.
+    pub(crate) fn sf_emu_host_launch(
+        l: *const Launch,
+        serial: i32,
+        body: ThreadBody,
+        arg: *mut c_void,
+        wait: *mut Option<unsafe extern "C" fn()>,
+    );
     fn sf_emu_conv2d(
         l: *const Launch,
         kernel: i32,

@@ -356,6 +356,9 @@ unsafe fn block<V: Vector, const U: usize, const B: usize, F: FnMut(usize, usize
 /// [`KernelError`] when the input's channels or size do not suit `conv`.
 pub fn conv2d(input: &Tensor, conv: &Conv2d) -> Result<Tensor, KernelError> {
     let out_shape = conv.params.output_shape(input.shape())?;
+    if super::depthwise::applies(&conv.params) {
+        return Ok(super::depthwise::run(input, conv, &[], out_shape));
+    }
     let Shape { c, h, w } = out_shape;
     let mut out = Tensor::zeros(out_shape);
     let band = band_rows(h);

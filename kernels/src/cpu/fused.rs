@@ -39,17 +39,51 @@ fn max_row<F: Fn(f32) -> f32>(g: F, v: &mut [f32], src: &[f32]) {
     }
 }
 
+/// `dst[i] = op(src[i])` for one epilogue op of channel `c`.
+#[inline(always)]
+fn map_op(op: &EpilogueOp, c: usize, dst: &mut [f32], src: &[f32]) {
+    match op {
+        EpilogueOp::Pointwise(p) => {
+            let p = *p;
+            map_row(|x| p.apply(x), dst, src);
+        }
+        EpilogueOp::Channel(a) => {
+            let p = Pointwise::Affine {
+                scale: a.scale[c],
+                shift: a.shift[c],
+            };
+            map_row(|x| p.apply(x), dst, src);
+        }
+    }
+}
+
 multiversion! {
-    /// `dst = epilogue(src)` for channel `c`: one loop for the common
-    /// epilogues (none, a single ReLU), else a copy and one in-cache pass
-    /// per op.
-    fn epilogue_row(ep: &[EpilogueOp], c: usize, dst: &mut [f32], src: &[f32]) {
+    /// `dst = epilogue(src)` for channel `c`: the first op maps `src` into
+    /// `dst`, each further op is one in-cache pass over `dst`.
+    pub(crate) fn epilogue_row(ep: &[EpilogueOp], c: usize, dst: &mut [f32], src: &[f32]) {
         match ep {
             [] => dst.copy_from_slice(src),
             [EpilogueOp::Pointwise(Pointwise::Relu)] => map_row(relu1, dst, src),
-            _ => {
-                dst.copy_from_slice(src);
-                apply_epilogue(ep, c, dst);
+            [first, rest @ ..] => {
+                map_op(first, c, dst, src);
+                apply_epilogue(rest, c, dst);
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// `d = epilogue(d)` for channel `c`, in place: one pass per op.
+    pub(crate) fn epilogue_in_place(ep: &[EpilogueOp], c: usize, d: &mut [f32]) {
+        for op in ep {
+            match op {
+                EpilogueOp::Pointwise(p) => p.apply_slice(d),
+                EpilogueOp::Channel(a) => {
+                    let (s, b) = (a.scale[c], a.shift[c]);
+                    for v in d.iter_mut() {
+                        *v = *v * s + b;
+                    }
+                }
             }
         }
     }
@@ -103,6 +137,9 @@ pub fn run(input: &Tensor, chain: &FusedChain) -> Result<Tensor, KernelError> {
 }
 
 fn conv_epilogue(input: &Tensor, conv: &Conv2d, ep: &[EpilogueOp], out_shape: Shape) -> Tensor {
+    if super::depthwise::applies(&conv.params) {
+        return super::depthwise::run(input, conv, ep, out_shape);
+    }
     let Shape { c, h, w } = out_shape;
     let mut out = Tensor::zeros(out_shape);
     let band = band_rows(h);

@@ -11,6 +11,7 @@
 //! differ in the last bits (FMA contraction vs separate multiply and add).
 
 pub mod conv;
+pub(crate) mod depthwise;
 pub mod elementwise;
 pub mod fused;
 pub mod pool;

@@ -134,8 +134,8 @@ pub fn generate(chain: &FusedChain) -> Generated {
 
 /// Parameters and launch of the generated kernel for `chain` on `input`,
 /// or `None` when the chain does not fit the template (a pool other than a
-/// plain max pool of at most 3×3, or a convolution tile over the
-/// shared-memory budget): then the members run one by one.
+/// plain max pool, of at most 3×3 after a convolution, or a convolution
+/// tile over the shared-memory budget): then the members run one by one.
 ///
 /// # Errors
 /// [`KernelError`] when a member cannot take its input or sizes exceed the
@@ -155,10 +155,7 @@ pub fn plan(
     match &chain.conv {
         Some(c) => params::conv_producer(c, input, (pool_size, pool_stride), false, out),
         None => {
-            if pool_size > params::MAX_POOL {
-                // Any window works here, but keep the producers alike.
-                return Ok(None);
-            }
+            // The load producer takes any plain max pool.
             let conv = params::ConvParams {
                 in_c: i(input.c, "channels")?,
                 in_h: i(input.h, "height")?,

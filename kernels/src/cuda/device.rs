@@ -92,10 +92,11 @@ impl std::fmt::Display for KernelChoice {
 /// The CUDA kernel(s) `op` runs as on an input of shape `input`: the
 /// choice [`CudaDevice`]'s launch path makes (it is made by the same
 /// functions), so tools can name the kernel of a plan's group without a
-/// device. A conv with its optional ReLU and pool runs as
+/// device. A conv with its optional ReLU and a plain max pool runs as
 /// `fused_conv_pool_f32`, other fused chains and pointwise ops without a
-/// kernel of their own as a generated kernel, and a chain no fused kernel
-/// fits member by member.
+/// kernel of their own (leaky ReLU, affine, threshold) as a generated
+/// kernel, and a chain no fused kernel fits (e.g. one with an average or
+/// padded pool) member by member.
 ///
 /// # Errors
 /// [`KernelError`] when the op cannot take `input`.

@@ -53,29 +53,25 @@ impl Conv2dParams {
 
     /// Input channels each output channel reads (`in / groups`).
     pub const fn in_per_group(&self) -> usize {
-        if self.groups == 0 {
-            0
-        } else {
-            self.in_channels / self.groups
+        match self.in_channels.checked_div(self.groups) {
+            Some(n) => n,
+            None => 0,
         }
     }
 
     /// Output channels per group (`out / groups`).
     pub const fn out_per_group(&self) -> usize {
-        if self.groups == 0 {
-            0
-        } else {
-            self.out_channels / self.groups
+        match self.out_channels.checked_div(self.groups) {
+            Some(n) => n,
+            None => 0,
         }
     }
 
     /// The first input channel output channel `oc` reads.
     pub const fn first_input(&self, oc: usize) -> usize {
-        let opg = self.out_per_group();
-        if opg == 0 {
-            0
-        } else {
-            (oc / opg) * self.in_per_group()
+        match oc.checked_div(self.out_per_group()) {
+            Some(g) => g * self.in_per_group(),
+            None => 0,
         }
     }
 

@@ -346,3 +346,43 @@ fn kernel_larger_than_padded_input_is_an_error() {
         Some("conv2d: window 5x5 does not fit input [1, 4, 10] (padded 4x10)")
     );
 }
+
+#[test]
+fn depthwise_rows_and_the_general_engine_give_the_same_bits() {
+    // Unfused, a depthwise conv with column stride 1 runs row by row from
+    // the planes; fused with a plain max pool it runs on the general row
+    // engine. Both must give the same bits at every level, edges included
+    // (padding on every side, a dilated row).
+    let mut params = Conv2dParams::square(6, 6, 3, 1, 1);
+    params.groups = 6;
+    params.window.dilation = [2, 1];
+    params.window.pads = [2, 1, 2, 1];
+    let case = ConvCase {
+        shape: Shape::new(6, 19, 71),
+        params,
+        bias: true,
+        seed: 9,
+    };
+    let (input, conv) = build(&case);
+    let pool = Pool2d::max(2, 2);
+    let chain = FusedChain::conv_relu_pool(conv.clone(), false, Some(pool));
+    at_each_level(|| {
+        let fused = Op::Fused(chain.clone())
+            .run_cpu(&input)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let conv_out = Op::Conv2d(conv.clone())
+            .run_cpu(&input)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let unfused = Op::Pool(pool)
+            .run_cpu(&conv_out)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let same = fused
+            .data()
+            .iter()
+            .zip(unfused.data())
+            .all(|(a, b)| a.to_bits() == b.to_bits());
+        prop_assert!(same && fused.shape() == unfused.shape(), "engines differ");
+        Ok(())
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+}

@@ -132,7 +132,7 @@ pub fn import(model: &Path, opts: &ImportOptions) -> Result<String, ImportError>
         let consumers: Vec<&NodeProto> = g
             .node
             .iter()
-            .filter(|n| n.input.iter().any(|i| *i == cur))
+            .filter(|n| n.input.contains(&cur))
             .collect();
         let node = match consumers.as_slice() {
             [] if outputs.contains(&cur.as_str()) => break,
@@ -144,7 +144,8 @@ pub fn import(model: &Path, opts: &ImportOptions) -> Result<String, ImportError>
             [n] if n.input.first() == Some(&cur) => *n,
             [n] => {
                 return Err(fail(format!(
-                    "node `{}` (op {}) reads `{cur}` as a second operand after {last_stage};                      streamfuse imports chains whose nodes take the running tensor first",
+                    "node `{}` (op {}) reads `{cur}` as a second operand after {last_stage}; \
+                     streamfuse imports chains whose nodes take the running tensor first",
                     n.name.as_deref().unwrap_or("?"),
                     n.op_type.as_deref().unwrap_or("?"),
                 )));
@@ -153,7 +154,8 @@ pub fn import(model: &Path, opts: &ImportOptions) -> Result<String, ImportError>
         };
         if outputs.contains(&cur.as_str()) {
             return Err(fail(format!(
-                "`{cur}` after {last_stage} is a graph output and also read by node `{}`;                  only the last tensor of the chain can be an output",
+                "`{cur}` after {last_stage} is a graph output and also read by node `{}`; \
+                 only the last tensor of the chain can be an output",
                 node.name.as_deref().unwrap_or("?")
             )));
         }

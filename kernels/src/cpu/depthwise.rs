@@ -1,0 +1,237 @@
+//! Depthwise convolution (one input channel per output channel, column
+//! stride 1: MobileNet's 3×3 layers), channel by channel over row bands,
+//! with the chain's epilogue applied to each band while it is in L1.
+//!
+//! Each output value is computed as [`super::conv`]'s engine computes it:
+//! `bias`, then every tap in `(ky, kx)` order as `acc = w * x + acc` with
+//! the level's rounding ([`Vector::mul_add`]), padding read as `0.0`. So this path and the general one
+//! give the same bits, and a fused chain built on either equals the
+//! unfused ops.
+
+use super::simd::{Level, level};
+use super::vector::{self, Vector};
+use super::{band_rows, plane_bands};
+use crate::op::{Conv2d, Conv2dParams, EpilogueOp};
+use crate::tensor::{Shape, Tensor};
+
+/// Whether `p` takes this path: depthwise without a channel multiplier,
+/// column stride 1 (any row stride, dilation and padding).
+pub(crate) fn applies(p: &Conv2dParams) -> bool {
+    p.groups > 1
+        && p.groups == p.in_channels
+        && p.out_channels == p.in_channels
+        && p.window.stride[1] == 1
+}
+
+/// The depthwise convolution of `input` by `conv` with `ep` applied to
+/// every output value; `out_shape` is the convolution's output shape.
+///
+/// Work is split in row bands; per band and channel, the input rows the
+/// band reads are copied once into a zero-padded block (a few KiB, in L1),
+/// every output row of the band is computed from it in vectors (the last
+/// vector of a row may overlap the one before it), and the epilogue runs
+/// in place over the band's rows of that channel, which are contiguous.
+pub(crate) fn run(input: &Tensor, conv: &Conv2d, ep: &[EpilogueOp], out_shape: Shape) -> Tensor {
+    let Shape { c, h, w } = out_shape;
+    let mut out = Tensor::zeros(out_shape);
+    let band = band_rows(h);
+    let bands = plane_bands(out.data_mut(), c, h, w, band);
+    let lvl = level();
+    let win = conv.params.window;
+    let ext = win.extent();
+    let lanes = lanes(lvl);
+    // Padded block width: every column an output vector reads.
+    let pw = w.max(lanes) + ext[1] - 1;
+    super::for_each_band(bands, |(b, mut rows)| {
+        let nrows = rows.first().map_or(0, |r| r.len() / w.max(1));
+        if nrows == 0 {
+            return;
+        }
+        let nin = (nrows - 1) * win.stride[0] + ext[0];
+        let mut block = vec![0.0f32; nin * pw];
+        let mut tail = vec![0.0f32; lanes];
+        for (ch, out_rows) in rows.iter_mut().enumerate() {
+            fill_block(
+                input,
+                ch,
+                (b * band * win.stride[0]) as isize - win.pads[0] as isize,
+                win.pads[1],
+                pw,
+                &mut block,
+            );
+            let blk = Block {
+                data: &block,
+                pw,
+                filter: conv.filter(ch),
+                bias: conv.bias_of(ch),
+                kh: win.kernel[0],
+                kw: win.kernel[1],
+                sh: win.stride[0],
+                dh: win.dilation[0],
+                dw: win.dilation[1],
+            };
+            compute_block(lvl, &blk, out_rows, w, &mut tail);
+            if !ep.is_empty() {
+                super::fused::epilogue_in_place(ep, ch, out_rows);
+            }
+        }
+    });
+    out
+}
+
+/// Lanes of the vector type `lvl` uses.
+fn lanes(lvl: Level) -> usize {
+    match lvl {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => vector::Avx512::LANES,
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2Fma => vector::Avx2::LANES,
+        #[cfg(target_arch = "aarch64")]
+        Level::Neon => vector::Neon::LANES,
+        _ => vector::Portable::LANES,
+    }
+}
+
+/// Copies the input rows `iy0 ..` of channel `ch` into `block` (rows of
+/// `pw` values, the input at column `pad_left`, zeros around; rows
+/// outside the input all zeros).
+fn fill_block(
+    input: &Tensor,
+    ch: usize,
+    iy0: isize,
+    pad_left: usize,
+    pw: usize,
+    block: &mut [f32],
+) {
+    let Shape { h, w, .. } = input.shape();
+    let plane = input.plane(ch);
+    for (j, dst) in block.chunks_exact_mut(pw).enumerate() {
+        let iy = iy0 + j as isize;
+        if iy < 0 || iy >= h as isize {
+            dst.fill(0.0);
+            continue;
+        }
+        let n = w.min(pw - pad_left);
+        let iy = iy as usize;
+        dst[..pad_left].fill(0.0);
+        dst[pad_left..pad_left + n].copy_from_slice(&plane[iy * w..iy * w + n]);
+        dst[pad_left + n..].fill(0.0);
+    }
+}
+
+/// A band's padded input block of one channel and that channel's filter.
+struct Block<'a> {
+    data: &'a [f32],
+    pw: usize,
+    filter: &'a [f32],
+    bias: f32,
+    kh: usize,
+    kw: usize,
+    sh: usize,
+    dh: usize,
+    dw: usize,
+}
+
+/// Every output row of the band (`out`, rows of `w`) from `blk`, at `lvl`.
+fn compute_block(lvl: Level, blk: &Block<'_>, out: &mut [f32], w: usize, tail: &mut [f32]) {
+    match lvl {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Level::Avx512` is only chosen when the CPU has AVX-512F and FMA.
+        Level::Avx512 => unsafe { block_avx512(blk, out, w, tail) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Level::Avx2Fma` is only chosen when the CPU has AVX2 and FMA.
+        Level::Avx2Fma => unsafe { block_avx2(blk, out, w, tail) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: NEON is part of the aarch64 base ISA.
+        Level::Neon => unsafe { block_v::<vector::Neon>(blk, out, w, tail) },
+        // SAFETY: portable lanes need no CPU feature.
+        _ => unsafe { block_v::<vector::Portable>(blk, out, w, tail) },
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,fma")]
+unsafe fn block_avx512(blk: &Block<'_>, out: &mut [f32], w: usize, tail: &mut [f32]) {
+    // SAFETY: forwarded from the caller; AVX-512F and FMA are enabled here.
+    unsafe { block_v::<vector::Avx512>(blk, out, w, tail) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn block_avx2(blk: &Block<'_>, out: &mut [f32], w: usize, tail: &mut [f32]) {
+    // SAFETY: forwarded from the caller; AVX2 and FMA are enabled here.
+    unsafe { block_v::<vector::Avx2>(blk, out, w, tail) }
+}
+
+/// One vector of outputs at column `ox` of the output row whose first tap
+/// row starts at `row0` in the block: bias, then every tap in `(ky, kx)`
+/// order.
+///
+/// # Safety
+/// The CPU must support `V`; `row0 + (kh - 1) * dh * pw + ox + (kw - 1) *
+/// dw + LANES <= blk.data.len()`.
+#[inline(always)]
+unsafe fn one<V: Vector>(blk: &Block<'_>, row0: usize, ox: usize) -> V {
+    let mut acc = unsafe { V::splat(blk.bias) };
+    let base = blk.data.as_ptr();
+    for ky in 0..blk.kh {
+        let r = row0 + ky * blk.dh * blk.pw + ox;
+        for kx in 0..blk.kw {
+            // SAFETY: in bounds by the caller's contract.
+            unsafe {
+                let x = V::load(base.add(r + kx * blk.dw));
+                acc = V::mul_add(V::splat(blk.filter[ky * blk.kw + kx]), x, acc);
+            }
+        }
+    }
+    acc
+}
+
+/// The band at vector type `V`: four vectors at a time, then one, the last
+/// overlapping the one before it; a row narrower than a vector goes
+/// through `tail`.
+///
+/// # Safety
+/// The CPU must support `V`'s instructions; the block holds every row and
+/// column the band's outputs read (see [`run`]).
+#[inline(always)]
+unsafe fn block_v<V: Vector>(blk: &Block<'_>, out: &mut [f32], w: usize, tail: &mut [f32]) {
+    let l = V::LANES;
+    for (r, orow) in out.chunks_exact_mut(w).enumerate() {
+        let row0 = r * blk.sh * blk.pw;
+        if w < l {
+            // SAFETY: the block is at least `l + span` wide.
+            unsafe { one::<V>(blk, row0, 0).store(tail.as_mut_ptr()) };
+            orow.copy_from_slice(&tail[..w]);
+            continue;
+        }
+        let mut ox = 0;
+        // SAFETY (all calls): `ox + l <= w` and the block is `w + span`
+        // wide, so every load stays inside it.
+        unsafe {
+            while ox + 4 * l <= w {
+                let mut acc = [V::splat(blk.bias); 4];
+                let base = blk.data.as_ptr();
+                for ky in 0..blk.kh {
+                    let rr = row0 + ky * blk.dh * blk.pw + ox;
+                    for kx in 0..blk.kw {
+                        let wv = V::splat(blk.filter[ky * blk.kw + kx]);
+                        let p = base.add(rr + kx * blk.dw);
+                        for (u, a) in acc.iter_mut().enumerate() {
+                            *a = V::mul_add(wv, V::load(p.add(u * l)), *a);
+                        }
+                    }
+                }
+                for (u, a) in acc.iter().enumerate() {
+                    a.store(orow.as_mut_ptr().add(ox + u * l));
+                }
+                ox += 4 * l;
+            }
+            while ox < w {
+                let at = ox.min(w - l);
+                one::<V>(blk, row0, at).store(orow.as_mut_ptr().add(at));
+                ox = at + l;
+            }
+        }
+    }
+}
