@@ -62,49 +62,24 @@ def ensure_venv() -> None:
     os.execv(str(python), [str(python), __file__, *sys.argv[1:]])
 
 
-# A layer: the spec's source and stages, and the ONNX nodes (built lazily).
-# Each stage is (spec text, onnx builder).
+# A layer: its nodes, as (kind, parameters...), and its input shape [C, H, W].
 
 
 def stem_layer():
-    spec_source = "{ synthetic: { width: 1280, height: 720, channels: 3, frames: 1, seed: 1 } }"
-    stages = [
-        "{ id: conv1, op: conv2d, kernel: 7, stride: 2, padding: 3, out_channels: 64, weights: { random: { seed: 1 } } }",
-        "{ id: bn1, op: batchnorm, mean: [0.05], var: [1.2], scale: [0.9], shift: [0.1] }",
-        "{ id: relu, op: relu }",
-        "{ id: pool, op: maxpool, kernel: 3, stride: 2, padding: 1 }",
-    ]
     nodes = [("conv", 3, 64, 7, 2, 3, 1), ("bn", 64), ("relu",), ("maxpool", 3, 2, 1)]
-    return spec_source, stages, nodes, (3, 720, 1280)
+    return nodes, (3, 720, 1280)
 
 
 def dw_layer(c: int):
-    spec_source = f"{{ synthetic: {{ width: 112, height: 112, channels: {c}, frames: 1, seed: 1 }} }}"
-    stages = [
-        f"{{ id: dw, op: conv2d, kernel: 3, padding: 1, groups: {c}, out_channels: {c}, weights: {{ random: {{ seed: 3 }} }} }}",
-        "{ id: bn, op: batchnorm, mean: [0.02], var: [0.9], scale: [1.1], shift: [-0.05] }",
-        "{ id: relu6, op: clip, min: 0, max: 6 }",
-    ]
     nodes = [("conv", c, c, 3, 1, 1, c), ("bn", c), ("clip6",)]
-    return spec_source, stages, nodes, (c, 112, 112)
+    return nodes, (c, 112, 112)
 
 
 def mbv2_layer():
-    spec_source = "{ synthetic: { width: 56, height: 56, channels: 24, frames: 1, seed: 1 } }"
-    stages = [
-        "{ id: expand, op: conv2d, kernel: 1, out_channels: 144, weights: { random: { seed: 4 } } }",
-        "{ id: bn1, op: batchnorm, mean: [0.01], var: [1.1], scale: [1.0], shift: [0.02] }",
-        "{ id: r1, op: clip, min: 0, max: 6 }",
-        "{ id: dw, op: conv2d, kernel: 3, stride: 2, padding: 1, groups: 144, out_channels: 144, weights: { random: { seed: 5 } } }",
-        "{ id: bn2, op: batchnorm, mean: [0.01], var: [1.1], scale: [1.0], shift: [0.02] }",
-        "{ id: r2, op: clip, min: 0, max: 6 }",
-        "{ id: project, op: conv2d, kernel: 1, out_channels: 32, weights: { random: { seed: 6 } } }",
-        "{ id: bn3, op: batchnorm, mean: [0.01], var: [1.1], scale: [1.0], shift: [0.02] }",
-    ]
     nodes = [("conv", 24, 144, 1, 1, 0, 1), ("bn", 144), ("clip6",),
              ("conv", 144, 144, 3, 2, 1, 144), ("bn", 144), ("clip6",),
              ("conv", 144, 32, 1, 1, 0, 1), ("bn", 32)]
-    return spec_source, stages, nodes, (24, 56, 56)
+    return nodes, (24, 56, 56)
 
 
 LAYERS = {
@@ -216,7 +191,7 @@ def main() -> None:
     print("| layer | streamfuse ms | ONNX Runtime ms | speed-up (ORT / streamfuse) | streamfuse groups |")
     print("|---|---:|---:|---:|---|")
     for name in args.layers.split(","):
-        _, _, nodes, shape = LAYERS[name]()
+        nodes, shape = LAYERS[name]()
         model = onnx_model(nodes, shape)
         sf, groups = time_streamfuse(Path(args.binary), name, model, args.threads, args.warmup,
                                      args.iters)

@@ -17,7 +17,7 @@
 //! `(ic, ky, kx)` order over the group's input channels, each as
 //! `acc = w * x + acc` (fused multiply-add where the [`Level`] has it).
 
-use super::simd::{Level, level};
+use super::simd::{Level, level, multiversion};
 use super::vector::{self, Vector};
 use super::{band_rows, plane_bands};
 use crate::error::KernelError;
@@ -193,12 +193,36 @@ fn fill_phases(dst: &mut [f32], src: &[f32], stride: usize, padding: usize) {
         return;
     }
     for (r, phase) in dst.chunks_exact_mut(pl).enumerate() {
-        for (t, v) in phase.iter_mut().enumerate() {
-            let j = t * stride + r;
-            *v = match j.checked_sub(padding) {
-                Some(x) if x < w => src[x],
-                _ => 0.0,
-            };
+        // Phase value t is input column t*stride + r - padding: inside the
+        // input for t in t0..t1, zero elsewhere.
+        let t0 = padding.saturating_sub(r).div_ceil(stride).min(pl);
+        let t1 = if w + padding > r {
+            ((w + padding - r - 1) / stride + 1).clamp(t0, pl)
+        } else {
+            t0
+        };
+        phase[..t0].fill(0.0);
+        phase[t1..].fill(0.0);
+        if t1 > t0 {
+            let first = t0 * stride + r - padding;
+            strided_copy(&mut phase[t0..t1], &src[first..], stride);
+        }
+    }
+}
+
+multiversion! {
+    /// `dst[t] = src[t * stride]` for every `t` of `dst`.
+    fn strided_copy(dst: &mut [f32], src: &[f32], stride: usize) {
+        let n = dst.len();
+        if stride == 2 && src.len() >= 2 * n {
+            let src = &src[..2 * n];
+            for t in 0..n {
+                dst[t] = src[2 * t];
+            }
+        } else {
+            for (d, x) in dst.iter_mut().zip(src.iter().step_by(stride)) {
+                *d = *x;
+            }
         }
     }
 }

@@ -11,7 +11,7 @@
 use super::simd::{Level, level};
 use super::vector::{self, Vector};
 use super::{band_rows, plane_bands};
-use crate::op::{Conv2d, Conv2dParams, EpilogueOp};
+use crate::op::{Conv2d, Conv2dParams, EpilogueOp, Pointwise};
 use crate::tensor::{Shape, Tensor};
 
 /// Whether `p` takes this path: depthwise without a channel multiplier,
@@ -42,6 +42,9 @@ pub(crate) fn run(input: &Tensor, conv: &Conv2d, ep: &[EpilogueOp], out_shape: S
     let lanes = lanes(lvl);
     // Padded block width: every column an output vector reads.
     let pw = w.max(lanes) + ext[1] - 1;
+    // ReLU and clip bounds are applied to the vectors before they are
+    // stored; any other epilogue runs as passes over the band.
+    let bounds = register_bounds(ep);
     super::for_each_band(bands, |(b, mut rows)| {
         let nrows = rows.first().map_or(0, |r| r.len() / w.max(1));
         if nrows == 0 {
@@ -69,14 +72,29 @@ pub(crate) fn run(input: &Tensor, conv: &Conv2d, ep: &[EpilogueOp], out_shape: S
                 sh: win.stride[0],
                 dh: win.dilation[0],
                 dw: win.dilation[1],
+                bounds: bounds.as_deref().unwrap_or(&[]),
             };
             compute_block(lvl, &blk, out_rows, w, &mut tail);
-            if !ep.is_empty() {
+            if bounds.is_none() && !ep.is_empty() {
                 super::fused::epilogue_in_place(ep, ch, out_rows);
             }
         }
     });
     out
+}
+
+/// The epilogue as `(lower, upper)` bounds applied in registers, when it
+/// is made of ReLUs and clips only: ReLU is `x > 0 ? x : 0`, a clip
+/// `v = x > min ? x : min; v < max ? v : max` ([`Vector::keep_gt`],
+/// [`Vector::keep_lt`]), the same expressions as the unfused ops.
+fn register_bounds(ep: &[EpilogueOp]) -> Option<Vec<(f32, f32)>> {
+    ep.iter()
+        .map(|e| match e {
+            EpilogueOp::Pointwise(Pointwise::Relu) => Some((0.0, f32::NAN)),
+            EpilogueOp::Pointwise(Pointwise::Clip { min, max }) => Some((*min, *max)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Lanes of the vector type `lvl` uses.
@@ -130,6 +148,27 @@ struct Block<'a> {
     sh: usize,
     dh: usize,
     dw: usize,
+    /// Bounds applied before each store: `(lower, upper)`, an upper bound
+    /// of NaN for a ReLU (no upper bound).
+    bounds: &'a [(f32, f32)],
+}
+
+/// `acc` through `blk.bounds`.
+///
+/// # Safety
+/// The CPU must support `V`.
+#[inline(always)]
+unsafe fn bound<V: Vector>(blk: &Block<'_>, mut acc: V) -> V {
+    for &(lo, hi) in blk.bounds {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            acc = V::keep_gt(acc, V::splat(lo));
+            if !hi.is_nan() {
+                acc = V::keep_lt(acc, V::splat(hi));
+            }
+        }
+    }
+    acc
 }
 
 /// Every output row of the band (`out`, rows of `w`) from `blk`, at `lvl`.
@@ -173,6 +212,7 @@ unsafe fn block_avx2(blk: &Block<'_>, out: &mut [f32], w: usize, tail: &mut [f32
 #[inline(always)]
 unsafe fn one<V: Vector>(blk: &Block<'_>, row0: usize, ox: usize) -> V {
     let mut acc = unsafe { V::splat(blk.bias) };
+    // (bounds are applied by the caller, before the store)
     let base = blk.data.as_ptr();
     for ky in 0..blk.kh {
         let r = row0 + ky * blk.dh * blk.pw + ox;
@@ -201,7 +241,7 @@ unsafe fn block_v<V: Vector>(blk: &Block<'_>, out: &mut [f32], w: usize, tail: &
         let row0 = r * blk.sh * blk.pw;
         if w < l {
             // SAFETY: the block is at least `l + span` wide.
-            unsafe { one::<V>(blk, row0, 0).store(tail.as_mut_ptr()) };
+            unsafe { bound(blk, one::<V>(blk, row0, 0)).store(tail.as_mut_ptr()) };
             orow.copy_from_slice(&tail[..w]);
             continue;
         }
@@ -223,13 +263,13 @@ unsafe fn block_v<V: Vector>(blk: &Block<'_>, out: &mut [f32], w: usize, tail: &
                     }
                 }
                 for (u, a) in acc.iter().enumerate() {
-                    a.store(orow.as_mut_ptr().add(ox + u * l));
+                    bound(blk, *a).store(orow.as_mut_ptr().add(ox + u * l));
                 }
                 ox += 4 * l;
             }
             while ox < w {
                 let at = ox.min(w - l);
-                one::<V>(blk, row0, at).store(orow.as_mut_ptr().add(at));
+                bound(blk, one::<V>(blk, row0, at)).store(orow.as_mut_ptr().add(at));
                 ox = at + l;
             }
         }

@@ -57,17 +57,19 @@ fn map_op(op: &EpilogueOp, c: usize, dst: &mut [f32], src: &[f32]) {
     }
 }
 
-multiversion! {
-    /// `dst = epilogue(src)` for channel `c`: the first op maps `src` into
-    /// `dst`, each further op is one in-cache pass over `dst`.
-    pub(crate) fn epilogue_row(ep: &[EpilogueOp], c: usize, dst: &mut [f32], src: &[f32]) {
-        match ep {
-            [] => dst.copy_from_slice(src),
-            [EpilogueOp::Pointwise(Pointwise::Relu)] => map_row(relu1, dst, src),
-            [first, rest @ ..] => {
-                map_op(first, c, dst, src);
-                apply_epilogue(rest, c, dst);
-            }
+/// `dst = epilogue(src)` for channel `c`: the first op maps `src` into
+/// `dst`, each further op is one in-cache pass over `dst`. Inlined into
+/// its caller: the convolution engine calls it for every tile from code
+/// compiled for the CPU level, so it is vectorised for that level without
+/// a dispatch per tile.
+#[inline(always)]
+pub(crate) fn epilogue_row(ep: &[EpilogueOp], c: usize, dst: &mut [f32], src: &[f32]) {
+    match ep {
+        [] => dst.copy_from_slice(src),
+        [EpilogueOp::Pointwise(Pointwise::Relu)] => map_row(relu1, dst, src),
+        [first, rest @ ..] => {
+            map_op(first, c, dst, src);
+            apply_epilogue(rest, c, dst);
         }
     }
 }

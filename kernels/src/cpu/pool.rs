@@ -99,6 +99,31 @@ multiversion! {
     }
 }
 
+multiversion! {
+    /// `h[i] = reduce(v[i], v[i + dw], ..., v[i + (kw - 1) * dw])` for
+    /// every `i` of `h`, one vectorised pass per tap, in tap order (the
+    /// same sequence of operations as [`horizontal`] per column).
+    fn window_passes(kind: PoolKind, v: &[f32], h: &mut [f32], kw: usize, dw: usize) {
+        let n = h.len();
+        h.copy_from_slice(&v[..n]);
+        for k in 1..kw {
+            let src = &v[k * dw..k * dw + n];
+            match kind {
+                PoolKind::Max => {
+                    for (a, &b) in h.iter_mut().zip(src) {
+                        *a = max2(*a, b);
+                    }
+                }
+                PoolKind::Avg { .. } => {
+                    for (a, &b) in h.iter_mut().zip(src) {
+                        *a += b;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// A pool's geometry for one input size: the valid taps of every output
 /// column, precomputed once per call, and the row taps per output row.
 pub(crate) struct PoolRows {
@@ -109,6 +134,11 @@ pub(crate) struct PoolRows {
     cols: Vec<(isize, usize, usize)>,
     /// Reduction row (input width).
     v: Vec<f32>,
+    /// Output columns `full.0 .. full.1` have every tap inside the input:
+    /// reduced by [`window_passes`] into `hsum`.
+    full: (usize, usize),
+    /// Window reductions at every input column the full columns start at.
+    hsum: Vec<f32>,
 }
 
 impl PoolRows {
@@ -132,11 +162,18 @@ impl PoolRows {
                 (start, t.n, t.padded)
             })
             .collect();
+        let kw = win.kernel[1];
+        let is_full = |c: &(isize, usize, usize)| c.1 == kw;
+        let cols: Vec<(isize, usize, usize)> = cols;
+        let a = cols.iter().position(is_full).unwrap_or(cols.len());
+        let b = a + cols[a..].iter().take_while(|c| is_full(c)).count();
         Self {
             pool,
             in_h: input.h,
             cols,
             v: vec![0.0; input.w],
+            full: (a, b),
+            hsum: Vec::new(),
         }
     }
 
@@ -191,12 +228,44 @@ impl PoolRows {
             out.fill(f32::MIN);
             return;
         }
+        let (a, b) = self.full;
+        let (dw, sw) = (self.pool.window.dilation[1], self.pool.window.stride[1]);
         horizontal(
             kind,
             &self.v,
-            out,
-            &self.cols,
-            self.pool.window.dilation[1],
+            &mut out[..a],
+            &self.cols[..a],
+            dw,
+            (n, padded),
+        );
+        if b > a {
+            // Every tap inside the input: one vectorised pass per tap over
+            // the columns the windows start at, then one pick per output.
+            let s0 = self.cols[a].0 as usize;
+            let len = (b - 1 - a) * sw + 1;
+            let kw = self.pool.window.kernel[1];
+            self.hsum.resize(len, 0.0);
+            window_passes(kind, &self.v[s0..], &mut self.hsum, kw, dw);
+            match kind {
+                PoolKind::Max => {
+                    for (j, o) in out[a..b].iter_mut().enumerate() {
+                        *o = self.hsum[j * sw];
+                    }
+                }
+                PoolKind::Avg { count_include_pad } => {
+                    let count = (if count_include_pad { padded } else { n } * kw) as f32;
+                    for (j, o) in out[a..b].iter_mut().enumerate() {
+                        *o = self.hsum[j * sw] / count;
+                    }
+                }
+            }
+        }
+        horizontal(
+            kind,
+            &self.v,
+            &mut out[b..],
+            &self.cols[b..],
+            dw,
             (n, padded),
         );
     }

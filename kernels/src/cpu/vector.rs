@@ -18,6 +18,11 @@ pub(crate) trait Vector: Copy {
     unsafe fn store(self, p: *mut f32);
     /// `w * x + acc`, rounded once where the level has FMA.
     unsafe fn mul_add(w: Self, x: Self, acc: Self) -> Self;
+    /// `x > t ? x : t` per lane (a NaN `x` gives `t`): ReLU and a clip's
+    /// lower bound, exactly as [`crate::op::Pointwise::apply`].
+    unsafe fn keep_gt(x: Self, t: Self) -> Self;
+    /// `x < t ? x : t` per lane: a clip's upper bound.
+    unsafe fn keep_lt(x: Self, t: Self) -> Self;
 }
 
 /// Portable lanes: separate multiply and add, like a CPU without FMA.
@@ -43,6 +48,18 @@ impl Vector for Portable {
     #[inline(always)]
     unsafe fn mul_add(w: Self, x: Self, acc: Self) -> Self {
         Portable(std::array::from_fn(|i| w.0[i] * x.0[i] + acc.0[i]))
+    }
+    #[inline(always)]
+    unsafe fn keep_gt(x: Self, t: Self) -> Self {
+        Portable(std::array::from_fn(|i| {
+            if x.0[i] > t.0[i] { x.0[i] } else { t.0[i] }
+        }))
+    }
+    #[inline(always)]
+    unsafe fn keep_lt(x: Self, t: Self) -> Self {
+        Portable(std::array::from_fn(|i| {
+            if x.0[i] < t.0[i] { x.0[i] } else { t.0[i] }
+        }))
     }
 }
 
@@ -78,6 +95,16 @@ mod x86 {
             // SAFETY: the caller runs this with AVX-512F enabled.
             Avx512(unsafe { _mm512_fmadd_ps(w.0, x.0, acc.0) })
         }
+        // vmaxps/vminps return the second operand when either is NaN or
+        // both are zero: exactly `x > t ? x : t` and `x < t ? x : t`.
+        #[inline(always)]
+        unsafe fn keep_gt(x: Self, t: Self) -> Self {
+            Avx512(unsafe { _mm512_max_ps(x.0, t.0) })
+        }
+        #[inline(always)]
+        unsafe fn keep_lt(x: Self, t: Self) -> Self {
+            Avx512(unsafe { _mm512_min_ps(x.0, t.0) })
+        }
     }
 
     /// 8 lanes of AVX2 with FMA.
@@ -105,6 +132,14 @@ mod x86 {
         unsafe fn mul_add(w: Self, x: Self, acc: Self) -> Self {
             // SAFETY: the caller runs this with FMA enabled.
             Avx2(unsafe { _mm256_fmadd_ps(w.0, x.0, acc.0) })
+        }
+        #[inline(always)]
+        unsafe fn keep_gt(x: Self, t: Self) -> Self {
+            Avx2(unsafe { _mm256_max_ps(x.0, t.0) })
+        }
+        #[inline(always)]
+        unsafe fn keep_lt(x: Self, t: Self) -> Self {
+            Avx2(unsafe { _mm256_min_ps(x.0, t.0) })
         }
     }
 }
@@ -143,6 +178,15 @@ mod arm {
         unsafe fn mul_add(w: Self, x: Self, acc: Self) -> Self {
             // SAFETY: NEON is part of the aarch64 base ISA; vfmaq is acc + w * x, one rounding.
             Neon(unsafe { vfmaq_f32(acc.0, w.0, x.0) })
+        }
+        // NEON's vmax/vmin propagate NaN: compare and select instead.
+        #[inline(always)]
+        unsafe fn keep_gt(x: Self, t: Self) -> Self {
+            Neon(unsafe { vbslq_f32(vcgtq_f32(x.0, t.0), x.0, t.0) })
+        }
+        #[inline(always)]
+        unsafe fn keep_lt(x: Self, t: Self) -> Self {
+            Neon(unsafe { vbslq_f32(vcltq_f32(x.0, t.0), x.0, t.0) })
         }
     }
 }

@@ -386,3 +386,67 @@ fn depthwise_rows_and_the_general_engine_give_the_same_bits() {
     })
     .unwrap_or_else(|e| panic!("{e}"));
 }
+
+#[test]
+fn depthwise_bounds_in_registers_equal_the_unfused_ops_on_special_values() {
+    // ReLU and clip applied to the depthwise vectors before the store must
+    // give the bits of the unfused ops, NaN, infinities and -0.0 included.
+    let mut params = Conv2dParams::square(4, 4, 3, 1, 1);
+    params.groups = 4;
+    let case = ConvCase {
+        shape: Shape::new(4, 9, 53),
+        params,
+        bias: false,
+        seed: 11,
+    };
+    let (input, conv) = build(&case);
+    let mut data = input.data().to_vec();
+    let n = data.len();
+    for (i, v) in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0, 0.0]
+        .iter()
+        .cycle()
+        .take(60)
+        .enumerate()
+    {
+        data[(i * 37) % n] = *v;
+    }
+    let input = Tensor::from_vec(case.shape, data).unwrap_or_else(|e| panic!("{e}"));
+    for epilogue in [
+        vec![EpilogueOp::Pointwise(Pointwise::Relu)],
+        vec![EpilogueOp::Pointwise(Pointwise::Clip {
+            min: -0.0,
+            max: 0.5,
+        })],
+        vec![
+            EpilogueOp::Pointwise(Pointwise::Clip { min: 0.0, max: 6.0 }),
+            EpilogueOp::Pointwise(Pointwise::Relu),
+        ],
+    ] {
+        let chain = FusedChain {
+            conv: Some(conv.clone()),
+            epilogue,
+            pool: None,
+        };
+        at_each_level(|| {
+            let fused = Op::Fused(chain.clone())
+                .run_cpu(&input)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let mut unfused = input.clone();
+            for m in chain.members() {
+                unfused = m.run_cpu(&unfused).unwrap_or_else(|e| panic!("{e}"));
+            }
+            let same = fused
+                .data()
+                .iter()
+                .zip(unfused.data())
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            prop_assert!(
+                same,
+                "fused {:?} differs from the unfused ops",
+                chain.label()
+            );
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+}

@@ -129,11 +129,7 @@ pub fn import(model: &Path, opts: &ImportOptions) -> Result<String, ImportError>
     loop {
         // Every node that reads `cur`, in any input (Constant nodes read
         // nothing).
-        let consumers: Vec<&NodeProto> = g
-            .node
-            .iter()
-            .filter(|n| n.input.contains(&cur))
-            .collect();
+        let consumers: Vec<&NodeProto> = g.node.iter().filter(|n| n.input.contains(&cur)).collect();
         let node = match consumers.as_slice() {
             [] if outputs.contains(&cur.as_str()) => break,
             [] => {
