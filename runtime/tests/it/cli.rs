@@ -585,3 +585,70 @@ fn serve_cpus_pins_every_thread() {
         "{stderr}"
     );
 }
+
+#[test]
+fn cnn_layers_fuse_in_plan_and_give_the_unfused_digest() {
+    // Every CNN layer field (non-square kernel, strides per axis, padding
+    // per side and `same`, dilation, groups, batch norm, leaky ReLU, clip,
+    // average pool in ceil mode, global pool): the planner fuses the conv
+    // variants with their epilogues and pools, and the fused run gives the
+    // digest of the unfused one. The ResNet stem and the depthwise layer
+    // likewise, at reduced sizes.
+    let cases: [(&str, Option<&str>, &[&str]); 3] = [
+        (
+            "runtime/tests/fixtures/spec/valid-cnn-layers.yaml",
+            None,
+            &[
+                "fused(conv2d+batchnorm+leaky_relu+maxpool)",
+                "fused(dwconv2d+clip+avgpool)",
+                "avgpool",
+            ],
+        ),
+        (
+            "examples/resnet-stem.yaml",
+            Some("160x96"),
+            &["fused(conv2d+batchnorm+relu+maxpool)"],
+        ),
+        (
+            "examples/depthwise.yaml",
+            Some("56"),
+            &["fused(dwconv2d+batchnorm+clip)"],
+        ),
+    ];
+    for (spec, size, groups) in cases {
+        let path = repo(spec);
+        let path = path.to_str().unwrap_or_default();
+        let mut plan_args = vec!["plan", path, "--json"];
+        if let Some(s) = size {
+            plan_args.extend(["--size", s]);
+        }
+        let out = run_ok(&plan_args);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let plan: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{spec}: plan is not JSON: {e}"));
+        let kernels: Vec<&str> = plan["segments"][0]["groups"]
+            .as_array()
+            .map(|g| {
+                g.iter()
+                    .map(|x| x["kernel"].as_str().unwrap_or_default())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(kernels, groups, "{spec}");
+        let mut digests = Vec::new();
+        for fusion in ["off", "kernel"] {
+            let mut args = vec![path, "--frames", "3", "--device", "cpu", "--fusion", fusion];
+            if let Some(s) = size {
+                args.extend(["--size", s]);
+            }
+            let v = run_json(&args);
+            assert_eq!(v["frames"], 3, "{v}");
+            digests.push(v["output_digest"].as_str().unwrap_or_default().to_owned());
+        }
+        assert!(digests[0].starts_with("xxh3-128:"), "{digests:?}");
+        assert_eq!(
+            digests[0], digests[1],
+            "{spec}: fused and unfused digests differ"
+        );
+    }
+}
