@@ -64,6 +64,11 @@ pub(crate) struct RowEngine<'a> {
     srcs: Vec<RowSrc>,
     /// Start of each phase row for the current output row, `[in, kh, sw]`.
     rows: Vec<*const f32>,
+    /// Where [`RowEngine::row_direct`] stores: channel `oc`'s tile at
+    /// `ptr + oc * stride + x0`, after `bounds`; `None` for [`RowEngine::row`].
+    direct: Option<(*mut f32, usize)>,
+    /// ReLU/clip bounds applied in registers before a direct store.
+    bounds: Vec<(f32, f32)>,
 }
 
 impl<'a> RowEngine<'a> {
@@ -89,6 +94,8 @@ impl<'a> RowEngine<'a> {
             tags: vec![None; p.in_channels * slots],
             srcs: vec![RowSrc::Zero; rows],
             rows: vec![std::ptr::null(); rows * sw],
+            direct: None,
+            bounds: Vec::new(),
         }
     }
 
@@ -114,6 +121,34 @@ impl<'a> RowEngine<'a> {
             Level::Neon => compute_neon(self, &mut sink),
             _ => compute_portable(self, &mut sink),
         }
+    }
+
+    /// Computes output row `oy` straight into `dst`: channel `oc`'s row is
+    /// `dst[oc * chan_stride ..][..tiles_w]`, each value through `bounds`
+    /// (ReLU/clip bounds, [`super::depthwise::register_bounds`]) in
+    /// registers before the store. The values are those [`RowEngine::row`]
+    /// hands out, with the same bounds applied after.
+    ///
+    /// # Panics
+    /// When `dst` is shorter than `(out_channels - 1) * chan_stride + tiles_w`.
+    pub(crate) fn row_direct(
+        &mut self,
+        oy: usize,
+        dst: &mut [f32],
+        chan_stride: usize,
+        bounds: &[(f32, f32)],
+    ) {
+        let need = (self.conv.params.out_channels - 1) * chan_stride + self.tiles_w;
+        assert!(
+            dst.len() >= need,
+            "row_direct: {} values, {need} needed",
+            dst.len()
+        );
+        self.bounds.clear();
+        self.bounds.extend_from_slice(bounds);
+        self.direct = Some((dst.as_mut_ptr(), chan_stride));
+        self.row(oy, |_, _, _| {});
+        self.direct = None;
     }
 
     /// Points the phase rows at the input rows output row `oy` needs:
@@ -363,6 +398,20 @@ unsafe fn block<V: Vector, const U: usize, const B: usize, F: FnMut(usize, usize
                 }
             }
         }
+    }
+    if let Some((dst, chan_stride)) = eng.direct {
+        for (b, accb) in acc.iter().enumerate() {
+            for (u, a) in accb.iter().enumerate() {
+                // SAFETY: `row_direct` checked that `dst` holds
+                // `(out - 1) * chan_stride + tiles_w` values, and
+                // `x0 + U * LANES <= tiles_w`.
+                unsafe {
+                    let v = vector::apply_bounds(*a, &eng.bounds);
+                    v.store(dst.add((oc0 + b) * chan_stride + x0 + u * V::LANES));
+                }
+            }
+        }
+        return;
     }
     for (b, accb) in acc.iter().enumerate() {
         for (u, a) in accb.iter().enumerate() {

@@ -87,7 +87,7 @@ pub(crate) fn run(input: &Tensor, conv: &Conv2d, ep: &[EpilogueOp], out_shape: S
 /// is made of ReLUs and clips only: ReLU is `x > 0 ? x : 0`, a clip
 /// `v = x > min ? x : min; v < max ? v : max` ([`Vector::keep_gt`],
 /// [`Vector::keep_lt`]), the same expressions as the unfused ops.
-fn register_bounds(ep: &[EpilogueOp]) -> Option<Vec<(f32, f32)>> {
+pub(crate) fn register_bounds(ep: &[EpilogueOp]) -> Option<Vec<(f32, f32)>> {
     ep.iter()
         .map(|e| match e {
             EpilogueOp::Pointwise(Pointwise::Relu) => Some((0.0, f32::NAN)),
@@ -158,17 +158,9 @@ struct Block<'a> {
 /// # Safety
 /// The CPU must support `V`.
 #[inline(always)]
-unsafe fn bound<V: Vector>(blk: &Block<'_>, mut acc: V) -> V {
-    for &(lo, hi) in blk.bounds {
-        // SAFETY: forwarded from the caller.
-        unsafe {
-            acc = V::keep_gt(acc, V::splat(lo));
-            if !hi.is_nan() {
-                acc = V::keep_lt(acc, V::splat(hi));
-            }
-        }
-    }
-    acc
+unsafe fn bound<V: Vector>(blk: &Block<'_>, acc: V) -> V {
+    // SAFETY: forwarded from the caller.
+    unsafe { vector::apply_bounds(acc, blk.bounds) }
 }
 
 /// Every output row of the band (`out`, rows of `w`) from `blk`, at `lvl`.

@@ -216,6 +216,7 @@ fn conv_pool(
 ) -> Tensor {
     let Shape { c, h, w } = out_shape;
     let slots = pool.window.extent()[0];
+    let bounds = super::depthwise::register_bounds(ep);
     let mut out = Tensor::zeros(out_shape);
     let band = band_rows(h);
     let bands = plane_bands(out.data_mut(), c, h, w, band);
@@ -233,10 +234,15 @@ fn conv_pool(
                 let y = first + k * pr.row_step();
                 let slot = y % slots;
                 if tags[slot] != Some(y) {
-                    eng.row(y, |oc, x0, tile| {
-                        let at = (oc * slots + slot) * tw + x0;
-                        epilogue_row(ep, oc, &mut ring[at..at + tile.len()], tile);
-                    });
+                    match &bounds {
+                        // ReLU/clip epilogues: stored straight into the
+                        // ring, bounded in registers.
+                        Some(b) => eng.row_direct(y, &mut ring[slot * tw..], slots * tw, b),
+                        None => eng.row(y, |oc, x0, tile| {
+                            let at = (oc * slots + slot) * tw + x0;
+                            epilogue_row(ep, oc, &mut ring[at..at + tile.len()], tile);
+                        }),
+                    }
                     tags[slot] = Some(y);
                 }
             }

@@ -193,3 +193,23 @@ mod arm {
 
 #[cfg(target_arch = "aarch64")]
 pub(crate) use arm::Neon;
+
+/// `acc` through ReLU/clip `bounds`: `(lower, upper)` as
+/// `x > lower ? x : lower`, then, unless `upper` is NaN (a ReLU),
+/// `x < upper ? x : upper`: the pointwise ops' own expressions.
+///
+/// # Safety
+/// The CPU must support `V`.
+#[inline(always)]
+pub(crate) unsafe fn apply_bounds<V: Vector>(mut acc: V, bounds: &[(f32, f32)]) -> V {
+    for &(lo, hi) in bounds {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            acc = V::keep_gt(acc, V::splat(lo));
+            if !hi.is_nan() {
+                acc = V::keep_lt(acc, V::splat(hi));
+            }
+        }
+    }
+    acc
+}
