@@ -62,9 +62,51 @@ pub struct Tensor {
 
 #[derive(Clone)]
 enum Storage {
-    Owned(Vec<f32>),
+    Owned(Pooled),
     /// 4-byte aligned, `shape.bytes()` long (checked on construction).
     Shared(bytes::Bytes),
+}
+
+/// An owned buffer that, when dropped, goes back to [`POOL`] for the next
+/// [`Tensor::for_overwrite`] of that size (frame-sized outputs are then
+/// neither zeroed nor faulted in again each frame).
+#[derive(Clone, Default)]
+struct Pooled(Vec<f32>);
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let v = std::mem::take(&mut self.0);
+        if v.len() < POOL_MIN_LEN {
+            return;
+        }
+        if let Ok(mut pool) = POOL.lock() {
+            pool.push(v);
+            while pool.len() > POOL_MAX || pool.iter().map(Vec::len).sum::<usize>() > POOL_MAX_LEN {
+                pool.remove(0);
+            }
+        }
+    }
+}
+
+/// Buffers of at least this many values are recycled (256 KiB).
+const POOL_MIN_LEN: usize = 1 << 16;
+/// Most buffers kept for reuse.
+const POOL_MAX: usize = 8;
+/// Most values kept for reuse in all (256 MiB).
+const POOL_MAX_LEN: usize = 1 << 26;
+/// Dropped frame-sized buffers, most recent last.
+static POOL: std::sync::Mutex<Vec<Vec<f32>>> = std::sync::Mutex::new(Vec::new());
+
+/// A buffer of exactly `n` values whose contents are unspecified (a
+/// recycled buffer's old values, or zeros).
+fn recycled(n: usize) -> Vec<f32> {
+    if n >= POOL_MIN_LEN
+        && let Ok(mut pool) = POOL.lock()
+        && let Some(i) = pool.iter().rposition(|v| v.len() == n)
+    {
+        return pool.swap_remove(i);
+    }
+    vec![0.0; n]
 }
 
 impl PartialEq for Tensor {
@@ -107,7 +149,7 @@ impl Tensor {
         }
         Ok(Self {
             shape,
-            data: Storage::Owned(data),
+            data: Storage::Owned(Pooled(data)),
         })
     }
 
@@ -138,7 +180,7 @@ impl Tensor {
         Ok((
             Self {
                 shape,
-                data: Storage::Owned(data),
+                data: Storage::Owned(Pooled(data)),
             },
             true,
         ))
@@ -147,7 +189,7 @@ impl Tensor {
     /// The values' bytes as a shared [`bytes::Bytes`], without a copy.
     pub fn into_bytes(self) -> bytes::Bytes {
         match self.data {
-            Storage::Owned(v) => bytes::Bytes::from_owner(F32Owner(v)),
+            Storage::Owned(mut v) => bytes::Bytes::from_owner(F32Owner(std::mem::take(&mut v.0))),
             Storage::Shared(b) => b,
         }
     }
@@ -161,7 +203,18 @@ impl Tensor {
     pub fn zeros(shape: Shape) -> Self {
         Self {
             shape,
-            data: Storage::Owned(vec![0.0; shape.len()]),
+            data: Storage::Owned(Pooled(vec![0.0; shape.len()])),
+        }
+    }
+
+    /// A tensor every value of which the caller will write before reading
+    /// it: its values are unspecified (a recycled frame buffer's, or
+    /// zeros). Kernels allocate their outputs with it, so a frame-sized
+    /// output is not zeroed each frame.
+    pub fn for_overwrite(shape: Shape) -> Self {
+        Self {
+            shape,
+            data: Storage::Owned(Pooled(recycled(shape.len()))),
         }
     }
 
@@ -173,7 +226,7 @@ impl Tensor {
     /// All values, `[C, H, W]` row-major.
     pub fn data(&self) -> &[f32] {
         match &self.data {
-            Storage::Owned(v) => v,
+            Storage::Owned(v) => &v.0,
             // Alignment and length were checked when the tensor was made.
             Storage::Shared(b) => bytemuck::try_cast_slice(b).unwrap_or(&[]),
         }
@@ -183,10 +236,10 @@ impl Tensor {
     /// first.
     pub fn data_mut(&mut self) -> &mut [f32] {
         if let Storage::Shared(b) = &self.data {
-            self.data = Storage::Owned(bytemuck::pod_collect_to_vec(b));
+            self.data = Storage::Owned(Pooled(bytemuck::pod_collect_to_vec(b)));
         }
         match &mut self.data {
-            Storage::Owned(v) => v,
+            Storage::Owned(v) => &mut v.0,
             Storage::Shared(_) => &mut [],
         }
     }
@@ -206,7 +259,7 @@ impl Tensor {
     /// Consumes the tensor and returns its values (a copy when shared).
     pub fn into_vec(self) -> Vec<f32> {
         match self.data {
-            Storage::Owned(v) => v,
+            Storage::Owned(mut v) => std::mem::take(&mut v.0),
             Storage::Shared(b) => bytemuck::pod_collect_to_vec(&b),
         }
     }

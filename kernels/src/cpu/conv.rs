@@ -433,7 +433,7 @@ pub fn conv2d(input: &Tensor, conv: &Conv2d) -> Result<Tensor, KernelError> {
         return Ok(super::depthwise::run(input, conv, &[], out_shape));
     }
     let Shape { c, h, w } = out_shape;
-    let mut out = Tensor::zeros(out_shape);
+    let mut out = Tensor::for_overwrite(out_shape);
     let band = band_rows(h);
     let bands = plane_bands(out.data_mut(), c, h, w, band);
     super::for_each_band(bands, |(b, mut rows)| {

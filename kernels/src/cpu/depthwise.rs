@@ -33,7 +33,7 @@ pub(crate) fn applies(p: &Conv2dParams) -> bool {
 /// in place over the band's rows of that channel, which are contiguous.
 pub(crate) fn run(input: &Tensor, conv: &Conv2d, ep: &[EpilogueOp], out_shape: Shape) -> Tensor {
     let Shape { c, h, w } = out_shape;
-    let mut out = Tensor::zeros(out_shape);
+    let mut out = Tensor::for_overwrite(out_shape);
     let band = band_rows(h);
     let bands = plane_bands(out.data_mut(), c, h, w, band);
     let lvl = level();

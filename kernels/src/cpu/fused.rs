@@ -143,7 +143,7 @@ fn conv_epilogue(input: &Tensor, conv: &Conv2d, ep: &[EpilogueOp], out_shape: Sh
         return super::depthwise::run(input, conv, ep, out_shape);
     }
     let Shape { c, h, w } = out_shape;
-    let mut out = Tensor::zeros(out_shape);
+    let mut out = Tensor::for_overwrite(out_shape);
     let band = band_rows(h);
     let bands = plane_bands(out.data_mut(), c, h, w, band);
     super::for_each_band(bands, |(b, mut rows)| {
@@ -173,7 +173,7 @@ fn conv_max(
 ) -> Tensor {
     let Shape { c, h, w } = out_shape;
     let (size, stride) = (pool.size(), pool.window.stride[0]);
-    let mut out = Tensor::zeros(out_shape);
+    let mut out = Tensor::for_overwrite(out_shape);
     let band = band_rows(h);
     let bands = plane_bands(out.data_mut(), c, h, w, band);
     super::for_each_band(bands, |(b, mut rows)| {
@@ -217,7 +217,7 @@ fn conv_pool(
     let Shape { c, h, w } = out_shape;
     let slots = pool.window.extent()[0];
     let bounds = super::depthwise::register_bounds(ep);
-    let mut out = Tensor::zeros(out_shape);
+    let mut out = Tensor::for_overwrite(out_shape);
     let band = band_rows(h);
     let bands = plane_bands(out.data_mut(), c, h, w, band);
     super::for_each_band(bands, |(b, mut rows)| {
