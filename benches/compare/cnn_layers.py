@@ -43,23 +43,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-VENV = ROOT / ".venv" / "onnx"
 sys.path.insert(0, str(ROOT / "tests" / "onnx"))
 
 
 def ensure_venv() -> None:
-    """The ONNX Runtime check's venv (same pins)."""
-    from check_against_onnxruntime import PINS  # noqa: PLC0415
+    """This script in the ONNX Runtime check's venv (same pins)."""
+    from check_against_onnxruntime import ensure_venv as check_venv  # noqa: PLC0415
 
-    if Path(sys.prefix).resolve() == VENV.resolve():
-        return
-    stamp = VENV / ".pins"
-    python = VENV / "bin" / "python"
-    if not stamp.exists() or stamp.read_text() != "\n".join(PINS):
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", *PINS], check=True)
-        stamp.write_text("\n".join(PINS))
-    os.execv(str(python), [str(python), __file__, *sys.argv[1:]])
+    check_venv(__file__)
 
 
 # A layer: its nodes, as (kind, parameters...), and its input shape [C, H, W].

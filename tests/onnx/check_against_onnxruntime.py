@@ -75,8 +75,9 @@ PINS = [
 TOLERANCE = 1e-4
 
 
-def ensure_venv() -> None:
-    """Re-executes this script inside .venv/onnx, installing the pins first."""
+def ensure_venv(script: str = __file__) -> None:
+    """Re-executes `script` (this one by default) inside .venv/onnx,
+    installing the pins first."""
     if Path(sys.prefix).resolve() == VENV.resolve():
         return
     stamp = VENV / ".pins"
@@ -85,7 +86,7 @@ def ensure_venv() -> None:
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", *PINS], check=True)
         stamp.write_text("\n".join(PINS))
-    os.execv(str(python), [str(python), __file__, *sys.argv[1:]])
+    os.execv(str(python), [str(python), script, *sys.argv[1:]])
 
 
 @dataclass

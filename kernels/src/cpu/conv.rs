@@ -125,7 +125,7 @@ impl<'a> RowEngine<'a> {
 
     /// Computes output row `oy` straight into `dst`: channel `oc`'s row is
     /// `dst[oc * chan_stride ..][..tiles_w]`, each value through `bounds`
-    /// (ReLU/clip bounds, [`super::depthwise::register_bounds`]) in
+    /// (ReLU/clip bounds, [`super::fused::register_bounds`]) in
     /// registers before the store. The values are those [`RowEngine::row`]
     /// hands out, with the same bounds applied after.
     ///

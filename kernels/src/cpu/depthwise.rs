@@ -11,7 +11,7 @@
 use super::simd::{Level, level};
 use super::vector::{self, Vector};
 use super::{band_rows, plane_bands};
-use crate::op::{Conv2d, Conv2dParams, EpilogueOp, Pointwise};
+use crate::op::{Conv2d, Conv2dParams, EpilogueOp};
 use crate::tensor::{Shape, Tensor};
 
 /// Whether `p` takes this path: depthwise without a channel multiplier,
@@ -44,7 +44,7 @@ pub(crate) fn run(input: &Tensor, conv: &Conv2d, ep: &[EpilogueOp], out_shape: S
     let pw = w.max(lanes) + ext[1] - 1;
     // ReLU and clip bounds are applied to the vectors before they are
     // stored; any other epilogue runs as passes over the band.
-    let bounds = register_bounds(ep);
+    let bounds = super::fused::register_bounds(ep);
     super::for_each_band(bands, |(b, mut rows)| {
         let nrows = rows.first().map_or(0, |r| r.len() / w.max(1));
         if nrows == 0 {
@@ -81,20 +81,6 @@ pub(crate) fn run(input: &Tensor, conv: &Conv2d, ep: &[EpilogueOp], out_shape: S
         }
     });
     out
-}
-
-/// The epilogue as `(lower, upper)` bounds applied in registers, when it
-/// is made of ReLUs and clips only: ReLU is `x > 0 ? x : 0`, a clip
-/// `v = x > min ? x : min; v < max ? v : max` ([`Vector::keep_gt`],
-/// [`Vector::keep_lt`]), the same expressions as the unfused ops.
-pub(crate) fn register_bounds(ep: &[EpilogueOp]) -> Option<Vec<(f32, f32)>> {
-    ep.iter()
-        .map(|e| match e {
-            EpilogueOp::Pointwise(Pointwise::Relu) => Some((0.0, f32::NAN)),
-            EpilogueOp::Pointwise(Pointwise::Clip { min, max }) => Some((*min, *max)),
-            _ => None,
-        })
-        .collect()
 }
 
 /// Lanes of the vector type `lvl` uses.

@@ -77,17 +77,7 @@ pub(crate) fn epilogue_row(ep: &[EpilogueOp], c: usize, dst: &mut [f32], src: &[
 multiversion! {
     /// `d = epilogue(d)` for channel `c`, in place: one pass per op.
     pub(crate) fn epilogue_in_place(ep: &[EpilogueOp], c: usize, d: &mut [f32]) {
-        for op in ep {
-            match op {
-                EpilogueOp::Pointwise(p) => p.apply_slice(d),
-                EpilogueOp::Channel(a) => {
-                    let (s, b) = (a.scale[c], a.shift[c]);
-                    for v in d.iter_mut() {
-                        *v = *v * s + b;
-                    }
-                }
-            }
-        }
+        apply_epilogue(ep, c, d);
     }
 }
 
@@ -110,6 +100,20 @@ multiversion! {
     }
 }
 
+/// The epilogue as `(lower, upper)` bounds applied in registers, when it
+/// is made of ReLUs and clips only: ReLU is `x > 0 ? x : 0`, a clip
+/// `v = x > min ? x : min; v < max ? v : max` ([`Vector::keep_gt`],
+/// [`Vector::keep_lt`]), the same expressions as the unfused ops.
+pub(crate) fn register_bounds(ep: &[EpilogueOp]) -> Option<Vec<(f32, f32)>> {
+    ep.iter()
+        .map(|e| match e {
+            EpilogueOp::Pointwise(Pointwise::Relu) => Some((0.0, f32::NAN)),
+            EpilogueOp::Pointwise(Pointwise::Clip { min, max }) => Some((*min, *max)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Runs a fused chain on `input`.
 ///
 /// # Errors
@@ -128,7 +132,7 @@ pub fn run(input: &Tensor, chain: &FusedChain) -> Result<Tensor, KernelError> {
             let mut t = input.clone();
             let plane = mid.h * mid.w;
             if plane > 0 {
-                super::for_each_chunk(t.data_mut(), plane, |(c, d)| apply_epilogue(ep, c, d));
+                super::for_each_chunk(t.data_mut(), plane, |(c, d)| epilogue_in_place(ep, c, d));
             }
             match pool {
                 Some(p) => super::pool::pool(&t, &p)?,
@@ -216,7 +220,7 @@ fn conv_pool(
 ) -> Tensor {
     let Shape { c, h, w } = out_shape;
     let slots = pool.window.extent()[0];
-    let bounds = super::depthwise::register_bounds(ep);
+    let bounds = register_bounds(ep);
     let mut out = Tensor::for_overwrite(out_shape);
     let band = band_rows(h);
     let bands = plane_bands(out.data_mut(), c, h, w, band);

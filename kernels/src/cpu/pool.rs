@@ -146,7 +146,7 @@ impl PoolRows {
     /// for an output of `out_w` columns.
     pub(crate) fn new(pool: Pool2d, input: Shape, out_w: usize) -> Self {
         let win = pool.window;
-        let cols = (0..out_w)
+        let cols: Vec<(isize, usize, usize)> = (0..out_w)
             .map(|ox| {
                 let t = AxisTaps::of(
                     ox,
@@ -164,7 +164,6 @@ impl PoolRows {
             .collect();
         let kw = win.kernel[1];
         let is_full = |c: &(isize, usize, usize)| c.1 == kw;
-        let cols: Vec<(isize, usize, usize)> = cols;
         let a = cols.iter().position(is_full).unwrap_or(cols.len());
         let b = a + cols[a..].iter().take_while(|c| is_full(c)).count();
         Self {

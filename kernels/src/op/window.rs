@@ -42,8 +42,8 @@ impl Window {
         self.pads == [0; 4]
     }
 
-    /// Whether strides, dilations and padding are the same on both axes
-    /// and sides.
+    /// Whether the window is square and undilated, with the same stride on
+    /// both axes and the same padding on every side.
     pub fn symmetric(&self) -> bool {
         let [t, l, b, r] = self.pads;
         self.kernel[0] == self.kernel[1]
