@@ -9,6 +9,11 @@ Layers (float32, batch 1):
 * ``dw32`` .. ``dw256``: a MobileNet depthwise layer at 112x112: Conv 3x3
   pad 1, group = channels (32, 64, 128, 256) -> BatchNormalization -> Clip
   0..6 (ReLU6);
+* ``cnn``: the cnn example's layer at 720p: Conv 3x3 pad 1, 3->16 -> Relu
+  -> MaxPool 2x2/2;
+* ``conv256``: a deep layer, Conv 3x3 pad 1, 256->256 -> Relu at 56x56;
+* ``vgg16``: VGG-16's feature extractor at 224x224 (13 Conv 3x3 + Relu, 5
+  MaxPool 2x2/2);
 * ``mbv2``: a MobileNetV2 inverted-residual body without the residual, at
   56x56: Conv 1x1 24->144 -> BN -> ReLU6 -> depthwise 3x3/2 pad 1 -> BN ->
   ReLU6 -> Conv 1x1 144->32 -> BN.
@@ -73,6 +78,27 @@ def mbv2_layer():
     return nodes, (24, 56, 56)
 
 
+def vgg16_layer():
+    """VGG-16 features at 224x224: 13 conv 3x3 pad 1 + ReLU, 5 max-pools 2x2/2."""
+    nodes, cin = [], 3
+    for block in ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512)):
+        for cout in block:
+            nodes += [("conv", cin, cout, 3, 1, 1, 1), ("relu",)]
+            cin = cout
+        nodes.append(("maxpool", 2, 2, 0))
+    return nodes, (3, 224, 224)
+
+
+def conv256_layer():
+    """A deep layer: 256->256 3x3 pad 1 + ReLU at 56x56."""
+    return [("conv", 256, 256, 3, 1, 1, 1), ("relu",)], (256, 56, 56)
+
+
+def cnn_layer():
+    """The cnn example's layer: 3->16 3x3 pad 1 + ReLU + max-pool 2x2/2 at 720p."""
+    return [("conv", 3, 16, 3, 1, 1, 1), ("relu",), ("maxpool", 2, 2, 0)], (3, 720, 1280)
+
+
 LAYERS = {
     "stem": stem_layer,
     "dw32": lambda: dw_layer(32),
@@ -80,6 +106,9 @@ LAYERS = {
     "dw128": lambda: dw_layer(128),
     "dw256": lambda: dw_layer(256),
     "mbv2": mbv2_layer,
+    "cnn": cnn_layer,
+    "conv256": conv256_layer,
+    "vgg16": vgg16_layer,
 }
 
 

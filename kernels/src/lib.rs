@@ -17,8 +17,8 @@ pub mod vision;
 
 pub use error::KernelError;
 pub use op::{
-    ChannelAffine, Conv2d, Conv2dParams, EpilogueOp, FusedChain, Op, Pointwise, Pool2d, PoolKind,
-    Window,
+    ChannelAffine, Conv2d, Conv2dParams, ConvAlgorithm, EpilogueOp, FusedChain, Op, Pointwise,
+    Pool2d, PoolKind, Window,
 };
 pub use tensor::{Shape, Tensor};
 pub use vision::{ColorOrder, SobelMode, Step, Vision};

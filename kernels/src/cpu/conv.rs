@@ -22,6 +22,7 @@ use super::vector::{self, Vector};
 use super::{band_rows, plane_bands};
 use crate::error::KernelError;
 use crate::op::Conv2d;
+pub use crate::op::ConvAlgorithm as Algorithm;
 use crate::tensor::{Shape, Tensor};
 
 /// Where the values of one `(ic, ky)` input row come from for the current
@@ -211,6 +212,30 @@ impl<'a> RowEngine<'a> {
             }
         }
     }
+}
+
+/// The algorithm the CPU computes `conv` of an input of shape `input`
+/// with (`pooled`: a max or average pool is fused after it): the one the
+/// convolution asks for where it applies, else the cost model's pick.
+pub fn algorithm(conv: &Conv2d, input: Shape, pooled: bool) -> Algorithm {
+    let p = &conv.params;
+    let depthwise = !pooled && super::depthwise::applies(p);
+    match conv.algorithm {
+        Some(Algorithm::Rows) => return Algorithm::Rows,
+        Some(Algorithm::Panel) => return Algorithm::Panel,
+        Some(Algorithm::Depthwise) if depthwise => return Algorithm::Depthwise,
+        _ => {}
+    }
+    if depthwise {
+        return Algorithm::Depthwise;
+    }
+    match std::env::var("STREAMFUSE_CONV_ALGO").as_deref() {
+        Ok("panel") => return Algorithm::Panel,
+        Ok("rows") => return Algorithm::Rows,
+        _ => {}
+    }
+    let _ = input;
+    Algorithm::Rows
 }
 
 /// Fills the `stride` phase rows (each `dst.len() / stride` long) of one
@@ -429,8 +454,10 @@ unsafe fn block<V: Vector, const U: usize, const B: usize, F: FnMut(usize, usize
 /// [`KernelError`] when the input's channels or size do not suit `conv`.
 pub fn conv2d(input: &Tensor, conv: &Conv2d) -> Result<Tensor, KernelError> {
     let out_shape = conv.params.output_shape(input.shape())?;
-    if super::depthwise::applies(&conv.params) {
-        return Ok(super::depthwise::run(input, conv, &[], out_shape));
+    match algorithm(conv, input.shape(), false) {
+        Algorithm::Depthwise => return Ok(super::depthwise::run(input, conv, &[], out_shape)),
+        Algorithm::Panel => return Ok(super::panel::run(input, conv, &[], out_shape)),
+        Algorithm::Rows => {}
     }
     let Shape { c, h, w } = out_shape;
     let mut out = Tensor::for_overwrite(out_shape);

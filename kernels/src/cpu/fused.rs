@@ -15,7 +15,7 @@
 //! members one by one ([`super::conv::conv2d`], each epilogue op,
 //! [`super::pool::pool`]): the same expressions in the same order.
 
-use super::conv::RowEngine;
+use super::conv::{Algorithm, RowEngine, algorithm};
 use super::pool::{PoolRows, horizontal_max};
 use super::simd::multiversion;
 use super::{band_rows, max2, plane_bands, relu1};
@@ -124,6 +124,9 @@ pub fn run(input: &Tensor, chain: &FusedChain) -> Result<Tensor, KernelError> {
     let ep = chain.epilogue.as_slice();
     Ok(match (&chain.conv, chain.pool) {
         (Some(conv), None) => conv_epilogue(input, conv, ep, out_shape),
+        (Some(conv), Some(pool)) if algorithm(conv, input.shape(), true) == Algorithm::Panel => {
+            super::panel::run_pool(input, conv, ep, mid, out_shape, pool)
+        }
         (Some(conv), Some(pool)) if pool.is_simple_max() => {
             conv_max(input, conv, ep, mid, out_shape, pool)
         }
@@ -143,8 +146,10 @@ pub fn run(input: &Tensor, chain: &FusedChain) -> Result<Tensor, KernelError> {
 }
 
 fn conv_epilogue(input: &Tensor, conv: &Conv2d, ep: &[EpilogueOp], out_shape: Shape) -> Tensor {
-    if super::depthwise::applies(&conv.params) {
-        return super::depthwise::run(input, conv, ep, out_shape);
+    match algorithm(conv, input.shape(), false) {
+        Algorithm::Depthwise => return super::depthwise::run(input, conv, ep, out_shape),
+        Algorithm::Panel => return super::panel::run(input, conv, ep, out_shape),
+        Algorithm::Rows => {}
     }
     let Shape { c, h, w } = out_shape;
     let mut out = Tensor::for_overwrite(out_shape);

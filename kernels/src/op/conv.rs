@@ -1,7 +1,7 @@
 //! 2-D convolution: geometry (ONNX `Conv` in 2-D: kernel, strides,
 //! dilations, padding per side, groups) and weights.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::window::Window;
 use crate::error::KernelError;
@@ -144,6 +144,68 @@ pub struct Conv2d {
     pub weights: Arc<[f32]>,
     /// Bias per output channel.
     pub bias: Option<Arc<[f32]>>,
+    /// The CPU algorithm asked for (`None`: the CPU's cost model picks,
+    /// [`crate::cpu::conv::algorithm`]). Any choice computes the same
+    /// values bit for bit on one SIMD level; it changes only the speed.
+    pub algorithm: Option<ConvAlgorithm>,
+    /// The weights in a backend's packed layout, made once on first use
+    /// ([`Conv2d::packed_with`]).
+    packed: PackCache,
+}
+
+/// How the CPU computes a convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConvAlgorithm {
+    /// One output row at a time in 128-column tiles, 4 output channels per
+    /// register block: few output channels, wide rows.
+    Rows,
+    /// Blocks of flattened output pixels (no per-row padding to a tile)
+    /// against weights packed once, 6 output channels per register block:
+    /// many channels, any width.
+    Panel,
+    /// Depthwise (one input channel per output channel, column stride 1),
+    /// channel by channel over row bands.
+    Depthwise,
+}
+
+impl ConvAlgorithm {
+    /// Name in specs, plans and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConvAlgorithm::Rows => "rows",
+            ConvAlgorithm::Panel => "panel",
+            ConvAlgorithm::Depthwise => "depthwise",
+        }
+    }
+
+    /// The algorithm named `s` (as [`ConvAlgorithm::name`] gives it).
+    pub fn from_name(s: &str) -> Option<Self> {
+        [Self::Rows, Self::Panel, Self::Depthwise]
+            .into_iter()
+            .find(|a| a.name() == s)
+    }
+}
+
+/// A lazily packed copy of a convolution's weights, shared by its clones
+/// (which share the weights), keyed by the weights it was made from.
+#[derive(Clone, Default)]
+struct PackCache(Arc<OnceLock<(usize, Arc<[f32]>)>>);
+
+impl PartialEq for PackCache {
+    /// Derived data: two convolutions are equal by their weights alone.
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for PackCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "packed"
+        } else {
+            "unpacked"
+        })
+    }
 }
 
 impl Conv2d {
@@ -189,7 +251,32 @@ impl Conv2d {
             params,
             weights: weights.into(),
             bias: bias.map(Into::into),
+            algorithm: None,
+            packed: PackCache::default(),
         })
+    }
+
+    /// The convolution with the CPU algorithm `algorithm` asked for
+    /// (`None`: the cost model picks).
+    #[must_use]
+    pub fn with_algorithm(mut self, algorithm: Option<ConvAlgorithm>) -> Self {
+        self.algorithm = algorithm;
+        self
+    }
+
+    /// The weights packed by `pack`, computed on the first call and reused
+    /// after (a weight update builds a new convolution, so packing happens
+    /// once per set of weights, never per frame). Only one packed layout is
+    /// kept: every caller must pass the same `pack`.
+    pub(crate) fn packed_with(&self, pack: fn(&Conv2d) -> Vec<f32>) -> Arc<[f32]> {
+        let key = self.weights.as_ptr() as usize;
+        let (k, data) = self.packed.0.get_or_init(|| (key, pack(self).into()));
+        if *k == key {
+            Arc::clone(data)
+        } else {
+            // Weights replaced behind the cache's back: pack afresh.
+            pack(self).into()
+        }
     }
 
     /// The filter of output channel `oc` (`[in/groups, kh, kw]`).

@@ -7,8 +7,8 @@ use proptest::prelude::*;
 use streamfuse_kernels::cpu::simd;
 use streamfuse_kernels::reference::{self, RefTensor};
 use streamfuse_kernels::{
-    ChannelAffine, Conv2d, Conv2dParams, EpilogueOp, FusedChain, Op, Pointwise, Pool2d, PoolKind,
-    Shape, Tensor, Window,
+    ChannelAffine, Conv2d, Conv2dParams, ConvAlgorithm, EpilogueOp, FusedChain, Op, Pointwise,
+    Pool2d, PoolKind, Shape, Tensor, Window,
 };
 
 use crate::at_each_level;
@@ -304,6 +304,58 @@ proptest! {
             assert_close(&fused, &want, terms);
             let same = fused.data().iter().zip(unfused.data()).all(|(a, b)| a.to_bits() == b.to_bits());
             prop_assert!(same && fused.shape() == unfused.shape(), "fused and unfused differ");
+            Ok(())
+        })?;
+    }
+
+    /// Every CPU convolution algorithm gives the same bits as every other
+    /// (same accumulation order), alone and fused with any epilogue and
+    /// pool, so the cost model's choice never changes a result.
+    #[test]
+    fn conv_algorithms_give_the_same_bits(
+        case in conv_case(),
+        ops in proptest::collection::vec(any::<u8>(), 0..=2),
+        pool in proptest::option::of(pool_params().prop_flat_map(pool_of)),
+    ) {
+        let (input, conv) = build(&case);
+        let conv_shape = case.params.output_shape(case.shape).unwrap_or_else(|e| panic!("{e}"));
+        if let Some(p) = pool {
+            prop_assume!(p.output_shape(conv_shape).is_ok());
+        }
+        let epilogue: Vec<EpilogueOp> = ops
+            .iter()
+            .map(|&k| epilogue_op(conv_shape.c, case.seed, k))
+            .collect();
+        let mut want = reference::conv2d(input.data(), input.shape(), &conv)
+            .unwrap_or_else(|| panic!("reference rejected"));
+        for e in &epilogue {
+            want = reference_epilogue(&want, e);
+        }
+        if let Some(p) = &pool {
+            want = reference::pool(&want, p).unwrap_or_else(|| panic!("reference rejected"));
+        }
+        let terms = case.params.filter_len() + 2 * epilogue.len() + pool.map_or(0, |p| p.taps());
+        at_each_level(|| {
+            let run = |algo: ConvAlgorithm| {
+                let chain = FusedChain {
+                    conv: Some(conv.clone().with_algorithm(Some(algo))),
+                    epilogue: epilogue.clone(),
+                    pool,
+                };
+                let alone = Op::Conv2d(conv.clone().with_algorithm(Some(algo)))
+                    .run_cpu(&input)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                let fused = Op::Fused(chain).run_cpu(&input).unwrap_or_else(|e| panic!("{e}"));
+                (alone, fused)
+            };
+            let (rows_alone, rows_fused) = run(ConvAlgorithm::Rows);
+            let (panel_alone, panel_fused) = run(ConvAlgorithm::Panel);
+            assert_close(&panel_fused, &want, terms);
+            let bits = |t: &Tensor| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            prop_assert_eq!(panel_alone.shape(), rows_alone.shape());
+            prop_assert!(bits(&panel_alone) == bits(&rows_alone), "conv: panel and rows differ");
+            prop_assert_eq!(panel_fused.shape(), rows_fused.shape());
+            prop_assert!(bits(&panel_fused) == bits(&rows_fused), "fused: panel and rows differ");
             Ok(())
         })?;
     }
