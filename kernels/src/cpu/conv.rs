@@ -229,13 +229,31 @@ pub fn algorithm(conv: &Conv2d, input: Shape, pooled: bool) -> Algorithm {
     if depthwise {
         return Algorithm::Depthwise;
     }
-    match std::env::var("STREAMFUSE_CONV_ALGO").as_deref() {
-        Ok("panel") => return Algorithm::Panel,
-        Ok("rows") => return Algorithm::Rows,
-        _ => {}
+    let out_w = p.output_shape(input).map_or(0, |s| s.w);
+    let padded = out_w.div_ceil(TILE_MAX) * TILE_MAX;
+    // The measured rule (BENCHMARKS.md, "Convolution algorithms"): the row
+    // engine wins only on wide rows (under 10 % of its lanes spent on the
+    // padding to 128 columns) with short filters (the panel's strip copy
+    // and 6-channel blocks pay off from about 192 taps per filter); the
+    // panel everywhere else: deep layers, 1x1 layers, narrow rows.
+    if 10 * (padded - out_w) < padded && p.filter_len() < 192 {
+        Algorithm::Rows
+    } else {
+        Algorithm::Panel
     }
-    let _ = input;
-    Algorithm::Rows
+}
+
+/// The algorithm the CPU runs `op`'s convolution with on an input of shape
+/// `input` (`None`: `op` has no convolution).
+pub fn op_algorithm(op: &crate::op::Op, input: Shape) -> Option<Algorithm> {
+    match op {
+        crate::op::Op::Conv2d(c) => Some(algorithm(c, input, false)),
+        crate::op::Op::Fused(f) => f
+            .conv
+            .as_ref()
+            .map(|c| algorithm(c, input, f.pool.is_some())),
+        _ => None,
+    }
 }
 
 /// Fills the `stride` phase rows (each `dst.len() / stride` long) of one
@@ -272,7 +290,7 @@ fn fill_phases(dst: &mut [f32], src: &[f32], stride: usize, padding: usize) {
 
 multiversion! {
     /// `dst[t] = src[t * stride]` for every `t` of `dst`.
-    fn strided_copy(dst: &mut [f32], src: &[f32], stride: usize) {
+    pub(crate) fn strided_copy(dst: &mut [f32], src: &[f32], stride: usize) {
         let n = dst.len();
         if stride == 2 && src.len() >= 2 * n {
             let src = &src[..2 * n];

@@ -24,6 +24,7 @@
 //! block is copied out, through the same [`epilogue_row`] as the row
 //! engine's path.
 
+use super::conv::strided_copy;
 use super::fused::epilogue_row;
 use super::pool::{PoolRows, horizontal_max, vertical_max};
 use super::simd::{Level, level};
@@ -79,8 +80,7 @@ pub(crate) fn run(input: &Tensor, conv: &Conv2d, ep: &[EpilogueOp], out_shape: S
     let bands = plane_bands(out.data_mut(), c, h, w, band);
     let pc = Panel::new(conv, input, out_shape, ep);
     for_each_band(bands, |(b, mut rows)| {
-        let mut s = Scratch::default();
-        pc.rows(b * band, &mut rows, &mut s);
+        with_scratch(|s| pc.rows(b * band, &mut rows, s));
     });
     out
 }
@@ -108,65 +108,56 @@ pub(crate) fn run_pool(
     let per_pooled = c * cw * 4 * pool.window.stride[0].max(1);
     let step = (LIVE_BYTES / per_pooled.max(1)).max(1);
     for_each_band(bands, |(b, mut rows)| {
-        let mut s = Scratch::default();
-        let mut pr = PoolRows::new(pool, conv_shape, w);
-        let mut buf: Vec<f32> = Vec::new();
-        let mut v = vec![0.0f32; cw];
-        let nrows = rows.first().map_or(0, |r| r.len() / w.max(1));
-        let mut r0 = 0;
-        while r0 < nrows {
-            let r1 = (r0 + step).min(nrows);
-            // Convolution rows `lo .. hi` feed pooled rows `r0 .. r1`.
-            let (mut lo, mut hi) = (usize::MAX, 0);
-            for r in r0..r1 {
-                let (first, n, _) = pr.rows_of(b * band + r);
-                if n > 0 {
-                    lo = lo.min(first);
-                    hi = hi.max(first + (n - 1) * pr.row_step() + 1);
-                }
-            }
-            let lo = lo.min(hi);
-            let plane = (hi - lo) * cw;
-            buf.clear();
-            buf.resize(c * plane, 0.0);
-            if plane > 0 {
-                let mut conv_rows: Vec<&mut [f32]> = buf.chunks_mut(plane).collect();
-                pc.rows(lo, &mut conv_rows, &mut s);
-            }
-            for (oc, out_rows) in rows.iter_mut().enumerate() {
-                let at =
-                    |y: usize| &buf[oc * plane + (y - lo) * cw..oc * plane + (y - lo + 1) * cw];
+        with_scratch(|s| {
+            let mut pr = PoolRows::new(pool, conv_shape, w);
+            let mut buf = std::mem::take(&mut s.rows);
+            let mut v = vec![0.0f32; cw];
+            let nrows = rows.first().map_or(0, |r| r.len() / w.max(1));
+            let mut r0 = 0;
+            while r0 < nrows {
+                let r1 = (r0 + step).min(nrows);
+                // Convolution rows `lo .. hi` feed pooled rows `r0 .. r1`.
+                let (mut lo, mut hi) = (usize::MAX, 0);
                 for r in r0..r1 {
-                    let out_row = &mut out_rows[r * w..(r + 1) * w];
-                    let oy = b * band + r;
-                    if simple {
-                        let size = pool.size();
-                        let y0 = oy * pool.window.stride[0];
-                        v.copy_from_slice(at(y0));
-                        for y in y0 + 1..y0 + size {
-                            vertical_max(&mut v, at(y));
-                        }
-                        horizontal_max(&v, out_row, size, pool.window.stride[1]);
-                    } else {
-                        pr.reduce(oy, at, out_row);
+                    let (first, n, _) = pr.rows_of(b * band + r);
+                    if n > 0 {
+                        lo = lo.min(first);
+                        hi = hi.max(first + (n - 1) * pr.row_step() + 1);
                     }
                 }
+                let lo = lo.min(hi);
+                let plane = (hi - lo) * cw;
+                buf.clear();
+                buf.resize(c * plane, 0.0);
+                if plane > 0 {
+                    let mut conv_rows: Vec<&mut [f32]> = buf.chunks_mut(plane).collect();
+                    pc.rows(lo, &mut conv_rows, s);
+                }
+                for (oc, out_rows) in rows.iter_mut().enumerate() {
+                    let at =
+                        |y: usize| &buf[oc * plane + (y - lo) * cw..oc * plane + (y - lo + 1) * cw];
+                    for r in r0..r1 {
+                        let out_row = &mut out_rows[r * w..(r + 1) * w];
+                        let oy = b * band + r;
+                        if simple {
+                            let size = pool.size();
+                            let y0 = oy * pool.window.stride[0];
+                            v.copy_from_slice(at(y0));
+                            for y in y0 + 1..y0 + size {
+                                vertical_max(&mut v, at(y));
+                            }
+                            horizontal_max(&v, out_row, size, pool.window.stride[1]);
+                        } else {
+                            pr.reduce(oy, at, out_row);
+                        }
+                    }
+                }
+                r0 = r1;
             }
-            r0 = r1;
-        }
+            s.rows = buf;
+        })
     });
     out
-}
-
-/// Where a block's tap data comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Source {
-    /// Strides 1: a zero-padded copy of the block's input rows; the
-    /// grid is the padded width.
-    Strip,
-    /// Any geometry: a panel gathered per tile and chunk; the grid is the
-    /// output width.
-    Gather,
 }
 
 /// The tile width (`U * LANES`) at `level`.
@@ -199,18 +190,56 @@ pub(crate) struct Panel<'a> {
     packed: std::sync::Arc<[f32]>,
     bias: Vec<f32>,
     level: Level,
-    source: Source,
+}
+
+/// Runs `f` with this thread's scratch buffers, which live as long as the
+/// thread: blocks reuse them from call to call and frame to frame instead
+/// of allocating (and faulting in) fresh pages.
+fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
+    }
+    SCRATCH.with(|s| match s.try_borrow_mut() {
+        Ok(mut s) => f(&mut s),
+        // Re-entered on this thread (a nested parallel call ran a block
+        // here while it waited): fresh buffers for the inner call.
+        Err(_) => f(&mut Scratch::default()),
+    })
 }
 
 /// Per-thread buffers of a [`Panel`].
 #[derive(Default)]
 pub(crate) struct Scratch {
-    /// Partial sums of a block, `[out][grid pixels rounded to T]`.
+    /// Convolution rows a fused pool reads ([`run_pool`]).
+    rows: Vec<f32>,
+    /// Partial sums of a block, `[out][grid pixels rounded to lanes]`.
     acc: Vec<f32>,
-    /// Padded input rows (strip) or one gathered panel.
+    /// The block's input rows, padded and split in stride phases
+    /// ([`Panel::fill_strip`]).
     data: Vec<f32>,
-    /// Tap offsets into `data` for the current chunk.
+    /// Per tap of the current group, where grid pixel 0 reads in `data`.
     offs: Vec<usize>,
+}
+
+/// The layout of a block's strip: per input channel, `sh * sw` phase
+/// planes of `rows x grid_w` values. Phase `(py, px)` row `i`, column `j`
+/// holds the zero-padded input at padded row `i * sh + py`, padded column
+/// `j * sw + px` (padded coordinates: row `y0 * sh - pad_top + r`, column
+/// `x - pad_left`). Output pixel `(oy, ox)` of the block reads tap
+/// `(ky, kx)` at phase `((ky dh) % sh, (kx dw) % sw)`, row `oy + ky dh /
+/// sh`, column `ox + kx dw / sw`: consecutive grid pixels read
+/// consecutive values, whatever the stride.
+struct Strip {
+    /// Phase columns: the padded width over the column stride, rounded up.
+    grid_w: usize,
+    /// Phase rows.
+    rows: usize,
+}
+
+impl Strip {
+    fn plane(&self) -> usize {
+        self.rows * self.grid_w
+    }
 }
 
 impl<'a> Panel<'a> {
@@ -223,11 +252,6 @@ impl<'a> Panel<'a> {
         ep: &'a [EpilogueOp],
     ) -> Self {
         let p = conv.params;
-        let source = if p.window.stride == [1, 1] {
-            Source::Strip
-        } else {
-            Source::Gather
-        };
         Self {
             conv,
             input,
@@ -236,24 +260,24 @@ impl<'a> Panel<'a> {
             packed: conv.packed_with(pack),
             bias: (0..p.out_channels).map(|oc| conv.bias_of(oc)).collect(),
             level: level(),
-            source,
         }
     }
 
-    /// Grid width: padded input width for a strip, output width otherwise.
-    fn grid_w(&self) -> usize {
-        match self.source {
-            Source::Strip => {
-                let [_, l, _, r] = self.conv.params.window.pads;
-                self.input.shape().w + l + r
-            }
-            Source::Gather => self.out.w,
+    /// The strip of a block of `m` output rows.
+    fn strip(&self, m: usize) -> Strip {
+        let win = self.conv.params.window;
+        let [_, l, _, r] = win.pads;
+        let padded_w = self.input.shape().w + l + r;
+        let padded_h = (m - 1) * win.stride[0] + win.extent()[0];
+        Strip {
+            grid_w: padded_w.div_ceil(win.stride[1]),
+            rows: padded_h.div_ceil(win.stride[0]),
         }
     }
 
     /// Output rows per block: partial sums within [`LIVE_BYTES`].
     fn block_rows(&self) -> usize {
-        let per_row = self.conv.params.out_channels * self.grid_w() * 4;
+        let per_row = self.conv.params.out_channels * self.strip(1).grid_w * 4;
         (LIVE_BYTES / per_row.max(1)).max(1)
     }
 
@@ -267,7 +291,7 @@ impl<'a> Panel<'a> {
         while r < n {
             let m = step.min(n - r);
             self.block(y0 + r, m, scratch);
-            let gw = self.grid_w();
+            let gw = self.strip(m).grid_w;
             let plane = scratch.acc.len() / self.conv.params.out_channels.max(1);
             for (oc, d) in dst.iter_mut().enumerate() {
                 let acc = &scratch.acc[oc * plane..];
@@ -283,186 +307,110 @@ impl<'a> Panel<'a> {
     /// Computes output rows `y0 .. y0 + m` into `scratch.acc` (grid
     /// layout, before the epilogue).
     fn block(&self, y0: usize, m: usize, s: &mut Scratch) {
-        let t = tile_width(self.level);
         let l = lanes(self.level);
-        let npix = m * self.grid_w();
+        let strip = self.strip(m);
+        let npix = m * strip.grid_w;
         let plane = npix.div_ceil(l) * l;
         // Every value is written by the first chunk before it is read.
         s.acc.resize(self.conv.params.out_channels * plane, 0.0);
-        if self.source == Source::Strip {
-            self.fill_strip(y0, m, t, &mut s.data);
-        }
+        self.fill_strip(y0, &strip, tile_width(self.level), &mut s.data);
         match self.level {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `Level::Avx512` is only chosen when the CPU has AVX-512F and FMA.
-            Level::Avx512 => unsafe { block_avx512(self, y0, m, s) },
+            Level::Avx512 => unsafe { block_avx512(self, &strip, s) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `Level::Avx2Fma` is only chosen when the CPU has AVX2 and FMA.
-            Level::Avx2Fma => unsafe { block_avx2(self, y0, m, s) },
+            Level::Avx2Fma => unsafe { block_avx2(self, &strip, s) },
             #[cfg(target_arch = "aarch64")]
             // SAFETY: NEON is part of the aarch64 base ISA.
-            Level::Neon => unsafe { block_v::<vector::Neon, 4>(self, y0, m, s) },
+            Level::Neon => unsafe { block_v::<vector::Neon, 4>(self, &strip, s) },
             // SAFETY: portable lanes need no CPU feature.
-            _ => unsafe { block_v::<vector::Portable, 1>(self, y0, m, s) },
+            _ => unsafe { block_v::<vector::Portable, 1>(self, &strip, s) },
         }
     }
 
-    /// Input rows a strip of `m` output rows holds.
-    fn strip_rows(&self, m: usize) -> usize {
+    /// Copies the input rows the block at output row `y0` reads into its
+    /// strip (zero padding, stride phases), plus a zero tail of a tile and
+    /// a row that every tile's last read stays within.
+    fn fill_strip(&self, y0: usize, strip: &Strip, t: usize, data: &mut Vec<f32>) {
         let win = self.conv.params.window;
-        (m - 1) * win.stride[0] + win.extent()[0]
-    }
-
-    /// Copies the input rows the block of output rows `y0 .. y0 + m` reads,
-    /// zero-padded, as `[ic][row][grid_w]`, plus a zero tail that every
-    /// tile's last read stays within.
-    fn fill_strip(&self, y0: usize, m: usize, t: usize, data: &mut Vec<f32>) {
-        let p = self.conv.params;
-        let win = p.window;
+        let [sh, sw] = win.stride;
         let Shape { c, h, w } = self.input.shape();
-        let gw = self.grid_w();
-        let rows = self.strip_rows(m);
-        let plane = rows * gw;
-        let ext_w = win.extent()[1];
+        let (gw, plane) = (strip.grid_w, strip.plane());
+        let pl = win.pads[1];
         data.clear();
-        data.resize(c * plane + t + ext_w + gw, 0.0);
-        let first = (y0 * win.stride[0]) as isize - win.pads[0] as isize;
+        data.resize(c * sh * sw * plane + t + gw + win.extent()[1], 0.0);
+        let first = (y0 * sh) as isize - win.pads[0] as isize;
         for ic in 0..c {
             let src = self.input.plane(ic);
-            for r in 0..rows {
+            for r in 0..strip.rows * sh {
                 let iy = first + r as isize;
                 if iy < 0 || iy >= h as isize {
                     continue;
                 }
-                let iy = iy as usize;
-                let at = ic * plane + r * gw + win.pads[1];
-                data[at..at + w].copy_from_slice(&src[iy * w..(iy + 1) * w]);
+                let row = &src[iy as usize * w..(iy as usize + 1) * w];
+                let (py, i) = (r % sh, r / sh);
+                for px in 0..sw {
+                    // Phase columns j hold input column j * sw + px - pl.
+                    let j0 = pl.saturating_sub(px).div_ceil(sw);
+                    let x0 = j0 * sw + px - pl;
+                    if x0 >= w {
+                        continue;
+                    }
+                    let n = ((w - 1 - x0) / sw + 1).min(gw - j0);
+                    let at = ((ic * sh + py) * sw + px) * plane + i * gw + j0;
+                    strided_copy(&mut data[at..at + n], &row[x0..], sw);
+                }
             }
         }
     }
 
-    /// Points `offs` at the tap data of taps `k0 .. k0 + kc` of group `g`
-    /// (offsets into `s.data` of tile pixel 0, for the tile at `t0`), and
-    /// for a gather, fills the panel.
-    #[allow(clippy::too_many_arguments)]
-    fn taps(
-        &self,
-        g: usize,
-        k0: usize,
-        kc: usize,
-        y0: usize,
-        m: usize,
-        t0: usize,
-        t: usize,
-        s: &mut Scratch,
-    ) {
+    /// Sets `s.offs` to where grid pixel 0 reads each tap of group `g`.
+    fn tap_offsets(&self, g: usize, strip: &Strip, offs: &mut Vec<usize>) {
         let p = self.conv.params;
         let win = p.window;
-        let (kh, kw) = (win.kernel[0], win.kernel[1]);
-        let ic0 = g * p.in_per_group();
-        s.offs.clear();
-        match self.source {
-            Source::Strip => {
-                let gw = self.grid_w();
-                let plane = self.strip_rows(m) * gw;
-                for k in k0..k0 + kc {
-                    let (icg, ky, kx) = (k / (kh * kw), (k / kw) % kh, k % kw);
-                    s.offs.push(
-                        (ic0 + icg) * plane + ky * win.dilation[0] * gw + kx * win.dilation[1] + t0,
-                    );
+        let [kh, kw] = win.kernel;
+        let [sh, sw] = win.stride;
+        let plane = strip.plane();
+        offs.clear();
+        for icg in 0..p.in_per_group() {
+            let ic = g * p.in_per_group() + icg;
+            for ky in 0..kh {
+                let ry = ky * win.dilation[0];
+                for kx in 0..kw {
+                    let cx = kx * win.dilation[1];
+                    let phase = (ic * sh + ry % sh) * sw + cx % sw;
+                    offs.push(phase * plane + (ry / sh) * strip.grid_w + cx / sw);
                 }
             }
-            Source::Gather => {
-                s.data.clear();
-                s.data.resize(kc * t, 0.0);
-                for (kk, k) in (k0..k0 + kc).enumerate() {
-                    let (icg, ky, kx) = (k / (kh * kw), (k / kw) % kh, k % kw);
-                    self.gather_row(
-                        (ic0 + icg, ky, kx),
-                        y0,
-                        m,
-                        t0,
-                        &mut s.data[kk * t..(kk + 1) * t],
-                    );
-                    s.offs.push(kk * t);
-                }
-            }
-        }
-    }
-
-    /// The input values tap `(ic, ky, kx)` reads for grid pixels
-    /// `t0 .. t0 + row.len()` of the block of `m` output rows at `y0` (zero
-    /// for padding and past the block).
-    fn gather_row(
-        &self,
-        tap: (usize, usize, usize),
-        y0: usize,
-        m: usize,
-        t0: usize,
-        row: &mut [f32],
-    ) {
-        let (ic, ky, kx) = tap;
-        let win = self.conv.params.window;
-        let Shape { h, w, .. } = self.input.shape();
-        let ow = self.out.w;
-        let plane = self.input.plane(ic);
-        let (sh, sw) = (win.stride[0] as isize, win.stride[1] as isize);
-        let off_y = (ky * win.dilation[0]) as isize - win.pads[0] as isize;
-        let off_x = (kx * win.dilation[1]) as isize - win.pads[1] as isize;
-        let mut j = 0;
-        let mut n = t0;
-        while j < row.len() {
-            if n >= m * ow {
-                row[j..].fill(0.0);
-                break;
-            }
-            let (r, ox) = (n / ow, n % ow);
-            let len = (ow - ox).min(row.len() - j);
-            let seg = &mut row[j..j + len];
-            let iy = (y0 + r) as isize * sh + off_y;
-            if iy < 0 || iy >= h as isize {
-                seg.fill(0.0);
-            } else {
-                let src = &plane[iy as usize * w..(iy as usize + 1) * w];
-                for (i, v) in seg.iter_mut().enumerate() {
-                    let ix = (ox + i) as isize * sw + off_x;
-                    *v = if ix >= 0 && ix < w as isize {
-                        src[ix as usize]
-                    } else {
-                        0.0
-                    };
-                }
-            }
-            j += len;
-            n += len;
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl,fma")]
-unsafe fn block_avx512(pc: &Panel<'_>, y0: usize, m: usize, s: &mut Scratch) {
+unsafe fn block_avx512(pc: &Panel<'_>, strip: &Strip, s: &mut Scratch) {
     // SAFETY: forwarded from the caller; AVX-512F and FMA are enabled here.
-    unsafe { block_v::<vector::Avx512, 4>(pc, y0, m, s) }
+    unsafe { block_v::<vector::Avx512, 4>(pc, strip, s) }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn block_avx2(pc: &Panel<'_>, y0: usize, m: usize, s: &mut Scratch) {
+unsafe fn block_avx2(pc: &Panel<'_>, strip: &Strip, s: &mut Scratch) {
     // SAFETY: forwarded from the caller; AVX2 and FMA are enabled here.
-    unsafe { block_v::<vector::Avx2, 2>(pc, y0, m, s) }
+    unsafe { block_v::<vector::Avx2, 2>(pc, strip, s) }
 }
 
-/// The block of output rows `y0 .. y0 + m` into `s.acc`: per group, per
-/// chunk of taps, per tile, every block of [`OB`] output channels.
+/// A block into `s.acc`: per group, per chunk of taps, per tile, every
+/// block of [`OB`] output channels.
 ///
 /// # Safety
 /// The CPU must support `V`; `U * V::LANES` is [`tile_width`] of the
 /// panel's level; `s.acc` holds `out_channels` planes of the block's grid
-/// pixels rounded up to the tile, and for a strip `s.data` holds the
-/// block's padded rows ([`Panel::fill_strip`]).
+/// pixels rounded up to lanes, and `s.data` the block's strip
+/// ([`Panel::fill_strip`]).
 #[inline(always)]
-unsafe fn block_v<V: Vector, const U: usize>(pc: &Panel<'_>, y0: usize, m: usize, s: &mut Scratch) {
+unsafe fn block_v<V: Vector, const U: usize>(pc: &Panel<'_>, strip: &Strip, s: &mut Scratch) {
     let l = V::LANES;
     let t = U * l;
     let p = pc.conv.params;
@@ -470,24 +418,24 @@ unsafe fn block_v<V: Vector, const U: usize>(pc: &Panel<'_>, y0: usize, m: usize
     let chunk = (CHUNK_BYTES / 4 / t).max(8);
     let plane = s.acc.len() / p.out_channels.max(1);
     for g in 0..p.groups {
+        pc.tap_offsets(g, strip, &mut s.offs);
         let mut k0 = 0;
         while k0 < k_all {
             let kc = chunk.min(k_all - k0);
-            let first = k0 == 0;
             let mut t0 = 0;
             while t0 < plane {
                 // The last tile is as many vectors as the block has left.
                 let vecs = U.min((plane - t0) / l);
-                pc.taps(g, k0, kc, y0, m, t0, vecs * l, s);
                 let job = Job {
-                    x: s.data.as_ptr(),
-                    offs: s.offs.as_slice(),
+                    // SAFETY: in the strip; reads stay in its tail (`fill_strip`).
+                    x: unsafe { s.data.as_ptr().add(t0) },
+                    offs: &s.offs[k0..k0 + kc],
                     acc: s.acc.as_mut_ptr(),
                     plane,
                     k_all,
                     k0,
                     t0,
-                    first,
+                    first: k0 == 0,
                 };
                 // SAFETY: forwarded; `t0 + vecs * LANES <= plane`.
                 unsafe {
@@ -507,7 +455,7 @@ unsafe fn block_v<V: Vector, const U: usize>(pc: &Panel<'_>, y0: usize, m: usize
 
 /// One tile's work for one chunk of taps.
 struct Job<'s> {
-    /// Tap data base and per-tap offsets ([`Panel::taps`]).
+    /// Tap data of the tile's first pixel, and per-tap offsets from it.
     x: *const f32,
     offs: &'s [usize],
     /// Partial sums, `[out][plane]`.
@@ -523,14 +471,14 @@ struct Job<'s> {
 }
 
 /// Every block of [`OB`] output channels of group `g` for one tile of `U`
-/// vectors.
+/// vectors; a group's last block of fewer channels runs as one block of
+/// its size.
 ///
 /// # Safety
 /// As [`block_v`]; `job.t0 + U * V::LANES <= job.plane`.
 #[inline(always)]
 unsafe fn tile_channels<V: Vector, const U: usize>(pc: &Panel<'_>, job: &Job<'_>, g: usize) {
-    let p = pc.conv.params;
-    let opg = p.out_per_group();
+    let opg = pc.conv.params.out_per_group();
     let mut j = 0;
     while j < opg {
         let oc0 = g * opg + j;
@@ -538,27 +486,20 @@ unsafe fn tile_channels<V: Vector, const U: usize>(pc: &Panel<'_>, job: &Job<'_>
         // SAFETY: the packed block of `nb` channels at `oc0` holds
         // `k_all * nb` weights from `oc0 * k_all`; the partial sums of
         // channel `oc` are `acc[oc * plane + t0 ..][..U * LANES]`, inside
-        // the plane; every tap offset plus `U * LANES` stays inside the tap
-        // data (the strip's zero tail, or the panel).
+        // the plane; every tap offset plus `U * LANES` stays inside the
+        // strip and its tail.
         unsafe {
             let w = pc.packed.as_ptr().add(oc0 * job.k_all + job.k0 * nb);
             let d = job.acc.add(oc0 * job.plane + job.t0);
             let bias = pc.bias.as_ptr().add(oc0);
-            if nb == OB {
-                tile::<V, U, OB>(job.x, job.offs, w, nb, d, job.plane, bias, job.first);
-            } else {
-                for b in 0..nb {
-                    tile::<V, U, 1>(
-                        job.x,
-                        job.offs,
-                        w.add(b),
-                        nb,
-                        d.add(b * job.plane),
-                        job.plane,
-                        bias.add(b),
-                        job.first,
-                    );
-                }
+            let (x, o, pl, f) = (job.x, job.offs, job.plane, job.first);
+            match nb {
+                1 => tile::<V, U, 1>(x, o, w, d, pl, bias, f),
+                2 => tile::<V, U, 2>(x, o, w, d, pl, bias, f),
+                3 => tile::<V, U, 3>(x, o, w, d, pl, bias, f),
+                4 => tile::<V, U, 4>(x, o, w, d, pl, bias, f),
+                5 => tile::<V, U, 5>(x, o, w, d, pl, bias, f),
+                _ => tile::<V, U, OB>(x, o, w, d, pl, bias, f),
             }
         }
         j += nb;
@@ -567,19 +508,18 @@ unsafe fn tile_channels<V: Vector, const U: usize>(pc: &Panel<'_>, job: &Job<'_>
 
 /// The micro-kernel: `B` channels x `U` vectors of one tile, over the taps
 /// of `offs`: starts from the bias (`first`) or the stored partial sums,
-/// adds `w * x` per tap in order, and stores.
+/// adds `w * x` per tap in order, and stores. The weights of tap `k` are
+/// `w[k * B ..][..B]` (a packed block of `B` channels).
 ///
 /// # Safety
 /// The CPU must support `V`; `x + offs[k]` is readable for `U * LANES`
-/// values, `w + k * ws + b` for every tap `k` and `b < B`, `bias + b`, and
+/// values, `w + k * B + b` for every tap `k` and `b < B`, `bias + b`, and
 /// `dst + b * ds` is writable (and readable) for `U * LANES` values.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 unsafe fn tile<V: Vector, const U: usize, const B: usize>(
     x: *const f32,
     offs: &[usize],
     w: *const f32,
-    ws: usize,
     dst: *mut f32,
     ds: usize,
     bias: *const f32,
@@ -603,7 +543,7 @@ unsafe fn tile<V: Vector, const U: usize, const B: usize>(
                     *a = V::mul_add(wv, xv, *a);
                 }
             }
-            wk = wk.add(ws);
+            wk = wk.add(B);
         }
         for (b, accb) in acc.iter().enumerate() {
             for (u, a) in accb.iter().enumerate() {

@@ -81,6 +81,10 @@ struct SegmentEntry {
 struct GroupEntry {
     /// Minimum bytes per frame moved.
     bytes: u64,
+    /// The CPU convolution algorithm (`rows`, `panel`, `depthwise`), for a
+    /// group with a convolution.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cpu_algorithm: Option<&'static str>,
     /// The CUDA kernel it runs as ([`kernel_of`]).
     cuda_kernel: String,
     flops: u64,
@@ -142,10 +146,14 @@ pub fn run(a: PlanArgs) -> Result<()> {
                 .map(|s| s.id.as_str())
                 .collect();
             let (flops, bytes) = (g.op.flops(g.input)?, g.op.min_bytes(g.input)?);
+            let label = match cpu_algorithm(&g.op, g.input) {
+                Some(a) => format!("{} [{a}]", g.op.label()),
+                None => g.op.label(),
+            };
             println!(
-                "  {:<24} {:<28} {} -> {}  {:.1} MFLOP  {:.2} MB  {:.2} FLOP/B",
+                "  {:<24} {:<36} {} -> {}  {:.1} MFLOP  {:.2} MB  {:.2} FLOP/B",
                 ids.join("+"),
-                g.op.label(),
+                label,
                 g.input,
                 g.output,
                 flops as f64 / 1e6,
@@ -162,6 +170,12 @@ pub fn run(a: PlanArgs) -> Result<()> {
     Ok(())
 }
 
+/// The CPU convolution algorithm of a group, where it has a convolution
+/// (what a CPU node runs; a CUDA node runs [`kernel_of`]).
+fn cpu_algorithm(op: &Op, input: streamfuse_kernels::Shape) -> Option<&'static str> {
+    streamfuse_kernels::cpu::conv::op_algorithm(op, input).map(|a| a.name())
+}
+
 /// The plan as `--json` prints it.
 fn report(p: &Pipeline, pl: &Plan) -> Result<PlanReport> {
     let mut segments = Vec::new();
@@ -171,6 +185,7 @@ fn report(p: &Pipeline, pl: &Plan) -> Result<PlanReport> {
             let (flops, bytes) = (g.op.flops(g.input)?, g.op.min_bytes(g.input)?);
             groups.push(GroupEntry {
                 bytes,
+                cpu_algorithm: cpu_algorithm(&g.op, g.input),
                 cuda_kernel: kernel_of(&g.op, g.input)?.to_string(),
                 flops,
                 flops_per_byte: flops as f64 / bytes.max(1) as f64,

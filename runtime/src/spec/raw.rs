@@ -292,6 +292,11 @@ pub struct RawStage {
     /// conv2d: channel groups (default 1; `in_channels` for depthwise).
     #[serde(default)]
     pub groups: Option<Spanned<usize>>,
+    /// conv2d: the CPU algorithm, `auto` (default: the cost model picks),
+    /// `rows`, `panel` or `depthwise`. Every choice gives the same values;
+    /// only the speed differs.
+    #[serde(default)]
+    pub algorithm: Option<Spanned<String>>,
     /// maxpool, avgpool: round partial windows up (default false).
     #[serde(default)]
     pub ceil_mode: Option<Spanned<bool>>,

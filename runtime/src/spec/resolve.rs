@@ -392,6 +392,7 @@ fn present_fields(st: &RawStage) -> Vec<(&'static str, Position)> {
         ("mode", pos(&st.mode)),
         ("dilation", pos(&st.dilation)),
         ("groups", pos(&st.groups)),
+        ("algorithm", pos(&st.algorithm)),
         ("ceil_mode", pos(&st.ceil_mode)),
         ("count_include_pad", pos(&st.count_include_pad)),
         ("alpha", pos(&st.alpha)),

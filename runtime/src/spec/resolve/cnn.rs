@@ -7,7 +7,8 @@
 
 use serde_saphyr::Spanned;
 use streamfuse_kernels::{
-    ChannelAffine, Conv2d, Conv2dParams, Op, Pointwise, Pool2d, PoolKind, Shape, Window, random,
+    ChannelAffine, Conv2d, Conv2dParams, ConvAlgorithm, Op, Pointwise, Pool2d, PoolKind, Shape,
+    Window, random,
 };
 
 use super::{Located, StageCx, explain};
@@ -291,8 +292,29 @@ pub(super) fn conv(sc: &StageCx<'_>, input: Shape) -> Result<Op, SpecError> {
             ),
         },
     };
+    let algorithm = match &st.algorithm {
+        None => None,
+        Some(a) if a.value == "auto" => None,
+        Some(a) => match ConvAlgorithm::from_name(&a.value) {
+            Some(ConvAlgorithm::Depthwise) if !params.depthwise() => {
+                return Err(cx.at(
+                    a,
+                    f("algorithm"),
+                    "is depthwise, but this convolution is not (groups must equal its input channels)",
+                ));
+            }
+            Some(alg) => Some(alg),
+            None => {
+                return Err(cx.at(
+                    a,
+                    f("algorithm"),
+                    format!("is `{}`; expected auto, rows, panel or depthwise", a.value),
+                ));
+            }
+        },
+    };
     Conv2d::new(params, w, bias)
-        .map(Op::Conv2d)
+        .map(|c| Op::Conv2d(c.with_algorithm(algorithm)))
         .map_err(|e| cx.at(weights, f("weights"), e.to_string()))
 }
 

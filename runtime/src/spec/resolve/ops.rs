@@ -34,6 +34,7 @@ pub(super) const OPS: &[OpEntry] = &[
             "out_channels",
             "bias",
             "weights",
+            "algorithm",
         ],
         build: cnn::conv,
     },
