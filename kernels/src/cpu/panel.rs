@@ -4,17 +4,18 @@
 //! The [row engine](super::conv) computes one output row at a time in
 //! tiles of up to 128 columns, so a 14- or 28-wide layer leaves most lanes
 //! idle, and it blocks only 4 output channels per load. Here output rows
-//! are computed in blocks: a block of rows is laid out as one "grid" of
-//! `rows x grid_w` pixels, and tiles of `T = U x LANES` consecutive grid
-//! pixels (which may span rows) are the unit of work. For every tap
-//! `(ic, ky, kx)` a tile reads `T` input values: straight from a
-//! zero-padded copy of the block's input rows when the strides are 1
-//! (then `grid_w` is the padded width, and the few columns past the output
-//! width are computed and dropped), or from a panel gathered im2col-style
-//! otherwise. A micro-kernel accumulates `OB x T` outputs in registers
-//! over a chunk of taps, reading the weights from a copy packed once per
+//! are computed in blocks: the input rows a block reads are copied once
+//! into a "strip", zero-padded and split in stride phases, so that for
+//! every tap `(ic, ky, kx)` consecutive output pixels read consecutive
+//! strip values, whatever the stride and dilation. A block's output is a
+//! grid of `rows x grid_w` pixels (`grid_w`: the padded width over the
+//! column stride; the few columns past the output width are computed and
+//! dropped), and tiles of `T = U x LANES` consecutive grid pixels, which
+//! may span rows, are the unit of work. A micro-kernel accumulates `OB x
+//! T` outputs in registers (6 channels x 4 vectors with AVX-512) over a
+//! chunk of taps, reading the weights from a copy packed once per
 //! convolution (`[block][tap][OB]`, [`pack`]); chunks keep the tap data a
-//! tile reads in L1, and partial sums go to an L2-sized block buffer.
+//! tile reads in L1, and partial sums stay in an L2-sized block buffer.
 //!
 //! Accumulation order per output value is the row engine's: `bias`, then
 //! taps in `(ic, ky, kx)` order as `acc = w * x + acc` ([`Vector::mul_add`]);

@@ -382,6 +382,7 @@ mod tests {
             "mode",
             "dilation",
             "groups",
+            "algorithm",
             "ceil_mode",
             "count_include_pad",
             "alpha",
