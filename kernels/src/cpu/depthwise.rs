@@ -39,7 +39,7 @@ pub(crate) fn run(input: &Tensor, conv: &Conv2d, ep: &[EpilogueOp], out_shape: S
     let lvl = level();
     let win = conv.params.window;
     let ext = win.extent();
-    let lanes = lanes(lvl);
+    let lanes = vector::lanes(lvl);
     // Padded block width: every column an output vector reads.
     let pw = w.max(lanes) + ext[1] - 1;
     // ReLU and clip bounds are applied to the vectors before they are
@@ -81,19 +81,6 @@ pub(crate) fn run(input: &Tensor, conv: &Conv2d, ep: &[EpilogueOp], out_shape: S
         }
     });
     out
-}
-
-/// Lanes of the vector type `lvl` uses.
-fn lanes(lvl: Level) -> usize {
-    match lvl {
-        #[cfg(target_arch = "x86_64")]
-        Level::Avx512 => vector::Avx512::LANES,
-        #[cfg(target_arch = "x86_64")]
-        Level::Avx2Fma => vector::Avx2::LANES,
-        #[cfg(target_arch = "aarch64")]
-        Level::Neon => vector::Neon::LANES,
-        _ => vector::Portable::LANES,
-    }
 }
 
 /// Copies the input rows `iy0 ..` of channel `ch` into `block` (rows of

@@ -27,7 +27,7 @@
 
 use super::conv::strided_copy;
 use super::fused::epilogue_row;
-use super::pool::{PoolRows, horizontal_max, vertical_max};
+use super::pool::{PoolRows, simple_max_row};
 use super::simd::{Level, level};
 use super::vector::{self, Vector};
 use super::{for_each_band, plane_bands};
@@ -40,6 +40,9 @@ pub(crate) const OB: usize = 6;
 
 /// Bytes of partial sums a block keeps live (`out_channels x pixels`).
 const LIVE_BYTES: usize = 384 * 1024;
+/// The widest tile any level uses (`U * LANES` with AVX-512): the strip's
+/// zero tail covers a tile read past its last row.
+const MAX_TILE: usize = 64;
 /// Bytes of tap data one tile reads per chunk (`chunk x T`): in L1.
 const CHUNK_BYTES: usize = 16 * 1024;
 
@@ -128,7 +131,7 @@ pub(crate) fn run_pool(
                 }
                 let lo = lo.min(hi);
                 let plane = (hi - lo) * cw;
-                buf.clear();
+                // Every value is written by `rows` before it is read.
                 buf.resize(c * plane, 0.0);
                 if plane > 0 {
                     let mut conv_rows: Vec<&mut [f32]> = buf.chunks_mut(plane).collect();
@@ -141,13 +144,8 @@ pub(crate) fn run_pool(
                         let out_row = &mut out_rows[r * w..(r + 1) * w];
                         let oy = b * band + r;
                         if simple {
-                            let size = pool.size();
-                            let y0 = oy * pool.window.stride[0];
-                            v.copy_from_slice(at(y0));
-                            for y in y0 + 1..y0 + size {
-                                vertical_max(&mut v, at(y));
-                            }
-                            horizontal_max(&v, out_row, size, pool.window.stride[1]);
+                            let (size, stride) = (pool.size(), pool.window.stride[0]);
+                            simple_max_row(&mut v, at, oy * stride, size, stride, out_row);
                         } else {
                             pr.reduce(oy, at, out_row);
                         }
@@ -159,26 +157,6 @@ pub(crate) fn run_pool(
         })
     });
     out
-}
-
-/// The tile width (`U * LANES`) at `level`.
-pub(crate) const fn tile_width(level: Level) -> usize {
-    match level {
-        Level::Avx512 => 64,
-        Level::Avx2Fma => 16,
-        Level::Neon => 16,
-        Level::Portable => 8,
-    }
-}
-
-/// Lanes per vector at `level`.
-const fn lanes(level: Level) -> usize {
-    match level {
-        Level::Avx512 => 16,
-        Level::Avx2Fma => 8,
-        Level::Neon => 4,
-        Level::Portable => 8,
-    }
 }
 
 /// One convolution (with its epilogue) over one input, computed in row
@@ -291,8 +269,7 @@ impl<'a> Panel<'a> {
         let mut r = 0;
         while r < n {
             let m = step.min(n - r);
-            self.block(y0 + r, m, scratch);
-            let gw = self.strip(m).grid_w;
+            let gw = self.block(y0 + r, m, scratch);
             let plane = scratch.acc.len() / self.conv.params.out_channels.max(1);
             for (oc, d) in dst.iter_mut().enumerate() {
                 let acc = &scratch.acc[oc * plane..];
@@ -307,14 +284,15 @@ impl<'a> Panel<'a> {
 
     /// Computes output rows `y0 .. y0 + m` into `scratch.acc` (grid
     /// layout, before the epilogue).
-    fn block(&self, y0: usize, m: usize, s: &mut Scratch) {
-        let l = lanes(self.level);
+    /// Returns the grid width.
+    fn block(&self, y0: usize, m: usize, s: &mut Scratch) -> usize {
+        let l = vector::lanes(self.level);
         let strip = self.strip(m);
         let npix = m * strip.grid_w;
         let plane = npix.div_ceil(l) * l;
         // Every value is written by the first chunk before it is read.
         s.acc.resize(self.conv.params.out_channels * plane, 0.0);
-        self.fill_strip(y0, &strip, tile_width(self.level), &mut s.data);
+        self.fill_strip(y0, &strip, &mut s.data);
         match self.level {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `Level::Avx512` is only chosen when the CPU has AVX-512F and FMA.
@@ -328,39 +306,45 @@ impl<'a> Panel<'a> {
             // SAFETY: portable lanes need no CPU feature.
             _ => unsafe { block_v::<vector::Portable, 1>(self, &strip, s) },
         }
+        strip.grid_w
     }
 
     /// Copies the input rows the block at output row `y0` reads into its
     /// strip (zero padding, stride phases), plus a zero tail of a tile and
-    /// a row that every tile's last read stays within.
-    fn fill_strip(&self, y0: usize, strip: &Strip, t: usize, data: &mut Vec<f32>) {
+    /// a row that every tile's last read stays within. Each value is
+    /// written once: copied, or zeroed where it is padding.
+    fn fill_strip(&self, y0: usize, strip: &Strip, data: &mut Vec<f32>) {
         let win = self.conv.params.window;
         let [sh, sw] = win.stride;
         let Shape { c, h, w } = self.input.shape();
         let (gw, plane) = (strip.grid_w, strip.plane());
         let pl = win.pads[1];
-        data.clear();
-        data.resize(c * sh * sw * plane + t + gw + win.extent()[1], 0.0);
+        let body = c * sh * sw * plane;
+        data.resize(body + MAX_TILE + gw + win.extent()[1], 0.0);
+        data[body..].fill(0.0);
         let first = (y0 * sh) as isize - win.pads[0] as isize;
         for ic in 0..c {
             let src = self.input.plane(ic);
             for r in 0..strip.rows * sh {
-                let iy = first + r as isize;
-                if iy < 0 || iy >= h as isize {
-                    continue;
-                }
-                let row = &src[iy as usize * w..(iy as usize + 1) * w];
                 let (py, i) = (r % sh, r / sh);
+                let iy = first + r as isize;
+                let row = (iy >= 0 && iy < h as isize)
+                    .then(|| &src[iy as usize * w..(iy as usize + 1) * w]);
                 for px in 0..sw {
+                    let at = ((ic * sh + py) * sw + px) * plane + i * gw;
+                    let dst = &mut data[at..at + gw];
                     // Phase columns j hold input column j * sw + px - pl.
-                    let j0 = pl.saturating_sub(px).div_ceil(sw);
+                    let j0 = pl.saturating_sub(px).div_ceil(sw).min(gw);
                     let x0 = j0 * sw + px - pl;
-                    if x0 >= w {
-                        continue;
+                    match row {
+                        Some(row) if x0 < w => {
+                            let n = ((w - 1 - x0) / sw + 1).min(gw - j0);
+                            dst[..j0].fill(0.0);
+                            strided_copy(&mut dst[j0..j0 + n], &row[x0..], sw);
+                            dst[j0 + n..].fill(0.0);
+                        }
+                        _ => dst.fill(0.0),
                     }
-                    let n = ((w - 1 - x0) / sw + 1).min(gw - j0);
-                    let at = ((ic * sh + py) * sw + px) * plane + i * gw + j0;
-                    strided_copy(&mut data[at..at + n], &row[x0..], sw);
                 }
             }
         }
@@ -406,8 +390,7 @@ unsafe fn block_avx2(pc: &Panel<'_>, strip: &Strip, s: &mut Scratch) {
 /// block of [`OB`] output channels.
 ///
 /// # Safety
-/// The CPU must support `V`; `U * V::LANES` is [`tile_width`] of the
-/// panel's level; `s.acc` holds `out_channels` planes of the block's grid
+/// The CPU must support `V`; `U * V::LANES <= MAX_TILE`; `s.acc` holds `out_channels` planes of the block's grid
 /// pixels rounded up to lanes, and `s.data` the block's strip
 /// ([`Panel::fill_strip`]).
 #[inline(always)]

@@ -311,14 +311,31 @@ fn simple_max(input: &Tensor, size: usize, stride: usize, out: &mut Tensor) {
         let mut v = vec![0.0f32; in_shape.w];
         for (ch, rows) in rows.iter_mut().enumerate() {
             let plane = input.plane(ch);
+            let iw = in_shape.w;
             for (r, out_row) in rows.chunks_exact_mut(w).enumerate() {
-                let y0 = (b * band + r) * stride;
-                v.copy_from_slice(&plane[y0 * in_shape.w..(y0 + 1) * in_shape.w]);
-                for y in y0 + 1..y0 + size {
-                    vertical_max(&mut v, &plane[y * in_shape.w..(y + 1) * in_shape.w]);
-                }
-                horizontal_max(&v, out_row, size, stride);
+                let row = |y: usize| &plane[y * iw..(y + 1) * iw];
+                simple_max_row(&mut v, row, (b * band + r) * stride, size, stride, out_row);
             }
         }
     });
+}
+
+/// One output row of the square, unpadded floor-mode max pool (`size` x
+/// `size` windows at `stride` on both axes): the vertical maxima of input
+/// rows `y0 .. y0 + size` (`row(y)`, each `v.len()` wide) into `v`, then
+/// [`horizontal_max`] into `out`. Every path that computes this pool calls
+/// it, so all give the same bits.
+pub(crate) fn simple_max_row<'r, R: Fn(usize) -> &'r [f32]>(
+    v: &mut [f32],
+    row: R,
+    y0: usize,
+    size: usize,
+    stride: usize,
+    out: &mut [f32],
+) {
+    v.copy_from_slice(row(y0));
+    for y in y0 + 1..y0 + size {
+        vertical_max(v, row(y));
+    }
+    horizontal_max(v, out, size, stride);
 }

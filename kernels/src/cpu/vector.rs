@@ -194,6 +194,20 @@ mod arm {
 #[cfg(target_arch = "aarch64")]
 pub(crate) use arm::Neon;
 
+/// Lanes per vector of the type the kernels use at `level`.
+pub(crate) fn lanes(level: super::simd::Level) -> usize {
+    use super::simd::Level;
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => Avx512::LANES,
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2Fma => Avx2::LANES,
+        #[cfg(target_arch = "aarch64")]
+        Level::Neon => Neon::LANES,
+        _ => Portable::LANES,
+    }
+}
+
 /// `acc` through ReLU/clip `bounds`: `(lower, upper)` as
 /// `x > lower ? x : lower`, then, unless `upper` is NaN (a ReLU),
 /// `x < upper ? x : upper`: the pointwise ops' own expressions.

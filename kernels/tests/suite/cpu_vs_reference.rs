@@ -186,6 +186,50 @@ fn build(case: &ConvCase) -> (Tensor, Conv2d) {
     (input, conv)
 }
 
+/// A random conv → epilogue → pool chain with its f64 reference.
+struct ChainCase {
+    input: Tensor,
+    conv: Conv2d,
+    epilogue: Vec<EpilogueOp>,
+    want: RefTensor,
+    /// Rounding terms per output: the taps, each epilogue op (which may
+    /// round once more: twice the count), the pool's taps.
+    terms: usize,
+}
+
+/// The chain of `case`'s convolution, an epilogue op per byte of `ops` and
+/// `pool`; `None` when the pool does not fit the convolution's output.
+fn chain_case(case: &ConvCase, ops: &[u8], pool: Option<Pool2d>) -> Option<ChainCase> {
+    let (input, conv) = build(case);
+    let conv_shape = case
+        .params
+        .output_shape(case.shape)
+        .unwrap_or_else(|e| panic!("{e}"));
+    if let Some(p) = pool {
+        p.output_shape(conv_shape).ok()?;
+    }
+    let epilogue: Vec<EpilogueOp> = ops
+        .iter()
+        .map(|&k| epilogue_op(conv_shape.c, case.seed, k))
+        .collect();
+    let mut want = reference::conv2d(input.data(), input.shape(), &conv)
+        .unwrap_or_else(|| panic!("reference rejected"));
+    for e in &epilogue {
+        want = reference_epilogue(&want, e);
+    }
+    if let Some(p) = &pool {
+        want = reference::pool(&want, p).unwrap_or_else(|| panic!("reference rejected"));
+    }
+    let terms = case.params.filter_len() + 2 * epilogue.len() + pool.map_or(0, |p| p.taps());
+    Some(ChainCase {
+        input,
+        conv,
+        epilogue,
+        want,
+        terms,
+    })
+}
+
 fn assert_close(fast: &Tensor, want: &RefTensor, terms: usize) {
     assert_eq!(fast.shape(), want.shape, "shape");
     for (i, ((&f, &r), &m)) in fast
@@ -275,26 +319,12 @@ proptest! {
         ops in proptest::collection::vec(any::<u8>(), 0..=3),
         pool in proptest::option::of(pool_params().prop_flat_map(pool_of)),
     ) {
-        let (input, conv) = build(&case);
-        let conv_shape = case.params.output_shape(case.shape).unwrap_or_else(|e| panic!("{e}"));
-        if let Some(p) = pool {
-            prop_assume!(p.output_shape(conv_shape).is_ok());
-        }
-        let epilogue: Vec<EpilogueOp> = ops
-            .iter()
-            .map(|&k| epilogue_op(conv_shape.c, case.seed, k))
-            .collect();
+        let chain_case = chain_case(&case, &ops, pool);
+        prop_assume!(chain_case.is_some(), "the pool does not fit the convolution's output");
+        let Some(ChainCase { input, conv, epilogue, want, terms }) = chain_case else {
+            return Ok(());
+        };
         let chain = FusedChain { conv: Some(conv.clone()), epilogue: epilogue.clone(), pool };
-        let mut want = reference::conv2d(input.data(), input.shape(), &conv)
-            .unwrap_or_else(|| panic!("reference rejected"));
-        for e in &epilogue {
-            want = reference_epilogue(&want, e);
-        }
-        if let Some(p) = &pool {
-            want = reference::pool(&want, p).unwrap_or_else(|| panic!("reference rejected"));
-        }
-        // Each epilogue op may round once more: widen the term count.
-        let terms = case.params.filter_len() + 2 * epilogue.len() + pool.map_or(0, |p| p.taps());
         at_each_level(|| {
             let fused = Op::Fused(chain.clone()).run_cpu(&input).unwrap_or_else(|e| panic!("{e}"));
             let mut unfused = input.clone();
@@ -317,24 +347,11 @@ proptest! {
         ops in proptest::collection::vec(any::<u8>(), 0..=2),
         pool in proptest::option::of(pool_params().prop_flat_map(pool_of)),
     ) {
-        let (input, conv) = build(&case);
-        let conv_shape = case.params.output_shape(case.shape).unwrap_or_else(|e| panic!("{e}"));
-        if let Some(p) = pool {
-            prop_assume!(p.output_shape(conv_shape).is_ok());
-        }
-        let epilogue: Vec<EpilogueOp> = ops
-            .iter()
-            .map(|&k| epilogue_op(conv_shape.c, case.seed, k))
-            .collect();
-        let mut want = reference::conv2d(input.data(), input.shape(), &conv)
-            .unwrap_or_else(|| panic!("reference rejected"));
-        for e in &epilogue {
-            want = reference_epilogue(&want, e);
-        }
-        if let Some(p) = &pool {
-            want = reference::pool(&want, p).unwrap_or_else(|| panic!("reference rejected"));
-        }
-        let terms = case.params.filter_len() + 2 * epilogue.len() + pool.map_or(0, |p| p.taps());
+        let chain_case = chain_case(&case, &ops, pool);
+        prop_assume!(chain_case.is_some(), "the pool does not fit the convolution's output");
+        let Some(ChainCase { input, conv, epilogue, want, terms }) = chain_case else {
+            return Ok(());
+        };
         at_each_level(|| {
             let run = |algo: ConvAlgorithm| {
                 let chain = FusedChain {
