@@ -4,11 +4,13 @@ side, against the measured roofline.
 
 For each layer (conv + ReLU, + max-pool 2x2/2 where VGG-16 has one), the
 script writes a spec with a synthetic source of the layer's input shape and
-``algorithm: rows`` or ``algorithm: panel`` on the conv, times it with
-``streamfuse kernels bench SPEC --threads T --json`` (kernel time, median),
-and reports GFLOP/s and the share of ``streamfuse kernels roofline``'s peak
-at the same thread count, plus the algorithm ``auto`` picks
-(``streamfuse plan --json``'s ``cpu_algorithm``).
+``algorithm: rows``, ``panel`` or (3x3 stride-1 layers) ``winograd`` on the
+conv, times it with ``streamfuse kernels bench SPEC --threads T --json``
+(kernel time, median), and reports GFLOP/s and the share of ``streamfuse
+kernels roofline``'s peak at the same thread count, plus the algorithm
+``auto`` picks (``streamfuse plan --json``'s ``cpu_algorithm``). Winograd's
+GFLOP/s are the direct convolution's FLOPs over its time (the rate a direct
+algorithm would need to match it), so it can pass the peak.
 
     python3 benches/compare/conv_algorithms.py [--binary target/release/streamfuse]
         [--threads 2] [--iters 20]
@@ -85,12 +87,16 @@ def main() -> None:
     roof = run(binary, ["kernels", "roofline", "--threads", str(args.threads)])
     peak = float(roof.split("peak ")[1].split(" GFLOP/s")[0])
     print(f"`streamfuse kernels roofline --threads {args.threads}`: {roof.strip().splitlines()[-1]}\n")
-    print("| layer | rows ms | panel ms | rows GFLOP/s (% peak) | panel GFLOP/s (% peak) | auto picks |")
-    print("|---|---:|---:|---:|---:|---|")
+    algs = ("rows", "panel", "winograd")
+    print("| layer | " + " | ".join(f"{a} ms" for a in algs) + " | "
+          + " | ".join(f"{a} GFLOP/s (% peak)" for a in algs) + " | auto picks |")
+    print("|---|" + "---:|" * (2 * len(algs)) + "---|")
     with tempfile.TemporaryDirectory() as d:
         for (name, cin, cout, k, s, p, size, pool) in LAYERS:
             ms, auto = {}, None
-            for alg in ("rows", "panel", "auto"):
+            for alg in (*algs, "auto"):
+                if alg == "winograd" and (k != 3 or s != 1):
+                    continue
                 path = Path(d) / f"{alg}.yaml"
                 path.write_text(spec(name, cin, cout, k, s, p, size, pool, alg))
                 if alg == "auto":
@@ -102,10 +108,11 @@ def main() -> None:
                 j = json.loads([ln for ln in out.splitlines() if ln.startswith("{")][-1])
                 ms[alg] = float(j["median_ms"])
             f = flops(cin, cout, k, s, p, size)
-            cells = [f"{f / ms[a] / 1e6:.0f} ({100 * f / ms[a] / 1e6 / peak:.0f} %)"
-                     for a in ("rows", "panel")]
-            print(f"| {name} | {ms['rows']:.2f} | {ms['panel']:.2f} | {cells[0]} | {cells[1]} "
-                  f"| {auto} |", flush=True)
+            times = [f"{ms[a]:.2f}" if a in ms else "-" for a in algs]
+            cells = [f"{f / ms[a] / 1e6:.0f} ({100 * f / ms[a] / 1e6 / peak:.0f} %)" if a in ms else "-"
+                     for a in algs]
+            print(f"| {name} | " + " | ".join(times) + " | " + " | ".join(cells) + f" | {auto} |",
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -92,3 +92,19 @@ pub fn frame(c: usize, w: usize, h: usize) -> Tensor {
         Err(e) => panic!("frame data matches its shape by construction: {e}"),
     }
 }
+
+/// A convolution of `params` with seeded random weights and bias (uniform
+/// ±1/√fan_in), the CPU algorithm left to the cost model.
+pub fn random_conv(params: Conv2dParams) -> Conv2d {
+    let bound = 1.0 / (params.filter_len() as f32).sqrt();
+    let weights = (0..params.weight_len() as u64)
+        .map(|i| random::symmetric_f32(3, 0, i, bound))
+        .collect();
+    let bias = (0..params.out_channels as u64)
+        .map(|i| random::symmetric_f32(3, 1, i, bound))
+        .collect();
+    match Conv2d::new(params, weights, Some(bias)) {
+        Ok(c) => c,
+        Err(e) => panic!("bench conv is consistent by construction: {e}"),
+    }
+}

@@ -251,6 +251,21 @@ pub fn tolerance(terms: usize, magnitude: f64) -> f64 {
     (terms as f64 + 2.0) * f64::from(f32::EPSILON) * magnitude + 1e-30
 }
 
+/// Largest allowed `|fast - reference|` for an output of a Winograd
+/// F(2×2, 3×3) convolution ([`crate::ConvAlgorithm::Winograd`]) with
+/// `in_channels` inputs, where `patch_magnitude` is `Σ_ic (Σ |g_ic|) (Σ
+/// |d_ic|)` over the filter `g` of the output's channel and the 4×4 input
+/// patch `d` of its tile (tiles start at even rows and columns), plus the
+/// bias's magnitude. Every transformed value is a signed sum of at most 4
+/// inputs (or, for the weights, bounded by `Σ |g|`), and an output sums 9
+/// products per input channel, so the exact products sum to at most `9 x
+/// patch_magnitude`; the `in_channels` multiply-adds per product and the
+/// at most 10 additions of the transforms and the bias each add at most
+/// one ulp of it.
+pub fn winograd_tolerance(in_channels: usize, patch_magnitude: f64) -> f64 {
+    9.0 * (in_channels as f64 + 10.0) * f64::from(f32::EPSILON) * patch_magnitude + 1e-30
+}
+
 /// A vision op ([`crate::vision::Vision`]) computed directly in `f64`:
 /// 2-D sums over reflected neighbourhoods (not the separable passes the
 /// fast kernels use), magnitudes for the tolerance. `None` when the op

@@ -214,6 +214,10 @@ impl<'a> RowEngine<'a> {
     }
 }
 
+/// Input and output channels from which the cost model picks Winograd for
+/// the layers it applies to.
+const WINOGRAD_MIN_CHANNELS: usize = 32;
+
 /// The algorithm the CPU computes `conv` of an input of shape `input`
 /// with (`pooled`: a max or average pool is fused after it): the one the
 /// convolution asks for where it applies, else the cost model's pick.
@@ -224,19 +228,31 @@ pub fn algorithm(conv: &Conv2d, input: Shape, pooled: bool) -> Algorithm {
         Some(Algorithm::Rows) => return Algorithm::Rows,
         Some(Algorithm::Panel) => return Algorithm::Panel,
         Some(Algorithm::Depthwise) if depthwise => return Algorithm::Depthwise,
+        Some(Algorithm::Winograd) if super::winograd::applies(p) => return Algorithm::Winograd,
         _ => {}
     }
     if depthwise {
         return Algorithm::Depthwise;
     }
+    // Winograd pays off once the products dominate its transforms: enough
+    // input and output channels (BENCHMARKS.md, "Convolution algorithms").
+    if super::winograd::applies(p)
+        && p.in_channels >= WINOGRAD_MIN_CHANNELS
+        && p.out_channels >= WINOGRAD_MIN_CHANNELS
+        && conv.algorithm.is_none()
+    {
+        return Algorithm::Winograd;
+    }
     let out_w = p.output_shape(input).map_or(0, |s| s.w);
     let padded = out_w.div_ceil(TILE_MAX) * TILE_MAX;
-    // The measured rule (BENCHMARKS.md, "Convolution algorithms"): the row
-    // engine wins only on wide rows (under 10 % of its lanes spent on the
-    // padding to 128 columns) with short filters (the panel's strip copy
-    // and 6-channel blocks pay off from about 192 taps per filter); the
-    // panel everywhere else: deep layers, 1x1 layers, narrow rows.
-    if 10 * (padded - out_w) < padded && p.filter_len() < 192 {
+    // The measured rule (BENCHMARKS.md, "Convolution algorithms"): with
+    // AVX-512 (32 registers) the row engine wins only on wide rows (under
+    // 10 % of its lanes spent on the padding to 128 columns) with short
+    // filters (the panel's strip copy and 6-channel blocks pay off from
+    // about 192 taps per filter); the panel everywhere else: deep layers,
+    // 1x1 layers, narrow rows. With AVX2's 16 registers the panel's 6 x 2
+    // register block wins on every measured shape.
+    if level() != Level::Avx2Fma && 10 * (padded - out_w) < padded && p.filter_len() < 192 {
         Algorithm::Rows
     } else {
         Algorithm::Panel
@@ -475,6 +491,10 @@ pub fn conv2d(input: &Tensor, conv: &Conv2d) -> Result<Tensor, KernelError> {
     match algorithm(conv, input.shape(), false) {
         Algorithm::Depthwise => return Ok(super::depthwise::run(input, conv, &[], out_shape)),
         Algorithm::Panel => return Ok(super::panel::run(input, conv, &[], out_shape)),
+        Algorithm::Winograd => {
+            let src = super::winograd::Winograd::new(conv, input, out_shape, &[]);
+            return Ok(super::panel::run_with(&src, out_shape));
+        }
         Algorithm::Rows => {}
     }
     let Shape { c, h, w } = out_shape;

@@ -124,13 +124,15 @@ pub fn run(input: &Tensor, chain: &FusedChain) -> Result<Tensor, KernelError> {
     let ep = chain.epilogue.as_slice();
     Ok(match (&chain.conv, chain.pool) {
         (Some(conv), None) => conv_epilogue(input, conv, ep, out_shape),
-        (Some(conv), Some(pool)) if algorithm(conv, input.shape(), true) == Algorithm::Panel => {
-            super::panel::run_pool(input, conv, ep, mid, out_shape, pool)
-        }
-        (Some(conv), Some(pool)) if pool.is_simple_max() => {
-            conv_max(input, conv, ep, mid, out_shape, pool)
-        }
-        (Some(conv), Some(pool)) => conv_pool(input, conv, ep, mid, out_shape, pool),
+        (Some(conv), Some(pool)) => match algorithm(conv, input.shape(), true) {
+            Algorithm::Panel => super::panel::run_pool(input, conv, ep, mid, out_shape, pool),
+            Algorithm::Winograd => {
+                let src = super::winograd::Winograd::new(conv, input, mid, ep);
+                super::panel::run_pool_with(&src, mid, out_shape, pool)
+            }
+            _ if pool.is_simple_max() => conv_max(input, conv, ep, mid, out_shape, pool),
+            _ => conv_pool(input, conv, ep, mid, out_shape, pool),
+        },
         (None, pool) => {
             let mut t = input.clone();
             let plane = mid.h * mid.w;
@@ -149,6 +151,10 @@ fn conv_epilogue(input: &Tensor, conv: &Conv2d, ep: &[EpilogueOp], out_shape: Sh
     match algorithm(conv, input.shape(), false) {
         Algorithm::Depthwise => return super::depthwise::run(input, conv, ep, out_shape),
         Algorithm::Panel => return super::panel::run(input, conv, ep, out_shape),
+        Algorithm::Winograd => {
+            let src = super::winograd::Winograd::new(conv, input, out_shape, ep);
+            return super::panel::run_with(&src, out_shape);
+        }
         Algorithm::Rows => {}
     }
     let Shape { c, h, w } = out_shape;

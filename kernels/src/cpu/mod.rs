@@ -20,6 +20,7 @@ pub mod roofline;
 pub mod simd;
 mod vector;
 pub mod vision;
+pub(crate) mod winograd;
 
 use rayon::prelude::*;
 
@@ -95,4 +96,11 @@ pub(crate) fn max2(a: f32, b: f32) -> f32 {
 #[inline(always)]
 pub(crate) fn relu1(x: f32) -> f32 {
     if x > 0.0 { x } else { 0.0 }
+}
+
+/// Whether the Winograd convolution algorithm
+/// ([`crate::ConvAlgorithm::Winograd`]) can compute convolutions of `p`'s
+/// geometry: a 3×3 kernel, stride 1, no dilation, one group.
+pub fn winograd_applies(p: &crate::op::Conv2dParams) -> bool {
+    winograd::applies(p)
 }

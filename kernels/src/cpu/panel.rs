@@ -78,13 +78,37 @@ fn band_rows(h: usize) -> usize {
 /// The convolution `conv` of `input` (output `out_shape`) with the epilogue
 /// `ep`, by the panel algorithm.
 pub(crate) fn run(input: &Tensor, conv: &Conv2d, ep: &[EpilogueOp], out_shape: Shape) -> Tensor {
+    run_with(&Panel::new(conv, input, out_shape, ep), out_shape)
+}
+
+/// A convolution (with its epilogue) computed a block of output rows at a
+/// time into caller-provided rows: the panel algorithm, or another that
+/// shares its drivers ([`run_with`], [`run_pool_with`]).
+pub(crate) trait RowSource: Sync {
+    /// Computes output rows `y0 .. y0 + n` of every channel into `dst`:
+    /// `dst[oc]` holds channel `oc`'s `n` rows, each as wide as the output.
+    fn rows(&self, y0: usize, dst: &mut [&mut [f32]], scratch: &mut Scratch);
+    /// Bands start at multiples of this many rows (an algorithm that
+    /// computes rows in pairs wastes nothing then).
+    fn row_align(&self) -> usize {
+        1
+    }
+}
+
+/// Rows per band of an output `h` rows high, for `src`.
+fn band_for(src: &impl RowSource, h: usize) -> usize {
+    let a = src.row_align().max(1);
+    band_rows(h).div_ceil(a) * a
+}
+
+/// Every output row of `src` (output `out_shape`), one band per thread.
+pub(crate) fn run_with(src: &impl RowSource, out_shape: Shape) -> Tensor {
     let Shape { c, h, w } = out_shape;
     let mut out = Tensor::for_overwrite(out_shape);
-    let band = band_rows(h);
+    let band = band_for(src, h);
     let bands = plane_bands(out.data_mut(), c, h, w, band);
-    let pc = Panel::new(conv, input, out_shape, ep);
     for_each_band(bands, |(b, mut rows)| {
-        with_scratch(|s| pc.rows(b * band, &mut rows, s));
+        with_scratch(|s| src.rows(b * band, &mut rows, s));
     });
     out
 }
@@ -102,12 +126,23 @@ pub(crate) fn run_pool(
     out_shape: Shape,
     pool: Pool2d,
 ) -> Tensor {
+    let pc = Panel::new(conv, input, conv_shape, ep);
+    run_pool_with(&pc, conv_shape, out_shape, pool)
+}
+
+/// The rows of `src` (output `conv_shape`) reduced by `pool` (output
+/// `out_shape`), as [`run_pool`] does for the panel algorithm.
+pub(crate) fn run_pool_with(
+    pc: &impl RowSource,
+    conv_shape: Shape,
+    out_shape: Shape,
+    pool: Pool2d,
+) -> Tensor {
     let Shape { c, h, w } = out_shape;
     let cw = conv_shape.w;
     let mut out = Tensor::for_overwrite(out_shape);
     let band = band_rows(h);
     let bands = plane_bands(out.data_mut(), c, h, w, band);
-    let pc = Panel::new(conv, input, conv_shape, ep);
     let simple = pool.is_simple_max();
     let per_pooled = c * cw * 4 * pool.window.stride[0].max(1);
     let step = (LIVE_BYTES / per_pooled.max(1)).max(1);
@@ -117,10 +152,8 @@ pub(crate) fn run_pool(
             let mut buf = std::mem::take(&mut s.rows);
             let mut v = vec![0.0f32; cw];
             let nrows = rows.first().map_or(0, |r| r.len() / w.max(1));
-            let mut r0 = 0;
-            while r0 < nrows {
-                let r1 = (r0 + step).min(nrows);
-                // Convolution rows `lo .. hi` feed pooled rows `r0 .. r1`.
+            // The convolution rows each step of pooled rows reads.
+            let span = |pr: &PoolRows, r0: usize, r1: usize| {
                 let (mut lo, mut hi) = (usize::MAX, 0);
                 for r in r0..r1 {
                     let (first, n, _) = pr.rows_of(b * band + r);
@@ -129,17 +162,52 @@ pub(crate) fn run_pool(
                         hi = hi.max(first + (n - 1) * pr.row_step() + 1);
                     }
                 }
-                let lo = lo.min(hi);
-                let plane = (hi - lo) * cw;
-                // Every value is written by `rows` before it is read.
-                buf.resize(c * plane, 0.0);
-                if plane > 0 {
-                    let mut conv_rows: Vec<&mut [f32]> = buf.chunks_mut(plane).collect();
-                    pc.rows(lo, &mut conv_rows, s);
+                (lo.min(hi), hi)
+            };
+            // Rows per channel the buffer holds: the widest step's.
+            let mut cap = 0;
+            let mut r0 = 0;
+            while r0 < nrows {
+                let r1 = (r0 + step).min(nrows);
+                let (lo, hi) = span(&pr, r0, r1);
+                cap = cap.max(hi - lo);
+                r0 = r1;
+            }
+            // Every value is written by `rows` before it is read.
+            buf.resize(c * cap * cw, 0.0);
+            // Convolution rows `have.0 .. have.1` are in the buffer (row
+            // `y` of channel `oc` at `oc * cap * cw + (y - have.0) * cw`):
+            // rows that overlapping windows share are kept for the next
+            // step, not computed again.
+            let mut have = (0, 0);
+            let mut r0 = 0;
+            while r0 < nrows {
+                let r1 = (r0 + step).min(nrows);
+                // Convolution rows `lo .. hi` feed pooled rows `r0 .. r1`.
+                let (lo, hi) = span(&pr, r0, r1);
+                let keep = if lo >= have.0 && lo < have.1 {
+                    have.1.min(hi) - lo
+                } else {
+                    0
+                };
+                if keep > 0 && lo > have.0 {
+                    for plane in buf.chunks_mut(cap * cw).take(c) {
+                        let from = (lo - have.0) * cw;
+                        plane.copy_within(from..from + keep * cw, 0);
+                    }
                 }
+                if hi > lo + keep && cw > 0 {
+                    let mut conv_rows: Vec<&mut [f32]> = buf
+                        .chunks_mut(cap * cw)
+                        .take(c)
+                        .map(|p| &mut p[(keep * cw)..(hi - lo) * cw])
+                        .collect();
+                    pc.rows(lo + keep, &mut conv_rows, s);
+                }
+                have = (lo, hi);
                 for (oc, out_rows) in rows.iter_mut().enumerate() {
-                    let at =
-                        |y: usize| &buf[oc * plane + (y - lo) * cw..oc * plane + (y - lo + 1) * cw];
+                    let base = oc * cap * cw;
+                    let at = |y: usize| &buf[base + (y - lo) * cw..base + (y - lo + 1) * cw];
                     for r in r0..r1 {
                         let out_row = &mut out_rows[r * w..(r + 1) * w];
                         let oy = b * band + r;
@@ -174,7 +242,7 @@ pub(crate) struct Panel<'a> {
 /// Runs `f` with this thread's scratch buffers, which live as long as the
 /// thread: blocks reuse them from call to call and frame to frame instead
 /// of allocating (and faulting in) fresh pages.
-fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
     thread_local! {
         static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
     }
@@ -194,10 +262,17 @@ pub(crate) struct Scratch {
     /// Partial sums of a block, `[out][grid pixels rounded to lanes]`.
     acc: Vec<f32>,
     /// The block's input rows, padded and split in stride phases
-    /// ([`Panel::fill_strip`]).
-    data: Vec<f32>,
+    /// ([`fill_strip`]).
+    pub(crate) data: Vec<f32>,
     /// Per tap of the current group, where grid pixel 0 reads in `data`.
-    offs: Vec<usize>,
+    pub(crate) offs: Vec<usize>,
+    /// The Winograd algorithm's transformed input and products
+    /// ([`super::winograd`]).
+    pub(crate) wino: Vec<f32>,
+    /// The Winograd algorithm's transformed outputs of one channel block.
+    pub(crate) prod: Vec<f32>,
+    /// The Winograd algorithm's output values of one channel, in tiles.
+    pub(crate) line: Vec<f32>,
 }
 
 /// The layout of a block's strip: per input channel, `sh * sw` phase
@@ -208,15 +283,16 @@ pub(crate) struct Scratch {
 /// `(ky, kx)` at phase `((ky dh) % sh, (kx dw) % sw)`, row `oy + ky dh /
 /// sh`, column `ox + kx dw / sw`: consecutive grid pixels read
 /// consecutive values, whatever the stride.
-struct Strip {
+pub(crate) struct Strip {
     /// Phase columns: the padded width over the column stride, rounded up.
-    grid_w: usize,
+    pub(crate) grid_w: usize,
     /// Phase rows.
-    rows: usize,
+    pub(crate) rows: usize,
 }
 
 impl Strip {
-    fn plane(&self) -> usize {
+    /// Values per phase plane.
+    pub(crate) fn plane(&self) -> usize {
         self.rows * self.grid_w
     }
 }
@@ -236,7 +312,7 @@ impl<'a> Panel<'a> {
             input,
             out,
             ep,
-            packed: conv.packed_with(pack),
+            packed: conv.packed_with("panel", pack),
             bias: (0..p.out_channels).map(|oc| conv.bias_of(oc)).collect(),
             level: level(),
         }
@@ -258,28 +334,6 @@ impl<'a> Panel<'a> {
     fn block_rows(&self) -> usize {
         let per_row = self.conv.params.out_channels * self.strip(1).grid_w * 4;
         (LIVE_BYTES / per_row.max(1)).max(1)
-    }
-
-    /// Computes output rows `y0 .. y0 + n` of every channel into `dst`:
-    /// `dst[oc]` holds channel `oc`'s `n` rows, each `out.w` wide.
-    pub(crate) fn rows(&self, y0: usize, dst: &mut [&mut [f32]], scratch: &mut Scratch) {
-        let w = self.out.w;
-        let n = dst.first().map_or(0, |d| d.len() / w.max(1));
-        let step = self.block_rows();
-        let mut r = 0;
-        while r < n {
-            let m = step.min(n - r);
-            let gw = self.block(y0 + r, m, scratch);
-            let plane = scratch.acc.len() / self.conv.params.out_channels.max(1);
-            for (oc, d) in dst.iter_mut().enumerate() {
-                let acc = &scratch.acc[oc * plane..];
-                for i in 0..m {
-                    let out = &mut d[(r + i) * w..(r + i + 1) * w];
-                    epilogue_row(self.ep, oc, out, &acc[i * gw..i * gw + w]);
-                }
-            }
-            r += m;
-        }
     }
 
     /// Computes output rows `y0 .. y0 + m` into `scratch.acc` (grid
@@ -310,44 +364,19 @@ impl<'a> Panel<'a> {
     }
 
     /// Copies the input rows the block at output row `y0` reads into its
-    /// strip (zero padding, stride phases), plus a zero tail of a tile and
-    /// a row that every tile's last read stays within. Each value is
-    /// written once: copied, or zeroed where it is padding.
+    /// strip ([`fill_strip`]).
     fn fill_strip(&self, y0: usize, strip: &Strip, data: &mut Vec<f32>) {
         let win = self.conv.params.window;
-        let [sh, sw] = win.stride;
-        let Shape { c, h, w } = self.input.shape();
-        let (gw, plane) = (strip.grid_w, strip.plane());
-        let pl = win.pads[1];
-        let body = c * sh * sw * plane;
-        data.resize(body + MAX_TILE + gw + win.extent()[1], 0.0);
-        data[body..].fill(0.0);
-        let first = (y0 * sh) as isize - win.pads[0] as isize;
-        for ic in 0..c {
-            let src = self.input.plane(ic);
-            for r in 0..strip.rows * sh {
-                let (py, i) = (r % sh, r / sh);
-                let iy = first + r as isize;
-                let row = (iy >= 0 && iy < h as isize)
-                    .then(|| &src[iy as usize * w..(iy as usize + 1) * w]);
-                for px in 0..sw {
-                    let at = ((ic * sh + py) * sw + px) * plane + i * gw;
-                    let dst = &mut data[at..at + gw];
-                    // Phase columns j hold input column j * sw + px - pl.
-                    let j0 = pl.saturating_sub(px).div_ceil(sw).min(gw);
-                    let x0 = j0 * sw + px - pl;
-                    match row {
-                        Some(row) if x0 < w => {
-                            let n = ((w - 1 - x0) / sw + 1).min(gw - j0);
-                            dst[..j0].fill(0.0);
-                            strided_copy(&mut dst[j0..j0 + n], &row[x0..], sw);
-                            dst[j0 + n..].fill(0.0);
-                        }
-                        _ => dst.fill(0.0),
-                    }
-                }
-            }
-        }
+        let first = (y0 * win.stride[0]) as isize - win.pads[0] as isize;
+        fill_strip(
+            self.input,
+            first,
+            win.stride,
+            win.pads[1],
+            win.extent()[1],
+            strip,
+            data,
+        );
     }
 
     /// Sets `s.offs` to where grid pixel 0 reads each tap of group `g`.
@@ -366,6 +395,77 @@ impl<'a> Panel<'a> {
                     let cx = kx * win.dilation[1];
                     let phase = (ic * sh + ry % sh) * sw + cx % sw;
                     offs.push(phase * plane + (ry / sh) * strip.grid_w + cx / sw);
+                }
+            }
+        }
+    }
+}
+
+impl RowSource for Panel<'_> {
+    fn rows(&self, y0: usize, dst: &mut [&mut [f32]], scratch: &mut Scratch) {
+        let w = self.out.w;
+        let n = dst.first().map_or(0, |d| d.len() / w.max(1));
+        let step = self.block_rows();
+        let mut r = 0;
+        while r < n {
+            let m = step.min(n - r);
+            let gw = self.block(y0 + r, m, scratch);
+            let plane = scratch.acc.len() / self.conv.params.out_channels.max(1);
+            for (oc, d) in dst.iter_mut().enumerate() {
+                let acc = &scratch.acc[oc * plane..];
+                for i in 0..m {
+                    let out = &mut d[(r + i) * w..(r + i + 1) * w];
+                    epilogue_row(self.ep, oc, out, &acc[i * gw..i * gw + w]);
+                }
+            }
+            r += m;
+        }
+    }
+}
+
+/// Copies the input rows a block reads into its strip: padded rows from
+/// `first` (an input row index; negative or past the end reads zero
+/// padding), split in `stride` phases, columns padded by `pad_left` on the
+/// left and zeros on the right, plus a zero tail of a tile, a row and
+/// `extent_w` values that every tile's last read stays within. Each value
+/// is written once: copied, or zeroed where it is padding.
+pub(crate) fn fill_strip(
+    input: &Tensor,
+    first: isize,
+    stride: [usize; 2],
+    pad_left: usize,
+    extent_w: usize,
+    strip: &Strip,
+    data: &mut Vec<f32>,
+) {
+    let [sh, sw] = stride;
+    let Shape { c, h, w } = input.shape();
+    let (gw, plane) = (strip.grid_w, strip.plane());
+    let pl = pad_left;
+    let body = c * sh * sw * plane;
+    data.resize(body + MAX_TILE + gw + extent_w, 0.0);
+    data[body..].fill(0.0);
+    for ic in 0..c {
+        let src = input.plane(ic);
+        for r in 0..strip.rows * sh {
+            let (py, i) = (r % sh, r / sh);
+            let iy = first + r as isize;
+            let row =
+                (iy >= 0 && iy < h as isize).then(|| &src[iy as usize * w..(iy as usize + 1) * w]);
+            for px in 0..sw {
+                let at = ((ic * sh + py) * sw + px) * plane + i * gw;
+                let dst = &mut data[at..at + gw];
+                // Phase columns j hold input column j * sw + px - pl.
+                let j0 = pl.saturating_sub(px).div_ceil(sw).min(gw);
+                let x0 = j0 * sw + px - pl;
+                match row {
+                    Some(row) if x0 < w => {
+                        let n = ((w - 1 - x0) / sw + 1).min(gw - j0);
+                        dst[..j0].fill(0.0);
+                        strided_copy(&mut dst[j0..j0 + n], &row[x0..], sw);
+                        dst[j0 + n..].fill(0.0);
+                    }
+                    _ => dst.fill(0.0),
                 }
             }
         }
@@ -500,7 +600,7 @@ unsafe fn tile_channels<V: Vector, const U: usize>(pc: &Panel<'_>, job: &Job<'_>
 /// values, `w + k * B + b` for every tap `k` and `b < B`, `bias + b`, and
 /// `dst + b * ds` is writable (and readable) for `U * LANES` values.
 #[inline(always)]
-unsafe fn tile<V: Vector, const U: usize, const B: usize>(
+pub(crate) unsafe fn tile<V: Vector, const U: usize, const B: usize>(
     x: *const f32,
     offs: &[usize],
     w: *const f32,

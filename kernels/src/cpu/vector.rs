@@ -23,6 +23,10 @@ pub(crate) trait Vector: Copy {
     unsafe fn keep_gt(x: Self, t: Self) -> Self;
     /// `x < t ? x : t` per lane: a clip's upper bound.
     unsafe fn keep_lt(x: Self, t: Self) -> Self;
+    /// `a + b` per lane.
+    unsafe fn add(a: Self, b: Self) -> Self;
+    /// `a - b` per lane.
+    unsafe fn sub(a: Self, b: Self) -> Self;
 }
 
 /// Portable lanes: separate multiply and add, like a CPU without FMA.
@@ -60,6 +64,14 @@ impl Vector for Portable {
         Portable(std::array::from_fn(|i| {
             if x.0[i] < t.0[i] { x.0[i] } else { t.0[i] }
         }))
+    }
+    #[inline(always)]
+    unsafe fn add(a: Self, b: Self) -> Self {
+        Portable(std::array::from_fn(|i| a.0[i] + b.0[i]))
+    }
+    #[inline(always)]
+    unsafe fn sub(a: Self, b: Self) -> Self {
+        Portable(std::array::from_fn(|i| a.0[i] - b.0[i]))
     }
 }
 
@@ -105,6 +117,16 @@ mod x86 {
         unsafe fn keep_lt(x: Self, t: Self) -> Self {
             Avx512(unsafe { _mm512_min_ps(x.0, t.0) })
         }
+        #[inline(always)]
+        unsafe fn add(a: Self, b: Self) -> Self {
+            // SAFETY: the caller runs this with the level's features enabled.
+            Avx512(unsafe { _mm512_add_ps(a.0, b.0) })
+        }
+        #[inline(always)]
+        unsafe fn sub(a: Self, b: Self) -> Self {
+            // SAFETY: the caller runs this with the level's features enabled.
+            Avx512(unsafe { _mm512_sub_ps(a.0, b.0) })
+        }
     }
 
     /// 8 lanes of AVX2 with FMA.
@@ -140,6 +162,16 @@ mod x86 {
         #[inline(always)]
         unsafe fn keep_lt(x: Self, t: Self) -> Self {
             Avx2(unsafe { _mm256_min_ps(x.0, t.0) })
+        }
+        #[inline(always)]
+        unsafe fn add(a: Self, b: Self) -> Self {
+            // SAFETY: the caller runs this with the level's features enabled.
+            Avx2(unsafe { _mm256_add_ps(a.0, b.0) })
+        }
+        #[inline(always)]
+        unsafe fn sub(a: Self, b: Self) -> Self {
+            // SAFETY: the caller runs this with the level's features enabled.
+            Avx2(unsafe { _mm256_sub_ps(a.0, b.0) })
         }
     }
 }
@@ -187,6 +219,16 @@ mod arm {
         #[inline(always)]
         unsafe fn keep_lt(x: Self, t: Self) -> Self {
             Neon(unsafe { vbslq_f32(vcltq_f32(x.0, t.0), x.0, t.0) })
+        }
+        #[inline(always)]
+        unsafe fn add(a: Self, b: Self) -> Self {
+            // SAFETY: NEON is part of the aarch64 base ISA.
+            Neon(unsafe { vaddq_f32(a.0, b.0) })
+        }
+        #[inline(always)]
+        unsafe fn sub(a: Self, b: Self) -> Self {
+            // SAFETY: NEON is part of the aarch64 base ISA.
+            Neon(unsafe { vsubq_f32(a.0, b.0) })
         }
     }
 }

@@ -1,7 +1,7 @@
 //! 2-D convolution: geometry (ONNX `Conv` in 2-D: kernel, strides,
 //! dilations, padding per side, groups) and weights.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use super::window::Window;
 use crate::error::KernelError;
@@ -145,8 +145,9 @@ pub struct Conv2d {
     /// Bias per output channel.
     pub bias: Option<Arc<[f32]>>,
     /// The CPU algorithm asked for (`None`: the CPU's cost model picks,
-    /// [`crate::cpu::conv::algorithm`]). Any choice computes the same
-    /// values bit for bit on one SIMD level; it changes only the speed.
+    /// [`crate::cpu::conv::algorithm`]). The direct algorithms (rows,
+    /// panel, depthwise) compute the same values bit for bit on one SIMD
+    /// level; Winograd agrees with them within its stated tolerance.
     pub algorithm: Option<ConvAlgorithm>,
     /// The weights in a backend's packed layout, made once on first use
     /// ([`Conv2d::packed_with`]).
@@ -166,6 +167,10 @@ pub enum ConvAlgorithm {
     /// Depthwise (one input channel per output channel, column stride 1),
     /// channel by channel over row bands.
     Depthwise,
+    /// Winograd F(2×2, 3×3): 3×3 kernels, stride 1, no dilation, one
+    /// group; 2.25× fewer multiply-adds, within a stated tolerance of the
+    /// direct algorithms rather than bit-identical (KERNELS.md).
+    Winograd,
 }
 
 impl ConvAlgorithm {
@@ -175,21 +180,27 @@ impl ConvAlgorithm {
             ConvAlgorithm::Rows => "rows",
             ConvAlgorithm::Panel => "panel",
             ConvAlgorithm::Depthwise => "depthwise",
+            ConvAlgorithm::Winograd => "winograd",
         }
     }
 
     /// The algorithm named `s` (as [`ConvAlgorithm::name`] gives it).
     pub fn from_name(s: &str) -> Option<Self> {
-        [Self::Rows, Self::Panel, Self::Depthwise]
+        [Self::Rows, Self::Panel, Self::Depthwise, Self::Winograd]
             .into_iter()
             .find(|a| a.name() == s)
     }
 }
 
-/// A lazily packed copy of a convolution's weights, shared by its clones
-/// (which share the weights), keyed by the weights it was made from.
+/// Lazily packed copies of a convolution's weights, one per layout, shared
+/// by its clones (which share the weights), keyed by the layout's name and
+/// the weights they were made from.
 #[derive(Clone, Default)]
-struct PackCache(Arc<OnceLock<(usize, Arc<[f32]>)>>);
+struct PackCache(Arc<Mutex<Vec<PackedCopy>>>);
+
+/// One packed copy: its layout's name, the address of the weights it was
+/// made from, and the packed values.
+type PackedCopy = (&'static str, usize, Arc<[f32]>);
 
 impl PartialEq for PackCache {
     /// Derived data: two convolutions are equal by their weights alone.
@@ -200,11 +211,12 @@ impl PartialEq for PackCache {
 
 impl std::fmt::Debug for PackCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.get().is_some() {
-            "packed"
-        } else {
-            "unpacked"
-        })
+        let copies = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let names: Vec<&str> = copies.iter().map(|c| c.0).collect();
+        write!(f, "packed{names:?}")
     }
 }
 
@@ -264,19 +276,30 @@ impl Conv2d {
         self
     }
 
-    /// The weights packed by `pack`, computed on the first call and reused
-    /// after (a weight update builds a new convolution, so packing happens
-    /// once per set of weights, never per frame). Only one packed layout is
-    /// kept: every caller must pass the same `pack`.
-    pub(crate) fn packed_with(&self, pack: fn(&Conv2d) -> Vec<f32>) -> Arc<[f32]> {
+    /// The weights packed by `pack` in the layout named `layout`, computed
+    /// on the first call and reused after (a weight update builds a new
+    /// convolution, so packing happens once per set of weights and layout,
+    /// never per frame). Every caller naming `layout` must pass the same
+    /// `pack`.
+    pub(crate) fn packed_with(
+        &self,
+        layout: &'static str,
+        pack: fn(&Conv2d) -> Vec<f32>,
+    ) -> Arc<[f32]> {
         let key = self.weights.as_ptr() as usize;
-        let (k, data) = self.packed.0.get_or_init(|| (key, pack(self).into()));
-        if *k == key {
-            Arc::clone(data)
-        } else {
-            // Weights replaced behind the cache's back: pack afresh.
-            pack(self).into()
+        let mut copies = self
+            .packed
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Copies made from weights replaced behind the cache's back are stale.
+        copies.retain(|c| c.1 == key);
+        if let Some(c) = copies.iter().find(|c| c.0 == layout) {
+            return Arc::clone(&c.2);
         }
+        let data: Arc<[f32]> = pack(self).into();
+        copies.push((layout, key, Arc::clone(&data)));
+        data
     }
 
     /// The filter of output channel `oc` (`[in/groups, kh, kw]`).

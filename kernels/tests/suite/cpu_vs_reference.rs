@@ -230,6 +230,15 @@ fn chain_case(case: &ConvCase, ops: &[u8], pool: Option<Pool2d>) -> Option<Chain
     })
 }
 
+/// `chain` run one member at a time.
+fn unfused_chain(chain: &FusedChain, input: &Tensor) -> Tensor {
+    let mut t = input.clone();
+    for m in chain.members() {
+        t = m.run_cpu(&t).unwrap_or_else(|e| panic!("{e}"));
+    }
+    t
+}
+
 fn assert_close(fast: &Tensor, want: &RefTensor, terms: usize) {
     assert_eq!(fast.shape(), want.shape, "shape");
     for (i, ((&f, &r), &m)) in fast
@@ -327,10 +336,7 @@ proptest! {
         let chain = FusedChain { conv: Some(conv.clone()), epilogue: epilogue.clone(), pool };
         at_each_level(|| {
             let fused = Op::Fused(chain.clone()).run_cpu(&input).unwrap_or_else(|e| panic!("{e}"));
-            let mut unfused = input.clone();
-            for m in chain.members() {
-                unfused = m.run_cpu(&unfused).unwrap_or_else(|e| panic!("{e}"));
-            }
+            let unfused = unfused_chain(&chain, &input);
             assert_close(&fused, &want, terms);
             let same = fused.data().iter().zip(unfused.data()).all(|(a, b)| a.to_bits() == b.to_bits());
             prop_assert!(same && fused.shape() == unfused.shape(), "fused and unfused differ");
@@ -500,10 +506,7 @@ fn depthwise_bounds_in_registers_equal_the_unfused_ops_on_special_values() {
             let fused = Op::Fused(chain.clone())
                 .run_cpu(&input)
                 .unwrap_or_else(|e| panic!("{e}"));
-            let mut unfused = input.clone();
-            for m in chain.members() {
-                unfused = m.run_cpu(&unfused).unwrap_or_else(|e| panic!("{e}"));
-            }
+            let unfused = unfused_chain(&chain, &input);
             let same = fused
                 .data()
                 .iter()
@@ -517,5 +520,202 @@ fn depthwise_bounds_in_registers_equal_the_unfused_ops_on_special_values() {
             Ok(())
         })
         .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+/// A Winograd-shaped case: 3×3, stride 1, no dilation, one group; up to 40
+/// channels each way, odd sizes, any padding up to the kernel.
+fn winograd_case() -> impl Strategy<Value = ConvCase> {
+    (
+        (1usize..=40, 1usize..=40),
+        [0usize..=3, 0usize..=3, 0usize..=3, 0usize..=3],
+        any::<bool>(),
+        any::<u64>(),
+    )
+        .prop_flat_map(|((ic, oc), pads, bias, seed)| {
+            let params = Conv2dParams {
+                in_channels: ic,
+                out_channels: oc,
+                groups: 1,
+                window: Window {
+                    kernel: [3, 3],
+                    stride: [1, 1],
+                    dilation: [1, 1],
+                    pads,
+                },
+            };
+            let min_h = 3usize.saturating_sub(pads[0] + pads[2]).max(1);
+            let min_w = 3usize.saturating_sub(pads[1] + pads[3]).max(1);
+            (min_h..=21usize, min_w..=37usize).prop_map(move |(h, w)| ConvCase {
+                shape: Shape::new(ic, h, w),
+                params,
+                bias,
+                seed,
+            })
+        })
+}
+
+/// [`reference::winograd_tolerance`] of every output of `conv` on `input`.
+fn winograd_tolerances(input: &Tensor, conv: &Conv2d) -> Vec<f64> {
+    let p = conv.params;
+    let Shape { h, w, .. } = input.shape();
+    let out = p
+        .output_shape(input.shape())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let [pt, pl, _, _] = p.window.pads;
+    let mut tol = Vec::with_capacity(out.len());
+    for o in 0..out.c {
+        for y in 0..out.h {
+            for x in 0..out.w {
+                let (ty, tx) = (y - y % 2, x - x % 2);
+                let mut mag = f64::from(conv.bias_of(o).abs());
+                for ic in 0..p.in_channels {
+                    let g: f64 = conv.filter(o)[ic * 9..ic * 9 + 9]
+                        .iter()
+                        .map(|v| f64::from(v.abs()))
+                        .sum();
+                    let mut d = 0.0;
+                    for i in 0..4 {
+                        for j in 0..4 {
+                            let (iy, ix) = (
+                                (ty + i) as isize - pt as isize,
+                                (tx + j) as isize - pl as isize,
+                            );
+                            if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                                d +=
+                                    f64::from(input.plane(ic)[iy as usize * w + ix as usize].abs());
+                            }
+                        }
+                    }
+                    mag += g * d;
+                }
+                tol.push(reference::winograd_tolerance(p.in_channels, mag));
+            }
+        }
+    }
+    tol
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48)
+    ))]
+
+    /// Winograd F(2×2, 3×3) agrees with the f64 reference within its
+    /// stated bound at every level, gives the same bits fused (any
+    /// epilogue, any pool) as its unfused chain, and the same bits as a
+    /// second run (the per-thread scratch carries nothing over).
+    #[test]
+    fn winograd_matches_reference_within_its_bound(
+        case in winograd_case(),
+        ops in proptest::collection::vec(any::<u8>(), 0..=2),
+        pool in proptest::option::of(pool_params().prop_flat_map(pool_of)),
+    ) {
+        let (input, conv) = build(&case);
+        let conv = conv.with_algorithm(Some(ConvAlgorithm::Winograd));
+        let want = reference::conv2d(input.data(), input.shape(), &conv)
+            .unwrap_or_else(|| panic!("reference rejected {case:?}"));
+        let tol = winograd_tolerances(&input, &conv);
+        let out_shape = case.params.output_shape(case.shape).unwrap_or_else(|e| panic!("{e}"));
+        prop_assert_eq!(
+            streamfuse_kernels::cpu::conv::algorithm(&conv, case.shape, false),
+            ConvAlgorithm::Winograd
+        );
+        let epilogue: Vec<EpilogueOp> =
+            ops.iter().map(|&k| epilogue_op(out_shape.c, case.seed, k)).collect();
+        let pool = pool.filter(|p| p.output_shape(out_shape).is_ok());
+        let chain = FusedChain { conv: Some(conv.clone()), epilogue, pool };
+        at_each_level(|| {
+            let fast = Op::Conv2d(conv.clone()).run_cpu(&input).unwrap_or_else(|e| panic!("{e}"));
+            prop_assert_eq!(fast.shape(), want.shape);
+            for (i, ((&f, &r), &t)) in fast.data().iter().zip(&want.values).zip(&tol).enumerate() {
+                prop_assert!(
+                    (f64::from(f) - r).abs() <= t,
+                    "value {}: winograd {} reference {} (bound {}) at {}", i, f, r, t, simd::level().name()
+                );
+            }
+            let again = Op::Conv2d(conv.clone()).run_cpu(&input).unwrap_or_else(|e| panic!("{e}"));
+            prop_assert!(again == fast, "a second run differs");
+            let fused = Op::Fused(chain.clone()).run_cpu(&input).unwrap_or_else(|e| panic!("{e}"));
+            let unfused = unfused_chain(&chain, &input);
+            let bits = |t: &Tensor| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            prop_assert_eq!(fused.shape(), unfused.shape());
+            prop_assert!(bits(&fused) == bits(&unfused), "fused and unfused differ");
+            Ok(())
+        })?;
+    }
+}
+
+/// A fused pool whose windows overlap, on layers wide and deep enough that
+/// the pool's driver computes the convolution rows in several steps (and
+/// carries the shared rows from one step to the next): every algorithm
+/// gives the unfused chain's bits and matches the reference.
+#[test]
+fn fused_overlapping_pool_over_many_row_steps_equals_the_unfused_chain() {
+    let layers = [
+        // The ResNet stem's shape: 7x7/2 pad 3, then max-pool 3x3/2 pad 1.
+        (
+            Conv2dParams::square(3, 64, 7, 2, 3),
+            Shape::new(3, 122, 210),
+            ConvAlgorithm::Panel,
+        ),
+        (
+            Conv2dParams::square(3, 64, 7, 2, 3),
+            Shape::new(3, 122, 210),
+            ConvAlgorithm::Rows,
+        ),
+        // A 3x3 layer, where a step may start at an odd row.
+        (
+            Conv2dParams::square(32, 64, 3, 1, 1),
+            Shape::new(32, 61, 100),
+            ConvAlgorithm::Winograd,
+        ),
+        (
+            Conv2dParams::square(32, 64, 3, 1, 1),
+            Shape::new(32, 61, 100),
+            ConvAlgorithm::Panel,
+        ),
+    ];
+    let pool = Pool2d {
+        kind: PoolKind::Max,
+        window: Window::square(3, 2, 1),
+        ceil_mode: false,
+    };
+    for (params, shape, algo) in layers {
+        let case = ConvCase {
+            shape,
+            params,
+            bias: true,
+            seed: 7,
+        };
+        let Some(ChainCase {
+            input,
+            conv,
+            epilogue,
+            want,
+            terms,
+        }) = chain_case(&case, &[0], Some(pool))
+        else {
+            panic!("the pool fits");
+        };
+        let conv = conv.with_algorithm(Some(algo));
+        let chain = FusedChain {
+            conv: Some(conv),
+            epilogue,
+            pool: Some(pool),
+        };
+        let fused = Op::Fused(chain.clone())
+            .run_cpu(&input)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let unfused = unfused_chain(&chain, &input);
+        let bits = |t: &Tensor| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert!(
+            bits(&fused) == bits(&unfused),
+            "{}: fused and unfused differ",
+            algo.name()
+        );
+        if algo != ConvAlgorithm::Winograd {
+            assert_close(&fused, &want, terms);
+        }
     }
 }

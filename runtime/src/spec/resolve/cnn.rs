@@ -303,12 +303,24 @@ pub(super) fn conv(sc: &StageCx<'_>, input: Shape) -> Result<Op, SpecError> {
                     "is depthwise, but this convolution is not (groups must equal its input channels)",
                 ));
             }
+            Some(ConvAlgorithm::Winograd)
+                if !streamfuse_kernels::cpu::winograd_applies(&params) =>
+            {
+                return Err(cx.at(
+                    a,
+                    f("algorithm"),
+                    "is winograd, which needs a 3x3 kernel, stride 1, no dilation and groups 1",
+                ));
+            }
             Some(alg) => Some(alg),
             None => {
                 return Err(cx.at(
                     a,
                     f("algorithm"),
-                    format!("is `{}`; expected auto, rows, panel or depthwise", a.value),
+                    format!(
+                        "is `{}`; expected auto, rows, panel, depthwise or winograd",
+                        a.value
+                    ),
                 ));
             }
         },
