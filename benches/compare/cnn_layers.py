@@ -18,21 +18,34 @@ Layers (float32, batch 1):
   56x56: Conv 1x1 24->144 -> BN -> ReLU6 -> depthwise 3x3/2 pad 1 -> BN ->
   ReLU6 -> Conv 1x1 144->32 -> BN.
 
-Both sides run the same ONNX model, built with ``onnx.helper`` (seeded
-random weights): ONNX Runtime directly (CPU execution provider, all graph
-optimisations, ``intra_op_num_threads = T``, sequential execution), and
-streamfuse as a user would, ``streamfuse import`` (which folds each batch
-norm into its conv) then ``streamfuse kernels bench SPEC --threads T
---json`` (``fusion: kernel``: each conv with its activation and pool as one
-pass). Each side runs warm-up calls, then timed calls on one input, and
+Every implementation runs the same ONNX model, built with ``onnx.helper``
+(seeded random weights):
+
+* streamfuse as a user would: ``streamfuse import`` (which folds each batch
+  norm into its conv) then ``streamfuse kernels bench SPEC --threads T
+  --json`` (``fusion: kernel``: each conv with its activation and pool as
+  one pass);
+* ONNX Runtime directly (CPU execution provider, all graph optimisations,
+  ``intra_op_num_threads = T``, sequential execution);
+* PyTorch eager: the model's nodes as ``torch.nn.functional`` calls on its
+  initializers (``torch.set_num_threads(T)``, ``inference_mode``);
+* OpenCV DNN: ``cv2.dnn.readNetFromONNX`` on the model
+  (``cv2.setNumThreads(T)``, its default CPU engine).
+
+PyTorch's and OpenCV's outputs are checked against ONNX Runtime's (max abs
+difference within 1e-3 of the output's largest magnitude) before they are
+timed; a peer that cannot run a layer gets "n/a" and the reason on stderr.
+Each implementation runs warm-up calls, then timed calls on one input, and
 reports the median ms per frame (kernel time: no source, no sink).
 
     python3 benches/compare/cnn_layers.py [--binary target/release/streamfuse]
-        [--layers stem,dw64] [--threads 2] [--iters 30]
+        [--layers stem,dw64] [--threads 2] [--iters 30] [--no-peers]
 
-Installs numpy, onnx and onnxruntime (the ONNX Runtime check's pins) into
-``.venv/onnx`` and re-executes itself there. The markdown table goes to
-stdout.
+Installs the CPU peers with ``benches/compare/cpu_peers.py``'s installer
+(``.venv/peers``: numpy, onnx, onnxruntime, opencv-python-headless and a
+CPU-only torch, pinned) and re-executes itself there; ``--no-peers`` times
+ONNX Runtime only, from the ONNX Runtime check's ``.venv/onnx``. The
+markdown table goes to stdout.
 """
 
 from __future__ import annotations
@@ -51,11 +64,25 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "onnx"))
 
 
-def ensure_venv() -> None:
-    """This script in the ONNX Runtime check's venv (same pins)."""
-    from check_against_onnxruntime import ensure_venv as check_venv  # noqa: PLC0415
+def ensure_venv(peers: bool) -> None:
+    """This script in the peers' venv (``cpu_peers.py``'s pins) or, without
+    peers, the ONNX Runtime check's."""
+    if not peers:
+        from check_against_onnxruntime import ensure_venv as check_venv  # noqa: PLC0415
 
-    check_venv(__file__)
+        check_venv(__file__)
+        return
+    sys.path.insert(0, str(ROOT / "benches" / "compare"))
+    import cpu_peers  # noqa: PLC0415
+
+    if (os.environ.get(cpu_peers.BOOTSTRAP_ENV) == "1"
+            and Path(sys.prefix).resolve() == cpu_peers.VENV.resolve()):
+        return
+    cpu_peers.ensure_venv(cpu_peers.resolve_torch_mode("auto"), False)
+    env = cpu_peers.torch_env()
+    env[cpu_peers.BOOTSTRAP_ENV] = "1"
+    os.execve(str(cpu_peers.VENV_PY),
+              [str(cpu_peers.VENV_PY), str(Path(__file__).resolve()), *sys.argv[1:]], env)
 
 
 # A layer: its nodes, as (kind, parameters...), and its input shape [C, H, W].
@@ -150,7 +177,116 @@ def onnx_model(nodes, shape):
         graph_nodes, "layer",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, h, w])],
         [helper.make_tensor_value_info(cur, TensorProto.FLOAT, None)], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    # The output's shape in the graph (OpenCV's importer needs it).
+    import onnx  # noqa: PLC0415
+
+    return onnx.shape_inference.infer_shapes(model, strict_mode=True)
+
+
+def median_ms(fn, warmup: int, iters: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    return sorted(times)[len(times) // 2]
+
+
+def layer_input(shape):
+    import numpy as np  # noqa: PLC0415
+
+    return np.random.default_rng(1).random((1, *shape), dtype=np.float32)
+
+
+def ort_output(model, shape):
+    import onnxruntime as ort  # noqa: PLC0415
+
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"x": layer_input(shape)})[0]
+
+
+def torch_fn(model, shape, threads: int):
+    """The model's nodes as torch.nn.functional calls (the node kinds
+    ``onnx_model`` writes)."""
+    import numpy as np  # noqa: PLC0415
+    import torch  # noqa: PLC0415
+    import torch.nn.functional as F  # noqa: PLC0415
+    from onnx import helper, numpy_helper  # noqa: PLC0415
+
+    torch.set_num_threads(threads)
+    inits = {i.name: torch.from_numpy(np.array(numpy_helper.to_array(i)))
+             for i in model.graph.initializer}
+    nodes = list(model.graph.node)
+
+    def run(x):
+        for n in nodes:
+            a = {at.name: helper.get_attribute_value(at) for at in n.attribute}
+            if n.op_type == "Conv":
+                p = a["pads"]
+                x = F.conv2d(x, inits[n.input[1]], None, a["strides"], (p[0], p[1]),
+                             groups=a.get("group", 1))
+            elif n.op_type == "BatchNormalization":
+                s, b, m, v = (inits[i] for i in n.input[1:5])
+                x = F.batch_norm(x, m, v, s, b, False, 0.0, a.get("epsilon", 1e-5))
+            elif n.op_type == "Relu":
+                x = F.relu(x)
+            elif n.op_type == "Clip":
+                x = torch.clamp(x, float(inits[n.input[1]]), float(inits[n.input[2]]))
+            elif n.op_type == "MaxPool":
+                p = a["pads"]
+                x = F.max_pool2d(x, a["kernel_shape"], a["strides"], (p[0], p[1]))
+            else:
+                raise ValueError(f"no torch call for {n.op_type}")
+        return x
+
+    x = torch.from_numpy(layer_input(shape))
+
+    def call():
+        with torch.inference_mode():
+            return run(x)
+
+    return call, lambda: call().numpy()
+
+
+def opencv_fn(model, shape, threads: int):
+    import cv2  # noqa: PLC0415
+
+    cv2.setNumThreads(threads)
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "layer.onnx"
+        path.write_bytes(model.SerializeToString())
+        net = cv2.dnn.readNetFromONNX(str(path))
+    x = layer_input(shape)
+
+    def call():
+        net.setInput(x)
+        return net.forward()
+
+    return call, call
+
+
+def time_peer(name: str, peer: str, make, model, shape, want, threads: int, warmup: int,
+              iters: int) -> float | None:
+    """A peer's median ms, or None (reason on stderr) when it cannot run the
+    layer or disagrees with ONNX Runtime."""
+    import numpy as np  # noqa: PLC0415
+
+    try:
+        call, output = make(model, shape, threads)
+        got = np.asarray(output()).reshape(want.shape)
+    except Exception as e:  # noqa: BLE001 - a peer's failure is reported, not fatal
+        print(f"cnn_layers: {peer} cannot run {name}: {e}", file=sys.stderr)
+        return None
+    err = float(np.max(np.abs(got - want)))
+    scale = float(np.max(np.abs(want))) or 1.0
+    if err > 1e-3 * scale:
+        print(f"cnn_layers: {peer} differs from ONNX Runtime on {name} by {err:g}",
+              file=sys.stderr)
+        return None
+    return median_ms(call, warmup, iters)
 
 
 def time_ort(model, shape, threads: int, warmup: int, iters: int) -> float:
@@ -201,22 +337,40 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--no-peers", action="store_true",
+                    help="time ONNX Runtime only (no PyTorch, no OpenCV DNN)")
     args = ap.parse_args()
-    ensure_venv()
+    ensure_venv(not args.no_peers)
     import onnxruntime as ort  # noqa: PLC0415
 
+    peers = [] if args.no_peers else [("PyTorch", torch_fn), ("OpenCV DNN", opencv_fn)]
+    versions = [f"ONNX Runtime {ort.__version__}"]
+    if peers:
+        import cv2  # noqa: PLC0415
+        import torch  # noqa: PLC0415
+
+        versions += [f"PyTorch {torch.__version__}", f"OpenCV {cv2.__version__}"]
     print(f"Machine: {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs; ONNX Runtime {ort.__version__}; {args.threads} threads; "
+          f"{os.cpu_count()} CPUs; {', '.join(versions)}; {args.threads} threads; "
           f"median of {args.iters} after {args.warmup} warm-up calls\n")
-    print("| layer | streamfuse ms | ONNX Runtime ms | speed-up (ORT / streamfuse) | streamfuse groups |")
-    print("|---|---:|---:|---:|---|")
+    head = ["streamfuse ms", "ONNX Runtime ms", "speed-up (ORT / streamfuse)"]
+    for p, _ in peers:
+        head += [f"{p} ms", f"speed-up ({p} / streamfuse)"]
+    print("| layer | " + " | ".join(head) + " | streamfuse groups |")
+    print("|---|" + "---:|" * len(head) + "---|")
     for name in args.layers.split(","):
         nodes, shape = LAYERS[name]()
         model = onnx_model(nodes, shape)
         sf, groups = time_streamfuse(Path(args.binary), name, model, args.threads, args.warmup,
                                      args.iters)
         ort_ms = time_ort(model, shape, args.threads, args.warmup, args.iters)
-        print(f"| {name} | {sf:.2f} | {ort_ms:.2f} | {ort_ms / sf:.2f}x | {groups} |", flush=True)
+        cells = [f"{sf:.2f}", f"{ort_ms:.2f}", f"{ort_ms / sf:.2f}x"]
+        want = ort_output(model, shape) if peers else None
+        for p, make in peers:
+            t = time_peer(name, p, make, model, shape, want, args.threads, args.warmup,
+                          args.iters)
+            cells += [f"{t:.2f}", f"{t / sf:.2f}x"] if t is not None else ["n/a", "n/a"]
+        print(f"| {name} | " + " | ".join(cells) + f" | {groups} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -251,8 +251,11 @@ pub fn algorithm(conv: &Conv2d, input: Shape, pooled: bool) -> Algorithm {
     // filters (the panel's strip copy and 6-channel blocks pay off from
     // about 192 taps per filter); the panel everywhere else: deep layers,
     // 1x1 layers, narrow rows. With AVX2's 16 registers the panel's 6 x 2
-    // register block wins on every measured shape.
-    if level() != Level::Avx2Fma && 10 * (padded - out_w) < padded && p.filter_len() < 192 {
+    // register block wins on every measured shape with several output
+    // channels per group; with one to three (the thesis layer), its loads
+    // outnumber its multiply-adds and the row engine stays ahead.
+    let panel_first = level() == Level::Avx2Fma && p.out_per_group() >= 4;
+    if !panel_first && 10 * (padded - out_w) < padded && p.filter_len() < 192 {
         Algorithm::Rows
     } else {
         Algorithm::Panel

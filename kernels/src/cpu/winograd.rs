@@ -40,8 +40,13 @@ use crate::tensor::{Shape, Tensor};
 
 /// Values per input patch and per transformed tile.
 const POS: usize = 16;
-/// Bytes of transformed input a block keeps (`16 x in x tiles`): in L2.
+/// Bytes of transformed input a block keeps (`16 x in x tiles`).
 const INPUT_BYTES: usize = 1024 * 1024;
+/// Bytes of products a chunk of output channels keeps (`16 x chunk x
+/// tiles`). Per chunk, each position's transformed input (`in x tiles`)
+/// is read once per block of [`OB`] channels while it is in L2, and the
+/// whole transformed input once per chunk, not once per block of [`OB`].
+const PROD_BYTES: usize = 256 * 1024;
 /// Zero bias for the micro-kernel (the bias is added after the output
 /// transform).
 static ZEROS: [f32; OB] = [0.0; OB];
@@ -183,7 +188,10 @@ impl<'a> Winograd<'a> {
         let ic_n = self.conv.params.in_channels;
         // Every value is written by the input transform before it is read.
         s.wino.resize(POS * ic_n * plane, 0.0);
-        s.prod.resize(POS * OB * plane, 0.0);
+        // Output channels per chunk: their products within PROD_BYTES,
+        // a multiple of OB.
+        let chunk = (PROD_BYTES / (POS * 4 * plane) / OB).max(1) * OB;
+        s.prod.resize(POS * chunk * plane, 0.0);
         s.line.resize(4 * plane + 2 * strip.grid_w, 0.0);
         s.offs.clear();
         s.offs.extend((0..ic_n).map(|k| k * plane));
@@ -193,6 +201,7 @@ impl<'a> Winograd<'a> {
             ya,
             y0,
             m,
+            chunk,
         };
         match self.level {
             #[cfg(target_arch = "x86_64")]
@@ -229,6 +238,9 @@ struct Block {
     ya: usize,
     y0: usize,
     m: usize,
+    /// Output channels whose products are computed before their output
+    /// transform (a multiple of [`OB`]).
+    chunk: usize,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -264,29 +276,40 @@ unsafe fn block_v<V: Vector, const U: usize>(
     // SAFETY: the strip holds the block's padded rows and a tail that
     // reads past the last tile stay in; `s.wino` holds 16 x in x plane.
     unsafe { input_transform::<V>(&s.data, &job.strip, ic_n, plane, &mut s.wino) };
-    let mut oc0 = 0;
-    while oc0 < oc_n {
-        let nb = OB.min(oc_n - oc0);
+    let chunk = job.chunk;
+    let mut oc_c = 0;
+    while oc_c < oc_n {
+        let cn = chunk.min(oc_n - oc_c);
         for xi in 0..POS {
-            // SAFETY: `s.prod` holds 16 x OB x plane values, position `xi`
-            // and channel `b` at `(xi * OB + b) * plane`; the packed block
-            // of `nb` channels holds `in x nb` weights; every tile reads
-            // `in` rows of `s.wino` at `s.offs` within position `xi`.
-            unsafe {
-                let x = s.wino.as_ptr().add(xi * ic_n * plane);
-                let w = wg.packed.as_ptr().add(xi * oc_n * ic_n + oc0 * ic_n);
-                let d = s.prod.as_mut_ptr().add(xi * OB * plane);
-                products::<V, U>(x, &s.offs, w, d, plane, nb);
+            let mut j = 0;
+            while j < cn {
+                // Chunks start at multiples of OB: so do packed blocks.
+                let nb = OB.min(cn - j);
+                // SAFETY: `s.prod` holds 16 x chunk x plane values,
+                // position `xi` and channel `b` of the chunk at `(xi *
+                // chunk + b) * plane`; the packed block of `nb` channels at
+                // `oc_c + j` holds `in x nb` weights; every tile reads `in`
+                // rows of `s.wino` at `s.offs` within position `xi`.
+                unsafe {
+                    let x = s.wino.as_ptr().add(xi * ic_n * plane);
+                    let w = wg.packed.as_ptr().add(xi * oc_n * ic_n + (oc_c + j) * ic_n);
+                    let d = s.prod.as_mut_ptr().add((xi * chunk + j) * plane);
+                    products::<V, U>(x, &s.offs, w, d, plane, nb);
+                }
+                j += nb;
             }
         }
-        for b in 0..nb {
-            let oc = oc0 + b;
-            // SAFETY: `s.prod` holds the 16 products of channel `b` for
-            // `plane` tiles; `s.line` holds 4 x plane values and a row.
-            unsafe { output_transform::<V>(&s.prod, b, plane, wg.bias[oc], &mut s.line) };
+        for b in 0..cn {
+            let oc = oc_c + b;
+            // SAFETY: `s.prod` holds the 16 products of the chunk's
+            // channel `b` for `plane` tiles; `s.line` holds 4 x plane
+            // values and a row.
+            unsafe {
+                output_transform::<V>(&s.prod, b, chunk, plane, wg.bias[oc], &mut s.line);
+            }
             write_rows(wg, job, oc, &mut s.line, plane, dst[oc]);
         }
-        oc0 += nb;
+        oc_c += cn;
     }
 }
 
@@ -418,12 +441,13 @@ unsafe fn input_transform<V: Vector>(
 /// tile), with `Aᵀ = [[1, 1, 1, 0], [0, 1, -1, -1]]`.
 ///
 /// # Safety
-/// The CPU must support `V`; `prod` holds `[16][OB][plane]`, `plane` is a
+/// The CPU must support `V`; `prod` holds `[16][chunk][plane]`, `plane` is a
 /// multiple of `LANES`, and `line` holds at least `4 * plane` values.
 #[inline(always)]
 unsafe fn output_transform<V: Vector>(
     prod: &[f32],
     b: usize,
+    chunk: usize,
     plane: usize,
     bias: f32,
     line: &mut [f32],
@@ -436,7 +460,8 @@ unsafe fn output_transform<V: Vector>(
         let bv = V::splat(bias);
         let mut t = 0;
         while t < plane {
-            let m: [V; POS] = std::array::from_fn(|xi| V::load(src.add((xi * OB + b) * plane + t)));
+            let m: [V; POS] =
+                std::array::from_fn(|xi| V::load(src.add((xi * chunk + b) * plane + t)));
             // Rows: Aᵀ m, per column j.
             let s0: [V; 4] = std::array::from_fn(|j| V::add(V::add(m[j], m[4 + j]), m[8 + j]));
             let s1: [V; 4] = std::array::from_fn(|j| V::sub(V::sub(m[4 + j], m[8 + j]), m[12 + j]));

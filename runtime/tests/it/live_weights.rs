@@ -351,7 +351,19 @@ fn update_weights_swaps_a_split_pipeline_between_two_frames() {
             c.spawn().unwrap_or_else(|e| panic!("segment {k}: {e}"))
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(1000));
+    // Every server listening (a fixed sleep is too short on a loaded machine).
+    let t0 = std::time::Instant::now();
+    for &p in &ports {
+        while std::net::TcpStream::connect(("127.0.0.1", p)).is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "port {p} never listened"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    // Into the stream (1000 frames at 400 fps): about frame 200.
+    std::thread::sleep(Duration::from_millis(500));
     // Refused: the wrong shape, and a segment that does not run the stage.
     let bad = update(ports[1], "conv", &dir.join("wide.npy"));
     let e = String::from_utf8_lossy(&bad.stderr);
