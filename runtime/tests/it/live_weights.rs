@@ -22,9 +22,14 @@ const WEIGHTS: [u64; 4] = [4, 2, 3, 3];
 const OUT_LEN: usize = 4 * 32 * 48;
 
 fn spec(dir: &Path, name: &str, weights: &str, out: &str, fusion: &str) -> PathBuf {
+    spec_paced(dir, name, weights, out, fusion, 400)
+}
+
+/// [`spec`] with the source paced at `fps`.
+fn spec_paced(dir: &Path, name: &str, weights: &str, out: &str, fusion: &str, fps: u32) -> PathBuf {
     let text = format!(
         "name: live\n\
-         source: {{ synthetic: {{ width: 96, height: 64, channels: 2, frames: {FRAMES}, seed: 5, fps: 400 }} }}\n\
+         source: {{ synthetic: {{ width: 96, height: 64, channels: 2, frames: {FRAMES}, seed: 5, fps: {fps} }} }}\n\
          stages:\n  \
            - {{ id: conv, op: conv2d, kernel: 3, padding: 1, out_channels: 4, weights: {{ npy: {weights} }}, bias: {{ npy: bias.npy }} }}\n  \
            - {{ id: relu, op: relu }}\n  \
@@ -336,7 +341,9 @@ fn update_weights_swaps_a_split_pipeline_between_two_frames() {
         &values(n * 25 / 9, 3, 0.1),
     );
     // Fusion off: segment 0 the source, 1 conv, 2 relu, 3 pool and the sink.
-    let s = spec(dir, "split.yaml", "a.npy", "out.npy", "off");
+    // Paced at 150 fps (6.7 s): room for three update calls, each a new
+    // process, on a loaded machine.
+    let s = spec_paced(dir, "split.yaml", "a.npy", "out.npy", "off", 150);
     let ports: Vec<u16> = (0..4).map(|_| port()).collect();
     let mut kids: Vec<Child> = (0..4)
         .map(|k| {
@@ -362,7 +369,7 @@ fn update_weights_swaps_a_split_pipeline_between_two_frames() {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
-    // Into the stream (1000 frames at 400 fps): about frame 200.
+    // Into the stream: about frame 75.
     std::thread::sleep(Duration::from_millis(500));
     // Refused: the wrong shape, and a segment that does not run the stage.
     let bad = update(ports[1], "conv", &dir.join("wide.npy"));
