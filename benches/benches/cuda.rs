@@ -1,9 +1,11 @@
 //! CUDA kernel microbenchmarks (`cuda_conv2d`, `cuda_fused_conv_relu_pool`,
 //! and the whole segment with copies, `cuda_segment`) on the thesis and cnn
 //! workloads. Device time per kernel is measured with the device
-//! synchronised after each launch. On a machine without a usable CUDA
-//! device the bench says so and measures nothing (scripts/gpu-check.sh runs
-//! it where there is one).
+//! synchronised after each launch; the input's copy on the device is made
+//! outside the timed part. A failed upload, launch or synchronisation
+//! stops the bench with the error (never timed as a fast no-op). On a
+//! machine without a usable CUDA device the bench says so and measures
+//! nothing (scripts/gpu-check.sh runs it where there is one).
 
 use std::hint::black_box;
 
@@ -38,14 +40,30 @@ fn bench(c: &mut Criterion) {
                 } else {
                     Op::Conv2d(wl.conv())
                 };
-                let Ok(x) = dev.upload(&input) else { continue };
+                let id = format!("{}/{w}x{h}", wl.name());
+                let x = dev
+                    .upload(&input)
+                    .unwrap_or_else(|e| panic!("{group} {id}: upload: {e}"));
                 g.throughput(Throughput::Bytes(input.shape().bytes() as u64));
                 g.bench_function(BenchmarkId::new(wl.name(), format!("{w}x{h}")), |b| {
-                    b.iter(|| {
-                        if let Ok(xi) = x.clone_on_device(&dev) {
-                            let _ = dev.run(&op, xi).map(|y| black_box(y.shape()));
-                            let _ = dev.synchronize();
+                    b.iter_custom(|iters| {
+                        let mut spent = std::time::Duration::ZERO;
+                        for _ in 0..iters {
+                            let xi = x
+                                .clone_on_device(&dev)
+                                .unwrap_or_else(|e| panic!("{group} {id}: copy on device: {e}"));
+                            dev.synchronize()
+                                .unwrap_or_else(|e| panic!("{group} {id}: synchronize: {e}"));
+                            let t0 = std::time::Instant::now();
+                            let y = dev
+                                .run(&op, xi)
+                                .unwrap_or_else(|e| panic!("{group} {id}: launch: {e}"));
+                            dev.synchronize()
+                                .unwrap_or_else(|e| panic!("{group} {id}: synchronize: {e}"));
+                            spent += t0.elapsed();
+                            black_box(y.shape());
                         }
+                        spent
                     })
                 });
             }
@@ -59,7 +77,11 @@ fn bench(c: &mut Criterion) {
             let op = Op::Fused(wl.fused());
             g.throughput(Throughput::Bytes(input.shape().bytes() as u64));
             g.bench_function(BenchmarkId::new(wl.name(), format!("{w}x{h}")), |b| {
-                b.iter(|| dev.run_chain(&[&op], black_box(&input)).map(|t| t.shape()))
+                b.iter(|| {
+                    dev.run_chain(&[&op], black_box(&input))
+                        .map(|t| t.shape())
+                        .unwrap_or_else(|e| panic!("cuda_segment {}/{w}x{h}: {e}", wl.name()))
+                })
             });
         }
     }

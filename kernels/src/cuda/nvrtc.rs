@@ -138,11 +138,79 @@ pub fn compile_cached_text(
     let ptx = compile_text(name, text, arch)?;
     if let Some(dir) = path.parent()
         && std::fs::create_dir_all(dir).is_ok()
+        && let Err(e) = publish(&path, &ptx)
     {
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        if std::fs::write(&tmp, &ptx).is_ok() {
-            let _ = std::fs::rename(&tmp, &path);
-        }
+        tracing::debug!("PTX cache: cannot write {}: {e}", path.display());
     }
     Ok(ptx)
+}
+
+/// Writes `data` to `path` so that a reader sees either no file, a file
+/// written before, or all of `data`: into a temporary file whose name is
+/// unique to this process, thread and call, then renamed over `path`.
+/// Threads and processes publishing the same entry at once each rename a
+/// whole file of their own.
+fn publish(path: &std::path::Path, data: &str) -> std::io::Result<()> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let unique = format!(
+        "tmp-{}-{:?}-{}",
+        std::process::id(),
+        std::thread::current().id(),
+        CALLS.fetch_add(1, Ordering::Relaxed)
+    );
+    let name: String = unique
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let tmp = path.with_extension(name);
+    let written = std::fs::write(&tmp, data).and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+#[cfg(test)]
+mod publish_tests {
+    use super::publish;
+
+    /// Eight threads publishing different entries to one path at once:
+    /// the file ends up holding exactly one of them, whole, and no
+    /// temporary file is left behind.
+    #[test]
+    fn concurrent_publishers_leave_one_whole_file() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("k-sm_70.ptx");
+        let bodies: Vec<String> = (0..8)
+            .map(|t| format!("// thread {t}\n{}", "x".repeat(200_000 + t)))
+            .collect();
+        std::thread::scope(|s| {
+            for b in &bodies {
+                let path = &path;
+                s.spawn(move || {
+                    for _ in 0..20 {
+                        publish(path, b).unwrap_or_else(|e| panic!("{e}"));
+                        let now = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{e}"));
+                        assert!(bodies_contains(&now), "a torn file of {} bytes", now.len());
+                    }
+                });
+            }
+            fn bodies_contains(s: &str) -> bool {
+                (0..8).any(|t| s == format!("// thread {t}\n{}", "x".repeat(200_000 + t)))
+            }
+        });
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .filter_map(Result::ok)
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left.len(), 1, "temporary files left: {left:?}");
+    }
 }
