@@ -493,7 +493,10 @@ pub fn conv2d(input: &Tensor, conv: &Conv2d) -> Result<Tensor, KernelError> {
     let out_shape = conv.params.output_shape(input.shape())?;
     match algorithm(conv, input.shape(), false) {
         Algorithm::Depthwise => return Ok(super::depthwise::run(input, conv, &[], out_shape)),
-        Algorithm::Panel => return Ok(super::panel::run(input, conv, &[], out_shape)),
+        Algorithm::Panel => {
+            let src = super::panel::Panel::new(conv, input, out_shape, &[]);
+            return Ok(super::panel::run_with(&src, out_shape));
+        }
         Algorithm::Winograd => {
             let src = super::winograd::Winograd::new(conv, input, out_shape, &[]);
             return Ok(super::panel::run_with(&src, out_shape));

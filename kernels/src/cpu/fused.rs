@@ -125,7 +125,10 @@ pub fn run(input: &Tensor, chain: &FusedChain) -> Result<Tensor, KernelError> {
     Ok(match (&chain.conv, chain.pool) {
         (Some(conv), None) => conv_epilogue(input, conv, ep, out_shape),
         (Some(conv), Some(pool)) => match algorithm(conv, input.shape(), true) {
-            Algorithm::Panel => super::panel::run_pool(input, conv, ep, mid, out_shape, pool),
+            Algorithm::Panel => {
+                let src = super::panel::Panel::new(conv, input, mid, ep);
+                super::panel::run_pool_with(&src, mid, out_shape, pool)
+            }
             Algorithm::Winograd => {
                 let src = super::winograd::Winograd::new(conv, input, mid, ep);
                 super::panel::run_pool_with(&src, mid, out_shape, pool)
@@ -150,7 +153,10 @@ pub fn run(input: &Tensor, chain: &FusedChain) -> Result<Tensor, KernelError> {
 fn conv_epilogue(input: &Tensor, conv: &Conv2d, ep: &[EpilogueOp], out_shape: Shape) -> Tensor {
     match algorithm(conv, input.shape(), false) {
         Algorithm::Depthwise => return super::depthwise::run(input, conv, ep, out_shape),
-        Algorithm::Panel => return super::panel::run(input, conv, ep, out_shape),
+        Algorithm::Panel => {
+            let src = super::panel::Panel::new(conv, input, out_shape, ep);
+            return super::panel::run_with(&src, out_shape);
+        }
         Algorithm::Winograd => {
             let src = super::winograd::Winograd::new(conv, input, out_shape, ep);
             return super::panel::run_with(&src, out_shape);

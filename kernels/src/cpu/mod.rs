@@ -22,6 +22,8 @@ mod vector;
 pub mod vision;
 pub(crate) mod winograd;
 
+pub use winograd::applies as winograd_applies;
+
 use rayon::prelude::*;
 
 /// Runs `f` on each `(index, band)`: on the kernel threads, or one after
@@ -96,11 +98,4 @@ pub(crate) fn max2(a: f32, b: f32) -> f32 {
 #[inline(always)]
 pub(crate) fn relu1(x: f32) -> f32 {
     if x > 0.0 { x } else { 0.0 }
-}
-
-/// Whether the Winograd convolution algorithm
-/// ([`crate::ConvAlgorithm::Winograd`]) can compute convolutions of `p`'s
-/// geometry: a 3×3 kernel, stride 1, no dilation, one group.
-pub fn winograd_applies(p: &crate::op::Conv2dParams) -> bool {
-    winograd::applies(p)
 }

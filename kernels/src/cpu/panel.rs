@@ -75,12 +75,6 @@ fn band_rows(h: usize) -> usize {
     h.div_ceil(rayon::current_num_threads().max(1)).max(1)
 }
 
-/// The convolution `conv` of `input` (output `out_shape`) with the epilogue
-/// `ep`, by the panel algorithm.
-pub(crate) fn run(input: &Tensor, conv: &Conv2d, ep: &[EpilogueOp], out_shape: Shape) -> Tensor {
-    run_with(&Panel::new(conv, input, out_shape, ep), out_shape)
-}
-
 /// A convolution (with its epilogue) computed a block of output rows at a
 /// time into caller-provided rows: the panel algorithm, or another that
 /// shares its drivers ([`run_with`], [`run_pool_with`]).
@@ -113,25 +107,11 @@ pub(crate) fn run_with(src: &impl RowSource, out_shape: Shape) -> Tensor {
     out
 }
 
-/// The convolution, its epilogue and `pool` (output `out_shape`; the
-/// convolution's is `conv_shape`), by the panel algorithm: per band of
-/// pooled rows, blocks of the convolution rows they read are computed into
-/// an L2-sized buffer and reduced from there by the unfused pool's own
-/// routines, so the result equals the unfused chain's.
-pub(crate) fn run_pool(
-    input: &Tensor,
-    conv: &Conv2d,
-    ep: &[EpilogueOp],
-    conv_shape: Shape,
-    out_shape: Shape,
-    pool: Pool2d,
-) -> Tensor {
-    let pc = Panel::new(conv, input, conv_shape, ep);
-    run_pool_with(&pc, conv_shape, out_shape, pool)
-}
-
 /// The rows of `src` (output `conv_shape`) reduced by `pool` (output
-/// `out_shape`), as [`run_pool`] does for the panel algorithm.
+/// `out_shape`): per band of pooled rows, blocks of the convolution rows
+/// they read are computed into an L2-sized buffer and reduced from there
+/// by the unfused pool's own routines, so the result equals the unfused
+/// chain's.
 pub(crate) fn run_pool_with(
     pc: &impl RowSource,
     conv_shape: Shape,
@@ -227,16 +207,56 @@ pub(crate) fn run_pool_with(
     out
 }
 
+/// One convolution (with its epilogue) over one input, as every
+/// packed-weights algorithm (panel, Winograd) holds it.
+pub(crate) struct ConvRun<'a> {
+    pub(crate) conv: &'a Conv2d,
+    pub(crate) input: &'a Tensor,
+    /// The convolution's output shape.
+    pub(crate) out: Shape,
+    pub(crate) ep: &'a [EpilogueOp],
+    /// The weights in the algorithm's packed layout.
+    pub(crate) packed: std::sync::Arc<[f32]>,
+    /// Bias per output channel (0 without bias).
+    pub(crate) bias: Vec<f32>,
+    pub(crate) level: Level,
+}
+
+impl<'a> ConvRun<'a> {
+    /// `conv` of `input` (output shape `out`) with the epilogue `ep`, its
+    /// weights packed by `pack` in the layout named `layout` (once per set
+    /// of weights, [`Conv2d::packed_with`]).
+    pub(crate) fn new(
+        conv: &'a Conv2d,
+        input: &'a Tensor,
+        out: Shape,
+        ep: &'a [EpilogueOp],
+        layout: &'static str,
+        pack: fn(&Conv2d) -> Vec<f32>,
+    ) -> Self {
+        Self {
+            conv,
+            input,
+            out,
+            ep,
+            packed: conv.packed_with(layout, pack),
+            bias: (0..conv.params.out_channels)
+                .map(|oc| conv.bias_of(oc))
+                .collect(),
+            level: level(),
+        }
+    }
+}
+
 /// One convolution (with its epilogue) over one input, computed in row
 /// blocks by the panel algorithm.
-pub(crate) struct Panel<'a> {
-    conv: &'a Conv2d,
-    input: &'a Tensor,
-    out: Shape,
-    ep: &'a [EpilogueOp],
-    packed: std::sync::Arc<[f32]>,
-    bias: Vec<f32>,
-    level: Level,
+pub(crate) struct Panel<'a>(ConvRun<'a>);
+
+impl<'a> std::ops::Deref for Panel<'a> {
+    type Target = ConvRun<'a>;
+    fn deref(&self) -> &ConvRun<'a> {
+        &self.0
+    }
 }
 
 /// Runs `f` with this thread's scratch buffers, which live as long as the
@@ -257,7 +277,7 @@ pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
 /// Per-thread buffers of a [`Panel`].
 #[derive(Default)]
 pub(crate) struct Scratch {
-    /// Convolution rows a fused pool reads ([`run_pool`]).
+    /// Convolution rows a fused pool reads ([`run_pool_with`]).
     rows: Vec<f32>,
     /// Partial sums of a block, `[out][grid pixels rounded to lanes]`.
     acc: Vec<f32>,
@@ -306,16 +326,7 @@ impl<'a> Panel<'a> {
         out: Shape,
         ep: &'a [EpilogueOp],
     ) -> Self {
-        let p = conv.params;
-        Self {
-            conv,
-            input,
-            out,
-            ep,
-            packed: conv.packed_with("panel", pack),
-            bias: (0..p.out_channels).map(|oc| conv.bias_of(oc)).collect(),
-            level: level(),
-        }
+        Self(ConvRun::new(conv, input, out, ep, "panel", pack))
     }
 
     /// The strip of a block of `m` output rows.

@@ -32,8 +32,8 @@
 //! states the bound the tests check).
 
 use super::fused::epilogue_row;
-use super::panel::{OB, RowSource, Scratch, Strip, fill_strip, tile};
-use super::simd::{Level, level};
+use super::panel::{ConvRun, OB, RowSource, Scratch, Strip, fill_strip, tile};
+use super::simd::Level;
 use super::vector::{self, Vector};
 use crate::op::{Conv2d, Conv2dParams, EpilogueOp};
 use crate::tensor::{Shape, Tensor};
@@ -53,7 +53,7 @@ static ZEROS: [f32; OB] = [0.0; OB];
 
 /// Whether the Winograd algorithm can compute convolutions of `p`'s
 /// geometry: a 3×3 kernel, stride 1, no dilation, one group.
-pub(crate) fn applies(p: &Conv2dParams) -> bool {
+pub fn applies(p: &Conv2dParams) -> bool {
     let w = p.window;
     p.groups == 1 && w.kernel == [3, 3] && w.stride == [1, 1] && w.dilation == [1, 1]
 }
@@ -109,14 +109,13 @@ fn transform_filter(g: &[f64; 9]) -> [f64; POS] {
 
 /// One convolution (with its epilogue) over one input, computed in blocks
 /// of tile rows by the Winograd algorithm.
-pub(crate) struct Winograd<'a> {
-    conv: &'a Conv2d,
-    input: &'a Tensor,
-    out: Shape,
-    ep: &'a [EpilogueOp],
-    packed: std::sync::Arc<[f32]>,
-    bias: Vec<f32>,
-    level: Level,
+pub(crate) struct Winograd<'a>(ConvRun<'a>);
+
+impl<'a> std::ops::Deref for Winograd<'a> {
+    type Target = ConvRun<'a>;
+    fn deref(&self) -> &ConvRun<'a> {
+        &self.0
+    }
 }
 
 impl<'a> Winograd<'a> {
@@ -128,17 +127,7 @@ impl<'a> Winograd<'a> {
         out: Shape,
         ep: &'a [EpilogueOp],
     ) -> Self {
-        Self {
-            conv,
-            input,
-            out,
-            ep,
-            packed: conv.packed_with("winograd", pack),
-            bias: (0..conv.params.out_channels)
-                .map(|oc| conv.bias_of(oc))
-                .collect(),
-            level: level(),
-        }
+        Self(ConvRun::new(conv, input, out, ep, "winograd", pack))
     }
 
     /// The strip of `m` tile rows: `2m + 2` padded rows in 2×2 phases,
