@@ -12,7 +12,7 @@ use bytes::Bytes;
 use streamfuse::transport::forward::Forwarder;
 use streamfuse::transport::metrics::SegmentMetrics;
 use streamfuse::transport::push::StageRoutes;
-use streamfuse::transport::server::{AckMap, StageService, Work};
+use streamfuse::transport::server::{AckMap, Delivered, Floors, StageService, Work};
 use streamfuse::transport::{Limits, WINDOW, wire};
 use streamfuse_kernels::Shape;
 use streamfuse_proto::v1;
@@ -35,7 +35,7 @@ pub fn shape_for(bytes: usize) -> Shape {
 pub struct GrpcChain {
     rt: Runtime,
     input: mpsc::Sender<v1::Frame>,
-    delivered: watch::Receiver<AckMap>,
+    delivered: watch::Receiver<Delivered>,
     payload: Bytes,
     shape: Shape,
     next_seq: u64,
@@ -50,9 +50,17 @@ fn metrics() -> Arc<SegmentMetrics> {
 async fn server(
     shape: Shape,
     limits: Limits,
-) -> (SocketAddr, mpsc::Receiver<Work>, watch::Sender<AckMap>) {
+    sink: bool,
+) -> (SocketAddr, mpsc::Receiver<Work>, watch::Sender<Delivered>) {
     let (inbox_tx, inbox_rx) = mpsc::channel(2);
-    let (acks_tx, acks_rx) = watch::channel(AckMap::new());
+    // The sink knows what it delivered at once; a relay once its downstream
+    // first answers.
+    let board = if sink {
+        Delivered::known(AckMap::new())
+    } else {
+        Delivered::default()
+    };
+    let (acks_tx, acks_rx) = watch::channel(board);
     let (_draining_tx, draining_rx) = watch::channel(false);
     std::mem::forget(_draining_tx);
     let svc = StageService::new(
@@ -98,22 +106,28 @@ impl GrpcChain {
         let limits = Limits::for_frame(shape.bytes());
         let (input, delivered) = rt.block_on(async {
             // The sink: takes every frame and acknowledges it at once.
-            let (mut addr, mut inbox, acks) = server(shape, limits).await;
+            let (mut addr, mut inbox, acks) = server(shape, limits, true).await;
             tokio::spawn(async move {
                 while let Some(w) = inbox.recv().await {
                     if let Work::Frame(f, _) = w {
                         acks.send_modify(|a| {
-                            a.insert(f.stream_id, f.seq + 1);
+                            a.next.insert(f.stream_id, f.seq + 1);
                         });
                     }
                 }
             });
             // Relays: receive, re-encode (the payload is shared), forward.
             for _ in 1..hops {
-                let (raddr, mut rinbox, racks) = server(shape, limits).await;
+                let (raddr, mut rinbox, racks) = server(shape, limits, false).await;
                 let (tx, rx) = mpsc::channel(2);
-                let f = Forwarder::new(&addr.to_string(), limits, metrics(), racks)
-                    .unwrap_or_else(|e| panic!("{e}"));
+                let f = Forwarder::new(
+                    &addr.to_string(),
+                    limits,
+                    metrics(),
+                    racks,
+                    Floors::default(),
+                )
+                .unwrap_or_else(|e| panic!("{e}"));
                 tokio::spawn(f.run(rx));
                 tokio::spawn(async move {
                     while let Some(w) = rinbox.recv().await {
@@ -126,10 +140,16 @@ impl GrpcChain {
                 });
                 addr = raddr;
             }
-            let (board, delivered) = watch::channel(AckMap::new());
+            let (board, delivered) = watch::channel(Delivered::default());
             let (tx, rx) = mpsc::channel(2);
-            let f = Forwarder::new(&addr.to_string(), limits, metrics(), board)
-                .unwrap_or_else(|e| panic!("{e}"));
+            let f = Forwarder::new(
+                &addr.to_string(),
+                limits,
+                metrics(),
+                board,
+                Floors::default(),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
             tokio::spawn(f.run(rx));
             (tx, delivered)
         });
@@ -166,13 +186,22 @@ impl GrpcChain {
                     shape: vec![shape.c as u32, shape.h as u32, shape.w as u32],
                     dtype: v1::Dtype::F32 as i32,
                     end_of_stream: false,
+                    protocol: wire::PROTOCOL,
+                    first_unacked: 0,
                     payload: payload.clone(),
                 };
                 if input.send(f).await.is_err() {
                     panic!("forwarder stopped");
                 }
             }
-            while delivered.borrow_and_update().get(&0).copied().unwrap_or(0) < target {
+            while delivered
+                .borrow_and_update()
+                .next
+                .get(&0)
+                .copied()
+                .unwrap_or(0)
+                < target
+            {
                 if delivered.changed().await.is_err() {
                     panic!("forwarder stopped");
                 }

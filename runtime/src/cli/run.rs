@@ -27,6 +27,10 @@ pub struct RunArgs {
     /// over gRPC (the split layout on one machine).
     #[arg(long)]
     pub local: bool,
+    /// When the sink forces its commits to disk (see `serve --sync`):
+    /// `frame`, an interval such as `1s` (the default), or `never`.
+    #[arg(long, default_value = "1s", value_name = "POLICY")]
+    pub sync: streamfuse::io::journal::SyncPolicy,
 }
 
 /// Runs the pipeline and prints its report (text, or one JSON line).
@@ -46,6 +50,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         let opts = RunOptions {
             device: a.device,
             progress: !a.json && std::io::stderr().is_terminal(),
+            sync: a.sync,
         };
         tracing::info!(
             pipeline = %p.name,

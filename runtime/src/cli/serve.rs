@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use streamfuse::io::journal::SyncPolicy;
+use streamfuse::io::sinks::Durability;
 use streamfuse::plan::plan;
 use streamfuse::segment::serve::{self, ServeOptions};
 use streamfuse::spec::DeviceChoice;
@@ -47,6 +49,22 @@ pub struct ServeArgs {
     /// Extra time per frame, ms (a deliberately slow segment, for experiments).
     #[arg(long, default_value_t = 0.0)]
     pub delay_ms: f64,
+    /// The sink's commit journal (last segment). Default: beside an npy
+    /// file (`<file>.journal`) or in an npy or image folder; the stats and
+    /// null sinks keep one only when given. A restarted sink resumes from
+    /// it: nothing it committed is lost or written twice.
+    #[arg(long, value_name = "PATH")]
+    pub journal: Option<std::path::PathBuf>,
+    /// When the sink forces commits to disk: `frame` (before acknowledging
+    /// each), an interval (`500ms`, `1s`: the default), or `never` (the
+    /// operating system's write-back). A killed process loses nothing
+    /// under any of them; they differ on a power loss.
+    #[arg(long, default_value = "1s", value_name = "POLICY")]
+    pub sync: SyncPolicy,
+    /// Start a new run: replace the sink's outputs and journal from an
+    /// earlier run instead of resuming it.
+    #[arg(long)]
+    pub fresh: bool,
 }
 
 /// Serves the segment until it is stopped (or, with `--once`, until every
@@ -75,6 +93,11 @@ pub fn run(a: ServeArgs) -> Result<()> {
         device: a.device,
         drain_timeout: Duration::from_secs_f64(a.drain_timeout),
         delay: Duration::from_secs_f64(a.delay_ms / 1e3),
+        durability: Durability {
+            journal: a.journal,
+            sync: a.sync,
+            fresh: a.fresh,
+        },
     };
     let outcome = serve::serve(&p, &pl, &opts)?;
     if a.once {

@@ -26,6 +26,10 @@ pub const RUN_AS: i64 = 10001;
 const JETSON_VIDEO_GID: i64 = 44;
 /// Where compiled kernels are cached in a pod (an `emptyDir`).
 const CACHE_DIR: &str = "/var/cache/streamfuse";
+/// Where the sink's segment keeps its commit journal (an `emptyDir`: it
+/// outlives a restart of the container, so a sink killed and restarted by
+/// the kubelet resumes its record instead of starting a new one).
+const STATE_DIR: &str = "/var/lib/streamfuse";
 /// Frames of the segment's largest frame budgeted in its memory request.
 const FRAMES_BUDGETED: u64 = 32;
 /// Memory for the process itself, MiB.
@@ -177,6 +181,8 @@ fn serve_args(i: &SegmentInput<'_>) -> Vec<String> {
     ];
     if let Some(next) = &i.next {
         a.extend(["--next".into(), next.clone()]);
+    } else {
+        a.extend(["--journal".into(), format!("{STATE_DIR}/sink.journal")]);
     }
     if let Some(f) = i.opts.frames {
         a.extend(["--frames".into(), f.to_string()]);
@@ -317,6 +323,11 @@ fn pod_spec(i: &SegmentInput<'_>) -> PodSpec {
                 mount_path: CACHE_DIR.into(),
                 ..Default::default()
             },
+            VolumeMount {
+                name: "state".into(),
+                mount_path: STATE_DIR.into(),
+                ..Default::default()
+            },
         ]),
         ..Default::default()
     };
@@ -361,6 +372,11 @@ fn pod_spec(i: &SegmentInput<'_>) -> PodSpec {
             },
             Volume {
                 name: "cache".into(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Default::default()
+            },
+            Volume {
+                name: "state".into(),
                 empty_dir: Some(EmptyDirVolumeSource::default()),
                 ..Default::default()
             },

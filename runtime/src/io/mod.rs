@@ -1,5 +1,6 @@
 //! Sources and sinks.
 
+pub mod journal;
 pub mod npy;
 pub mod sink;
 pub mod sinks;

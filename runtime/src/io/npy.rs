@@ -11,7 +11,8 @@
 //! with the final N when the run ends.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Seek, SeekFrom, Write};
+use std::io::{BufReader, BufWriter, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use streamfuse_kernels::{Shape, Tensor};
@@ -29,6 +30,8 @@ pub struct NpySource {
     shape: Shape,
     frames: u64,
     next: u64,
+    /// Frames of the stacked file to pass over when it is opened.
+    skip: u64,
     stacked: Option<(PathBuf, Values)>,
 }
 
@@ -51,8 +54,17 @@ impl NpySource {
             shape,
             frames,
             next: 0,
+            skip: 0,
             stacked: None,
         }
+    }
+
+    /// The same source from frame `seq` on (a resumed source).
+    #[must_use]
+    pub fn starting_at(mut self, seq: u64) -> Self {
+        self.next = seq;
+        self.skip = seq;
+        self
     }
 
     fn read_values(
@@ -92,7 +104,14 @@ impl NpySource {
                 if self.stacked.is_none() {
                     let npy = open(path)?;
                     let h = header_of(path, &npy)?;
-                    self.stacked = Some((path.clone(), Self::read_values(path, npy, h.f64)?));
+                    let mut values = Self::read_values(path, npy, h.f64)?;
+                    let skip = self.skip.saturating_mul(n as u64);
+                    for _ in 0..skip {
+                        if let Some(Err(e)) = values.next() {
+                            return Err(err(path, format!("frame seq {seq}: {e}")));
+                        }
+                    }
+                    self.stacked = Some((path.clone(), values));
                 }
                 let Some((path, it)) = self.stacked.as_mut() else {
                     return Err(err(Path::new("npy source"), "reader missing"));
@@ -143,19 +162,46 @@ impl Iterator for NpySource {
     }
 }
 
-/// Writes frames as `.npy` files.
+/// Writes frames as `.npy` files, each frame committed as it is written: a
+/// process killed at any instant leaves valid files holding every frame
+/// written before.
+///
+/// - stacked: the frame's bytes go after the frames already there, then
+///   the header is rewritten with the new count (one small write at offset
+///   0), so the file always loads as the frames counted in its header;
+/// - folder: each file is written under a temporary name, then renamed
+///   into place.
 #[derive(Debug)]
 pub struct NpySink {
     out: NpyOutput,
-    stacked: Option<(BufWriter<File>, Shape, u64)>,
+    stacked: Option<Stacked>,
+}
+
+/// The open stacked file.
+#[derive(Debug)]
+struct Stacked {
+    file: File,
+    shape: Shape,
+    frames: u64,
+}
+
+fn stacked_header(shape: Shape, frames: u64) -> Vec<u8> {
+    header_bytes(
+        &[frames, shape.c as u64, shape.h as u64, shape.w as u64],
+        STACKED_HEADER,
+    )
 }
 
 impl NpySink {
-    /// A sink writing to `out` (folders are created).
+    /// A sink writing to `out` (folders are created). `resume`: the frames
+    /// of shape `shape` an earlier process committed to the stacked file,
+    /// which is cut to them and appended to; `None` starts a new file.
     ///
     /// # Errors
-    /// [`NpyError`] when the folder or file cannot be created.
-    pub fn new(out: NpyOutput) -> Result<Self, NpyError> {
+    /// [`NpyError`] when the folder or file cannot be created, or the file
+    /// to resume holds fewer frames than were committed.
+    pub fn new(out: NpyOutput, resume: Option<(u64, Shape)>) -> Result<Self, NpyError> {
+        let mut stacked = None;
         match &out {
             NpyOutput::Dir(d) => {
                 std::fs::create_dir_all(d)
@@ -166,12 +212,43 @@ impl NpySink {
                     std::fs::create_dir_all(d)
                         .map_err(|e| err(d, format!("cannot create folder: {e}")))?;
                 }
+                if let Some((frames, shape)) = resume.filter(|(n, _)| *n > 0) {
+                    let file = std::fs::OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .open(p)
+                        .map_err(|e| err(p, format!("cannot reopen to resume: {e}")))?;
+                    let want = STACKED_HEADER as u64 + frames * shape.bytes() as u64;
+                    let len = file.metadata().map_err(|e| err(p, e.to_string()))?.len();
+                    if len < want {
+                        return Err(err(
+                            p,
+                            format!(
+                                "holds {len} bytes, fewer than the {frames} frames its journal committed ({want} bytes): remove the journal or pass --fresh"
+                            ),
+                        ));
+                    }
+                    // Cut what a kill left after the last committed frame.
+                    file.set_len(want).map_err(|e| err(p, e.to_string()))?;
+                    file.write_all_at(&stacked_header(shape, frames), 0)
+                        .map_err(|e| err(p, e.to_string()))?;
+                    stacked = Some(Stacked {
+                        file,
+                        shape,
+                        frames,
+                    });
+                }
             }
         }
-        Ok(Self { out, stacked: None })
+        Ok(Self { out, stacked })
     }
 
-    /// Writes one frame.
+    /// Frames in the stacked file (0 for a folder).
+    pub fn stacked_frames(&self) -> u64 {
+        self.stacked.as_ref().map_or(0, |s| s.frames)
+    }
+
+    /// Writes and commits one frame.
     ///
     /// # Errors
     /// [`NpyError`] on a write failure or a frame whose shape differs from
@@ -180,65 +257,97 @@ impl NpySink {
         let s = f.tensor.shape();
         match &self.out {
             NpyOutput::Dir(d) => {
-                let path = d.join(format!("{}-{}.npy", f.stream_id, f.seq));
+                let name = format!("{}-{}.npy", f.stream_id, f.seq);
+                let path = d.join(&name);
+                let tmp = d.join(format!(".{name}.tmp"));
                 let mut w = BufWriter::new(
-                    File::create(&path).map_err(|e| err(&path, format!("cannot create: {e}")))?,
+                    File::create(&tmp).map_err(|e| err(&tmp, format!("cannot create: {e}")))?,
                 );
                 w.write_all(&header_bytes(&[s.c as u64, s.h as u64, s.w as u64], 0))
                     .and_then(|()| w.write_all(f.tensor.as_bytes()))
                     .and_then(|()| w.flush())
+                    .and_then(|()| std::fs::rename(&tmp, &path))
                     .map_err(|e| err(&path, format!("frame seq {}: {e}", f.seq)))
             }
             NpyOutput::Stacked(path) => {
                 if self.stacked.is_none() {
-                    let mut w = BufWriter::new(
-                        File::create(path).map_err(|e| err(path, format!("cannot create: {e}")))?,
-                    );
-                    let h = header_bytes(&[0, s.c as u64, s.h as u64, s.w as u64], STACKED_HEADER);
-                    w.write_all(&h).map_err(|e| err(path, e.to_string()))?;
-                    self.stacked = Some((w, s, 0));
+                    let file = std::fs::OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .open(path)
+                        .map_err(|e| err(path, format!("cannot create: {e}")))?;
+                    file.write_all_at(&stacked_header(s, 0), 0)
+                        .map_err(|e| err(path, e.to_string()))?;
+                    self.stacked = Some(Stacked {
+                        file,
+                        shape: s,
+                        frames: 0,
+                    });
                 }
-                let Some((w, shape, n)) = self.stacked.as_mut() else {
+                let Some(st) = self.stacked.as_mut() else {
                     return Err(err(path, "writer missing"));
                 };
-                if *shape != s {
+                if st.shape != s {
                     return Err(err(
                         path,
                         format!(
-                            "frame seq {}: shape {s} differs from the first frame's {shape}",
-                            f.seq
+                            "frame seq {}: shape {s} differs from the first frame's {}",
+                            f.seq, st.shape
                         ),
                     ));
                 }
-                w.write_all(f.tensor.as_bytes())
+                let at = STACKED_HEADER as u64 + st.frames * s.bytes() as u64;
+                st.file
+                    .write_all_at(f.tensor.as_bytes(), at)
+                    .and_then(|()| st.file.write_all_at(&stacked_header(s, st.frames + 1), 0))
                     .map_err(|e| err(path, format!("frame seq {}: {e}", f.seq)))?;
-                *n += 1;
+                st.frames += 1;
                 Ok(())
             }
         }
     }
 
-    /// Completes the stacked file's header with the number of frames.
+    /// Forces what was written to disk.
+    ///
+    /// # Errors
+    /// [`NpyError`] when the flush fails.
+    pub fn sync(&self) -> Result<(), NpyError> {
+        match (&self.out, &self.stacked) {
+            (NpyOutput::Stacked(path), Some(st)) => {
+                st.file.sync_data().map_err(|e| err(path, e.to_string()))
+            }
+            (NpyOutput::Dir(d), _) => sync_folder(d),
+            (NpyOutput::Stacked(_), None) => Ok(()),
+        }
+    }
+
+    /// Completes the files (every frame is already committed): forces them
+    /// to disk.
     ///
     /// # Errors
     /// [`NpyError`] on a write failure.
     pub fn finish(&mut self) -> Result<(), NpyError> {
-        let NpyOutput::Stacked(path) = &self.out else {
-            return Ok(());
-        };
-        let Some((mut w, s, n)) = self.stacked.take() else {
-            return Ok(());
-        };
-        let h = header_bytes(&[n, s.c as u64, s.h as u64, s.w as u64], STACKED_HEADER);
-        w.flush()
-            .and_then(|()| {
-                let mut f = w
-                    .into_inner()
-                    .map_err(std::io::IntoInnerError::into_error)?;
-                f.seek(SeekFrom::Start(0))?;
-                f.write_all(&h)?;
-                f.sync_all()
-            })
-            .map_err(|e| err(path, e.to_string()))
+        self.sync()
+    }
+}
+
+/// Forces every file of the file system holding `d` to disk (its files
+/// were renamed into place one by one).
+pub(crate) fn sync_folder(d: &Path) -> Result<(), NpyError> {
+    let f = File::open(d).map_err(|e| err(d, e.to_string()))?;
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: `f` is an open descriptor for the duration of the call.
+        if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
+            return Err(err(d, std::io::Error::last_os_error().to_string()));
+        }
+        Ok(())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        f.sync_all().map_err(|e| err(d, e.to_string()))
     }
 }

@@ -2,13 +2,24 @@
 //! record (latency, order, digest) and the file sinks (npy, video, images).
 //! The in-process and the served segment both finish through
 //! [`Sinks::finish`], so what a sink saw is built once.
+//!
+//! With a journal ([`super::journal`]; by default beside an npy file or in
+//! an npy or image folder, for any sink with `--journal`), every frame is
+//! committed before it is acknowledged, and a restarted sink resumes: it
+//! reads back its record (counts, latencies, digest), cuts its files to
+//! what it committed, and reports per stream where upstream should go on
+//! ([`Sinks::positions`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::journal::{Entry, Journal, JournalError, SyncPolicy};
 use super::npy::NpySink;
 use super::sink::{OrderError, SinkRecord, StreamTally};
 use crate::frame::{Frame, now_ns};
-use crate::media::npy::NpyError;
+use crate::media::npy::{NpyError, NpyOutput};
 use crate::media::video::{MediaError, MediaOutput, MediaSink};
 use crate::spec::{Pipeline, SinkConfig};
 
@@ -24,6 +35,42 @@ pub enum SinkError {
     /// Frames reached the sink out of order.
     #[error(transparent)]
     Order(#[from] OrderError),
+    /// The journal cannot be read or written.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The journal holds what this sink cannot resume.
+    #[error("sink journal {path}: {message}")]
+    Resume {
+        /// The journal.
+        path: PathBuf,
+        /// What cannot be resumed.
+        message: String,
+    },
+}
+
+/// How a sink keeps what it committed across a restart of its process.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Durability {
+    /// The journal's file; default: beside a stacked npy file
+    /// (`<file>.journal`), or `.streamfuse-journal` in an npy or image
+    /// folder; other sinks keep no journal unless one is given.
+    pub journal: Option<PathBuf>,
+    /// When commits are forced to disk.
+    pub sync: SyncPolicy,
+    /// Start a new run: replace the outputs and the journal of an earlier
+    /// one instead of resuming it.
+    pub fresh: bool,
+}
+
+impl Durability {
+    /// A new run each time (the in-process run: no upstream holds frames
+    /// for it to resume from).
+    pub fn fresh() -> Self {
+        Self {
+            fresh: true,
+            ..Self::default()
+        }
+    }
 }
 
 /// What the sink saw over a run.
@@ -41,6 +88,10 @@ pub struct SinkOutcome {
     pub digest: Option<String>,
     /// Wall clock when the last frame arrived, ns.
     pub last_ns: u64,
+    /// Frames an earlier process of this sink had committed, read back
+    /// from its journal (0 for a new run).
+    #[serde(default)]
+    pub resumed_frames: u64,
 }
 
 /// The sinks of a pipeline's last segment.
@@ -50,17 +101,89 @@ pub struct Sinks {
     npy: Option<NpySink>,
     media: Option<MediaSink>,
     last_ns: u64,
+    journal: Option<Journal>,
+    ended: BTreeMap<u32, u64>,
+    resumed_frames: u64,
+}
+
+/// What a run's journal must match to be resumed: the pipeline, its sink
+/// and every stream's output shape.
+fn description(p: &Pipeline) -> String {
+    let shapes: Vec<String> = p
+        .stream_shapes(p.stages.len())
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    format!("{}\n{:?}\n{}", p.name, p.sink, shapes.join(","))
 }
 
 impl Sinks {
     /// Opens the sinks `p` names (a video file is created here, so a codec
-    /// or path problem stops the run before any frame).
+    /// or path problem stops the run before any frame), resuming what an
+    /// earlier process of this sink committed where `durability` keeps a
+    /// journal.
     ///
     /// # Errors
-    /// [`SinkError`] naming the file or folder that cannot be created.
-    pub fn open(p: &Pipeline) -> Result<Self, SinkError> {
+    /// [`SinkError`] naming the file or folder that cannot be created, or a
+    /// journal that cannot be read or resumed.
+    pub fn open(p: &Pipeline, durability: &Durability) -> Result<Self, SinkError> {
+        let journal_path = durability.journal.clone().or_else(|| match &p.sink {
+            SinkConfig::Npy(NpyOutput::Stacked(f)) => {
+                let mut name = f.as_os_str().to_owned();
+                name.push(".journal");
+                Some(PathBuf::from(name))
+            }
+            SinkConfig::Npy(NpyOutput::Dir(d)) => Some(d.join(".streamfuse-journal")),
+            SinkConfig::Images(i) => Some(i.dir.join(".streamfuse-journal")),
+            _ => None,
+        });
+        let (journal, recovered) = match &journal_path {
+            Some(path) => {
+                let fp = super::journal::fingerprint(&description(p));
+                let (j, r) = Journal::open(path, fp, durability.sync, durability.fresh)?;
+                (Some(j), r)
+            }
+            None => (None, super::journal::Recovered::default()),
+        };
+        let mut record = SinkRecord::new(p.sink != SinkConfig::Null);
+        let mut ended = BTreeMap::new();
+        let mut stacked = 0u64;
+        let mut resumed_frames = 0u64;
+        let resume_err = |message: String| SinkError::Resume {
+            path: journal_path.clone().unwrap_or_default(),
+            message,
+        };
+        for e in &recovered.entries {
+            match *e {
+                Entry::Frame {
+                    stream,
+                    seq,
+                    capture_ns,
+                    arrival_ns,
+                    digest,
+                    stacked: n,
+                } => {
+                    record
+                        .restore(stream, seq, capture_ns, arrival_ns, digest)
+                        .map_err(|o| resume_err(o.to_string()))?;
+                    stacked = n;
+                    resumed_frames += 1;
+                }
+                Entry::End { stream, frames } => {
+                    ended.insert(stream, frames);
+                }
+            }
+        }
+        if recovered.resumed && resumed_frames > 0 && matches!(p.sink, SinkConfig::Video(_)) {
+            return Err(resume_err(format!(
+                "{resumed_frames} frames were committed to a video file, which cannot be appended to: pass --fresh to start it again"
+            )));
+        }
         let npy = match &p.sink {
-            SinkConfig::Npy(out) => Some(NpySink::new(out.clone())?),
+            SinkConfig::Npy(out) => Some(NpySink::new(
+                out.clone(),
+                recovered.resumed.then_some((stacked, p.output_shape())),
+            )?),
             _ => None,
         };
         let media = match &p.sink {
@@ -68,23 +191,63 @@ impl Sinks {
             SinkConfig::Images(i) => Some(MediaOutput::Images(i)),
             SinkConfig::Null | SinkConfig::Stats | SinkConfig::Npy(_) => None,
         };
+        if resumed_frames > 0 || recovered.torn_bytes > 0 {
+            tracing::info!(
+                frames = resumed_frames,
+                ended = ended.len(),
+                torn_bytes = recovered.torn_bytes,
+                journal = %journal_path.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
+                "sink resumes what it committed"
+            );
+        }
         Ok(Self {
-            record: SinkRecord::new(p.sink != SinkConfig::Null),
+            record,
             npy,
             media: media
                 .map(|m| MediaSink::open(m, p.output_shape()))
                 .transpose()?,
             last_ns: 0,
+            journal,
+            ended,
+            resumed_frames,
         })
     }
 
-    /// Takes one frame: records it (in order per stream), then writes it to
-    /// the file sinks.
+    /// Per stream, the seq this sink takes next: one past its last
+    /// committed frame, or the frame count plus one for an ended stream
+    /// (the acknowledgement of its end-of-stream marker).
+    pub fn positions(&self) -> BTreeMap<u32, u64> {
+        let mut out = BTreeMap::new();
+        for t in self.record.streams() {
+            if let Some(n) = self.record.next_seq(t.stream_id) {
+                out.insert(t.stream_id, n);
+            }
+        }
+        for (&s, &frames) in &self.ended {
+            out.insert(s, frames + 1);
+        }
+        out
+    }
+
+    /// Streams whose end was committed.
+    pub fn ended(&self) -> BTreeSet<u32> {
+        self.ended.keys().copied().collect()
+    }
+
+    /// Whether frames are committed to a journal (and so survive a restart
+    /// of this process).
+    pub fn durable(&self) -> bool {
+        self.journal.is_some()
+    }
+
+    /// Takes one frame: records it (in order per stream), writes it to the
+    /// file sinks, and commits it to the journal.
     ///
     /// # Errors
     /// [`SinkError`] when the frame is out of order or cannot be written.
     pub fn write(&mut self, f: &Frame) -> Result<(), SinkError> {
-        self.record.accept(f, now_ns())?;
+        let arrival = now_ns();
+        self.record.accept(f, arrival)?;
         if let Some(n) = self.npy.as_mut() {
             n.write(f)?;
         }
@@ -92,6 +255,41 @@ impl Sinks {
             m.write(f)?;
         }
         self.last_ns = now_ns();
+        if let Some(j) = self.journal.as_mut() {
+            j.append(&Entry::Frame {
+                stream: f.stream_id,
+                seq: f.seq,
+                capture_ns: f.capture_ns,
+                arrival_ns: arrival,
+                digest: self.record.digest_state(f.stream_id),
+                stacked: self.npy.as_ref().map_or(0, NpySink::stacked_frames),
+            })?;
+        }
+        self.sync_if_due()
+    }
+
+    /// Commits the end of `stream` after `frames` frames.
+    ///
+    /// # Errors
+    /// [`SinkError`] when the journal cannot be written.
+    pub fn end_stream(&mut self, stream: u32, frames: u64) -> Result<(), SinkError> {
+        if self.ended.insert(stream, frames).is_none()
+            && let Some(j) = self.journal.as_mut()
+        {
+            j.append(&Entry::End { stream, frames })?;
+        }
+        self.sync_if_due()
+    }
+
+    fn sync_if_due(&mut self) -> Result<(), SinkError> {
+        if let Some(j) = self.journal.as_mut()
+            && j.sync_due()
+        {
+            if let Some(n) = &self.npy {
+                n.sync()?;
+            }
+            j.sync()?;
+        }
         Ok(())
     }
 
@@ -106,12 +304,18 @@ impl Sinks {
         if let Some(m) = self.media.take() {
             m.finish()?;
         }
+        if let Some(j) = self.journal.as_mut()
+            && j.policy() != SyncPolicy::Never
+        {
+            j.sync()?;
+        }
         Ok(SinkOutcome {
             digest: self.record.digest(),
             streams: self.record.streams(),
             latencies_ns: self.record.latencies_ns,
             arrivals_ns: self.record.arrivals_ns,
             last_ns: self.last_ns,
+            resumed_frames: self.resumed_frames,
         })
     }
 }

@@ -98,35 +98,61 @@ pub fn stream_frames(
     src: &SourceConfig,
     stream_id: u32,
 ) -> impl Iterator<Item = Result<Frame, SourceError>> + Send + use<> {
-    open_source_inline(src).map(move |f| f.map(|f| Frame { stream_id, ..f }))
+    stream_frames_from(src, stream_id, 0)
+}
+
+/// One source's frames as stream `stream_id` from seq `start` on, on the
+/// caller's thread: a resumed source. Files (npy, video, images) and the
+/// synthetic source give the frames they gave before from `start`; a
+/// camera is live and numbers what it captures now from `start`.
+pub fn stream_frames_from(
+    src: &SourceConfig,
+    stream_id: u32,
+    start: u64,
+) -> impl Iterator<Item = Result<Frame, SourceError>> + Send + use<> {
+    open_source_from(src, start).map(move |f| f.map(|f| Frame { stream_id, ..f }))
 }
 
 /// The source's frames, produced on the caller's thread.
 pub fn open_source_inline(
     src: &SourceConfig,
 ) -> Box<dyn Iterator<Item = Result<Frame, SourceError>> + Send> {
+    open_source_from(src, 0)
+}
+
+/// The source's frames from seq `start` on, produced on the caller's
+/// thread.
+fn open_source_from(
+    src: &SourceConfig,
+    start: u64,
+) -> Box<dyn Iterator<Item = Result<Frame, SourceError>> + Send> {
     match src {
-        SourceConfig::Synthetic(s) => Box::new(Synthetic::new(s.clone()).map(Ok)),
+        SourceConfig::Synthetic(s) => Box::new(Synthetic::starting_at(s.clone(), start).map(Ok)),
         SourceConfig::Npy {
             input,
             shape,
             frames,
         } => Box::new(
-            NpySource::new(input.clone(), *shape, *frames).map(|r| r.map_err(SourceError::from)),
+            NpySource::new(input.clone(), *shape, *frames)
+                .starting_at(start)
+                .map(|r| r.map_err(SourceError::from)),
         ),
         SourceConfig::Video(_) | SourceConfig::Camera(_) | SourceConfig::Images(_) => {
-            media_source(src)
+            media_source(src, start)
         }
     }
 }
 
-/// A video, camera or image-folder source's frames; one error item when it
-/// cannot be opened.
-fn media_source(src: &SourceConfig) -> Box<dyn Iterator<Item = Result<Frame, SourceError>> + Send> {
+/// A video, camera or image-folder source's frames from seq `start` on;
+/// one error item when it cannot be opened.
+fn media_source(
+    src: &SourceConfig,
+    start: u64,
+) -> Box<dyn Iterator<Item = Result<Frame, SourceError>> + Send> {
     let opened = match src {
-        SourceConfig::Video(v) => crate::media::video::open_video(v),
-        SourceConfig::Camera(c) => crate::media::video::open_camera(c),
-        SourceConfig::Images(i) => crate::media::video::open_images(i),
+        SourceConfig::Video(v) => crate::media::video::open_video(v, start),
+        SourceConfig::Camera(c) => crate::media::video::open_camera(c, start),
+        SourceConfig::Images(i) => crate::media::video::open_images(i, start),
         SourceConfig::Synthetic(_) | SourceConfig::Npy { .. } => {
             return Box::new(std::iter::empty());
         }

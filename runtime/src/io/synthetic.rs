@@ -19,15 +19,23 @@ const CHUNK: usize = 1 << 16;
 pub struct Synthetic {
     cfg: SyntheticSource,
     next: u64,
+    first: u64,
     start: Option<Instant>,
 }
 
 impl Synthetic {
     /// A source at frame 0.
     pub fn new(cfg: SyntheticSource) -> Self {
+        Self::starting_at(cfg, 0)
+    }
+
+    /// A source at frame `seq` (a resumed source: frame `seq` is the one a
+    /// source from 0 gives as its `seq`th).
+    pub fn starting_at(cfg: SyntheticSource, seq: u64) -> Self {
         Self {
             cfg,
-            next: 0,
+            next: seq,
+            first: seq,
             start: None,
         }
     }
@@ -63,7 +71,7 @@ impl Iterator for Synthetic {
         self.next += 1;
         if let Some(fps) = self.cfg.fps {
             let start = *self.start.get_or_insert_with(Instant::now);
-            let due = start + Duration::from_secs_f64(seq as f64 / fps);
+            let due = start + Duration::from_secs_f64((seq - self.first) as f64 / fps);
             if let Some(wait) = due.checked_duration_since(Instant::now()) {
                 std::thread::sleep(wait);
             }

@@ -187,6 +187,9 @@ pub fn run_with(
         if k + 1 < n {
             cmd.arg("--next")
                 .arg(format!("{}:{}", hosts[k + 1], ports[k + 1]));
+        } else {
+            // A new run: the sink replaces the outputs of an earlier one.
+            cmd.arg("--fresh");
         }
         let mut child = cmd.spawn().map_err(|source| LocalError::Io {
             what: format!("start segment {k} ({})", exe.display()),

@@ -18,7 +18,8 @@ use super::live::{LiveWeights, SwapInbox, watch};
 use super::worker::{Inlet, LoopConfig, LoopResult, Outlet, SinkOutlet, run_segment};
 use crate::exec::{Device, ExecError, RunReport, SegmentTotals, assemble, device};
 use crate::frame::{Frame, now_ns};
-use crate::io::sinks::{SinkOutcome, Sinks};
+use crate::io::journal::SyncPolicy;
+use crate::io::sinks::{Durability, SinkOutcome, Sinks};
 use crate::io::source::{SourceError, open_sources};
 use crate::plan::{Plan, Segment};
 use crate::spec::{DeviceChoice, Pipeline};
@@ -35,6 +36,8 @@ pub struct RunOptions {
     pub device: Option<DeviceChoice>,
     /// Show a progress bar on stderr.
     pub progress: bool,
+    /// When the sink forces its commits to disk.
+    pub sync: SyncPolicy,
 }
 
 /// A frame on an in-process link, with when it was sent.
@@ -92,7 +95,9 @@ impl Outlet for ChannelOutlet {
             .is_ok())
     }
 
-    fn end_stream(&mut self, _stream_id: u32, _frames: u64) {}
+    fn end_stream(&mut self, _stream_id: u32, _frames: u64) -> Result<(), ExecError> {
+        Ok(())
+    }
 
     fn finish(self) -> Result<Option<SinkOutcome>, ExecError> {
         Ok(None)
@@ -154,7 +159,9 @@ pub fn run(p: &Pipeline, plan: &Plan, opts: &RunOptions) -> Result<RunReport, Ex
                 let bar = bar.clone();
                 std::thread::Builder::new()
                     .name(format!("segment-{}", seg.index))
-                    .spawn_scoped(s, move || segment(p, seg, device, rx, tx, swaps, bar))
+                    .spawn_scoped(s, move || {
+                        segment(p, seg, device, rx, tx, swaps, bar, opts.sync)
+                    })
             })
             .collect();
         let results: Vec<Result<LoopResult, ExecError>> = handles
@@ -197,6 +204,7 @@ pub fn run(p: &Pipeline, plan: &Plan, opts: &RunOptions) -> Result<RunReport, Ex
 
 /// One segment's thread: its inlet (the sources, or the link from the
 /// segment before) and outlet (the link to the next, or the sinks).
+#[allow(clippy::too_many_arguments)]
 fn segment(
     p: &Pipeline,
     seg: &Segment,
@@ -205,6 +213,7 @@ fn segment(
     tx: Option<Sender<Msg>>,
     swaps: Option<SwapInbox>,
     bar: ProgressBar,
+    sync: SyncPolicy,
 ) -> Result<LoopResult, ExecError> {
     let metrics = SegmentMetrics::new(&p.name, seg.index);
     let cfg = LoopConfig {
@@ -224,7 +233,13 @@ fn segment(
     match tx {
         Some(tx) => run_segment(cfg, inlet, ChannelOutlet(tx), |_| {}),
         None => {
-            let sinks = Sinks::open(p)?;
+            let sinks = Sinks::open(
+                p,
+                &Durability {
+                    sync,
+                    ..Durability::fresh()
+                },
+            )?;
             run_segment(
                 cfg,
                 inlet,

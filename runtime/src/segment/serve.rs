@@ -28,15 +28,15 @@ use super::live::{Applied, LiveWeights, Watched};
 use super::worker::{Inlet, LoopConfig, LoopResult, Outlet, SinkOutlet, run_segment};
 use crate::exec::{self, Device, ExecError};
 use crate::frame::Frame;
-use crate::io::sinks::{SinkOutcome, Sinks};
-use crate::io::source::stream_frames;
+use crate::io::sinks::{Durability, SinkOutcome, Sinks};
+use crate::io::source::stream_frames_from;
 use crate::plan::Plan;
 use crate::plan::addresses::{AddressError, segment_address};
-use crate::spec::{DeviceChoice, Pipeline};
+use crate::spec::{DeviceChoice, Pipeline, SourceConfig};
 use crate::transport::forward::{ForwardError, Forwarder};
 use crate::transport::metrics::{self, SegmentMetrics};
 use crate::transport::push::StageRoutes;
-use crate::transport::server::{AckMap, StageService, Work};
+use crate::transport::server::{Delivered, Floors, StageService, Work};
 use crate::transport::{Limits, WINDOW, wire};
 
 /// How to serve a segment.
@@ -60,6 +60,9 @@ pub struct ServeOptions {
     /// deliberately slow stage), counted as compute time of the segment's
     /// first group.
     pub delay: Duration,
+    /// How the sink (last segment) keeps what it committed across a
+    /// restart.
+    pub durability: Durability,
 }
 
 /// Serving failed.
@@ -121,7 +124,8 @@ pub struct SegmentOutcome {
     pub replays: u64,
     /// Duplicates dropped on receipt.
     pub duplicates_dropped: u64,
-    /// Frames lost (0).
+    /// Frames lost: 0, except the frames of a live camera dropped while
+    /// the pipeline was full (a slow or down downstream), counted here.
     pub frames_dropped: u64,
     /// Payloads copied on receipt (misaligned).
     pub payload_copies: u64,
@@ -193,6 +197,10 @@ fn steady_per_frame(frames: u64, marks: &[(u64, u64)], whole_ns: Option<u64>) ->
 /// (received and waiting for the kernels; computed and waiting for the
 /// link).
 pub const QUEUE_BYTES: usize = 2 << 20;
+
+/// How long a `--once` segment waits at its end for its upstream to hear
+/// that every stream ended.
+pub const UPSTREAM_WAIT: Duration = Duration::from_secs(10);
 
 /// Frames per queue for frames of `bytes`: [`QUEUE_BYTES`] worth, between 2
 /// and 32. Large frames keep the queues short (memory, and latency when a
@@ -270,7 +278,31 @@ async fn serve_async(
             })?;
         tracing::info!(%bound, "metrics");
     }
-    let (acks_tx, acks_rx) = watch::channel(AckMap::new());
+    // The sinks first (last segment): what a restarted sink committed is
+    // where its upstream goes on, known before any call is answered.
+    let last = next.is_none();
+    let sinks = if last {
+        Some(Sinks::open(p, &opts.durability).map_err(ExecError::from)?)
+    } else {
+        None
+    };
+    let delivered = match &sinks {
+        Some(s) => {
+            if !s.durable() {
+                tracing::warn!(
+                    "the sink keeps no journal: a restart of this process starts a new record (give --journal, or use an npy or images sink)"
+                );
+            }
+            Delivered {
+                known: true,
+                next: s.positions(),
+                ended: s.ended(),
+            }
+        }
+        None => Delivered::default(),
+    };
+    let (acks_tx, acks_rx) = watch::channel(delivered);
+    let floors = Floors::default();
     let (draining_tx, draining_rx) = watch::channel(false);
     // What each stream's frames look like as they enter this segment.
     let inputs = p.stream_shapes(seg.stages.start);
@@ -307,7 +339,7 @@ async fn serve_async(
     }
     let service = StageService::new(
         inbox_tx.clone(),
-        acks_rx,
+        acks_rx.clone(),
         info,
         inputs,
         limits.max_frame_bytes,
@@ -316,7 +348,9 @@ async fn serve_async(
         draining_rx.clone(),
     )
     .with_active_calls(active.clone())
+    .with_floors(floors.clone())
     .with_weights(live.clone());
+    let mut told = service.told();
     // Watched weights files of this segment's stages.
     let watched: Vec<Watched> = p
         .watch
@@ -381,16 +415,14 @@ async fn serve_async(
     let server = tokio::spawn(server);
 
     // Downstream link, or the sinks.
-    let (downstream, forwarder) = match &next {
-        Some(addr) => {
+    let (downstream, forwarder) = match (&next, sinks) {
+        (Some(addr), _) => {
             let (tx, rx) = mpsc::channel::<v1::Frame>(queue_frames(seg.output.bytes()));
-            let f = Forwarder::new(addr, limits, metrics.clone(), acks_tx.clone())?;
+            let f = Forwarder::new(addr, limits, metrics.clone(), acks_tx.clone(), floors)?;
             (Downstream::Forward(tx), Some(tokio::spawn(f.run(rx))))
         }
-        None => (
-            Downstream::Sinks(Sinks::open(p).map_err(ExecError::from)?),
-            None,
-        ),
+        (None, Some(sinks)) => (Downstream::Sinks(sinks), None),
+        (None, None) => return Err(ServeError::Panicked("sink")),
     };
 
     // Source.
@@ -406,26 +438,64 @@ async fn serve_async(
             let first = first_capture.clone();
             let m = metrics.clone();
             let stream_id = u32::try_from(stream).unwrap_or(u32::MAX);
+            let mut board = acks_rx.clone();
             sources.push(
                 std::thread::Builder::new()
                     .name(format!("source-{stream}"))
                     .spawn(move || -> Result<(), ExecError> {
-                        let mut n = 0u64;
-                        for f in stream_frames(&src, stream_id) {
+                        // Start where downstream says the stream was
+                        // delivered to (a restarted source segment resumes
+                        // there; a new run starts at 0).
+                        let start = loop {
+                            let d = board.borrow_and_update().clone();
+                            if d.known {
+                                break d.next.get(&stream_id).copied().unwrap_or(0);
+                            }
+                            if *draining.borrow() {
+                                return Ok(());
+                            }
+                            std::thread::sleep(Duration::from_millis(2));
+                        };
+                        let frames = src.frames();
+                        if start > 0 {
+                            tracing::info!(
+                                stream = stream_id,
+                                start,
+                                "source resumes where downstream delivered to"
+                            );
+                        }
+                        // A camera is live: while the pipeline is full
+                        // (a slow or down downstream) its frames are
+                        // dropped and counted, not queued; the frames that
+                        // enter are numbered without gaps.
+                        let live = matches!(src, SourceConfig::Camera(_));
+                        let mut n = start.min(frames);
+                        for f in stream_frames_from(&src, stream_id, n) {
                             if *draining.borrow() {
                                 break;
                             }
-                            let f = f?;
+                            let mut f = f?;
                             if let Ok(mut g) = first.lock() {
                                 let t = g.map_or(f.capture_ns, |t: u64| t.min(f.capture_ns));
                                 *g = Some(t);
                             }
-                            n += 1;
-                            m.frames_in.inc();
-                            m.bytes_in.inc_by(f.tensor.shape().bytes() as u64);
-                            if tx.blocking_send(Work::Frame(f, 0)).is_err() {
+                            f.seq = n;
+                            let bytes = f.tensor.shape().bytes() as u64;
+                            if live {
+                                match tx.try_send(Work::Frame(f, 0)) {
+                                    Ok(()) => {}
+                                    Err(mpsc::error::TrySendError::Full(_)) => {
+                                        m.frames_dropped.inc();
+                                        continue;
+                                    }
+                                    Err(mpsc::error::TrySendError::Closed(_)) => return Ok(()),
+                                }
+                            } else if tx.blocking_send(Work::Frame(f, 0)).is_err() {
                                 return Ok(());
                             }
+                            n += 1;
+                            m.frames_in.inc();
+                            m.bytes_in.inc_by(bytes);
                         }
                         if !*draining.borrow() {
                             let _ = tx.blocking_send(Work::End {
@@ -443,6 +513,24 @@ async fn serve_async(
         }
     }
     let stop_tx = inbox_tx;
+    // With `once`, a segment that is not the last stops once downstream
+    // says every stream's end was delivered: a process restarted after its
+    // streams ended has nothing left to do (its upstream may have finished
+    // and gone, and would send nothing more).
+    let streams = p.sources().count();
+    if opts.once && !last {
+        let mut board = acks_rx.clone();
+        let stop = stop_tx.clone();
+        tokio::spawn(async move {
+            if board
+                .wait_for(|d| d.known && d.ended.len() >= streams)
+                .await
+                .is_ok()
+            {
+                let _ = stop.send(Work::Stop).await;
+            }
+        });
+    }
 
     // Worker.
     let (ready_tx, ready_rx) = oneshot::channel::<Result<(), String>>();
@@ -553,7 +641,12 @@ async fn serve_async(
             return Err(e.into());
         }
     }
-    // Let upstream read our last acks: wait until its calls end.
+    // Let upstream read our last acks: with `once`, until an ack told it
+    // every stream's end (a restarted upstream may still be on its way),
+    // then until its calls end.
+    if opts.once && !seg.has_source {
+        let _ = tokio::time::timeout(UPSTREAM_WAIT, told.wait_for(|&n| n >= streams)).await;
+    }
     let t0 = Instant::now();
     while active.load(Ordering::SeqCst) > 0 && t0.elapsed() < Duration::from_secs(5) {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -666,10 +759,11 @@ impl Outlet for ForwardOutlet {
         Ok(true)
     }
 
-    fn end_stream(&mut self, stream_id: u32, frames: u64) {
+    fn end_stream(&mut self, stream_id: u32, frames: u64) -> Result<(), ExecError> {
         let _ = self
             .tx
             .blocking_send(wire::end_of_stream(stream_id, frames));
+        Ok(())
     }
 
     fn finish(self) -> Result<Option<SinkOutcome>, ExecError> {

@@ -66,7 +66,15 @@ pub trait Outlet {
     }
 
     /// Stream `stream_id` ended after `frames` frames.
-    fn end_stream(&mut self, stream_id: u32, frames: u64);
+    ///
+    /// # Errors
+    /// [`ExecError`] when a sink cannot commit the end.
+    fn end_stream(&mut self, stream_id: u32, frames: u64) -> Result<(), ExecError>;
+
+    /// Streams that ended before this process started (a resumed sink's).
+    fn ended_before(&self) -> Vec<u32> {
+        Vec::new()
+    }
 
     /// Ends the run: closes the sinks and returns what they saw (the last
     /// segment), else `None`.
@@ -112,7 +120,7 @@ impl Outlet for SinkOutlet<'_> {
         self.bar.inc(1);
         if let Some(acks) = &self.acks {
             acks.send_modify(|a| {
-                a.insert(stream, seq + 1);
+                a.next.insert(stream, seq + 1);
             });
         }
         Ok(true)
@@ -122,12 +130,19 @@ impl Outlet for SinkOutlet<'_> {
         false
     }
 
-    fn end_stream(&mut self, stream_id: u32, frames: u64) {
+    fn end_stream(&mut self, stream_id: u32, frames: u64) -> Result<(), ExecError> {
+        self.sinks.end_stream(stream_id, frames)?;
         if let Some(acks) = &self.acks {
             acks.send_modify(|a| {
-                a.insert(stream_id, frames + 1);
+                a.next.insert(stream_id, frames + 1);
+                a.ended.insert(stream_id);
             });
         }
+        Ok(())
+    }
+
+    fn ended_before(&self) -> Vec<u32> {
+        self.sinks.ended().into_iter().collect()
     }
 
     fn finish(self) -> Result<Option<SinkOutcome>, ExecError> {
@@ -275,7 +290,14 @@ pub fn run_segment<I: Inlet, O: Outlet>(
     let mut ended: BTreeSet<u32> = BTreeSet::new();
     let mut t = Tally::default();
     let mut downstream = true;
-    loop {
+    for s in out.ended_before() {
+        open.insert(s);
+        ended.insert(s);
+    }
+    let all_ended = |open: &BTreeSet<u32>, ended: &BTreeSet<u32>| {
+        once && ended.len() == open.len() && ended.len() >= streams
+    };
+    while !all_ended(&open, &ended) {
         let t0 = Instant::now();
         let Some(input) = inlet.recv()? else {
             break;
@@ -289,12 +311,13 @@ pub fn run_segment<I: Inlet, O: Outlet>(
             Work::End { stream_id, frames } => {
                 let done = runner.drain()?;
                 downstream = emit(&mut out, done, &mut t)?;
-                out.end_stream(stream_id, frames);
+                out.end_stream(stream_id, frames)?;
                 open.insert(stream_id);
                 ended.insert(stream_id);
                 // With `once`, stop after the last stream ended: every
-                // stream this loop saw, and at least every source's.
-                if !downstream || (once && ended.len() == open.len() && ended.len() >= streams) {
+                // stream this loop saw, and at least every source's (the
+                // loop's condition).
+                if !downstream {
                     break;
                 }
                 continue;

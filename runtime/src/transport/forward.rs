@@ -2,6 +2,12 @@
 //! acknowledged it, sends within the receiver's credits, and after a
 //! broken call reconnects with exponential backoff and replays what is
 //! unacknowledged.
+//!
+//! Each frame goes out with the stream's `first_unacked`: the highest of
+//! what downstream acknowledged and what this segment's own senders
+//! declared delivered ([`Floors`]), never above the frame's seq. Frames
+//! below what downstream acknowledged (a replay from upstream of frames a
+//! restarted downstream already has) are dropped, not sent.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -14,7 +20,7 @@ use tonic::transport::Endpoint;
 use super::Limits;
 use super::metrics::SegmentMetrics;
 use super::push;
-use super::server::{AckBoard, AckMap};
+use super::server::{AckBoard, AckMap, Delivered, Floors};
 use crate::frame::now_ns;
 
 /// First wait before reconnecting; doubles up to [`BACKOFF_MAX`].
@@ -43,6 +49,7 @@ pub struct Forwarder {
     max_unacked: usize,
     metrics: Arc<SegmentMetrics>,
     acks_up: AckBoard,
+    floors: Floors,
 }
 
 /// `addr` as a URI: `host:port` becomes `http://host:port`.
@@ -74,7 +81,8 @@ pub fn endpoint(addr: &str, limits: &Limits) -> Result<Endpoint, ForwardError> {
 
 impl Forwarder {
     /// A forwarder to `addr`; what downstream acknowledges is published on
-    /// `acks_up` (the upstream acks of a middle segment).
+    /// `acks_up` (the upstream acks of a middle segment); `floors` holds what
+    /// upstream declared delivered (see the module docs).
     ///
     /// # Errors
     /// [`ForwardError::Address`] when `addr` is not a valid URI.
@@ -83,6 +91,7 @@ impl Forwarder {
         limits: Limits,
         metrics: Arc<SegmentMetrics>,
         acks_up: AckBoard,
+        floors: Floors,
     ) -> Result<Self, ForwardError> {
         Ok(Self {
             endpoint: endpoint(addr, &limits)?,
@@ -90,6 +99,7 @@ impl Forwarder {
             limits,
             metrics,
             acks_up,
+            floors,
         })
     }
 
@@ -104,6 +114,7 @@ impl Forwarder {
         let mut backoff = BACKOFF_START;
         let mut connected_before = false;
         let mut acked = AckMap::new();
+        let mut ended = std::collections::BTreeSet::new();
         loop {
             if input_done && unacked.is_empty() {
                 return;
@@ -137,6 +148,14 @@ impl Forwarder {
                 while sent < credit && next < unacked.len() {
                     let mut f = unacked[next].clone();
                     f.sent_ns = now_ns();
+                    let floor = self
+                        .floors
+                        .lock()
+                        .ok()
+                        .and_then(|m| m.get(&f.stream_id).copied())
+                        .unwrap_or(0);
+                    let acked_here = acked.get(&f.stream_id).copied().unwrap_or(0);
+                    f.first_unacked = floor.max(acked_here).min(f.seq);
                     let t0 = Instant::now();
                     if tx.send(f).await.is_err() {
                         break;
@@ -155,11 +174,15 @@ impl Forwarder {
                     a = acks.next::<v1::Ack>() => match a {
                         Ok(Some(a)) => {
                             credit = a.credit_total;
-                            let mut changed = false;
+                            // The first ack makes the positions known.
+                            let mut changed = !self.acks_up.borrow().known;
                             for s in a.streams {
                                 let e = acked.entry(s.stream_id).or_insert(0);
                                 if s.next_seq > *e {
                                     *e = s.next_seq;
+                                    changed = true;
+                                }
+                                if s.ended && ended.insert(s.stream_id) {
                                     changed = true;
                                 }
                             }
@@ -174,7 +197,11 @@ impl Forwarder {
                                     i += 1;
                                     keep
                                 });
-                                self.acks_up.send_replace(acked.clone());
+                                self.acks_up.send_replace(Delivered {
+                                    known: true,
+                                    next: acked.clone(),
+                                    ended: ended.clone(),
+                                });
                             }
                         }
                         Ok(None) => break,
@@ -191,6 +218,11 @@ impl Forwarder {
                         }
                     },
                     f = input.recv(), if room => match f {
+                        Some(f) if acked.get(&f.stream_id).is_some_and(|&n| f.seq < n) => {
+                            // Downstream has it already (it restarted after
+                            // delivering it; upstream replayed it here).
+                            m.duplicates_dropped.inc();
+                        }
                         Some(f) => {
                             m.frames_out.inc();
                             m.bytes_out.inc_by(f.payload.len() as u64);

@@ -117,6 +117,69 @@ impl Chunks {
     }
 }
 
+impl Chunks {
+    /// Up to `n` buffered bytes from `from` on (a copy, for error messages).
+    fn head(&self, from: usize, n: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(n);
+        let mut skip = from;
+        for c in &self.queue {
+            if skip >= c.len() {
+                skip -= c.len();
+                continue;
+            }
+            let part = &c[skip..];
+            skip = 0;
+            let take = (n - out.len()).min(part.len());
+            out.extend_from_slice(&part[..take]);
+            if out.len() == n {
+                break;
+            }
+        }
+        out
+    }
+}
+
+/// Bytes of a message's start that `frame_ids` looks at.
+const HEAD_BYTES: usize = 64;
+
+/// `Frame.stream_id` and `Frame.seq` (fields 1 and 2) from the start of an
+/// encoded message, where they are there; the fields before the payload are
+/// encoded first, so a frame's ids are in its first bytes.
+fn frame_ids(mut b: &[u8]) -> (Option<u64>, Option<u64>) {
+    let (mut stream, mut seq) = (None, None);
+    while !b.is_empty() {
+        let Ok(key) = prost::encoding::decode_varint(&mut b) else {
+            break;
+        };
+        match key & 7 {
+            0 => {
+                let Ok(v) = prost::encoding::decode_varint(&mut b) else {
+                    break;
+                };
+                match key >> 3 {
+                    1 => stream = Some(v),
+                    2 => seq = Some(v),
+                    _ => {}
+                }
+            }
+            1 if b.len() >= 8 => b = &b[8..],
+            5 if b.len() >= 4 => b = &b[4..],
+            2 => {
+                let Ok(len) = prost::encoding::decode_varint(&mut b) else {
+                    break;
+                };
+                let Ok(len) = usize::try_from(len) else { break };
+                if len > b.len() {
+                    break;
+                }
+                b = &b[len..];
+            }
+            _ => break,
+        }
+    }
+    (stream, seq)
+}
+
 impl Buf for Chunks {
     fn remaining(&self) -> usize {
         self.len
@@ -197,8 +260,9 @@ where
     /// The next message, or `None` when the body ended cleanly.
     ///
     /// # Errors
-    /// `Unimplemented` for a compressed message, `OutOfRange` for one over
-    /// the limit, `InvalidArgument` for bytes that are not a message of
+    /// `Unimplemented` for a compressed message, `ResourceExhausted` for one
+    /// over the limit (naming the frame where its first bytes are a
+    /// `Frame`'s), `InvalidArgument` for bytes that are not a message of
     /// type `M` or a body that ends inside a message, the trailers' status
     /// when it is not OK, and the transport's error when the body fails.
     pub async fn next<M: Message + Default>(&mut self) -> Result<Option<M>, Status> {
@@ -211,12 +275,19 @@ where
                 }
                 let len = u32::from_be_bytes([a, b, c, d]) as usize;
                 if len > self.max_message {
-                    return Err(Status::out_of_range(format!(
-                        "message of {len} bytes is over this link's limit of {} bytes",
-                        self.max_message
-                    )));
-                }
-                if self.chunks.remaining() >= PREFIX + len {
+                    let want = PREFIX + len.min(HEAD_BYTES);
+                    if self.chunks.remaining() >= want || self.ended {
+                        let head = self.chunks.head(PREFIX, HEAD_BYTES);
+                        // proto3 leaves zero fields out: absent is 0.
+                        let (stream, seq) = frame_ids(&head);
+                        return Err(Status::resource_exhausted(format!(
+                            "frame seq {} (stream {}): message of {len} bytes is over this link's limit of {} bytes",
+                            seq.unwrap_or(0),
+                            stream.unwrap_or(0),
+                            self.max_message
+                        )));
+                    }
+                } else if self.chunks.remaining() >= PREFIX + len {
                     self.chunks.advance(PREFIX);
                     let m = M::decode((&mut self.chunks).take(len)).map_err(|e| {
                         Status::invalid_argument(format!("undecodable message: {e}"))
@@ -371,6 +442,8 @@ mod tests {
             shape: vec![1, 2, (payload.len() / 8) as u32],
             dtype: v1::Dtype::F32 as i32,
             end_of_stream: false,
+            protocol: crate::transport::wire::PROTOCOL,
+            first_unacked: 299,
             payload: Bytes::from(payload),
         }
     }
@@ -440,7 +513,13 @@ mod tests {
         let (h, p) = encode_frame(frame(vec![1; 800])).unwrap();
         let mut r = MessageReader::new(body_of(vec![h.clone(), p.clone()]), 100);
         let e = r.next::<v1::Frame>().await.unwrap_err();
-        assert_eq!(e.code(), tonic::Code::OutOfRange, "{e:?}");
+        assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+        let named = "frame seq 300 (stream 3): message of";
+        assert!(e.message().contains(named), "{e:?}");
+        // Named from the first bytes, before the rest of the message came.
+        let mut r = MessageReader::new(body_of(vec![h.slice(..12)]), 100);
+        let e = r.next::<v1::Frame>().await.unwrap_err();
+        assert!(e.message().contains(named), "{e:?}");
 
         let mut c = BytesMut::from(h.as_ref());
         c[0] = 1;
@@ -461,8 +540,10 @@ mod tests {
             streams: vec![v1::StreamAck {
                 stream_id: 1,
                 next_seq: 9,
+                ended: false,
             }],
             credit_total: 4,
+            r#final: false,
         }))
         .await
         .unwrap();

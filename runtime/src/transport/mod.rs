@@ -9,14 +9,24 @@
 //! - [`metrics`]: Prometheus text exposition of a segment.
 //! - [`update`], [`probe`]: clients of `UpdateWeights` and `Probe`.
 //!
-//! Delivery is at-least-once per link and exactly-once at the sink: a
-//! sender keeps each frame until the receiver acknowledges it, and a
-//! receiver acknowledges a frame only when it is delivered further on (its
-//! output acknowledged downstream, or taken by the sink). A restarted
-//! segment therefore loses nothing: its upstream replays every frame it
-//! had not finished, and receivers drop the duplicates by
-//! `(stream_id, seq)`. A restarted *sink* starts a new output: its record
-//! lives in its process.
+//! Delivery is at-least-once per link and exactly-once at the sink, across
+//! the loss of any process:
+//! - a sender keeps each frame until the receiver acknowledges it, and a
+//!   receiver acknowledges a frame only when it is delivered further on
+//!   (its output acknowledged downstream, or committed by the sink);
+//! - a restarted segment loses nothing: its upstream replays every frame it
+//!   had not finished, and receivers drop the duplicates by
+//!   `(stream_id, seq)`;
+//! - a restarted sink reads back what it committed from its journal
+//!   ([`crate::io::journal`]) and acknowledges it in its first ack, so
+//!   upstream goes on from there and nothing is written twice;
+//! - a restarted source segment waits for its downstream's first ack and
+//!   starts each stream at the delivered position
+//!   ([`crate::io::source::stream_frames_from`]).
+//!
+//! The protocol's rules (what a receiver takes, drops and refuses, and the
+//! first and last acks of a call) are written out in `stage.proto` for
+//! clients that do not use this crate, and enforced in [`server`].
 
 pub mod control;
 pub mod forward;

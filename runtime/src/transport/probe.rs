@@ -131,6 +131,8 @@ pub async fn probe(
                 shape: vec![1, 1, floats],
                 dtype: v1::Dtype::F32.into(),
                 end_of_stream: false,
+                protocol: super::wire::PROTOCOL,
+                first_unacked: 0,
                 payload: payload.clone(),
             };
             if tx.send(f).await.is_err() {

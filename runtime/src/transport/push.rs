@@ -161,7 +161,7 @@ impl Service<http::Request<Body>> for StageRoutes {
 mod tests {
     use super::*;
     use crate::transport::metrics::SegmentMetrics;
-    use crate::transport::server::{AckMap, Work};
+    use crate::transport::server::{AckMap, Delivered, Work};
     use crate::transport::{Limits, WINDOW, wire};
     use bytes::Bytes;
     use streamfuse_kernels::Shape;
@@ -173,7 +173,7 @@ mod tests {
         let shape = Shape::new(1, 4, 8);
         let limits = Limits::for_frame(shape.bytes());
         let (inbox_tx, inbox_rx) = mpsc::channel(8);
-        let (acks_tx, acks_rx) = watch::channel(AckMap::new());
+        let (acks_tx, acks_rx) = watch::channel(Delivered::known(AckMap::new()));
         std::mem::forget(acks_tx);
         let (draining_tx, draining_rx) = watch::channel(false);
         std::mem::forget(draining_tx);

@@ -1,17 +1,31 @@
 //! The receiving side of a link: service `streamfuse.v1.Stage`.
 //!
-//! Each `Push` call reads frames, checks them ([`super::wire::decode`]),
-//! drops replayed duplicates by `(stream_id, seq)`, and queues the rest for
-//! the segment's worker. The response stream carries [`v1::Ack`]s: the
-//! cumulative delivered position per stream (from the segment's
-//! [`AckBoard`]: downstream's acks for a middle segment, the sink's for the
-//! last) and a running credit total that lets the sender have at most
-//! `window` frames beyond what this call has queued.
+//! The protocol of a `Push` call is written out in `stage.proto`; this is
+//! its server. Each call:
+//! - sends its first [`v1::Ack`] once the segment knows what it has
+//!   delivered ([`Delivered::known`]: its downstream answered, or, as the
+//!   sink, it read back what it committed), with the first credit;
+//! - checks every frame ([`super::wire::decode`]: protocol version, dtype,
+//!   shape, size, `first_unacked`), then its order within the call, then
+//!   [`admit`]s it against the stream's position;
+//! - queues what it takes for the segment's worker, drops duplicates, and
+//!   refuses anything else with a status naming the frame, before any state
+//!   changes;
+//! - acks the cumulative delivered position per stream (from the segment's
+//!   [`AckBoard`]: downstream's acks for a middle segment, the sink's
+//!   commits for the last) and a running credit total that lets the sender
+//!   have at most `window` frames beyond what this call has queued;
+//! - ends with a last ack (`final`): after the sender half-closed, once the
+//!   frames it took are delivered (at most [`FINAL_ACK_WAIT`]); after a
+//!   refusal, just before the error status.
 //!
-//! Within one call a stream's seq must increase; a call that sends a seq
-//! that is not above its previous one is answered `InvalidArgument`.
-//! Across calls (a replay after reconnecting) a seq below the stream's next
-//! one is a duplicate and dropped; a seq above it is a gap and refused.
+//! A stream's position is the seq it takes next: one past the last frame
+//! taken, or, for a stream with no frame taken in this process, the
+//! delivered position on the board. A stream with neither starts at the
+//! first frame whose `seq` equals its `first_unacked`: the explicit start
+//! (0) or a replay after a restart; the receiver never infers a start from
+//! whatever seq comes first, so it never takes a frame that would make it
+//! drop frames it has not seen.
 
 use super::control::{ControlError, WeightsControl, WeightsUpdate};
 use std::collections::{BTreeMap, HashMap};
@@ -21,7 +35,7 @@ use std::sync::{Arc, Mutex};
 use streamfuse_kernels::Shape;
 use streamfuse_proto::v1;
 use streamfuse_proto::v1::stage_server::Stage;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -32,8 +46,41 @@ use crate::frame::now_ns;
 /// Delivered position per stream: every seq below the value is done.
 pub type AckMap = BTreeMap<u32, u64>;
 
+/// What a segment has delivered past itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delivered {
+    /// Whether the positions are known: `false` until the segment's
+    /// downstream first answered (or, for the sink, until it read back what
+    /// it committed). Calls send no ack, and so no credit, before.
+    pub known: bool,
+    /// Per stream: every seq below the value has been delivered.
+    pub next: AckMap,
+    /// Streams whose end-of-stream marker has been delivered.
+    pub ended: std::collections::BTreeSet<u32>,
+}
+
+impl Delivered {
+    /// Known positions `next`.
+    pub fn known(next: AckMap) -> Self {
+        Self {
+            known: true,
+            next,
+            ended: Default::default(),
+        }
+    }
+}
+
 /// Where a segment publishes what it has delivered, for its upstream acks.
-pub type AckBoard = watch::Sender<AckMap>;
+pub type AckBoard = watch::Sender<Delivered>;
+
+/// Per stream, the highest `first_unacked` its senders declared: every seq
+/// below it was delivered past this segment (by this process or an earlier
+/// one). The segment's forwarder passes it on downstream.
+pub type Floors = Arc<Mutex<AckMap>>;
+
+/// How long a call waits, after its sender half-closed, for the frames it
+/// took to be delivered before its last ack.
+pub const FINAL_ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Work for a segment's worker.
 #[derive(Debug)]
@@ -55,7 +102,8 @@ pub enum Work {
 pub struct StageService {
     inbox: mpsc::Sender<Work>,
     next_seq: Arc<Mutex<HashMap<u32, u64>>>,
-    acks: watch::Receiver<AckMap>,
+    floors: Floors,
+    acks: watch::Receiver<Delivered>,
     info: v1::InfoReply,
     inputs: Arc<[Shape]>,
     max_bytes: usize,
@@ -63,6 +111,7 @@ pub struct StageService {
     metrics: Arc<SegmentMetrics>,
     draining: watch::Receiver<bool>,
     active: Arc<AtomicUsize>,
+    told: Arc<watch::Sender<usize>>,
     live: Option<Arc<dyn WeightsControl>>,
 }
 
@@ -76,6 +125,20 @@ impl StageService {
     #[must_use]
     pub fn with_active_calls(mut self, active: Arc<AtomicUsize>) -> Self {
         self.active = active;
+        self
+    }
+
+    /// The most stream ends any ack of this service has told a sender of
+    /// (a segment about to exit waits until its upstream heard them all).
+    pub fn told(&self) -> watch::Receiver<usize> {
+        self.told.subscribe()
+    }
+
+    /// Records the `first_unacked` senders declare in `floors` (for the
+    /// segment's forwarder).
+    #[must_use]
+    pub fn with_floors(mut self, floors: Floors) -> Self {
+        self.floors = floors;
         self
     }
 
@@ -94,7 +157,7 @@ impl StageService {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         inbox: mpsc::Sender<Work>,
-        acks: watch::Receiver<AckMap>,
+        acks: watch::Receiver<Delivered>,
         info: v1::InfoReply,
         inputs: Vec<Shape>,
         max_bytes: usize,
@@ -105,6 +168,7 @@ impl StageService {
         Self {
             inbox,
             next_seq: Arc::default(),
+            floors: Arc::default(),
             acks,
             info,
             inputs: inputs.into(),
@@ -113,6 +177,7 @@ impl StageService {
             metrics,
             draining,
             active: Arc::default(),
+            told: Arc::new(watch::channel(0).0),
             live: None,
         }
     }
@@ -126,21 +191,61 @@ impl Drop for CallGuard {
     }
 }
 
-/// Decides what to do with seq `seq` of `stream`: `Ok(true)` take it,
-/// `Ok(false)` a duplicate, `Err` a gap.
-fn admit(next: &Mutex<HashMap<u32, u64>>, stream: u32, seq: u64) -> Result<bool, Status> {
+/// Decides what to do with frame `seq` of `stream`, whose sender's first
+/// unacknowledged seq is `first_unacked`, given the streams' positions in
+/// `next` (frames taken here) and `delivered` (the board): `Ok(true)` take
+/// it, `Ok(false)` a duplicate; `Err` refuses it (no state changed). The
+/// rules are `stage.proto`'s.
+fn admit(
+    next: &Mutex<HashMap<u32, u64>>,
+    delivered: &AckMap,
+    stream: u32,
+    seq: u64,
+    first_unacked: u64,
+) -> Result<bool, Status> {
     let mut next = next
         .lock()
         .map_err(|_| Status::internal("sequence table poisoned"))?;
-    match next.get(&stream).copied() {
+    let position = next
+        .get(&stream)
+        .copied()
+        .or_else(|| delivered.get(&stream).copied());
+    match position {
+        Some(n) if first_unacked > n => Err(Status::invalid_argument(format!(
+            "frame seq {seq} (stream {stream}): first_unacked {first_unacked} claims deliveries this receiver never made: it takes seq {n} next"
+        ))),
         Some(n) if seq < n => Ok(false),
         Some(n) if seq > n => Err(Status::invalid_argument(format!(
-            "frame seq {seq} (stream {stream}): gap, expected seq {n}"
+            "frame seq {seq} (stream {stream}): gap, this receiver takes seq {n} next"
         ))),
-        _ => {
+        Some(_) => {
             next.insert(stream, seq + 1);
             Ok(true)
         }
+        None if seq != first_unacked => Err(Status::invalid_argument(format!(
+            "frame seq {seq} (stream {stream}): the stream has no position here, so its first frame must be seq first_unacked ({first_unacked}); seqs {first_unacked}..{seq} are missing"
+        ))),
+        None => {
+            next.insert(stream, seq + 1);
+            Ok(true)
+        }
+    }
+}
+
+/// The ack of `delivered` with `credit_total`.
+fn ack_of(delivered: &Delivered, credit_total: u64, last: bool) -> v1::Ack {
+    v1::Ack {
+        streams: delivered
+            .next
+            .iter()
+            .map(|(&stream_id, &next_seq)| v1::StreamAck {
+                stream_id,
+                next_seq,
+                ended: delivered.ended.contains(&stream_id),
+            })
+            .collect(),
+        credit_total,
+        r#final: last,
     }
 }
 
@@ -184,35 +289,19 @@ impl StageService {
             return Err(Status::unavailable("segment is draining"));
         }
         let (tx, rx) = mpsc::channel(16);
-        let (credit_tx, mut credit_rx) = watch::channel(self.window);
-        // Acks: on every change of the delivered positions or the credit.
-        let mut acks = self.acks.clone();
-        let ack_tx = tx.clone();
-        tokio::spawn(async move {
-            loop {
-                let ack = v1::Ack {
-                    streams: acks
-                        .borrow_and_update()
-                        .iter()
-                        .map(|(&stream_id, &next_seq)| v1::StreamAck {
-                            stream_id,
-                            next_seq,
-                        })
-                        .collect(),
-                    credit_total: *credit_rx.borrow_and_update(),
-                };
-                if ack_tx.send(Ok(ack)).await.is_err() {
-                    break;
-                }
-                tokio::select! {
-                    r = acks.changed() => if r.is_err() { break },
-                    r = credit_rx.changed() => if r.is_err() { break },
-                    () = ack_tx.closed() => break,
-                }
-            }
-        });
+        let (credit_tx, credit_rx) = watch::channel(self.window);
+        let (stop_acks, stop_rx) = oneshot::channel::<()>();
+        let ack_task = tokio::spawn(ack_loop(
+            self.acks.clone(),
+            credit_rx,
+            tx.clone(),
+            stop_rx,
+            self.told.clone(),
+        ));
         let inbox = self.inbox.clone();
         let next_seq = self.next_seq.clone();
+        let floors = self.floors.clone();
+        let mut board = self.acks.clone();
         let (inputs, max_bytes, window) = (self.inputs.clone(), self.max_bytes, self.window);
         let metrics = self.metrics.clone();
         let draining = self.draining.clone();
@@ -221,38 +310,29 @@ impl StageService {
         tokio::spawn(async move {
             let _call = CallGuard(active);
             let mut last: HashMap<u32, u64> = HashMap::new();
+            // Per stream, one past the last frame this call took.
+            let mut taken: HashMap<u32, u64> = HashMap::new();
             let mut queued = 0u64;
-            let refuse = |status: Status| {
-                let tx = tx.clone();
-                async move {
-                    let _ = tx.send(Err(status)).await;
-                }
-            };
-            loop {
+            let mut gone = false;
+            let refused: Option<Status> = loop {
                 let m = match inbound.next_frame().await {
                     Ok(Some(m)) => m,
-                    Ok(None) => break,
+                    Ok(None) => break None,
+                    Err(status) if answerable(&status) => {
+                        metrics.frames_rejected.inc();
+                        tracing::warn!(%status, "refused a message");
+                        break Some(status);
+                    }
                     Err(status) => {
                         tracing::debug!(%status, "push stream ended");
-                        break;
+                        gone = true;
+                        break None;
                     }
                 };
                 if *draining.borrow() {
-                    refuse(Status::unavailable("segment is draining")).await;
-                    break;
+                    break Some(Status::unavailable("segment is draining"));
                 }
-                let (stream, seq) = (m.stream_id, m.seq);
-                if let Some(&prev) = last.get(&stream)
-                    && seq <= prev
-                {
-                    metrics.frames_rejected.inc();
-                    refuse(Status::invalid_argument(format!(
-                        "frame seq {seq} (stream {stream}): seq goes backwards (after seq {prev})"
-                    )))
-                    .await;
-                    break;
-                }
-                last.insert(stream, seq);
+                let (stream, seq, first_unacked) = (m.stream_id, m.seq, m.first_unacked);
                 let bytes = m.payload.len() as u64;
                 let work = match wire::decode(m, &inputs, max_bytes) {
                     Ok(Incoming::Frame {
@@ -280,34 +360,122 @@ impl StageService {
                     Err(e) => {
                         metrics.frames_rejected.inc();
                         tracing::warn!(error = %e, "refused a frame");
-                        refuse(Status::invalid_argument(e.to_string())).await;
-                        break;
+                        break Some(e.status());
                     }
                 };
-                match admit(&next_seq, stream, seq) {
+                if let Some(&prev) = last.get(&stream)
+                    && seq <= prev
+                {
+                    metrics.frames_rejected.inc();
+                    break Some(Status::invalid_argument(format!(
+                        "frame seq {seq} (stream {stream}): seq goes backwards (after seq {prev} on this call)"
+                    )));
+                }
+                let delivered = board.borrow_and_update().next.clone();
+                match admit(&next_seq, &delivered, stream, seq, first_unacked) {
                     Ok(true) => {
+                        last.insert(stream, seq);
+                        taken.insert(stream, seq + 1);
+                        if let Ok(mut f) = floors.lock() {
+                            let e = f.entry(stream).or_insert(0);
+                            *e = (*e).max(first_unacked);
+                        }
                         metrics.frames_in.inc();
                         metrics.bytes_in.inc_by(bytes);
                         metrics.queue_depth.inc();
                         if inbox.send(work).await.is_err() {
-                            refuse(Status::unavailable("segment worker stopped")).await;
-                            break;
+                            break Some(Status::unavailable("segment worker stopped"));
                         }
                     }
                     Ok(false) => {
+                        last.insert(stream, seq);
                         metrics.duplicates_dropped.inc();
                     }
                     Err(status) => {
                         metrics.frames_rejected.inc();
-                        refuse(status).await;
-                        break;
+                        tracing::warn!(%status, "refused a frame");
+                        break Some(status);
                     }
                 }
                 queued += 1;
                 credit_tx.send_replace(queued + window);
+            };
+            if gone {
+                let _ = stop_acks.send(());
+                return;
+            }
+            if refused.is_none() {
+                // Half-closed: the last ack covers what this call took.
+                let covered = |d: &Delivered| {
+                    taken
+                        .iter()
+                        .all(|(s, n)| d.next.get(s).is_some_and(|got| got >= n))
+                };
+                let _ = tokio::time::timeout(FINAL_ACK_WAIT, board.wait_for(covered)).await;
+            }
+            let _ = stop_acks.send(());
+            let _ = ack_task.await;
+            let last_ack = ack_of(&board.borrow(), *credit_tx.borrow(), true);
+            if tx.send(Ok(last_ack)).await.is_ok()
+                && let Some(status) = refused
+            {
+                let _ = tx.send(Err(status)).await;
             }
         });
         Ok(rx)
+    }
+}
+
+/// Whether a call's read error is the sender's fault, to be answered with
+/// it as the call's status (an oversized, undecodable or compressed
+/// message), rather than the call going away.
+fn answerable(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::ResourceExhausted
+            | tonic::Code::OutOfRange
+            | tonic::Code::InvalidArgument
+            | tonic::Code::Unimplemented
+            | tonic::Code::Internal
+    )
+}
+
+/// A call's acks until `stop`: the first once the segment knows what it
+/// delivered, then one on every change of the delivered positions or the
+/// credit.
+async fn ack_loop(
+    mut acks: watch::Receiver<Delivered>,
+    mut credit: watch::Receiver<u64>,
+    tx: mpsc::Sender<Result<v1::Ack, Status>>,
+    mut stop: oneshot::Receiver<()>,
+    told: Arc<watch::Sender<usize>>,
+) {
+    tokio::select! {
+        r = acks.wait_for(|d| d.known) => if r.is_err() { return },
+        _ = &mut stop => return,
+        () = tx.closed() => return,
+    }
+    loop {
+        let ack = ack_of(
+            &acks.borrow_and_update(),
+            *credit.borrow_and_update(),
+            false,
+        );
+        let ends = ack.streams.iter().filter(|s| s.ended).count();
+        if tx.send(Ok(ack)).await.is_err() {
+            return;
+        }
+        told.send_if_modified(|t| {
+            let more = ends > *t;
+            *t = (*t).max(ends);
+            more
+        });
+        tokio::select! {
+            r = acks.changed() => if r.is_err() { return },
+            r = credit.changed() => if r.is_err() { return },
+            _ = &mut stop => return,
+            () = tx.closed() => return,
+        }
     }
 }
 
@@ -423,4 +591,53 @@ fn f32s(stage: &str, what: &'static str, bytes: &[u8]) -> Result<Vec<f32>, Contr
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(entries: &[(u32, u64)]) -> Mutex<HashMap<u32, u64>> {
+        Mutex::new(entries.iter().copied().collect())
+    }
+
+    #[test]
+    fn a_new_stream_starts_only_where_its_sender_says() {
+        let none = AckMap::new();
+        // The explicit start, and a replay after a restart.
+        assert_eq!(admit(&table(&[]), &none, 0, 0, 0).ok(), Some(true));
+        assert_eq!(admit(&table(&[]), &none, 0, 40, 40).ok(), Some(true));
+        // A first frame ahead of the sender's first unacknowledged one
+        // would make the receiver drop frames it never saw.
+        let e = admit(&table(&[]), &none, 0, 5, 0).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(
+            e.message().contains("frame seq 5 (stream 0)") && e.message().contains("0..5"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_known_stream_takes_its_next_seq_drops_duplicates_and_refuses_gaps() {
+        let next = table(&[(3, 10)]);
+        let none = AckMap::new();
+        assert_eq!(admit(&next, &none, 3, 9, 2).ok(), Some(false));
+        assert_eq!(admit(&next, &none, 3, 10, 2).ok(), Some(true));
+        assert!(admit(&next, &none, 3, 12, 2).is_err(), "a gap");
+        let e = admit(&next, &none, 3, 11, 20).unwrap_err();
+        assert!(e.message().contains("never made"), "{e:?}");
+        // Refusals change nothing.
+        assert_eq!(admit(&next, &none, 3, 11, 11).ok(), Some(true));
+    }
+
+    #[test]
+    fn the_delivered_position_is_the_position_of_a_stream_not_taken_here() {
+        // A restarted sink read back 7 committed frames of stream 1.
+        let delivered: AckMap = [(1, 7)].into_iter().collect();
+        let next = table(&[]);
+        assert_eq!(admit(&next, &delivered, 1, 4, 4).ok(), Some(false));
+        assert!(admit(&next, &delivered, 1, 8, 8).is_err());
+        assert_eq!(admit(&next, &delivered, 1, 7, 4).ok(), Some(true));
+        assert_eq!(admit(&next, &delivered, 1, 8, 4).ok(), Some(true));
+    }
 }

@@ -31,9 +31,37 @@ use crate::frame::Frame;
 /// payload, gRPC's 5-byte prefix), generously rounded up.
 pub const MESSAGE_OVERHEAD: usize = 256;
 
+/// The protocol version every frame carries (`Frame.protocol`); the rules
+/// are in `stage.proto` and [`super::server`].
+pub const PROTOCOL: u32 = 2;
+
 /// A received message that is not an acceptable frame.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
+    /// The frame does not carry this protocol's version.
+    #[error(
+        "frame seq {seq} (stream {stream}): protocol {got}, this server speaks protocol {PROTOCOL}: set Frame.protocol = {PROTOCOL} and Frame.first_unacked (see stage.proto)"
+    )]
+    Protocol {
+        /// Stream.
+        stream: u32,
+        /// Frame.
+        seq: u64,
+        /// The version received (0: a client without the field).
+        got: u32,
+    },
+    /// `first_unacked` is above the frame's own seq.
+    #[error(
+        "frame seq {seq} (stream {stream}): first_unacked {first_unacked} is above the frame's seq"
+    )]
+    FirstUnacked {
+        /// Stream.
+        stream: u32,
+        /// Frame.
+        seq: u64,
+        /// The value received.
+        first_unacked: u64,
+    },
     /// The dtype is unknown or unsupported.
     #[error("frame seq {seq} (stream {stream}): unsupported dtype {dtype}")]
     Dtype {
@@ -107,6 +135,18 @@ pub enum Incoming {
     },
 }
 
+impl WireError {
+    /// The gRPC status a receiver answers this error with:
+    /// `FAILED_PRECONDITION` for a wrong protocol version, else
+    /// `INVALID_ARGUMENT`.
+    pub fn status(&self) -> tonic::Status {
+        match self {
+            Self::Protocol { .. } => tonic::Status::failed_precondition(self.to_string()),
+            _ => tonic::Status::invalid_argument(self.to_string()),
+        }
+    }
+}
+
 /// Builds the message for `frame` (payload shared, not copied).
 pub fn encode(frame: Frame, sent_ns: u64) -> v1::Frame {
     let s = frame.tensor.shape();
@@ -115,6 +155,9 @@ pub fn encode(frame: Frame, sent_ns: u64) -> v1::Frame {
         seq: frame.seq,
         capture_ns: frame.capture_ns,
         sent_ns,
+        protocol: PROTOCOL,
+        // Set by the forwarder as it sends (it knows what was acknowledged).
+        first_unacked: 0,
         shape: vec![dim(s.c), dim(s.h), dim(s.w)],
         dtype: v1::Dtype::F32 as i32,
         end_of_stream: false,
@@ -132,6 +175,7 @@ pub fn end_of_stream(stream_id: u32, frames: u64) -> v1::Frame {
         stream_id,
         seq: frames,
         end_of_stream: true,
+        protocol: PROTOCOL,
         ..v1::Frame::default()
     }
 }
@@ -145,7 +189,32 @@ pub fn end_of_stream(stream_id: u32, frames: u64) -> v1::Frame {
 /// [`WireError`] naming the seq and what is wrong.
 pub fn decode(m: v1::Frame, expected: &[Shape], max_bytes: usize) -> Result<Incoming, WireError> {
     let (stream, seq) = (m.stream_id, m.seq);
+    if m.protocol != PROTOCOL {
+        return Err(WireError::Protocol {
+            stream,
+            seq,
+            got: m.protocol,
+        });
+    }
+    if m.first_unacked > seq {
+        return Err(WireError::FirstUnacked {
+            stream,
+            seq,
+            first_unacked: m.first_unacked,
+        });
+    }
     if m.end_of_stream {
+        if !m.shape.is_empty() || !m.payload.is_empty() {
+            return Err(WireError::Shape {
+                stream,
+                seq,
+                shape: m.shape.clone(),
+                why: format!(
+                    "on an end-of-stream marker, which carries no shape and no payload ({} payload bytes)",
+                    m.payload.len()
+                ),
+            });
+        }
         return Ok(Incoming::End {
             stream_id: stream,
             seq,
@@ -291,7 +360,24 @@ mod tests {
         big.shape = vec![1, 1024, 1024];
         let mut flat = good.clone();
         flat.shape = vec![16];
+        let mut empty = good.clone();
+        empty.shape = vec![];
+        empty.payload = Bytes::new();
+        let mut zero = good.clone();
+        zero.shape = vec![1, 0, 4];
+        zero.payload = Bytes::new();
+        let mut old = good.clone();
+        old.protocol = 0;
+        let mut ahead = good.clone();
+        ahead.first_unacked = 10;
+        let mut end_with_payload = good.clone();
+        end_with_payload.end_of_stream = true;
         let cases = [
+            (empty, "is not [C, H, W]"),
+            (zero, "has a zero dimension"),
+            (old, "protocol 0, this server speaks protocol 2"),
+            (ahead, "first_unacked 10 is above"),
+            (end_with_payload, "end-of-stream marker"),
             (short, "payload is 8 bytes"),
             (dtype, "unsupported dtype 9"),
             (over, "overflows"),
@@ -317,6 +403,7 @@ mod tests {
             let m = v1::Frame {
                 shape: vec![1, 2, 2],
                 dtype: v1::Dtype::F32 as i32,
+                protocol: PROTOCOL,
                 payload: whole.slice(off..off + 16),
                 ..v1::Frame::default()
             };

@@ -1,6 +1,7 @@
-//! Bad input never takes a segment server down: each malformed frame gets
-//! `InvalidArgument` naming its seq, garbage on the port closes that
-//! connection, and the server goes on serving other streams.
+//! Bad input never takes a segment server down: each malformed,
+//! mis-ordered, oversized or old-protocol frame gets a status naming its
+//! seq (`stage.proto`'s rules), garbage on the port closes that connection,
+//! and the server goes on serving other streams, the refused ones included.
 
 use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
@@ -54,6 +55,8 @@ fn frame_of(shape: &[u32], stream_id: u32, seq: u64) -> v1::Frame {
         seq,
         shape: shape.to_vec(),
         dtype: v1::Dtype::F32 as i32,
+        protocol: streamfuse::transport::wire::PROTOCOL,
+        first_unacked: 0,
         payload: Bytes::from(vec![0u8; n as usize * 4]),
         ..v1::Frame::default()
     }
@@ -131,7 +134,7 @@ async fn still_serving(c: &mut StageClient<Channel>, stream: u32) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_bad_frame_gets_invalid_argument_with_its_seq_and_the_server_keeps_serving() {
+async fn each_bad_frame_gets_a_status_naming_it_and_the_server_keeps_serving() {
     let (_server, port) = start();
     let mut c = client(port).await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(
@@ -169,23 +172,72 @@ async fn each_bad_frame_gets_invalid_argument_with_its_seq_and_the_server_keeps_
     over_limit.shape = vec![1, 4096, 4096];
     let mut wrong = frame(5, 9);
     wrong.shape = vec![shape[0], shape[2], shape[1] + 1];
-    let cases: Vec<(Vec<v1::Frame>, &str)> = vec![
-        (vec![short], "frame seq 5 (stream 1): payload is 100 bytes"),
-        (vec![dtype], "frame seq 6 (stream 2): unsupported dtype 7"),
-        (vec![overflow], "frame seq 7 (stream 3): shape"),
-        (vec![over_limit], "over this segment's limit"),
-        (vec![wrong], "frame seq 9 (stream 5): payload is"),
+    let mut empty = frame(7, 0);
+    empty.shape = Vec::new();
+    empty.payload = Bytes::new();
+    let mut zero = frame(8, 0);
+    zero.shape = vec![shape[0], 0, shape[2]];
+    zero.payload = Bytes::new();
+    let mut old_client = frame(9, 0);
+    old_client.protocol = 0;
+    let mut oversized = frame(10, 3);
+    oversized.first_unacked = 3;
+    oversized.payload = Bytes::from(vec![0u8; 4 << 20]);
+    let invalid = Code::InvalidArgument;
+    let cases: Vec<(Vec<v1::Frame>, Code, &str)> = vec![
         (
-            vec![frame(6, 10), frame(6, 9)],
-            "frame seq 9 (stream 6): seq goes backwards",
+            vec![short],
+            invalid,
+            "frame seq 5 (stream 1): payload is 100 bytes",
+        ),
+        (
+            vec![dtype],
+            invalid,
+            "frame seq 6 (stream 2): unsupported dtype 7",
+        ),
+        (vec![overflow], invalid, "frame seq 7 (stream 3): shape"),
+        (vec![over_limit], invalid, "over this segment's limit"),
+        (vec![wrong], invalid, "frame seq 9 (stream 5): payload is"),
+        (
+            vec![frame(6, 0), frame(6, 1), frame(6, 0)],
+            invalid,
+            "frame seq 0 (stream 6): seq goes backwards",
+        ),
+        (
+            vec![empty],
+            invalid,
+            "frame seq 0 (stream 7): shape [] is not [C, H, W]",
+        ),
+        (vec![zero], invalid, "frame seq 0 (stream 8): shape"),
+        (
+            vec![old_client],
+            Code::FailedPrecondition,
+            "frame seq 0 (stream 9): protocol 0",
+        ),
+        (
+            vec![oversized],
+            Code::ResourceExhausted,
+            "frame seq 3 (stream 10): message of",
+        ),
+        // A stream's first frame ahead of its sender's first unacknowledged
+        // one: taking it would drop seqs 0-4 unseen.
+        (
+            vec![frame(11, 5)],
+            invalid,
+            "frame seq 5 (stream 11): the stream has no position",
+        ),
+        (
+            vec![frame(12, 0), frame(12, 2)],
+            invalid,
+            "frame seq 2 (stream 12): gap",
         ),
     ];
-    for (i, (frames, want)) in cases.into_iter().enumerate() {
+    for (i, (frames, code, want)) in cases.into_iter().enumerate() {
         let status = push(&mut c, &shape, frames)
             .await
             .map(|_| ())
             .expect_err("a bad frame is refused");
-        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert_eq!(status.code(), code, "{status:?}");
         assert!(
             status.message().contains(want),
             "{:?} lacks {want:?}",
@@ -193,6 +245,8 @@ async fn each_bad_frame_gets_invalid_argument_with_its_seq_and_the_server_keeps_
         );
         still_serving(&mut c, 200 + i as u32).await;
     }
+    // The refused stream loses nothing: it starts where it should.
+    still_serving(&mut c, 11).await;
 
     // Garbage on the port: the connection is closed, the server lives on.
     let mut raw =

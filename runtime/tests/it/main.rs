@@ -6,6 +6,7 @@
 
 mod bad_input;
 mod bench;
+mod chaos;
 mod cli;
 mod common;
 mod live_weights;

@@ -3,10 +3,8 @@
 //! slow stream does not hold back the others.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use crate::support::{binary, last_json, repo_root};
-use serde_json::Value;
+use crate::support::{repo_root, run_json};
 
 /// Three colour cameras of different sizes.
 const CAMERAS: [&str; 3] = [
@@ -35,23 +33,6 @@ fn spec(dir: &Path, name: &str, sources: &str) -> PathBuf {
     path
 }
 
-fn run(spec: &Path, extra: &[&str]) -> Value {
-    let out = Command::new(binary())
-        .arg("run")
-        .arg(spec)
-        .args(["--threads", "1", "--json"])
-        .args(extra)
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        out.status.success(),
-        "run {} {extra:?}: {}",
-        spec.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    last_json(&out.stdout)
-}
-
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("streamfuse-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
@@ -67,7 +48,7 @@ fn each_streams_digest_equals_its_source_run_alone() {
         .iter()
         .enumerate()
         .map(|(k, c)| {
-            let r = run(
+            let r = run_json(
                 &spec(&dir, &format!("alone{k}"), &format!("source: {c}")),
                 &[],
             );
@@ -90,7 +71,7 @@ fn each_streams_digest_equals_its_source_run_alone() {
             vec!["--placement", "EEESS", "--fusion", "off", "--local"],
         ),
     ] {
-        let r = run(&all, &extra);
+        let r = run_json(&all, &extra);
         assert_eq!(r["frames"], 36, "{how}: {r}");
         let streams = r["streams"].as_array().cloned().unwrap_or_default();
         assert_eq!(streams.len(), 3, "{how}: {r}");
@@ -126,7 +107,7 @@ fn a_slow_stream_does_not_hold_back_the_others() {
         &format!("sources:\n  - {slow}\n  - {}\n  - {}", fast(2), fast(3)),
     );
     for extra in [vec![], vec!["--placement", "ESSSS", "--local"]] {
-        let r = run(&s, &extra);
+        let r = run_json(&s, &extra);
         let streams = r["streams"].as_array().cloned().unwrap_or_default();
         assert_eq!(streams.len(), 3, "{r}");
         let fps = |k: usize| streams[k]["fps"].as_f64().unwrap_or(0.0);
@@ -147,7 +128,7 @@ fn a_slow_stream_does_not_hold_back_the_others() {
 
 #[test]
 fn the_cameras_example_runs_every_stream() {
-    let r = run(
+    let r = run_json(
         &repo_root().join("examples/cameras.yaml"),
         &["--frames", "4"],
     );

@@ -62,3 +62,24 @@ pub fn last_json(stdout: &[u8]) -> serde_json::Value {
     serde_json::from_str(text.lines().last().unwrap_or_default())
         .unwrap_or_else(|e| panic!("{e}: {text}"))
 }
+
+/// `streamfuse run SPEC --threads 1 --json EXTRA...`: its report.
+///
+/// # Panics
+/// When the run fails.
+pub fn run_json(spec: &std::path::Path, extra: &[&str]) -> serde_json::Value {
+    let out = std::process::Command::new(binary())
+        .arg("run")
+        .arg(spec)
+        .args(["--threads", "1", "--json"])
+        .args(extra)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        out.status.success(),
+        "run {} {extra:?}: {}",
+        spec.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    last_json(&out.stdout)
+}

@@ -236,6 +236,9 @@ struct Capture {
     shape: Shape,
     frames: u64,
     next: u64,
+    /// Frames of a file still to pass over before `next` (a resumed
+    /// source).
+    skip: u64,
     camera: bool,
     done: bool,
 }
@@ -248,6 +251,17 @@ impl Iterator for Capture {
             return None;
         }
         let seq = self.next;
+        while self.skip > 0 {
+            self.skip -= 1;
+            if !matches!(self.cap.grab(), Ok(true)) {
+                self.done = true;
+                return Some(Err(err(
+                    &self.what,
+                    Some(seq),
+                    "the video ended before the frame to resume at",
+                )));
+            }
+        }
         let mut m = Mat::default();
         let got = match self.cap.read(&mut m) {
             Ok(g) => g,
@@ -286,48 +300,52 @@ impl Iterator for Capture {
     }
 }
 
-/// The frames of a video file.
+/// The frames of a video file from frame `start` on.
 ///
 /// # Errors
 /// [`MediaError`] naming the file when it cannot be opened.
-pub fn open_video(v: &VideoInput) -> Result<FrameIter, MediaError> {
+pub fn open_video(v: &VideoInput, start: u64) -> Result<FrameIter, MediaError> {
     let cap = open_capture(&v.path)?;
     Ok(Box::new(Capture {
         cap,
         what: v.path.display().to_string(),
         shape: v.shape,
         frames: v.frames,
-        next: 0,
+        next: start,
+        skip: start,
         camera: false,
         done: false,
     }))
 }
 
-/// The frames of a camera.
+/// The frames of a camera, numbered from `start` (a camera is live: a
+/// resumed source goes on with what it captures now).
 ///
 /// # Errors
 /// [`MediaError`] naming the device when it is missing or cannot be opened.
-pub fn open_camera(c: &CameraInput) -> Result<FrameIter, MediaError> {
+pub fn open_camera(c: &CameraInput, start: u64) -> Result<FrameIter, MediaError> {
     let cap = open_camera_device(c.index, c.size)?;
     Ok(Box::new(Capture {
         cap,
         what: camera_name(c.index),
         shape: c.shape,
         frames: c.frames,
-        next: 0,
+        next: start,
+        skip: 0,
         camera: true,
         done: false,
     }))
 }
 
-/// The frames of an image folder.
+/// The frames of an image folder from frame `start` on.
 ///
 /// # Errors
 /// Never at open; a file that cannot be read is an error at its frame.
-pub fn open_images(i: &ImagesInput) -> Result<FrameIter, MediaError> {
+pub fn open_images(i: &ImagesInput, start: u64) -> Result<FrameIter, MediaError> {
     let files: Vec<PathBuf> = i.files.iter().take(i.frames as usize).cloned().collect();
     let shape = i.shape;
-    Ok(Box::new(files.into_iter().enumerate().map(
+    let skip = usize::try_from(start).unwrap_or(usize::MAX);
+    Ok(Box::new(files.into_iter().enumerate().skip(skip).map(
         move |(k, path)| {
             let seq = k as u64;
             let m = read_image(&path, Some(seq))?;
@@ -496,12 +514,17 @@ impl MediaSink {
                     .map_err(|e| err(w.path.display(), Some(f.seq), e.to_string()))
             }
             Kind::Images(out) => {
-                let path = out.dir.join(format!("{}-{}.png", f.stream_id, f.seq));
+                // Written under a temporary name, then renamed into place:
+                // a killed process leaves whole images only.
+                let name = format!("{}-{}.png", f.stream_id, f.seq);
+                let path = out.dir.join(&name);
+                let tmp = out.dir.join(format!(".{name}.tmp.png"));
                 let m = frame_mat(f, out.scale, &path)?;
-                let ok = imwrite(utf8(&path)?, &m, &Vector::<i32>::new())
+                let ok = imwrite(utf8(&tmp)?, &m, &Vector::<i32>::new())
                     .map_err(|e| err(path.display(), Some(f.seq), e.to_string()))?;
                 if ok {
-                    Ok(())
+                    std::fs::rename(&tmp, &path)
+                        .map_err(|e| err(path.display(), Some(f.seq), e.to_string()))
                 } else {
                     Err(err(
                         path.display(),

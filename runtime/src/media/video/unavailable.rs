@@ -47,7 +47,7 @@ pub fn probe_image(path: &Path) -> Result<Shape, MediaError> {
 ///
 /// # Errors
 /// Always.
-pub fn open_video(v: &VideoInput) -> Result<FrameIter, MediaError> {
+pub fn open_video(v: &VideoInput, _start: u64) -> Result<FrameIter, MediaError> {
     Err(unavailable(v.path.display()))
 }
 
@@ -55,7 +55,7 @@ pub fn open_video(v: &VideoInput) -> Result<FrameIter, MediaError> {
 ///
 /// # Errors
 /// Always.
-pub fn open_camera(c: &CameraInput) -> Result<FrameIter, MediaError> {
+pub fn open_camera(c: &CameraInput, _start: u64) -> Result<FrameIter, MediaError> {
     Err(unavailable(format!("camera {}", c.index)))
 }
 
@@ -63,7 +63,7 @@ pub fn open_camera(c: &CameraInput) -> Result<FrameIter, MediaError> {
 ///
 /// # Errors
 /// Always.
-pub fn open_images(i: &ImagesInput) -> Result<FrameIter, MediaError> {
+pub fn open_images(i: &ImagesInput, _start: u64) -> Result<FrameIter, MediaError> {
     Err(unavailable(i.files.first().map_or_else(
         || "images".to_owned(),
         |p| p.display().to_string(),
