@@ -25,3 +25,24 @@ sf_cuda_tools() {
     export PTXAS="$site/nvidia/cuda_nvcc/bin/ptxas"
     [ -x "$PTXAS" ] || { SF_CUDA_WHY="ptxas not found in $site/nvidia/cuda_nvcc/bin"; return 1; }
 }
+
+# NVRTC 13 (PyPI wheel nvidia-cuda-nvrtc 13.x) in .venv/nvrtc13, for the
+# check that the runtime finds and uses it by path: sets SF_NVRTC13 to its
+# libnvrtc.so.13. Returns non-zero, with the reason in SF_CUDA_WHY.
+SF_NVRTC13_VENV="${SF_NVRTC13_VENV:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.venv/nvrtc13}"
+SF_NVRTC13_PINS="nvidia-cuda-nvrtc==13.0.88"
+
+sf_nvrtc13() {
+    local site
+    if [ ! -f "$SF_NVRTC13_VENV/.pins" ] || [ "$(cat "$SF_NVRTC13_VENV/.pins")" != "$SF_NVRTC13_PINS" ]; then
+        rm -rf "$SF_NVRTC13_VENV"
+        python3 -m venv "$SF_NVRTC13_VENV" >/dev/null 2>&1 \
+            && "$SF_NVRTC13_VENV/bin/pip" install -q $SF_NVRTC13_PINS >/dev/null 2>&1 \
+            && echo "$SF_NVRTC13_PINS" >"$SF_NVRTC13_VENV/.pins" \
+            || { SF_CUDA_WHY="cannot install $SF_NVRTC13_PINS from PyPI"; return 1; }
+    fi
+    site=$("$SF_NVRTC13_VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') \
+        || { SF_CUDA_WHY="the venv $SF_NVRTC13_VENV is broken"; return 1; }
+    SF_NVRTC13="$site/nvidia/cu13/lib/libnvrtc.so.13"
+    [ -f "$SF_NVRTC13" ] || { SF_CUDA_WHY="libnvrtc.so.13 not found in $site/nvidia/cu13/lib"; return 1; }
+}

@@ -56,6 +56,19 @@ say "CUDA kernels: NVRTC for compute_70/72/87/90, ptxas registers and spills for
 "$STREAMFUSE_BIN" kernels check
 scripts/ptxas-report.sh --check
 
+say "CUDA kernels under NVRTC 13 (found by path): compute_87/90 compiled, compute_70/72 skipped and said so"
+sf_nvrtc13 || { echo "error: $SF_CUDA_WHY" >&2; exit 1; }
+STREAMFUSE_NVRTC="$SF_NVRTC13" "$STREAMFUSE_BIN" kernels check --json | python3 -c '
+import json, sys
+r = json.loads(sys.stdin.read().strip().splitlines()[-1])
+archs = sorted({row["arch"] for row in r["results"]})
+assert r["nvrtc"].startswith("13."), r["nvrtc"]
+assert r["failed"] == 0, [row for row in r["results"] if not row["ok"]]
+assert archs == ["compute_87", "compute_90"], archs
+assert [s.split(":")[0] for s in r["skipped"]] == ["compute_70", "compute_72"], r["skipped"]
+print("NVRTC %s: %d compiled for %s, skipped %s" % (r["nvrtc"], len(r["results"]), archs, r["skipped"]))
+'
+
 say "aarch64 (Raspberry Pi, Jetson CPU): cross-build without OpenCV, corpus and property tests and a run under qemu"
 scripts/aarch64-check.sh
 

@@ -182,8 +182,12 @@ pub struct CheckReport {
     pub failed: usize,
     /// NVRTC version, `major.minor`.
     pub nvrtc: String,
+    /// The NVRTC library used.
+    pub library: String,
     /// Every unit for every architecture, in that order.
     pub results: Vec<CheckRow>,
+    /// Architectures left out, with why (the NVRTC does not target them).
+    pub skipped: Vec<String>,
 }
 
 /// [`check`] could not run (a kernel that fails to compile is a row of its
@@ -213,10 +217,14 @@ pub enum CheckError {
     },
 }
 
-/// Compiles every CUDA kernel with NVRTC for each of `archs`: the
-/// hand-written sources ([`streamfuse_kernels::cuda::SOURCES`]), then the
-/// generated kernel of each representative fused chain (one per distinct
-/// source). With `emit_ptx`, each PTX is also written to
+/// Compiles every CUDA kernel with one NVRTC (the one that targets the
+/// most of the architectures, [`streamfuse_kernels::cuda::nvrtc::library`])
+/// for each of `archs` it targets: the hand-written sources
+/// ([`streamfuse_kernels::cuda::SOURCES`]), then the generated kernel of
+/// each representative fused chain (one per distinct source). An
+/// architecture it does not target is skipped and named in the report
+/// (NVRTC 13 dropped compute_70/72), or, when `explicit`, a failed row.
+/// With `emit_ptx`, each PTX is also written to
 /// `<dir>/<source>-<arch>.ptx`.
 ///
 /// # Errors
@@ -225,9 +233,26 @@ pub enum CheckError {
 pub fn check(
     archs: &[&'static str],
     emit_ptx: Option<&std::path::Path>,
+    explicit: bool,
 ) -> Result<CheckReport, CheckError> {
     use streamfuse_kernels::cuda::{self, codegen, nvrtc};
-    let (major, minor) = nvrtc::version()?;
+    let lib = nvrtc::library()?;
+    let (major, minor) = lib.version;
+    let targeted = |arch: &str| nvrtc::sm_of(arch).is_some_and(|sm| lib.targets(sm));
+    let skipped: Vec<String> = if explicit {
+        Vec::new()
+    } else {
+        archs
+            .iter()
+            .filter(|a| !targeted(a))
+            .map(|a| format!("{a}: NVRTC {major}.{minor} does not target it"))
+            .collect()
+    };
+    let archs: Vec<&'static str> = archs
+        .iter()
+        .copied()
+        .filter(|a| explicit || targeted(a))
+        .collect();
     if let Some(dir) = emit_ptx {
         std::fs::create_dir_all(dir).map_err(|source| CheckError::CreateDir {
             path: dir.to_owned(),
@@ -253,9 +278,9 @@ pub fn check(
     }
     let mut results = Vec::new();
     for (unit, kernels, text) in &units {
-        for &arch in archs {
+        for &arch in &archs {
             let t0 = Instant::now();
-            let compiled = nvrtc::compile_text(unit, text.clone(), arch);
+            let compiled = nvrtc::compile_with(lib, unit, text, arch);
             let ms = t0.elapsed().as_secs_f64() * 1e3;
             let (ok, detail) = match compiled {
                 Ok(ptx) => {
@@ -281,6 +306,8 @@ pub fn check(
     Ok(CheckReport {
         failed: results.iter().filter(|r| !r.ok).count(),
         nvrtc: format!("{major}.{minor}"),
+        library: lib.path.display().to_string(),
         results,
+        skipped,
     })
 }

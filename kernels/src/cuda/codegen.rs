@@ -102,8 +102,14 @@ pub fn channel_data(chain: &FusedChain) -> Vec<f32> {
     v
 }
 
-/// The kernel for `chain` (any chain: every epilogue op has a statement).
-pub fn generate(chain: &FusedChain) -> Generated {
+/// What makes `chain`'s kernel its own: the part of its source generated
+/// for it (the rest is the template). Equal keys, equal kernels; a device
+/// looks a chain's kernel up by it without building the whole source.
+pub fn chain_key(chain: &FusedChain) -> String {
+    chain_body(chain)
+}
+
+fn chain_body(chain: &FusedChain) -> String {
     let mut epi = String::new();
     let mut channel = 0;
     for op in &chain.epilogue {
@@ -117,7 +123,7 @@ pub fn generate(chain: &FusedChain) -> Generated {
         let _ = writeln!(epi, "    {line}");
     }
     let conv = chain.conv.is_some();
-    let body = format!(
+    format!(
         "// Generated for the chain {label}.\n\
          #define SF_CHAIN_CONV {c}\n\
          __device__ __forceinline__ float sf_chain_epilogue(float v, int c, \
@@ -125,7 +131,13 @@ pub fn generate(chain: &FusedChain) -> Generated {
          (void)c;\n    (void)chan;\n    (void)f;\n{epi}    return v;\n}}\n",
         label = chain.label(),
         c = i32::from(conv),
-    );
+    )
+}
+
+/// The kernel for `chain` (any chain: every epilogue op has a statement).
+pub fn generate(chain: &FusedChain) -> Generated {
+    let body = chain_body(chain);
+    let conv = chain.conv.is_some();
     let hash = fnv1a(format!("{body}{TEMPLATE}").as_bytes());
     let name = format!("sf_chain_{hash:016x}");
     let source = format!("{COMMON}\n#define SF_CHAIN_NAME {name}\n{body}{TEMPLATE}");

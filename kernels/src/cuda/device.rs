@@ -9,7 +9,6 @@ use cudarc::driver::{
     CudaContext, CudaEvent, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr,
     LaunchConfig, PinnedHostSlice, PushKernelArg, sys,
 };
-use cudarc::nvrtc::Ptx;
 
 use super::SOURCES;
 use super::codegen;
@@ -17,6 +16,7 @@ use super::nvrtc::{self, NvrtcError};
 use super::params::{
     self, ConvParams, FusedParams, Launch, PoolParams, VisionLaunch, VisionParams,
 };
+use super::pool::Pool;
 use crate::error::KernelError;
 use crate::op::{Conv2d, EpilogueOp, FusedChain, Op, Pointwise};
 
@@ -242,7 +242,7 @@ pub struct CudaDevice {
     name: String,
     arch: &'static str,
     functions: HashMap<&'static str, CudaFunction>,
-    /// Generated fused-chain kernels, by name (a hash of their source).
+    /// Generated fused-chain kernels, by [`codegen::chain_key`].
     generated: HashMap<String, CudaFunction>,
     /// Device copies of weights, keyed by the host `Arc`'s address. The
     /// entry holds that `Arc` too, so the address cannot be freed and reused
@@ -252,6 +252,9 @@ pub struct CudaDevice {
     /// ([`codegen::channel_data`]), keyed by the addresses of the scales
     /// and shifts they pack, which the entry holds (as `weights`).
     channels: HashMap<Vec<usize>, CachedChannels>,
+    /// Device buffers of the current stream (a lane swaps its own in while
+    /// it queues a frame).
+    pool: Pool<CudaSlice<f32>>,
 }
 
 /// The host scales and shifts packed into a chain's channel buffer, and
@@ -274,18 +277,22 @@ impl CudaDevice {
             return Err(CudaError::NoDevice { ordinal, count });
         }
         let ctx = CudaContext::new(ordinal).map_err(drv)?;
-        let (major, minor) = ctx.compute_capability().map_err(drv)?;
-        let arch: &'static str = Box::leak(format!("compute_{major}{minor}").into_boxed_str());
+        let capability = ctx.compute_capability().map_err(drv)?;
         let name = ctx.name().map_err(drv)?;
         let stream = ctx.new_stream().map_err(drv)?;
         let mut functions = HashMap::new();
+        let mut arch = String::new();
         for src in SOURCES {
-            let ptx = nvrtc::compile_cached(src, arch)?;
-            let module: Arc<CudaModule> = ctx.load_module(Ptx::from_src(ptx)).map_err(drv)?;
+            let (code, code_arch) = nvrtc::for_device(src.name, &src.standalone(), capability)?;
+            let module: Arc<CudaModule> = ctx.load_module(code).map_err(|e| {
+                CudaError::Driver(format!("loading {} ({code_arch}) on {name}: {e}", src.name))
+            })?;
             for &k in src.kernels {
                 functions.insert(k, module.load_function(k).map_err(drv)?);
             }
+            arch = code_arch;
         }
+        let arch: &'static str = Box::leak(arch.into_boxed_str());
         tracing::info!(device = %name, arch, "CUDA device ready");
         Ok(Self {
             ctx,
@@ -298,6 +305,7 @@ impl CudaDevice {
             generated: HashMap::new(),
             weights: HashMap::new(),
             channels: HashMap::new(),
+            pool: Pool::default(),
         })
     }
 
@@ -306,7 +314,8 @@ impl CudaDevice {
         &self.name
     }
 
-    /// Virtual architecture the kernels were compiled for.
+    /// What the kernels were compiled to: `sm_XX` (a cubin for this
+    /// device) or `compute_XX` (PTX the driver JIT-compiles).
     pub fn arch(&self) -> &'static str {
         self.arch
     }
@@ -320,15 +329,19 @@ impl CudaDevice {
     /// The generated kernel for `chain`, compiled (PTX cached on disk) and
     /// loaded on first use.
     fn generated_kernel(&mut self, chain: &FusedChain) -> Result<CudaFunction, CudaError> {
-        let g = codegen::generate(chain);
-        if let Some(f) = self.generated.get(&g.name) {
+        // Keyed by the chain's own part of the source (small), so a frame
+        // does not rebuild and hash the whole kernel source.
+        let key = codegen::chain_key(chain);
+        if let Some(f) = self.generated.get(&key) {
             return Ok(f.clone());
         }
-        let ptx = nvrtc::compile_cached_text(&g.name, g.source, self.arch)?;
-        let module: Arc<CudaModule> = self.ctx.load_module(Ptx::from_src(ptx)).map_err(drv)?;
+        let g = codegen::generate(chain);
+        let capability = self.ctx.compute_capability().map_err(drv)?;
+        let (code, _) = nvrtc::for_device(&g.name, &g.source, capability)?;
+        let module: Arc<CudaModule> = self.ctx.load_module(code).map_err(drv)?;
         let f = module.load_function(&g.name).map_err(drv)?;
         tracing::debug!(kernel = %g.name, chain = %chain.label(), "generated kernel loaded");
-        self.generated.insert(g.name, f.clone());
+        self.generated.insert(key, f.clone());
         Ok(f)
     }
 
@@ -383,10 +396,37 @@ impl CudaDevice {
     /// [`CudaError`] when the op cannot take the input or a launch fails.
     pub fn run(&mut self, op: &Op, mut x: DeviceTensor) -> Result<DeviceTensor, CudaError> {
         let (next, shape) = self.run_on_device(op, &mut x.buf, x.shape)?;
-        Ok(DeviceTensor {
-            buf: next.unwrap_or(x.buf),
-            shape,
-        })
+        if let Some(n) = next {
+            let old = std::mem::replace(&mut x.buf, n);
+            self.recycle(old);
+        }
+        Ok(DeviceTensor { buf: x.buf, shape })
+    }
+
+    /// A buffer of `n` values on the current stream, from its pool (its
+    /// contents are stale: every kernel writes each value of its output
+    /// before anything reads it).
+    pub(super) fn out_buf(&mut self, n: usize) -> Result<CudaSlice<f32>, CudaError> {
+        let stream = self.stream.clone();
+        // SAFETY: the buffer is written by the kernel it is made for before
+        // it is read (see above).
+        self.pool
+            .take(n, |n| unsafe { stream.alloc::<f32>(n) }.map_err(drv))
+    }
+
+    /// Gives a buffer of the current stream back to its pool.
+    pub(super) fn recycle(&mut self, b: CudaSlice<f32>) {
+        let n = b.len();
+        self.pool.give(n, b);
+    }
+
+    /// Device and pinned host buffers allocated so far (every pool's count):
+    /// in steady state neither grows from one frame to the next.
+    pub fn allocations(&self) -> (u64, u64) {
+        let lanes = self.lanes.iter().flatten();
+        let device = self.pool.allocated + lanes.clone().map(|l| l.pool.allocated).sum::<u64>();
+        let pinned = lanes.map(|l| l.pinned.allocated).sum();
+        (device, pinned)
     }
 
     /// Runs `ops` in order on `input`: one upload, the kernels, one download.
@@ -460,8 +500,10 @@ impl CudaDevice {
                         None => &mut *cur,
                     };
                     let (next, ns) = self.run_on_device(&op, buf, s)?;
-                    if let Some(n) = next {
-                        own = Some(n);
+                    if let Some(n) = next
+                        && let Some(old) = own.replace(n)
+                    {
+                        self.recycle(old);
                     }
                     s = ns;
                 }
@@ -490,8 +532,10 @@ impl CudaDevice {
                         None => &mut *cur,
                     };
                     let (next, s) = self.run_on_device(&m, buf, shape)?;
-                    if next.is_some() {
-                        owned = next;
+                    if let Some(n) = next
+                        && let Some(old) = owned.replace(n)
+                    {
+                        self.recycle(old);
                     }
                     shape = s;
                 }
@@ -508,15 +552,12 @@ impl CudaDevice {
         shape: Shape,
     ) -> Result<CudaSlice<f32>, CudaError> {
         let out_shape = v.output_shape(shape)?;
-        let mut out = self
-            .stream
-            .alloc_zeros::<f32>(out_shape.len())
-            .map_err(drv)?;
+        let mut out = self.out_buf(out_shape.len())?;
         match params::vision(v, shape)? {
             VisionLaunch::Gray(p, l) => self.resample(GRAY, cur, &mut out, &p, l)?,
             VisionLaunch::Resize(p, l) => self.resample(RESIZE, cur, &mut out, &p, l)?,
             VisionLaunch::Separable(p, l) => {
-                let mut tmp = self.stream.alloc_zeros::<f32>(shape.len()).map_err(drv)?;
+                let mut tmp = self.out_buf(shape.len())?;
                 let h = self.function(HFILTER)?.clone();
                 let mut b = self.stream.launch_builder(&h);
                 b.arg(cur).arg(&mut tmp).arg(&p);
@@ -527,10 +568,11 @@ impl CudaDevice {
                 b.arg(&tmp).arg(&mut out).arg(&p);
                 // SAFETY: as above.
                 unsafe { b.launch(cfg(l)) }.map_err(drv)?;
+                self.recycle(tmp);
             }
             VisionLaunch::Sobel(p, l) => {
-                let mut d = self.stream.alloc_zeros::<f32>(shape.len()).map_err(drv)?;
-                let mut sm = self.stream.alloc_zeros::<f32>(shape.len()).map_err(drv)?;
+                let mut d = self.out_buf(shape.len())?;
+                let mut sm = self.out_buf(shape.len())?;
                 let h = self.function(SOBEL_H)?.clone();
                 let mut b = self.stream.launch_builder(&h);
                 b.arg(cur).arg(&mut d).arg(&mut sm).arg(&p);
@@ -541,6 +583,8 @@ impl CudaDevice {
                 b.arg(&d).arg(&sm).arg(&mut out).arg(&p);
                 // SAFETY: as above.
                 unsafe { b.launch(cfg(l)) }.map_err(drv)?;
+                self.recycle(d);
+                self.recycle(sm);
             }
             VisionLaunch::Normalize(per, plane, l) => {
                 let f = self.function(NORMALIZE)?.clone();
@@ -616,7 +660,10 @@ impl CudaDevice {
                 "lane {lane} still has a frame in flight"
             )));
         }
+        // The lane's stream and its buffers for this frame.
+        std::mem::swap(&mut self.pool, &mut l.pool);
         let result = self.submit_on(&mut l, ops, input);
+        std::mem::swap(&mut self.pool, &mut l.pool);
         self.stream = self.main.clone();
         self.lanes[lane] = Some(l);
         result
@@ -625,7 +672,10 @@ impl CudaDevice {
     fn submit_on(&mut self, l: &mut Lane, ops: &[&Op], input: &Tensor) -> Result<(), CudaError> {
         let n = input.data().len();
         if l.host_in.as_ref().is_none_or(|h| h.len() != n) {
-            l.host_in = Some(pinned(&self.ctx, n)?);
+            let fresh = l.pinned.take(n, |n| pinned(&self.ctx, n))?;
+            if let Some(old) = l.host_in.replace(fresh) {
+                l.pinned.give(old.len(), old);
+            }
         }
         let Some(host_in) = l.host_in.as_mut() else {
             return Err(CudaError::Driver("pinned input buffer missing".into()));
@@ -639,8 +689,11 @@ impl CudaDevice {
         let timing = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
         l.events.clear();
         l.events.push(l.stream.record_event(timing).map_err(drv)?);
-        let mut buf = l.stream.alloc_zeros::<f32>(n).map_err(drv)?;
-        l.stream.memcpy_htod(&*host_in, &mut buf).map_err(drv)?;
+        let mut buf = self.out_buf(n)?;
+        let Some(host_in) = l.host_in.as_ref() else {
+            return Err(CudaError::Driver("pinned input buffer missing".into()));
+        };
+        l.stream.memcpy_htod(host_in, &mut buf).map_err(drv)?;
         let mut x = DeviceTensor {
             buf,
             shape: input.shape(),
@@ -651,7 +704,10 @@ impl CudaDevice {
         }
         let out_len = x.shape.len();
         if l.host_out.as_ref().is_none_or(|h| h.len() != out_len) {
-            l.host_out = Some(pinned(&self.ctx, out_len)?);
+            let fresh = l.pinned.take(out_len, |n| pinned(&self.ctx, n))?;
+            if let Some(old) = l.host_out.replace(fresh) {
+                l.pinned.give(old.len(), old);
+            }
         }
         let Some(host_out) = l.host_out.as_mut() else {
             return Err(CudaError::Driver("pinned output buffer missing".into()));
@@ -683,6 +739,9 @@ impl CudaDevice {
             return Err(CudaError::Driver("pinned output buffer missing".into()));
         };
         let data = host_out.as_slice().map_err(drv)?.to_vec();
+        // The frame's device buffer serves the lane's next frame.
+        let shape = x.shape;
+        l.pool.give(x.buf.len(), x.buf);
         let mut ms: Vec<f32> = Vec::with_capacity(l.events.len().saturating_sub(2));
         for w in l.events.windows(2) {
             ms.push(w[0].elapsed_ms(&w[1]).map_err(drv)?);
@@ -694,7 +753,7 @@ impl CudaDevice {
         {
             *last += d;
         }
-        Ok((Tensor::from_vec(x.shape, data)?, ms))
+        Ok((Tensor::from_vec(shape, data)?, ms))
     }
 
     /// Whether lane `lane` has a frame in flight.
@@ -734,6 +793,10 @@ struct Lane {
     host_out: Option<PinnedHostSlice<f32>>,
     pending: Option<DeviceTensor>,
     events: Vec<CudaEvent>,
+    /// Device buffers of this lane's stream.
+    pool: Pool<CudaSlice<f32>>,
+    /// Pinned host buffers, by length.
+    pinned: Pool<PinnedHostSlice<f32>>,
 }
 
 impl Lane {
@@ -744,6 +807,8 @@ impl Lane {
             host_out: None,
             pending: None,
             events: Vec::new(),
+            pool: Pool::default(),
+            pinned: Pool::default(),
         })
     }
 }

@@ -16,7 +16,9 @@
 pub mod codegen;
 pub mod device;
 pub mod nvrtc;
+pub mod nvrtc_lib;
 pub mod params;
+pub mod pool;
 
 /// `common.cuh`, prepended to every source for NVRTC.
 pub const COMMON: &str = include_str!("common.cuh");

@@ -1,54 +1,74 @@
-//! Compiling the CUDA sources with NVRTC (loaded at run time), with a disk
-//! cache keyed by source hash, architecture and NVRTC version.
+//! Compiling the CUDA sources with NVRTC (found by version and loaded at
+//! run time: [`super::nvrtc_lib`]), with a disk cache keyed by source hash,
+//! architecture and NVRTC version.
+//!
+//! - [`compile`], [`compile_text`]: PTX for a virtual architecture
+//!   (`compute_70`), by the newest NVRTC that targets it;
+//! - [`compile_with`]: the same with a given library (`kernels check` uses
+//!   one library for every architecture and says which it skips);
+//! - [`for_device`]: code for a device's exact architecture: a cubin
+//!   (`sm_XX`, no PTX JIT by the driver) where an NVRTC targets it, else
+//!   PTX for the newest architecture at or below it that one does.
 
 use std::path::PathBuf;
 
-use cudarc::nvrtc::{CompileOptions, compile_ptx_with_opts};
+use cudarc::nvrtc::Ptx;
 
 use super::Source;
 use super::fnv1a;
+use super::nvrtc_lib::{self, Library};
 
 /// NVRTC is missing or failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NvrtcError {
-    /// `libnvrtc` cannot be loaded.
-    #[error(
-        "NVRTC (libnvrtc.so.12) cannot be loaded: install the CUDA toolkit or the `nvidia-cuda-nvrtc-cu12` wheel and put its lib folder on LD_LIBRARY_PATH"
-    )]
-    Missing,
+    /// No usable NVRTC: what was found, and what to install.
+    #[error("{0}")]
+    Missing(String),
     /// A source failed to compile.
-    #[error("NVRTC failed on {file} for {arch}: {log}")]
+    #[error("NVRTC {version} failed on {file} for {arch}: {log}")]
     Compile {
         /// Source file.
         file: String,
         /// Architecture.
         arch: String,
+        /// The NVRTC that compiled it (`12.9`).
+        version: String,
         /// Compiler log.
         log: String,
     },
 }
 
-/// Whether NVRTC can be loaded (never panics).
-pub fn available() -> bool {
-    // SAFETY: only tries to open the library; no symbol is called.
-    unsafe { cudarc::nvrtc::sys::is_culib_present() }
+/// The options every compile uses (besides the architecture).
+const OPTIONS: &[&str] = &["--fmad=true", "--std=c++17", "-lineinfo"];
+
+/// The SM number of `compute_70` / `sm_70` (`70`).
+pub fn sm_of(arch: &str) -> Option<u32> {
+    arch.strip_prefix("compute_")
+        .or_else(|| arch.strip_prefix("sm_"))
+        .and_then(|n| n.parse().ok())
 }
 
-/// NVRTC's `(major, minor)` version.
+/// The NVRTC `kernels check` and [`version`] use: the one that targets the
+/// most of [`super::ARCHS`], the newest among equals.
+///
+/// # Errors
+/// [`NvrtcError::Missing`] naming what was found and what to install.
+pub fn library() -> Result<&'static Library, NvrtcError> {
+    let archs: Vec<u32> = super::ARCHS.iter().filter_map(|a| sm_of(a)).collect();
+    nvrtc_lib::best_for(&archs).map_err(NvrtcError::Missing)
+}
+
+/// Whether some NVRTC can be loaded (never panics).
+pub fn available() -> bool {
+    !nvrtc_lib::found().libs.is_empty()
+}
+
+/// The `(major, minor)` version of [`library`].
 ///
 /// # Errors
 /// [`NvrtcError::Missing`] when NVRTC cannot be loaded.
 pub fn version() -> Result<(i32, i32), NvrtcError> {
-    if !available() {
-        return Err(NvrtcError::Missing);
-    }
-    let (mut major, mut minor) = (0, 0);
-    // SAFETY: the library is present (checked above); nvrtcVersion writes two ints.
-    let r = unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) };
-    if r != cudarc::nvrtc::sys::nvrtcResult::NVRTC_SUCCESS {
-        return Err(NvrtcError::Missing);
-    }
-    Ok((major, minor))
+    library().map(|l| l.version)
 }
 
 /// Compiles `src` to PTX for the virtual architecture `arch`
@@ -60,38 +80,54 @@ pub fn compile(src: &Source, arch: &'static str) -> Result<String, NvrtcError> {
     compile_text(src.name, src.standalone(), arch)
 }
 
-/// Compiles a self-contained source `text` (named `name` in messages) to
-/// PTX for `arch`, as [`compile`].
-///
-/// # Errors
-/// [`NvrtcError`] when NVRTC is missing or the source does not compile.
-pub fn compile_text(name: &str, text: String, arch: &'static str) -> Result<String, NvrtcError> {
-    if !available() {
-        return Err(NvrtcError::Missing);
-    }
-    let opts = CompileOptions {
-        arch: Some(arch),
-        fmad: Some(true),
-        options: vec!["--std=c++17".into(), "-lineinfo".into()],
-        name: Some(name.into()),
-        ..CompileOptions::default()
-    };
-    compile_ptx_with_opts(text, opts)
-        .map(|ptx| ptx.to_src())
-        .map_err(|e| NvrtcError::Compile {
-            file: name.into(),
-            arch: arch.into(),
-            log: compile_log(&e),
-        })
+/// The newest NVRTC that targets `arch`.
+fn library_for(arch: &str) -> Result<&'static Library, NvrtcError> {
+    let sm = sm_of(arch)
+        .ok_or_else(|| NvrtcError::Missing(format!("`{arch}` is not an architecture")))?;
+    nvrtc_lib::for_arch(sm).map_err(NvrtcError::Missing)
 }
 
-fn compile_log(e: &cudarc::nvrtc::CompileError) -> String {
-    match e {
-        cudarc::nvrtc::CompileError::CompileError { log, .. } => {
-            log.to_string_lossy().trim().replace('\n', " | ")
-        }
-        other => format!("{other:?}"),
-    }
+/// Compiles a self-contained source `text` (named `name` in messages) to
+/// PTX for `arch` with the newest NVRTC that targets it, as [`compile`].
+///
+/// # Errors
+/// [`NvrtcError`] when no NVRTC targets `arch` or the source does not
+/// compile.
+pub fn compile_text(name: &str, text: String, arch: &'static str) -> Result<String, NvrtcError> {
+    compile_with(library_for(arch)?, name, &text, arch)
+}
+
+/// Compiles `text` to PTX for `arch` with `lib`.
+///
+/// # Errors
+/// [`NvrtcError::Compile`] with the compiler's log.
+pub fn compile_with(
+    lib: &Library,
+    name: &str,
+    text: &str,
+    arch: &str,
+) -> Result<String, NvrtcError> {
+    let code = compile_code(lib, name, text, arch)?;
+    String::from_utf8(code).map_err(|_| NvrtcError::Compile {
+        file: name.into(),
+        arch: arch.into(),
+        version: version_text(lib),
+        log: "the PTX is not UTF-8".into(),
+    })
+}
+
+fn version_text(lib: &Library) -> String {
+    format!("{}.{}", lib.version.0, lib.version.1)
+}
+
+fn compile_code(lib: &Library, name: &str, text: &str, arch: &str) -> Result<Vec<u8>, NvrtcError> {
+    lib.compile(name, text, arch, OPTIONS)
+        .map_err(|log| NvrtcError::Compile {
+            file: name.into(),
+            arch: arch.into(),
+            version: version_text(lib),
+            log,
+        })
 }
 
 /// Where compiled PTX is cached: `$STREAMFUSE_CACHE_DIR`, else
@@ -125,24 +161,100 @@ pub fn compile_cached_text(
     text: String,
     arch: &'static str,
 ) -> Result<String, NvrtcError> {
-    let (major, minor) = version()?;
+    let lib = library_for(arch)?;
+    let code = cached(lib, name, &text, arch, |lib| {
+        compile_code(lib, name, &text, arch)
+    })?;
+    String::from_utf8(code).map_err(|_| NvrtcError::Compile {
+        file: name.into(),
+        arch: arch.into(),
+        version: version_text(lib),
+        log: "the cached PTX is not UTF-8".into(),
+    })
+}
+
+/// `make(lib)`'s output, cached on disk by (name, arch, NVRTC version,
+/// source hash).
+fn cached(
+    lib: &Library,
+    name: &str,
+    text: &str,
+    arch: &str,
+    make: impl FnOnce(&Library) -> Result<Vec<u8>, NvrtcError>,
+) -> Result<Vec<u8>, NvrtcError> {
+    let ext = if arch.starts_with("sm_") {
+        "cubin"
+    } else {
+        "ptx"
+    };
     let key = format!(
-        "{}-{arch}-nvrtc{major}.{minor}-{:016x}.ptx",
+        "{}-{arch}-nvrtc{}.{}-{:016x}.{ext}",
         name.trim_end_matches(".cu"),
+        lib.version.0,
+        lib.version.1,
         fnv1a(text.as_bytes())
     );
     let path = cache_dir().join("ptx").join(key);
-    if let Ok(ptx) = std::fs::read_to_string(&path) {
-        return Ok(ptx);
+    if let Ok(code) = std::fs::read(&path)
+        && !code.is_empty()
+    {
+        return Ok(code);
     }
-    let ptx = compile_text(name, text, arch)?;
+    let code = make(lib)?;
     if let Some(dir) = path.parent()
         && std::fs::create_dir_all(dir).is_ok()
-        && let Err(e) = publish(&path, &ptx)
+        && let Err(e) = publish(&path, &code)
     {
-        tracing::debug!("PTX cache: cannot write {}: {e}", path.display());
+        tracing::debug!("kernel cache: cannot write {}: {e}", path.display());
     }
-    Ok(ptx)
+    Ok(code)
+}
+
+/// Code of `text` for a device of compute capability `(major, minor)`:
+/// a cubin for its exact `sm_XX` from the newest NVRTC that targets it
+/// (cached), else PTX for the newest architecture below it that an NVRTC
+/// targets (the driver JIT-compiles it). Returns the code and what it is
+/// (`sm_90`, `compute_87`).
+///
+/// # Errors
+/// [`NvrtcError`] when no NVRTC targets the device or anything below it,
+/// or the source does not compile.
+pub fn for_device(
+    name: &str,
+    text: &str,
+    capability: (i32, i32),
+) -> Result<(Ptx, String), NvrtcError> {
+    let sm = u32::try_from(capability.0 * 10 + capability.1).unwrap_or(0);
+    if let Ok(lib) = nvrtc_lib::for_arch(sm) {
+        let arch = format!("sm_{sm}");
+        let code = cached(lib, name, text, &arch, |lib| {
+            compile_code(lib, name, text, &arch)
+        })?;
+        return Ok((Ptx::from_binary(code), arch));
+    }
+    // No NVRTC knows the device: PTX for the newest architecture below it.
+    let found = nvrtc_lib::found();
+    let below = found
+        .libs
+        .iter()
+        .filter_map(|l| l.archs.iter().rev().find(|&&a| a <= sm).map(|&a| (a, l)))
+        .max_by_key(|(a, l)| (*a, l.version));
+    let Some((a, lib)) = below else {
+        return Err(NvrtcError::Missing(
+            nvrtc_lib::for_arch(sm).err().unwrap_or_default(),
+        ));
+    };
+    let arch = format!("compute_{a}");
+    let code = cached(lib, name, text, &arch, |lib| {
+        compile_code(lib, name, text, &arch)
+    })?;
+    let ptx = String::from_utf8(code).map_err(|_| NvrtcError::Compile {
+        file: name.into(),
+        arch: arch.clone(),
+        version: version_text(lib),
+        log: "the PTX is not UTF-8".into(),
+    })?;
+    Ok((Ptx::from_src(ptx), arch))
 }
 
 /// Writes `data` to `path` so that a reader sees either no file, a file
@@ -150,7 +262,7 @@ pub fn compile_cached_text(
 /// unique to this process, thread and call, then renamed over `path`.
 /// Threads and processes publishing the same entry at once each rename a
 /// whole file of their own.
-fn publish(path: &std::path::Path, data: &str) -> std::io::Result<()> {
+fn publish(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
     use std::sync::atomic::{AtomicU64, Ordering};
     static CALLS: AtomicU64 = AtomicU64::new(0);
     let unique = format!(
@@ -196,7 +308,7 @@ mod publish_tests {
                 let path = &path;
                 s.spawn(move || {
                     for _ in 0..20 {
-                        publish(path, b).unwrap_or_else(|e| panic!("{e}"));
+                        publish(path, b.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
                         let now = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{e}"));
                         assert!(bodies_contains(&now), "a torn file of {} bytes", now.len());
                     }

@@ -271,3 +271,39 @@ fn vision_kernels_match_the_cpu_backend_to_the_bit() {
         );
     }
 }
+
+/// The lanes in steady state: after the first frames, frames allocate no
+/// device buffer and no pinned host buffer, and the outputs stay the CPU's
+/// (frames of alternating sizes: `cuda::pool`'s tests).
+#[test]
+fn steady_frames_allocate_nothing_on_the_device() {
+    let Some(mut dev) = device() else { return };
+    let case = corpus_cases::cases()
+        .iter()
+        .find(|c| matches!(c.op, Op::Conv2d(_)))
+        .unwrap_or_else(|| panic!("the corpus has a convolution"));
+    let small = case.input.clone();
+    let want = case.op.run_cpu(&small).unwrap_or_else(|e| panic!("{e}"));
+    let frame = |dev: &mut CudaDevice, lane: usize, t: &Tensor| -> Tensor {
+        dev.submit(lane, &[&case.op], t)
+            .unwrap_or_else(|e| panic!("{e}"));
+        dev.complete(lane).unwrap_or_else(|e| panic!("{e}")).0
+    };
+    for k in 0..4 {
+        frame(&mut dev, k % 2, &small);
+    }
+    let warm = dev.allocations();
+    for k in 0..50 {
+        let got = frame(&mut dev, k % 2, &small);
+        assert_eq!(got.shape(), want.shape());
+        for (&a, &b) in want.data().iter().zip(got.data()) {
+            assert!((a - b).abs() <= 1e-5 * a.abs().max(1.0), "cpu {a} cuda {b}");
+        }
+    }
+    assert_eq!(
+        dev.allocations(),
+        warm,
+        "allocations in steady state (device, pinned)"
+    );
+    eprintln!("steady state: {warm:?} (device, pinned) buffers allocated in warm-up, none after");
+}

@@ -11,7 +11,10 @@ pub(crate) fn nvrtc_or_skip(test: &str) -> bool {
     if nvrtc::available() {
         return true;
     }
-    let why = nvrtc::NvrtcError::Missing;
+    let why = nvrtc::library()
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(
         std::env::var("STREAMFUSE_REQUIRE_NVRTC").as_deref() != Ok("1"),
         "{test}: STREAMFUSE_REQUIRE_NVRTC=1 but {why} (LD_LIBRARY_PATH={})",
@@ -142,5 +145,38 @@ fn compiles_everywhere(chain: &streamfuse_kernels::FusedChain) {
         let ptx = nvrtc::compile_text(&g.name, g.source.clone(), arch)
             .unwrap_or_else(|e| panic!("{} for {arch}: {e}", chain.label()));
         assert!(ptx.contains(&format!(".entry {}(", g.name)), "{arch}");
+    }
+}
+
+/// The device path compiles to a cubin for the device's exact
+/// architecture (no PTX JIT by the driver): an ELF image with the
+/// kernels' names, for Volta and Hopper alike.
+#[test]
+fn sources_compile_to_cubins_for_exact_architectures() {
+    if !nvrtc_or_skip("sources_compile_to_cubins_for_exact_architectures") {
+        return;
+    }
+    let src = &SOURCES[0];
+    for sm in [70u32, 90] {
+        let capability = (
+            i32::try_from(sm / 10).unwrap_or(0),
+            i32::try_from(sm % 10).unwrap_or(0),
+        );
+        let arch = nvrtc::for_device(src.name, &src.standalone(), capability)
+            .map(|(_, arch)| arch)
+            .unwrap_or_else(|e| panic!("{} for sm_{sm}: {e}", src.name));
+        assert_eq!(arch, format!("sm_{sm}"), "a cubin, not PTX");
+        let lib =
+            streamfuse_kernels::cuda::nvrtc_lib::for_arch(sm).unwrap_or_else(|e| panic!("{e}"));
+        let image = lib
+            .compile(src.name, &src.standalone(), &arch, &["--std=c++17"])
+            .unwrap_or_else(|e| panic!("{} for {arch}: {e}", src.name));
+        assert!(image.starts_with(b"\x7fELF"), "{arch}: not an ELF image");
+        for k in src.kernels {
+            assert!(
+                image.windows(k.len()).any(|w| w == k.as_bytes()),
+                "{arch}: no kernel {k} in the cubin"
+            );
+        }
     }
 }

@@ -138,7 +138,7 @@ fn check(a: CheckArgs) -> Result<()> {
                 })
                 .collect::<Result<_>>()?
         };
-    let r = stagebench::check(&archs, a.emit_ptx.as_deref())?;
+    let r = stagebench::check(&archs, a.emit_ptx.as_deref(), !a.arch.is_empty())?;
     if a.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {
@@ -150,7 +150,10 @@ fn check(a: CheckArgs) -> Result<()> {
 
 /// The check as a table, one compilation a row.
 fn print_check(r: &CheckReport) {
-    println!("NVRTC {}", r.nvrtc);
+    println!("NVRTC {} ({})", r.nvrtc, r.library);
+    for s in &r.skipped {
+        println!("skipped {s}");
+    }
     println!(
         "{:<40} {:<12} {:<6} {:>9}  kernels / detail",
         "source", "arch", "status", "ms"

@@ -147,6 +147,17 @@ impl<'p> SegmentRunner<'p> {
         }
     }
 
+    /// Frames submitted to the device and not yet returned.
+    pub fn in_flight(&self) -> usize {
+        self.gpu.as_ref().map_or(0, |g| g.in_flight.len())
+    }
+
+    /// Device and pinned host buffers the device allocated so far (see
+    /// `CudaDevice::allocations`); `(0, 0)` on the CPU.
+    pub fn device_allocations(&self) -> (u64, u64) {
+        self.gpu.as_ref().map_or((0, 0), |g| g.dev.allocations())
+    }
+
     /// Finishes every frame still in flight.
     ///
     /// # Errors

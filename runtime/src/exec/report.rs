@@ -117,6 +117,11 @@ pub struct RunReport {
     /// Weight updates refused (a watched file that did not validate); the
     /// old weights kept serving.
     pub weight_updates_refused: Vec<String>,
+    /// Why `--device auto` ran on the CPU (no driver, no device, no NVRTC
+    /// that targets it, a kernel that did not compile or load); absent when
+    /// it did not fall back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_fallback: Option<String>,
 }
 
 /// A weight update as the run saw it.
@@ -254,5 +259,6 @@ pub fn assemble(
         links,
         weight_updates,
         weight_updates_refused: Vec::new(),
+        device_fallback: None,
     }
 }

@@ -358,5 +358,6 @@ pub fn report(p: &Pipeline, plan: &Plan, outcomes: &[SegmentOutcome]) -> RunRepo
         .iter()
         .flat_map(|o| o.weight_updates_refused.iter().cloned())
         .collect();
+    r.device_fallback = outcomes.iter().find_map(|o| o.device_fallback.clone());
     r
 }

@@ -59,10 +59,26 @@ pub(crate) fn header_of(
             ));
         }
     };
-    Ok(NpyHeader {
-        shape: npy.shape().to_vec(),
-        f64,
-    })
+    // A header may claim any size: check it against the file before
+    // anything is allocated for it.
+    let shape = npy.shape().to_vec();
+    let item: u64 = if f64 { 8 } else { 4 };
+    let claimed = shape
+        .iter()
+        .try_fold(item, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| err(path, format!("shape {shape:?} overflows")))?;
+    let len = std::fs::metadata(path)
+        .map_err(|e| err(path, format!("cannot read: {e}")))?
+        .len();
+    if claimed > len {
+        return Err(err(
+            path,
+            format!(
+                "shape {shape:?} claims {claimed} bytes of values, the file holds {len} bytes in all"
+            ),
+        ));
+    }
+    Ok(NpyHeader { shape, f64 })
 }
 
 /// Reads a file's header.

@@ -79,6 +79,10 @@ impl Inlet for ChannelInlet {
     fn queued(&self) -> usize {
         self.0.len()
     }
+
+    fn idle(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// A segment's outlet to the next one in this process.
@@ -112,14 +116,16 @@ impl Outlet for ChannelOutlet {
 pub fn run(p: &Pipeline, plan: &Plan, opts: &RunOptions) -> Result<RunReport, ExecError> {
     let mut devices = Vec::with_capacity(plan.segments.len());
     let mut resolved: Vec<(DeviceChoice, Device)> = Vec::new();
+    let mut fallback = None;
     for seg in &plan.segments {
         let choice = opts.device.unwrap_or(p.nodes[seg.node].device);
         let dev = match resolved.iter().find(|(c, _)| *c == choice) {
             Some(&(_, d)) => d,
             None => {
-                let d = device::resolve(choice)?;
-                resolved.push((choice, d));
-                d
+                let r = device::resolve_explained(choice)?;
+                resolved.push((choice, r.device));
+                fallback = fallback.or(r.fallback);
+                r.device
             }
         };
         devices.push(dev);
@@ -199,6 +205,7 @@ pub fn run(p: &Pipeline, plan: &Plan, opts: &RunOptions) -> Result<RunReport, Ex
     let devices: Vec<String> = devices.iter().map(ToString::to_string).collect();
     let mut r = assemble(p, plan, &totals, &seen, elapsed, &devices);
     r.weight_updates_refused = refused;
+    r.device_fallback = fallback;
     Ok(r)
 }
 

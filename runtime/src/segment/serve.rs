@@ -154,6 +154,9 @@ pub struct SegmentOutcome {
     /// Weight updates of a watched file that were refused.
     #[serde(default)]
     pub weight_updates_refused: Vec<String>,
+    /// Why `--device auto` ran this segment on the CPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_fallback: Option<String>,
 }
 
 pub use super::worker::CPU_MARK_EVERY;
@@ -245,7 +248,8 @@ pub fn serve(p: &Pipeline, plan: &Plan, opts: &ServeOptions) -> Result<SegmentOu
     };
     let limits = Limits::for_plan(p, plan);
     let choice = opts.device.unwrap_or(p.nodes[seg.node].device);
-    let device = exec::device::resolve(choice).map_err(ExecError::from)?;
+    let resolved = exec::device::resolve_explained(choice).map_err(ExecError::from)?;
+    let device = resolved.device;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -255,7 +259,12 @@ pub fn serve(p: &Pipeline, plan: &Plan, opts: &ServeOptions) -> Result<SegmentOu
             what: "tokio runtime".into(),
             source,
         })?;
+    let fallback = resolved.fallback;
     rt.block_on(serve_async(p, plan, opts, next, limits, device))
+        .map(|o| SegmentOutcome {
+            device_fallback: fallback,
+            ..o
+        })
 }
 
 #[allow(clippy::too_many_lines)]
@@ -719,6 +728,7 @@ fn outcome(
         busy_marks: w.busy_marks,
         weight_updates: w.applied,
         weight_updates_refused: refused,
+        device_fallback: None,
     }
 }
 
@@ -741,6 +751,10 @@ impl Inlet for InboxInlet {
 
     fn queued(&self) -> usize {
         self.0.len()
+    }
+
+    fn idle(&self) -> bool {
+        self.0.is_empty()
     }
 }
 

@@ -38,6 +38,13 @@ pub trait Inlet {
     fn queued(&self) -> usize {
         0
     }
+
+    /// Whether nothing is waiting: the loop then finishes the frames still
+    /// on the device at once instead of at the next input (a camera's next
+    /// frame is a frame time away). `false` where unknown.
+    fn idle(&self) -> bool {
+        false
+    }
 }
 
 impl<T: Inlet + ?Sized> Inlet for Box<T> {
@@ -47,6 +54,10 @@ impl<T: Inlet + ?Sized> Inlet for Box<T> {
 
     fn queued(&self) -> usize {
         (**self).queued()
+    }
+
+    fn idle(&self) -> bool {
+        (**self).idle()
     }
 }
 
@@ -363,9 +374,16 @@ pub fn run_segment<I: Inlet, O: Outlet>(
             *seen = *now;
         }
         downstream = emit(&mut out, done, &mut t)?;
+        if downstream && runner.in_flight() > 0 && inlet.idle() {
+            // Nothing else to overlap with: the frames on the device leave
+            // as soon as they are done, not at the next input.
+            let done = runner.drain()?;
+            downstream = emit(&mut out, done, &mut t)?;
+        }
         if !downstream {
             break;
         }
+        m.set_device_allocations(runner.device_allocations());
         t.mark();
     }
     if downstream {

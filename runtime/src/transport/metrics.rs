@@ -36,6 +36,11 @@ pub struct SegmentMetrics {
     pub send_seconds: Seconds,
     /// Frames waiting for the segment's worker.
     pub queue_depth: Gauge,
+    /// Device buffers the segment's CUDA device allocated so far (flat in
+    /// steady state: buffers are reused frame after frame).
+    pub device_allocations: Gauge,
+    /// Pinned host buffers the segment's CUDA device allocated so far.
+    pub pinned_allocations: Gauge,
     /// Frames sent downstream and not yet acknowledged.
     pub unacked: Gauge,
     /// Credits left on the downstream link.
@@ -81,6 +86,8 @@ impl SegmentMetrics {
             receive_seconds: Seconds::default(),
             send_seconds: Seconds::default(),
             queue_depth: Gauge::default(),
+            device_allocations: Gauge::default(),
+            pinned_allocations: Gauge::default(),
             unacked: Gauge::default(),
             credits: Gauge::default(),
             reconnects: Counter::default(),
@@ -125,6 +132,16 @@ impl SegmentMetrics {
             "queue_depth",
             "Frames waiting for the worker",
             m.queue_depth.clone(),
+        );
+        r.register(
+            "device_allocations",
+            "Device buffers allocated so far (flat in steady state)",
+            m.device_allocations.clone(),
+        );
+        r.register(
+            "pinned_allocations",
+            "Pinned host buffers allocated so far (flat in steady state)",
+            m.pinned_allocations.clone(),
         );
         r.register(
             "unacked_frames",
@@ -185,6 +202,15 @@ impl SegmentMetrics {
             registry: root,
             ..m
         }
+    }
+
+    /// Sets the device and pinned allocation gauges from
+    /// `(device, pinned)` counts.
+    pub fn set_device_allocations(&self, (device, pinned): (u64, u64)) {
+        self.device_allocations
+            .set(i64::try_from(device).unwrap_or(i64::MAX));
+        self.pinned_allocations
+            .set(i64::try_from(pinned).unwrap_or(i64::MAX));
     }
 
     /// Records a stage's weights version, and the time it took effect

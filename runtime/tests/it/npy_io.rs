@@ -145,3 +145,39 @@ fn a_source_file_of_the_wrong_rank_is_a_located_error() {
         "{err}"
     );
 }
+
+/// A header may claim any shape: one claiming 3 × 1e16 values over a file
+/// of a few bytes is a located error before anything is allocated, not an
+/// aborted process.
+#[test]
+fn a_header_claiming_more_than_its_file_holds_is_a_located_error() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let d = dir.path();
+    // A valid npy file of 12 values whose header claims (3, 1, 1e8, 1e8).
+    let mut dict =
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 1, 99999999, 99999999), }"
+            .to_owned();
+    while !(10 + dict.len() + 1).is_multiple_of(64) {
+        dict.push(' ');
+    }
+    dict.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&u16::try_from(dict.len()).unwrap_or(0).to_le_bytes());
+    bytes.extend_from_slice(dict.as_bytes());
+    for v in values(12, 5) {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    std::fs::write(d.join("huge.npy"), &bytes).unwrap_or_else(|e| panic!("{e}"));
+    let spec = "name: bad\nsource: { npy: { path: huge.npy } }\nstages:\n  - { id: relu, op: relu }\nsink: { stats: {} }\n";
+    std::fs::write(d.join("spec.yaml"), spec).unwrap_or_else(|e| panic!("{e}"));
+    let out = Command::new(env!("CARGO_BIN_EXE_streamfuse"))
+        .args(["run", d.join("spec.yaml").to_str().unwrap_or_default()])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "a clean error exit: {err}");
+    assert!(
+        err.contains("huge.npy") && err.contains("claims") && err.contains("the file holds"),
+        "{err}"
+    );
+}

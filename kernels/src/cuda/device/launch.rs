@@ -23,10 +23,7 @@ impl CudaDevice {
         let (params, kernel, launch) = params::conv(c, shape)?;
         let out_shape = c.params.output_shape(shape)?;
         let (w, bias) = self.conv_weights(c)?;
-        let mut out = self
-            .stream
-            .alloc_zeros::<f32>(out_shape.len())
-            .map_err(drv)?;
+        let mut out = self.out_buf(out_shape.len())?;
         let f = self.function(kernel.name())?.clone();
         let mut b = self.stream.launch_builder(&f);
         b.arg(cur).arg(&*w).arg(&*bias).arg(&mut out).arg(&params);
@@ -46,10 +43,7 @@ impl CudaDevice {
     ) -> Result<CudaSlice<f32>, CudaError> {
         let (params, kernel, launch) = params::pool(p, shape)?;
         let out_shape = p.output_shape(shape)?;
-        let mut out = self
-            .stream
-            .alloc_zeros::<f32>(out_shape.len())
-            .map_err(drv)?;
+        let mut out = self.out_buf(out_shape.len())?;
         let f = self.function(kernel.name())?.clone();
         let mut b = self.stream.launch_builder(&f);
         b.arg(cur).arg(&mut out).arg(&params);
@@ -127,10 +121,7 @@ impl CudaDevice {
             FusedRoute::Members => return Ok(None),
         };
         let out_shape = chain.output_shape(shape)?;
-        let mut out = self
-            .stream
-            .alloc_zeros::<f32>(out_shape.len())
-            .map_err(drv)?;
+        let mut out = self.out_buf(out_shape.len())?;
         let (w, bias) = match &chain.conv {
             Some(c) => self.conv_weights(c)?,
             None => {
