@@ -20,7 +20,7 @@ use super::npy::NpySink;
 use super::sink::{OrderError, SinkRecord, StreamTally};
 use crate::frame::{Frame, now_ns};
 use crate::media::npy::{NpyError, NpyOutput};
-use crate::media::video::{MediaError, MediaOutput, MediaSink};
+use crate::media::video::{MediaError, MediaOutput, MediaSink, RESUMABLE_FOURCC};
 use crate::spec::{Pipeline, SinkConfig};
 
 /// A sink could not take a frame, or could not be opened or finished.
@@ -135,6 +135,11 @@ impl Sinks {
             }
             SinkConfig::Npy(NpyOutput::Dir(d)) => Some(d.join(".streamfuse-journal")),
             SinkConfig::Images(i) => Some(i.dir.join(".streamfuse-journal")),
+            SinkConfig::Video(v) => {
+                let mut name = v.path.as_os_str().to_owned();
+                name.push(".journal");
+                Some(PathBuf::from(name))
+            }
             _ => None,
         });
         let (journal, recovered) = match &journal_path {
@@ -174,11 +179,25 @@ impl Sinks {
                 }
             }
         }
-        if recovered.resumed && resumed_frames > 0 && matches!(p.sink, SinkConfig::Video(_)) {
+        if let SinkConfig::Video(v) = &p.sink
+            && recovered.resumed
+            && resumed_frames > 0
+            && v.fourcc != RESUMABLE_FOURCC
+        {
+            let fourcc: String = v.fourcc.iter().collect();
             return Err(resume_err(format!(
-                "{resumed_frames} frames were committed to a video file, which cannot be appended to: pass --fresh to start it again"
+                "{resumed_frames} frames were committed to a video file of fourcc {fourcc}, which cannot be appended to: write fourcc MPNG in .avi (PNG frames, lossless) for a video sink that resumes, or pass --fresh to start the file again"
             )));
         }
+        // Frames each stream committed (a resumed video appends to them).
+        let per_stream: BTreeMap<u32, u64> = record
+            .streams()
+            .iter()
+            .filter_map(|t| {
+                let n = record.next_seq(t.stream_id)?.checked_sub(t.first_seq)?;
+                Some((t.stream_id, n))
+            })
+            .collect();
         let npy = match &p.sink {
             SinkConfig::Npy(out) => Some(NpySink::new(
                 out.clone(),
@@ -204,7 +223,7 @@ impl Sinks {
             record,
             npy,
             media: media
-                .map(|m| MediaSink::open(m, p.output_shape()))
+                .map(|m| MediaSink::open(m, &p.stream_shapes(p.stages.len()), &per_stream))
                 .transpose()?,
             last_ns: 0,
             journal,
@@ -287,6 +306,9 @@ impl Sinks {
         {
             if let Some(n) = &self.npy {
                 n.sync()?;
+            }
+            if let Some(m) = &self.media {
+                m.sync()?;
             }
             j.sync()?;
         }

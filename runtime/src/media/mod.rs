@@ -4,5 +4,6 @@
 //! ...) are plain data the spec holds; the frame sources and sinks built
 //! on them are in [`crate::io`].
 
+pub mod avi;
 pub mod npy;
 pub mod video;

@@ -286,6 +286,10 @@ pub use unavailable::{
     MediaSink, open_camera, open_images, open_video, probe_camera, probe_image, probe_video,
 };
 
+/// The fourcc of the durable video sink: PNG frames in an AVI file that a
+/// restarted sink appends to ([`crate::media::avi`]).
+pub const RESUMABLE_FOURCC: [char; 4] = ['M', 'P', 'N', 'G'];
+
 /// Whether this build reads and writes video, camera and image frames.
 pub const AVAILABLE: bool = cfg!(feature = "opencv");
 

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 /// A spec in `dir`: the thesis pipeline at 160x120, `frames` frames paced
 /// at `fps`, with `sink`.
-fn spec(dir: &Path, frames: u64, fps: u64, sink: &str) -> PathBuf {
+pub(crate) fn spec(dir: &Path, frames: u64, fps: u64, sink: &str) -> PathBuf {
     let text = std::fs::read_to_string(repo_root().join("examples/thesis.yaml"))
         .unwrap_or_else(|e| panic!("{e}"))
         .replace(
@@ -212,10 +212,32 @@ fn sink_kill(sink: &str, journal: bool, output: Option<&str>) {
         (FRAMES / 2..FRAMES).contains(&resumed),
         "the restarted sink read back what it had committed: {resumed}"
     );
-    if let Some(file) = output {
-        let got = std::fs::read(dir.path().join(file)).unwrap_or_else(|e| panic!("{e}"));
-        let want = std::fs::read(ref_dir.path().join(file)).unwrap_or_else(|e| panic!("{e}"));
-        assert!(got == want, "{file} differs from the in-process run's");
+    if let Some(out) = output {
+        let (got, want) = (dir.path().join(out), ref_dir.path().join(out));
+        if got.is_dir() {
+            // Every file of the folder (the journal aside), byte for byte.
+            let files = |d: &Path| -> Vec<(String, Vec<u8>)> {
+                let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(d)
+                    .unwrap_or_else(|e| panic!("{e}"))
+                    .filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| !n.starts_with('.'))
+                    .map(|n| {
+                        let b = std::fs::read(d.join(&n)).unwrap_or_else(|e| panic!("{e}"));
+                        (n, b)
+                    })
+                    .collect();
+                v.sort();
+                v
+            };
+            let (g, w) = (files(&got), files(&want));
+            assert_eq!(g.len(), FRAMES as usize, "one file per frame");
+            assert!(g == w, "{out} differs from the in-process run's");
+        } else {
+            let g = std::fs::read(&got).unwrap_or_else(|e| panic!("{e}"));
+            let w = std::fs::read(&want).unwrap_or_else(|e| panic!("{e}"));
+            assert!(g == w, "{out} differs from the in-process run's");
+        }
     }
     eprintln!(
         "sink killed at ~{} frames: resumed {resumed}, replays upstream {}, longest gap between sink arrivals {:.0} ms",
@@ -228,6 +250,17 @@ fn sink_kill(sink: &str, journal: bool, output: Option<&str>) {
 #[test]
 fn a_killed_npy_sink_resumes_its_file_and_equals_the_in_process_output() {
     sink_kill("{ npy: { path: out.npy } }", false, Some("out.npy"));
+}
+
+#[test]
+fn a_killed_npy_folder_sink_resumes_and_equals_the_in_process_output() {
+    sink_kill("{ npy: { dir: frames/ } }", false, Some("frames"));
+}
+
+#[cfg(feature = "opencv")]
+#[test]
+fn a_killed_image_folder_sink_resumes_and_equals_the_in_process_output() {
+    sink_kill("{ images: { dir: frames/ } }", false, Some("frames"));
 }
 
 #[test]
@@ -420,4 +453,50 @@ fn upstream_memory_stays_bounded_through_a_30_s_sink_outage() {
             mib(peak[k])
         );
     }
+}
+
+/// The durable video sink (fourcc MPNG in .avi): killed mid-stream and
+/// restarted, it appends to its file, which ends byte for byte the
+/// in-process run's, and OpenCV decodes every frame of it.
+#[cfg(feature = "opencv")]
+#[test]
+fn a_killed_video_sink_resumes_its_avi_and_equals_the_in_process_file() {
+    use opencv::prelude::*;
+    const FRAMES: u64 = 400;
+    let sink = "{ video: { path: out.avi, fourcc: MPNG, fps: 30, scale: 255 } }";
+    let ref_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let reference = run_json(&spec(ref_dir.path(), FRAMES, 100_000, sink), &[]);
+    let mut split = Split::new(spec(dir.path(), FRAMES, 200, sink), 2, &[], &[]);
+    let t0 = Instant::now();
+    while metric(&scrape(split.metrics[1]), "streamfuse_frames_out_total").unwrap_or(0.0)
+        < FRAMES as f64 / 2.0
+    {
+        assert!(t0.elapsed() < Duration::from_secs(60), "no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    split.kill_and_restart(1);
+    let outs = split.finish(Duration::from_secs(120));
+    assert_sink_equals_reference(&outs[1]["sink"], &reference, FRAMES);
+    assert!(outs[1]["sink"]["resumed_frames"].as_u64() > Some(0));
+    let got = std::fs::read(dir.path().join("out.avi")).unwrap_or_else(|e| panic!("{e}"));
+    let want = std::fs::read(ref_dir.path().join("out.avi")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        !got.is_empty() && got == want,
+        "out.avi differs from the in-process run's"
+    );
+    let mut cap = opencv::videoio::VideoCapture::from_file(
+        dir.path().join("out.avi").to_str().unwrap_or_default(),
+        opencv::videoio::CAP_ANY,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut decoded = 0u64;
+    let mut m = opencv::core::Mat::default();
+    while cap.read(&mut m).unwrap_or(false) && !m.empty() {
+        decoded += 1;
+    }
+    assert_eq!(
+        decoded, FRAMES,
+        "OpenCV decodes every frame of the resumed file"
+    );
 }

@@ -1,12 +1,12 @@
 //! The OpenCV side of [`super`]: `VideoCapture`, `VideoWriter`, `imread`,
 //! `imwrite`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 
 use opencv::core::{Mat, Scalar, Size, Vector};
-use opencv::imgcodecs::{IMREAD_ANYCOLOR, imread, imwrite};
+use opencv::imgcodecs::{IMREAD_ANYCOLOR, imencode, imread, imwrite};
 use opencv::prelude::*;
 use opencv::videoio::{
     CAP_ANY, CAP_PROP_FPS, CAP_PROP_FRAME_COUNT, CAP_PROP_FRAME_HEIGHT, CAP_PROP_FRAME_WIDTH,
@@ -16,10 +16,11 @@ use streamfuse_kernels::{Shape, Tensor};
 
 use super::MediaOutput;
 use super::{
-    CameraInput, FrameIter, ImagesInput, ImagesOutput, MediaError, VideoInput, VideoOutput,
-    chw_to_hwc_u8, err, hwc_u8_to_chw, stream_path,
+    CameraInput, FrameIter, ImagesInput, ImagesOutput, MediaError, RESUMABLE_FOURCC, VideoInput,
+    VideoOutput, chw_to_hwc_u8, err, hwc_u8_to_chw, stream_path,
 };
 use crate::frame::{Frame, now_ns};
+use crate::media::avi::AviWriter;
 
 /// OpenCV logs its own warnings (a file it cannot open, a missing camera)
 /// on stderr; the errors here say the same in one line, so keep OpenCV to
@@ -389,9 +390,17 @@ fn frame_mat(f: &Frame, scale: f32, what: &Path) -> Result<Mat, MediaError> {
 
 /// A video sink's open writer for one stream.
 struct Writer {
-    w: VideoWriter,
+    w: Encoder,
     path: PathBuf,
     shape: Shape,
+}
+
+/// What writes a video file: OpenCV's `VideoWriter`, or, for fourcc
+/// `MPNG`, the durable AVI writer ([`crate::media::avi`]) with PNG frames
+/// that a restarted sink appends to.
+enum Encoder {
+    Cv(VideoWriter),
+    Avi(AviWriter),
 }
 
 /// Writes frames to a video file or an image folder.
@@ -416,13 +425,41 @@ impl std::fmt::Debug for MediaSink {
     }
 }
 
-fn open_writer(out: &VideoOutput, stream: u32, shape: Shape) -> Result<Writer, MediaError> {
+fn open_writer(
+    out: &VideoOutput,
+    stream: u32,
+    shape: Shape,
+    resume: Option<u64>,
+) -> Result<Writer, MediaError> {
     quiet();
     let path = stream_path(&out.path, stream);
     let what = path.display();
     if let Some(d) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(d)
             .map_err(|e| err(d.display(), None, format!("cannot create folder: {e}")))?;
+    }
+    if out.fourcc == RESUMABLE_FOURCC {
+        if shape.c != 1 && shape.c != 3 {
+            return Err(err(
+                &what,
+                None,
+                format!("{} channels; a video takes 1 (gray) or 3 (BGR)", shape.c),
+            ));
+        }
+        let (w, h) = (
+            u32::try_from(shape.w).map_err(|_| err(&what, None, "frame too wide"))?,
+            u32::try_from(shape.h).map_err(|_| err(&what, None, "frame too tall"))?,
+        );
+        let avi = match resume {
+            Some(n) if n > 0 => AviWriter::resume(&path, w, h, out.fps, n),
+            _ => AviWriter::create(&path, w, h, out.fps),
+        }
+        .map_err(|e| err(&what, None, e))?;
+        return Ok(Writer {
+            w: Encoder::Avi(avi),
+            path,
+            shape,
+        });
     }
     let [a, b, c, d] = out.fourcc;
     let code = VideoWriter::fourcc(a, b, c, d).map_err(|e| err(&what, None, e.to_string()))?;
@@ -450,20 +487,40 @@ fn open_writer(out: &VideoOutput, stream: u32, shape: Shape) -> Result<Writer, M
             ),
         ));
     }
-    Ok(Writer { w, path, shape })
+    Ok(Writer {
+        w: Encoder::Cv(w),
+        path,
+        shape,
+    })
 }
 
 impl MediaSink {
-    /// The sink of `cfg` for frames of `shape`. A video file is opened
-    /// here, so a codec or path problem stops the run before any frame.
+    /// The sink of `cfg` for frames of `shapes` (per stream). A video file
+    /// is opened here, so a codec or path problem stops the run before any
+    /// frame; a resumable one (`MPNG`) of a stream with frames in `resume`
+    /// is reopened after that many frames.
     ///
     /// # Errors
     /// [`MediaError`] naming the file or folder that cannot be created.
-    pub fn open(cfg: MediaOutput<'_>, shape: Shape) -> Result<Self, MediaError> {
+    pub fn open(
+        cfg: MediaOutput<'_>,
+        shapes: &[Shape],
+        resume: &BTreeMap<u32, u64>,
+    ) -> Result<Self, MediaError> {
+        let shape = shapes.first().copied().unwrap_or(Shape::new(1, 1, 1));
         let kind = match cfg {
             MediaOutput::Video(out) => {
                 let mut writers = HashMap::new();
-                writers.insert(0, open_writer(out, 0, shape)?);
+                writers.insert(0, open_writer(out, 0, shape, resume.get(&0).copied())?);
+                for (&stream, &n) in resume.iter().filter(|(s, n)| **s != 0 && **n > 0) {
+                    // Another stream's file, resumed at its own frame size.
+                    let s = usize::try_from(stream)
+                        .ok()
+                        .and_then(|i| shapes.get(i))
+                        .copied()
+                        .unwrap_or(shape);
+                    writers.insert(stream, open_writer(out, stream, s, Some(n))?);
+                }
                 Kind::Video {
                     out: out.clone(),
                     writers,
@@ -495,7 +552,7 @@ impl MediaSink {
                     // Another stream (`sources:`): its own file, at its
                     // own frame size.
                     std::collections::hash_map::Entry::Vacant(e) => {
-                        e.insert(open_writer(out, f.stream_id, f.tensor.shape())?)
+                        e.insert(open_writer(out, f.stream_id, f.tensor.shape(), None)?)
                     }
                 };
                 if f.tensor.shape() != w.shape {
@@ -510,8 +567,21 @@ impl MediaSink {
                     ));
                 }
                 let m = frame_mat(f, out.scale, &w.path)?;
-                w.w.write(&m)
-                    .map_err(|e| err(w.path.display(), Some(f.seq), e.to_string()))
+                match &mut w.w {
+                    Encoder::Cv(v) => v
+                        .write(&m)
+                        .map_err(|e| err(w.path.display(), Some(f.seq), e.to_string())),
+                    Encoder::Avi(a) => {
+                        let mut png = Vector::<u8>::new();
+                        let ok = imencode(".png", &m, &mut png, &Vector::<i32>::new())
+                            .map_err(|e| err(w.path.display(), Some(f.seq), e.to_string()))?;
+                        if !ok {
+                            return Err(err(w.path.display(), Some(f.seq), "PNG encoding failed"));
+                        }
+                        a.append(png.as_slice())
+                            .map_err(|e| err(w.path.display(), Some(f.seq), e))
+                    }
+                }
             }
             Kind::Images(out) => {
                 // Written under a temporary name, then renamed into place:
@@ -543,8 +613,27 @@ impl MediaSink {
     pub fn finish(self) -> Result<(), MediaError> {
         if let Kind::Video { writers, .. } = self.kind {
             for (_, mut w) in writers {
-                w.w.release()
-                    .map_err(|e| err(w.path.display(), None, e.to_string()))?;
+                match &mut w.w {
+                    Encoder::Cv(v) => v
+                        .release()
+                        .map_err(|e| err(w.path.display(), None, e.to_string()))?,
+                    Encoder::Avi(a) => a.finish().map_err(|e| err(w.path.display(), None, e))?,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Forces committed frames to disk (the durable video writer's).
+    ///
+    /// # Errors
+    /// [`MediaError`] naming the file.
+    pub fn sync(&self) -> Result<(), MediaError> {
+        if let Kind::Video { writers, .. } = &self.kind {
+            for w in writers.values() {
+                if let Encoder::Avi(a) = &w.w {
+                    a.sync().map_err(|e| err(w.path.display(), None, e))?;
+                }
             }
         }
         Ok(())

@@ -79,7 +79,11 @@ impl MediaSink {
     ///
     /// # Errors
     /// Always.
-    pub fn open(cfg: MediaOutput<'_>, _shape: Shape) -> Result<Self, MediaError> {
+    pub fn open(
+        cfg: MediaOutput<'_>,
+        _shapes: &[Shape],
+        _resume: &std::collections::BTreeMap<u32, u64>,
+    ) -> Result<Self, MediaError> {
         match cfg {
             MediaOutput::Video(o) => Err(unavailable(o.path.display())),
             MediaOutput::Images(o) => Err(unavailable(o.dir.display())),
@@ -100,5 +104,13 @@ impl MediaSink {
     /// Never.
     pub fn finish(self) -> Result<(), MediaError> {
         match self {}
+    }
+
+    /// Never called: no value of this type exists.
+    ///
+    /// # Errors
+    /// Never.
+    pub fn sync(&self) -> Result<(), MediaError> {
+        match *self {}
     }
 }
