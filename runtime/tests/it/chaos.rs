@@ -500,3 +500,88 @@ fn a_killed_video_sink_resumes_its_avi_and_equals_the_in_process_file() {
         "OpenCV decodes every frame of the resumed file"
     );
 }
+
+/// The thesis pipeline at 160×120 with `source` and `sink`, in `dir`.
+fn spec_with_source(dir: &Path, source: &str, sink: &str) -> PathBuf {
+    let path = spec(dir, 1, 1, sink);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .replace(
+            "source: { synthetic: { width: 160, height: 120, channels: 1, frames: 1, seed: 7, fps: 1 } }",
+            &format!("source: {source}"),
+        );
+    assert!(text.contains(source), "{text}");
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+    path
+}
+
+/// The source's segment killed mid-stream and restarted: it asks its
+/// downstream where the stream was delivered to and reads on from there
+/// (`frames` frames of `source`, written into both folders by `setup`).
+fn source_kill(source: &str, frames: u64, setup: impl Fn(&Path)) {
+    let ref_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    setup(ref_dir.path());
+    setup(dir.path());
+    let sink = "{ npy: { path: out.npy } }";
+    let reference = run_json(&spec_with_source(ref_dir.path(), source, sink), &[]);
+    // The sink slowed so the run lasts long enough to cut it.
+    let mut split = Split::new(
+        spec_with_source(dir.path(), source, sink),
+        2,
+        &[],
+        &["--delay-ms", "4"],
+    );
+    let t0 = Instant::now();
+    while metric(&scrape(split.metrics[1]), "streamfuse_frames_out_total").unwrap_or(0.0)
+        < frames as f64 / 3.0
+    {
+        assert!(t0.elapsed() < Duration::from_secs(60), "no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(split.running(0), "the source segment ended before the kill");
+    split.kill_and_restart(0);
+    let outs = split.finish(Duration::from_secs(120));
+    assert_sink_equals_reference(&outs[1]["sink"], &reference, frames);
+    let got = std::fs::read(dir.path().join("out.npy")).unwrap_or_else(|e| panic!("{e}"));
+    let want = std::fs::read(ref_dir.path().join("out.npy")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(got == want, "out.npy differs from the in-process run's");
+    // The restarted source started past frame 0: it resumed, it did not
+    // replay the whole file (the frames it sent, less the duplicates the
+    // receiver dropped, are what was left).
+    let resent = outs[0]["frames"].as_u64().unwrap_or(u64::MAX);
+    assert!(
+        resent < frames,
+        "the restarted source re-read {resent} of {frames} frames"
+    );
+}
+
+#[test]
+fn a_killed_npy_source_segment_resumes_where_downstream_delivered() {
+    const FRAMES: u64 = 300;
+    source_kill("{ npy: { path: in.npy } }", FRAMES, |d| {
+        let values: Vec<f32> = (0..FRAMES * 160 * 120)
+            .map(|i| ((i * 2_654_435_761) % 1000) as f32 / 1000.0)
+            .collect();
+        crate::common::write_npy(&d.join("in.npy"), &[FRAMES, 1, 120, 160], &values);
+    });
+}
+
+#[cfg(feature = "opencv")]
+#[test]
+fn a_killed_video_source_segment_resumes_where_downstream_delivered() {
+    const FRAMES: u64 = 300;
+    source_kill("{ video: { path: in.avi } }", FRAMES, |d| {
+        // The input video: the pipeline's output through the durable writer.
+        let made = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = spec(
+            made.path(),
+            FRAMES,
+            100_000,
+            "{ video: { path: in.avi, fourcc: MPNG, fps: 30, scale: 255 } }",
+        );
+        run_json(&path, &[]);
+        std::fs::copy(made.path().join("in.avi"), d.join("in.avi"))
+            .unwrap_or_else(|e| panic!("{e}"));
+    });
+}
