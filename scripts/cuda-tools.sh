@@ -10,20 +10,27 @@
 SF_CUDA_VENV="${SF_CUDA_VENV:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.venv/cuda}"
 SF_CUDA_PINS="nvidia-cuda-nvrtc-cu12==12.9.86 nvidia-cuda-nvcc-cu12==12.9.86"
 
-sf_cuda_tools() {
-    local site
-    if [ ! -f "$SF_CUDA_VENV/.pins" ] || [ "$(cat "$SF_CUDA_VENV/.pins")" != "$SF_CUDA_PINS" ]; then
-        rm -rf "$SF_CUDA_VENV"
-        python3 -m venv "$SF_CUDA_VENV" >/dev/null 2>&1 \
-            && "$SF_CUDA_VENV/bin/pip" install -q $SF_CUDA_PINS >/dev/null 2>&1 \
-            && echo "$SF_CUDA_PINS" >"$SF_CUDA_VENV/.pins" \
-            || { SF_CUDA_WHY="cannot install $SF_CUDA_PINS from PyPI"; return 1; }
+# sf_venv DIR PINS: a venv at DIR with PINS installed (made again when the
+# pins change); sets SF_SITE to its site-packages. Returns non-zero, with the
+# reason in SF_CUDA_WHY.
+sf_venv() {
+    local dir=$1 pins=$2
+    if [ ! -f "$dir/.pins" ] || [ "$(cat "$dir/.pins")" != "$pins" ]; then
+        rm -rf "$dir"
+        python3 -m venv "$dir" >/dev/null 2>&1 \
+            && "$dir/bin/pip" install -q $pins >/dev/null 2>&1 \
+            && echo "$pins" >"$dir/.pins" \
+            || { SF_CUDA_WHY="cannot install $pins from PyPI"; return 1; }
     fi
-    site=$("$SF_CUDA_VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') \
-        || { SF_CUDA_WHY="the venv $SF_CUDA_VENV is broken"; return 1; }
-    export LD_LIBRARY_PATH="$site/nvidia/cuda_nvrtc/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-    export PTXAS="$site/nvidia/cuda_nvcc/bin/ptxas"
-    [ -x "$PTXAS" ] || { SF_CUDA_WHY="ptxas not found in $site/nvidia/cuda_nvcc/bin"; return 1; }
+    SF_SITE=$("$dir/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') \
+        || { SF_CUDA_WHY="the venv $dir is broken"; return 1; }
+}
+
+sf_cuda_tools() {
+    sf_venv "$SF_CUDA_VENV" "$SF_CUDA_PINS" || return 1
+    export LD_LIBRARY_PATH="$SF_SITE/nvidia/cuda_nvrtc/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    export PTXAS="$SF_SITE/nvidia/cuda_nvcc/bin/ptxas"
+    [ -x "$PTXAS" ] || { SF_CUDA_WHY="ptxas not found in $SF_SITE/nvidia/cuda_nvcc/bin"; return 1; }
 }
 
 # NVRTC 13 (PyPI wheel nvidia-cuda-nvrtc 13.x) in .venv/nvrtc13, for the
@@ -33,16 +40,7 @@ SF_NVRTC13_VENV="${SF_NVRTC13_VENV:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && 
 SF_NVRTC13_PINS="nvidia-cuda-nvrtc==13.0.88"
 
 sf_nvrtc13() {
-    local site
-    if [ ! -f "$SF_NVRTC13_VENV/.pins" ] || [ "$(cat "$SF_NVRTC13_VENV/.pins")" != "$SF_NVRTC13_PINS" ]; then
-        rm -rf "$SF_NVRTC13_VENV"
-        python3 -m venv "$SF_NVRTC13_VENV" >/dev/null 2>&1 \
-            && "$SF_NVRTC13_VENV/bin/pip" install -q $SF_NVRTC13_PINS >/dev/null 2>&1 \
-            && echo "$SF_NVRTC13_PINS" >"$SF_NVRTC13_VENV/.pins" \
-            || { SF_CUDA_WHY="cannot install $SF_NVRTC13_PINS from PyPI"; return 1; }
-    fi
-    site=$("$SF_NVRTC13_VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') \
-        || { SF_CUDA_WHY="the venv $SF_NVRTC13_VENV is broken"; return 1; }
-    SF_NVRTC13="$site/nvidia/cu13/lib/libnvrtc.so.13"
-    [ -f "$SF_NVRTC13" ] || { SF_CUDA_WHY="libnvrtc.so.13 not found in $site/nvidia/cu13/lib"; return 1; }
+    sf_venv "$SF_NVRTC13_VENV" "$SF_NVRTC13_PINS" || return 1
+    SF_NVRTC13="$SF_SITE/nvidia/cu13/lib/libnvrtc.so.13"
+    [ -f "$SF_NVRTC13" ] || { SF_CUDA_WHY="libnvrtc.so.13 not found in $SF_SITE/nvidia/cu13/lib"; return 1; }
 }

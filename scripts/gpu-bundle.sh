@@ -123,7 +123,7 @@ say "binaries: $(for b in streamfuse suite cuda_bench; do printf '%s <- %s  ' "$
 # NVRTC 12.9 from the PyPI wheel (the venv scripts/cuda-tools.sh keeps).
 source scripts/cuda-tools.sh
 sf_cuda_tools || die "$SF_CUDA_WHY"
-site=$("$SF_CUDA_VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+site=$SF_SITE
 nvdir=$site/nvidia/cuda_nvrtc/lib
 mapfile -t libs < <(cd "$nvdir" && ls | grep -E '^libnvrtc\.so\.12(\.[0-9]+)*$' || true)
 mapfile -t builtins < <(cd "$nvdir" && ls | grep -E '^libnvrtc-builtins\.so\.12\.9(\.[0-9]+)*$' || true)

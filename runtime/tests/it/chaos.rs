@@ -88,6 +88,18 @@ impl Split {
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
+    /// Waits (at most a minute) until segment `k`, the sink, has taken
+    /// `frames` frames.
+    fn wait_for_sink(&self, k: usize, frames: f64) {
+        let t0 = Instant::now();
+        while metric(&scrape(self.metrics[k]), "streamfuse_frames_out_total").unwrap_or(0.0)
+            < frames
+        {
+            assert!(t0.elapsed() < Duration::from_secs(60), "no progress");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Resident memory of segment `k`'s process, bytes (0 when gone).
     fn rss(&self, k: usize) -> u64 {
         let Some(c) = &self.procs[k] else { return 0 };
@@ -196,13 +208,7 @@ fn sink_kill(sink: &str, journal: bool, output: Option<&str>) {
         &[]
     };
     let mut split = Split::new(spec(dir.path(), FRAMES, 200, sink), 2, &[], sink_extra);
-    let t0 = Instant::now();
-    while metric(&scrape(split.metrics[1]), "streamfuse_frames_out_total").unwrap_or(0.0)
-        < FRAMES as f64 / 2.0
-    {
-        assert!(t0.elapsed() < Duration::from_secs(60), "no progress");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    split.wait_for_sink(1, FRAMES as f64 / 2.0);
     split.kill_and_restart(1);
     let outs = split.finish(Duration::from_secs(120));
     let sink = &outs[1]["sink"];
@@ -397,17 +403,7 @@ fn upstream_memory_stays_bounded_through_a_30_s_sink_outage() {
     };
     let reference = run_json(&big(ref_dir.path(), 100_000), &["--fusion", "off"]);
     let mut split = Split::new(big(dir.path(), 60), SEGMENTS, &["--fusion", "off"], &[]);
-    let t0 = Instant::now();
-    while metric(
-        &scrape(split.metrics[SEGMENTS - 1]),
-        "streamfuse_frames_out_total",
-    )
-    .unwrap_or(0.0)
-        < 60.0
-    {
-        assert!(t0.elapsed() < Duration::from_secs(60), "no progress");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    split.wait_for_sink(SEGMENTS - 1, 60.0);
     let before: Vec<u64> = (0..SEGMENTS - 1).map(|k| split.rss(k)).collect();
     split.kill(SEGMENTS - 1);
     let down = Instant::now();
@@ -468,13 +464,7 @@ fn a_killed_video_sink_resumes_its_avi_and_equals_the_in_process_file() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let reference = run_json(&spec(ref_dir.path(), FRAMES, 100_000, sink), &[]);
     let mut split = Split::new(spec(dir.path(), FRAMES, 200, sink), 2, &[], &[]);
-    let t0 = Instant::now();
-    while metric(&scrape(split.metrics[1]), "streamfuse_frames_out_total").unwrap_or(0.0)
-        < FRAMES as f64 / 2.0
-    {
-        assert!(t0.elapsed() < Duration::from_secs(60), "no progress");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    split.wait_for_sink(1, FRAMES as f64 / 2.0);
     split.kill_and_restart(1);
     let outs = split.finish(Duration::from_secs(120));
     assert_sink_equals_reference(&outs[1]["sink"], &reference, FRAMES);
@@ -532,13 +522,7 @@ fn source_kill(source: &str, frames: u64, setup: impl Fn(&Path)) {
         &[],
         &["--delay-ms", "4"],
     );
-    let t0 = Instant::now();
-    while metric(&scrape(split.metrics[1]), "streamfuse_frames_out_total").unwrap_or(0.0)
-        < frames as f64 / 3.0
-    {
-        assert!(t0.elapsed() < Duration::from_secs(60), "no progress");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    split.wait_for_sink(1, frames as f64 / 3.0);
     assert!(split.running(0), "the source segment ended before the kill");
     split.kill_and_restart(0);
     let outs = split.finish(Duration::from_secs(120));
