@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{binary, free_port, last_json, metric, repo_root, run_json, scrape};
+use crate::support::{
+    binary, exclusive, free_port, last_json, metric, repo_root, run_json, scrape,
+};
 use serde_json::Value;
 
 /// A spec in `dir`: the thesis pipeline at 160x120, `frames` frames paced
@@ -196,6 +198,7 @@ fn assert_sink_equals_reference(sink: &Value, reference: &Value, frames: u64) {
 }
 
 fn sink_kill(sink: &str, journal: bool, output: Option<&str>) {
+    let _heavy = exclusive();
     const FRAMES: u64 = 600;
     let ref_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
@@ -295,6 +298,7 @@ impl Rng {
 /// (every segment, source and sink included, at least once), each followed
 /// by an immediate restart; returns (kills done, longest gap ms).
 fn chaos(frames: u64, fps: u64, kills: usize, seed: u64, every_ms: (u64, u64)) -> (usize, f64) {
+    let _heavy = exclusive();
     const SEGMENTS: usize = 4;
     let ref_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
@@ -387,6 +391,7 @@ const OUTAGE_GROWTH_BOUND: u64 = 64 << 20;
 
 #[test]
 fn upstream_memory_stays_bounded_through_a_30_s_sink_outage() {
+    let _heavy = exclusive();
     const FRAMES: u64 = 900;
     const SEGMENTS: usize = 4;
     let outage = Duration::from_secs(30);
@@ -457,6 +462,7 @@ fn upstream_memory_stays_bounded_through_a_30_s_sink_outage() {
 #[cfg(feature = "opencv")]
 #[test]
 fn a_killed_video_sink_resumes_its_avi_and_equals_the_in_process_file() {
+    let _heavy = exclusive();
     use opencv::prelude::*;
     const FRAMES: u64 = 400;
     let sink = "{ video: { path: out.avi, fourcc: MPNG, fps: 30, scale: 255 } }";
@@ -509,6 +515,7 @@ fn spec_with_source(dir: &Path, source: &str, sink: &str) -> PathBuf {
 /// downstream where the stream was delivered to and reads on from there
 /// (`frames` frames of `source`, written into both folders by `setup`).
 fn source_kill(source: &str, frames: u64, setup: impl Fn(&Path)) {
+    let _heavy = exclusive();
     let ref_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     setup(ref_dir.path());

@@ -191,6 +191,7 @@ fn a_watched_weights_file_swaps_between_two_frames_in_process() {
     let _one = SERIAL
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _quiet = crate::support::exclusive();
     let d = setup();
     let dir = d.path();
     let (old, new, _) = references(dir);

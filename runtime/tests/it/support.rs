@@ -83,3 +83,14 @@ pub fn run_json(spec: &std::path::Path, extra: &[&str]) -> serde_json::Value {
     );
     last_json(&out.stdout)
 }
+
+/// A guard held by the tests that load the machine with many processes
+/// (the chaos tests) and by the tests that assert timings (latency around
+/// a weight swap, recovery times), so that the first never skew the
+/// second: they run one at a time, other tests alongside.
+pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    HEAVY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
