@@ -24,6 +24,8 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use twox_hash::XxHash3_128;
@@ -67,8 +69,10 @@ pub enum SyncPolicy {
     /// Force every commit before acknowledging it: nothing acknowledged is
     /// lost even to a power loss, at the cost of a disk flush per frame.
     Frame,
-    /// Force at most this often (and when the run ends): a power loss may
-    /// take the last interval's frames, after upstream forgot them.
+    /// Force this often, on a thread of its own (and when the run ends): a
+    /// power loss may take the last interval's frames after upstream forgot
+    /// them, and a journal that then claims frames its file lacks is
+    /// refused on restart, saying so.
     Interval(Duration),
 }
 
@@ -201,6 +205,70 @@ fn header(fingerprint: u64) -> [u8; RECORD] {
     b
 }
 
+/// Forces a sink's commits to disk every interval on its own thread, so
+/// the sink's thread (and the acknowledgements it sends) never waits for
+/// the disk: the data's file system first (`syncfs` of the output's
+/// folder), then the journal. Stops when dropped.
+#[derive(Debug)]
+pub struct Syncer {
+    stop: Arc<AtomicBool>,
+    dirty: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Syncer {
+    /// A syncer of `data_dir` (the outputs' folder, when there are
+    /// outputs) and the journal at `journal`, every `every`.
+    pub fn start(every: Duration, data_dir: Option<PathBuf>, journal: PathBuf) -> Option<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let dirty = Arc::new(AtomicBool::new(false));
+        let (s, d) = (stop.clone(), dirty.clone());
+        let thread = std::thread::Builder::new()
+            .name("sink-sync".into())
+            .spawn(move || {
+                let step = every.min(Duration::from_millis(50));
+                let mut waited = Duration::ZERO;
+                while !s.load(Ordering::Relaxed) {
+                    std::thread::sleep(step);
+                    waited += step;
+                    if waited < every || !d.swap(false, Ordering::Relaxed) {
+                        continue;
+                    }
+                    waited = Duration::ZERO;
+                    if let Some(dir) = &data_dir
+                        && let Err(e) = crate::io::npy::sync_folder(dir)
+                    {
+                        tracing::warn!("sink sync: {e}");
+                    }
+                    if let Err(e) = File::open(&journal).and_then(|f| f.sync_data()) {
+                        tracing::warn!("sink sync: {}: {e}", journal.display());
+                    }
+                }
+            })
+            .map_err(|e| tracing::warn!("sink sync thread: {e}; commits are not forced"))
+            .ok()?;
+        Some(Self {
+            stop,
+            dirty,
+            thread: Some(thread),
+        })
+    }
+
+    /// Notes that something was committed since the last force.
+    pub fn touch(&self) {
+        self.dirty.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// The fingerprint of a run's description (what a journal must match to be
 /// resumed).
 pub fn fingerprint(description: &str) -> u64 {
@@ -324,14 +392,13 @@ impl Journal {
         Ok(())
     }
 
-    /// Whether the policy wants the commits forced to disk now.
+    /// Whether the policy wants the commits forced to disk now, on the
+    /// committing thread.
+    ///
+    /// Only [`SyncPolicy::Frame`] forces on the committing thread; an
+    /// interval is forced by [`Syncer`], off the acknowledgement path.
     pub fn sync_due(&self) -> bool {
-        self.unsynced
-            && match self.policy {
-                SyncPolicy::Never => false,
-                SyncPolicy::Frame => true,
-                SyncPolicy::Interval(d) => self.last_sync.elapsed() >= d,
-            }
+        self.unsynced && self.policy == SyncPolicy::Frame
     }
 
     /// Forces the journal to disk (after the caller forced its outputs).

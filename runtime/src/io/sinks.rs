@@ -11,11 +11,11 @@
 //! ([`Sinks::positions`]).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::journal::{Entry, Journal, JournalError, SyncPolicy};
+use super::journal::{Entry, Journal, JournalError, SyncPolicy, Syncer};
 use super::npy::NpySink;
 use super::sink::{OrderError, SinkRecord, StreamTally};
 use crate::frame::{Frame, now_ns};
@@ -102,6 +102,7 @@ pub struct Sinks {
     media: Option<MediaSink>,
     last_ns: u64,
     journal: Option<Journal>,
+    syncer: Option<Syncer>,
     ended: BTreeMap<u32, u64>,
     resumed_frames: u64,
 }
@@ -219,7 +220,29 @@ impl Sinks {
                 "sink resumes what it committed"
             );
         }
+        // The folder the outputs are in, forced with the journal.
+        let data_dir = match &p.sink {
+            SinkConfig::Npy(NpyOutput::Stacked(f)) => f.parent().map(Path::to_path_buf),
+            SinkConfig::Npy(NpyOutput::Dir(d)) => Some(d.clone()),
+            SinkConfig::Images(i) => Some(i.dir.clone()),
+            SinkConfig::Video(v) => v.path.parent().map(Path::to_path_buf),
+            SinkConfig::Null | SinkConfig::Stats => None,
+        }
+        .map(|d| {
+            if d.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                d
+            }
+        });
+        let syncer = match (&journal, durability.sync) {
+            (Some(j), SyncPolicy::Interval(every)) => {
+                Syncer::start(every, data_dir, j.path().to_path_buf())
+            }
+            _ => None,
+        };
         Ok(Self {
+            syncer,
             record,
             npy,
             media: media
@@ -301,6 +324,9 @@ impl Sinks {
     }
 
     fn sync_if_due(&mut self) -> Result<(), SinkError> {
+        if let Some(s) = &self.syncer {
+            s.touch();
+        }
         if let Some(j) = self.journal.as_mut()
             && j.sync_due()
         {
