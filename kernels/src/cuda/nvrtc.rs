@@ -107,7 +107,11 @@ pub fn compile_with(
     text: &str,
     arch: &str,
 ) -> Result<String, NvrtcError> {
-    let code = compile_code(lib, name, text, arch)?;
+    ptx_text(lib, name, arch, compile_code(lib, name, text, arch)?)
+}
+
+/// Compiled PTX as text.
+fn ptx_text(lib: &Library, name: &str, arch: &str, code: Vec<u8>) -> Result<String, NvrtcError> {
     String::from_utf8(code).map_err(|_| NvrtcError::Compile {
         file: name.into(),
         arch: arch.into(),
@@ -165,12 +169,7 @@ pub fn compile_cached_text(
     let code = cached(lib, name, &text, arch, |lib| {
         compile_code(lib, name, &text, arch)
     })?;
-    String::from_utf8(code).map_err(|_| NvrtcError::Compile {
-        file: name.into(),
-        arch: arch.into(),
-        version: version_text(lib),
-        log: "the cached PTX is not UTF-8".into(),
-    })
+    ptx_text(lib, name, arch, code)
 }
 
 /// `make(lib)`'s output, cached on disk by (name, arch, NVRTC version,
@@ -248,12 +247,7 @@ pub fn for_device(
     let code = cached(lib, name, text, &arch, |lib| {
         compile_code(lib, name, text, &arch)
     })?;
-    let ptx = String::from_utf8(code).map_err(|_| NvrtcError::Compile {
-        file: name.into(),
-        arch: arch.clone(),
-        version: version_text(lib),
-        log: "the PTX is not UTF-8".into(),
-    })?;
+    let ptx = ptx_text(lib, name, &arch, code)?;
     Ok((Ptx::from_src(ptx), arch))
 }
 

@@ -26,7 +26,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use twox_hash::XxHash3_128;
 
@@ -281,7 +281,6 @@ pub struct Journal {
     path: PathBuf,
     file: File,
     policy: SyncPolicy,
-    last_sync: Instant,
     unsynced: bool,
 }
 
@@ -368,7 +367,6 @@ impl Journal {
                 path: path.to_path_buf(),
                 file,
                 policy,
-                last_sync: Instant::now(),
                 unsynced: false,
             },
             rec,
@@ -409,7 +407,6 @@ impl Journal {
         self.file
             .sync_data()
             .map_err(|x| err(&self.path, format!("cannot sync: {x}")))?;
-        self.last_sync = Instant::now();
         self.unsynced = false;
         Ok(())
     }

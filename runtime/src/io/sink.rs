@@ -194,6 +194,22 @@ impl SinkRecord {
         arrival_ns: u64,
         digest: u128,
     ) -> Result<(), OrderError> {
+        if let Some(d) = self.take(stream, seq, capture_ns, arrival_ns)? {
+            *d = OutputDigest::resume(digest);
+        }
+        Ok(())
+    }
+
+    /// Records frame `seq` of `stream` (captured at `capture_ns`, arrived
+    /// at `arrival_ns`) if it is the next of its stream; returns the
+    /// stream's digest for the caller to update.
+    fn take(
+        &mut self,
+        stream: u32,
+        seq: u64,
+        capture_ns: u64,
+        arrival_ns: u64,
+    ) -> Result<Option<&mut OutputDigest>, OrderError> {
         let with_digest = self.digest;
         let st = self.streams.entry(stream).or_insert_with(|| StreamState {
             next_seq: seq,
@@ -216,12 +232,9 @@ impl SinkRecord {
         let latency = arrival_ns.saturating_sub(capture_ns);
         st.tally.latencies_ns.push(latency);
         st.tally.last_ns = arrival_ns;
-        if let Some(d) = &mut st.digest {
-            *d = OutputDigest::resume(digest);
-        }
         self.latencies_ns.push(latency);
         self.arrivals_ns.push(arrival_ns);
-        Ok(())
+        Ok(st.digest.as_mut())
     }
 
     /// The digest state of `stream` after its frames so far (0 without the
@@ -245,36 +258,9 @@ impl SinkRecord {
     /// stream's first frame may have any seq (a restarted sink process
     /// resumes where its upstream replays from); after it, seqs are gapless.
     pub fn accept(&mut self, f: &Frame, now_ns: u64) -> Result<(), OrderError> {
-        let digest = self.digest;
-        let st = self
-            .streams
-            .entry(f.stream_id)
-            .or_insert_with(|| StreamState {
-                next_seq: f.seq,
-                tally: StreamTally {
-                    stream_id: f.stream_id,
-                    first_seq: f.seq,
-                    first_capture_ns: f.capture_ns,
-                    ..StreamTally::default()
-                },
-                digest: digest.then(OutputDigest::default),
-            });
-        if f.seq != st.next_seq {
-            return Err(OrderError {
-                stream: f.stream_id,
-                expected: st.next_seq,
-                got: f.seq,
-            });
-        }
-        st.next_seq += 1;
-        let latency = now_ns.saturating_sub(f.capture_ns);
-        st.tally.latencies_ns.push(latency);
-        st.tally.last_ns = now_ns;
-        if let Some(d) = &mut st.digest {
+        if let Some(d) = self.take(f.stream_id, f.seq, f.capture_ns, now_ns)? {
             d.update(f);
         }
-        self.latencies_ns.push(latency);
-        self.arrivals_ns.push(now_ns);
         Ok(())
     }
 }

@@ -371,8 +371,16 @@ impl StageService {
                         "frame seq {seq} (stream {stream}): seq goes backwards (after seq {prev} on this call)"
                     )));
                 }
-                let delivered = board.borrow_and_update().next.clone();
-                match admit(&next_seq, &delivered, stream, seq, first_unacked) {
+                // The board is read in place (no copy per frame), and
+                // released before anything awaits.
+                let admitted = admit(
+                    &next_seq,
+                    &board.borrow_and_update().next,
+                    stream,
+                    seq,
+                    first_unacked,
+                );
+                match admitted {
                     Ok(true) => {
                         last.insert(stream, seq);
                         taken.insert(stream, seq + 1);
