@@ -35,11 +35,15 @@ Every implementation runs the same ONNX model, built with ``onnx.helper``
 PyTorch's and OpenCV's outputs are checked against ONNX Runtime's (max abs
 difference within 1e-3 of the output's largest magnitude) before they are
 timed; a peer that cannot run a layer gets "n/a" and the reason on stderr.
-Each implementation runs warm-up calls, then timed calls on one input, and
+Each implementation runs warm-up calls (at least ``--warmup`` calls and at
+least ``--warmup-ms`` of them: a virtual machine's idle cores take some
+tens of milliseconds of work to reach their steady speed, longer than a
+few sub-millisecond calls last), then timed calls on one input, and
 reports the median ms per frame (kernel time: no source, no sink).
 
     python3 benches/compare/cnn_layers.py [--binary target/release/streamfuse]
-        [--layers stem,dw64] [--threads 2] [--iters 30] [--no-peers]
+        [--layers stem,dw64] [--threads 2] [--iters 30] [--warmup-ms 500]
+        [--no-peers]
 
 Installs the CPU peers with ``benches/compare/cpu_peers.py``'s installer
 (``.venv/peers``: numpy, onnx, onnxruntime, opencv-python-headless and a
@@ -184,9 +188,17 @@ def onnx_model(nodes, shape):
     return onnx.shape_inference.infer_shapes(model, strict_mode=True)
 
 
-def median_ms(fn, warmup: int, iters: int) -> float:
-    for _ in range(warmup):
+def warm_up(fn, warmup) -> None:
+    """Calls `fn` at least `warmup[0]` times and for at least `warmup[1]` ms."""
+    calls, ms = warmup
+    start, n = time.perf_counter(), 0
+    while n < calls or (time.perf_counter() - start) * 1e3 < ms:
         fn()
+        n += 1
+
+
+def median_ms(fn, warmup, iters: int) -> float:
+    warm_up(fn, warmup)
     times = []
     for _ in range(iters):
         t = time.perf_counter()
@@ -268,7 +280,7 @@ def opencv_fn(model, shape, threads: int):
     return call, call
 
 
-def time_peer(name: str, peer: str, make, model, shape, want, threads: int, warmup: int,
+def time_peer(name: str, peer: str, make, model, shape, want, threads: int, warmup,
               iters: int) -> float | None:
     """A peer's median ms, or None (reason on stderr) when it cannot run the
     layer or disagrees with ONNX Runtime."""
@@ -289,7 +301,7 @@ def time_peer(name: str, peer: str, make, model, shape, want, threads: int, warm
     return median_ms(call, warmup, iters)
 
 
-def time_ort(model, shape, threads: int, warmup: int, iters: int) -> float:
+def time_ort(model, shape, threads: int, warmup, iters: int) -> float:
     import numpy as np  # noqa: PLC0415
     import onnxruntime as ort  # noqa: PLC0415
 
@@ -300,8 +312,7 @@ def time_ort(model, shape, threads: int, warmup: int, iters: int) -> float:
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
     x = np.random.default_rng(1).random((1, *shape), dtype=np.float32)
-    for _ in range(warmup):
-        sess.run(None, {"x": x})
+    warm_up(lambda: sess.run(None, {"x": x}), warmup)
     times = []
     for _ in range(iters):
         t = time.perf_counter()
@@ -310,7 +321,7 @@ def time_ort(model, shape, threads: int, warmup: int, iters: int) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def time_streamfuse(binary: Path, name: str, model, threads: int, warmup: int,
+def time_streamfuse(binary: Path, name: str, model, threads: int, warmup,
                     iters: int) -> tuple[float, str]:
     with tempfile.TemporaryDirectory() as d:
         onnx_path = Path(d) / f"{name}.onnx"
@@ -321,7 +332,8 @@ def time_streamfuse(binary: Path, name: str, model, threads: int, warmup: int,
         if imp.returncode != 0:
             raise SystemExit(f"cnn_layers: streamfuse import failed on {name}:\n{imp.stderr}")
         r = subprocess.run([str(binary), "kernels", "bench", str(spec), "--threads", str(threads),
-                            "--warmup", str(warmup), "--iters", str(iters), "--json"],
+                            "--warmup", str(warmup[0]), "--warmup-ms", str(warmup[1]),
+                            "--iters", str(iters), "--json"],
                            capture_output=True, text=True, check=False)
     if r.returncode != 0:
         raise SystemExit(f"cnn_layers: streamfuse failed on {name}:\n{r.stderr}")
@@ -337,6 +349,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--warmup-ms", type=int, default=500,
+                    help="warm up each engine for at least this long (ms)")
     ap.add_argument("--no-peers", action="store_true",
                     help="time ONNX Runtime only (no PyTorch, no OpenCV DNN)")
     args = ap.parse_args()
@@ -352,22 +366,24 @@ def main() -> None:
         versions += [f"PyTorch {torch.__version__}", f"OpenCV {cv2.__version__}"]
     print(f"Machine: {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs; {', '.join(versions)}; {args.threads} threads; "
-          f"median of {args.iters} after {args.warmup} warm-up calls\n")
+          f"median of {args.iters} after at least {args.warmup} warm-up calls and "
+          f"{args.warmup_ms} ms\n")
     head = ["streamfuse ms", "ONNX Runtime ms", "speed-up (ORT / streamfuse)"]
     for p, _ in peers:
         head += [f"{p} ms", f"speed-up ({p} / streamfuse)"]
     print("| layer | " + " | ".join(head) + " | streamfuse groups |")
     print("|---|" + "---:|" * len(head) + "---|")
+    warmup = (args.warmup, args.warmup_ms)
     for name in args.layers.split(","):
         nodes, shape = LAYERS[name]()
         model = onnx_model(nodes, shape)
-        sf, groups = time_streamfuse(Path(args.binary), name, model, args.threads, args.warmup,
+        sf, groups = time_streamfuse(Path(args.binary), name, model, args.threads, warmup,
                                      args.iters)
-        ort_ms = time_ort(model, shape, args.threads, args.warmup, args.iters)
+        ort_ms = time_ort(model, shape, args.threads, warmup, args.iters)
         cells = [f"{sf:.2f}", f"{ort_ms:.2f}", f"{ort_ms / sf:.2f}x"]
         want = ort_output(model, shape) if peers else None
         for p, make in peers:
-            t = time_peer(name, p, make, model, shape, want, args.threads, args.warmup,
+            t = time_peer(name, p, make, model, shape, want, args.threads, warmup,
                           args.iters)
             cells += [f"{t:.2f}", f"{t / sf:.2f}x"] if t is not None else ["n/a", "n/a"]
         print(f"| {name} | " + " | ".join(cells) + f" | {groups} |", flush=True)

@@ -42,15 +42,29 @@ pub struct StageBench {
     pub cpu_features: String,
 }
 
+/// The untimed calls before a benchmark's timed ones.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Warmup {
+    /// At least this many calls.
+    pub calls: usize,
+    /// And calls until at least this much time has passed: a kernel's
+    /// threads, and the cores under them, reach their steady speed only
+    /// after some tens of milliseconds of work (a virtual machine's idle
+    /// virtual CPU in particular), which a few sub-millisecond calls do
+    /// not give them.
+    pub time: std::time::Duration,
+}
+
 /// Times all stages of `p` as one segment with `fusion` (`off` runs the
-/// stages unfused like `chain`), `warmup` untimed then `iters` timed frames.
+/// stages unfused like `chain`), `warmup`'s untimed calls then `iters`
+/// timed frames.
 ///
 /// # Errors
 /// A kernel error (the spec was validated, so this means a bug).
 pub fn bench(
     p: &Pipeline,
     fusion: FusionMode,
-    warmup: usize,
+    warmup: Warmup,
     iters: usize,
 ) -> Result<StageBench, streamfuse_kernels::KernelError> {
     let mut one = p.clone();
@@ -99,8 +113,11 @@ pub fn bench(
         std::hint::black_box(t);
         Ok(())
     };
-    for _ in 0..warmup {
+    let warm = Instant::now();
+    let mut calls = 0;
+    while calls < warmup.calls || warm.elapsed() < warmup.time {
         run()?;
+        calls += 1;
     }
     let mut times = Vec::with_capacity(iters.max(1));
     for _ in 0..iters.max(1) {

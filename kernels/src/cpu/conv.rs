@@ -310,16 +310,12 @@ fn fill_phases(dst: &mut [f32], src: &[f32], stride: usize, padding: usize) {
 multiversion! {
     /// `dst[t] = src[t * stride]` for every `t` of `dst`.
     pub(crate) fn strided_copy(dst: &mut [f32], src: &[f32], stride: usize) {
-        let n = dst.len();
-        if stride == 2 && src.len() >= 2 * n {
-            let src = &src[..2 * n];
-            for t in 0..n {
-                dst[t] = src[2 * t];
-            }
-        } else {
-            for (d, x) in dst.iter_mut().zip(src.iter().step_by(stride)) {
-                *d = *x;
-            }
+        if stride == 2 && src.len() + 1 >= 2 * dst.len() {
+            super::interleave::stride2(dst, src);
+            return;
+        }
+        for (d, x) in dst.iter_mut().zip(src.iter().step_by(stride)) {
+            *d = *x;
         }
     }
 }

@@ -84,8 +84,10 @@ pub(crate) fn run(input: &Tensor, conv: &Conv2d, ep: &[EpilogueOp], out_shape: S
 }
 
 /// Copies the input rows `iy0 ..` of channel `ch` into `block` (rows of
-/// `pw` values, the input at column `pad_left`, zeros around; rows
-/// outside the input all zeros).
+/// `pw` values, the input at column `pad_left`). Only the input's values
+/// are written: the columns around them and the rows outside the input
+/// are the same for every channel of a band, so they stay as the zeroed
+/// block left them.
 fn fill_block(
     input: &Tensor,
     ch: usize,
@@ -99,14 +101,11 @@ fn fill_block(
     for (j, dst) in block.chunks_exact_mut(pw).enumerate() {
         let iy = iy0 + j as isize;
         if iy < 0 || iy >= h as isize {
-            dst.fill(0.0);
             continue;
         }
         let n = w.min(pw - pad_left);
         let iy = iy as usize;
-        dst[..pad_left].fill(0.0);
         dst[pad_left..pad_left + n].copy_from_slice(&plane[iy * w..iy * w + n]);
-        dst[pad_left + n..].fill(0.0);
     }
 }
 
@@ -202,6 +201,14 @@ unsafe fn one<V: Vector>(blk: &Block<'_>, row0: usize, ox: usize) -> V {
 #[inline(always)]
 unsafe fn block_v<V: Vector>(blk: &Block<'_>, out: &mut [f32], w: usize, tail: &mut [f32]) {
     let l = V::LANES;
+    if blk.kh == 3 && blk.kw == 3 && blk.dh == 1 && blk.dw == 1 && w >= l {
+        // SAFETY: forwarded from the caller; `w >= LANES`.
+        match blk.sh {
+            1 => return unsafe { block3::<V, 1>(blk, out, w) },
+            2 => return unsafe { block3::<V, 2>(blk, out, w) },
+            _ => {}
+        }
+    }
     for (r, orow) in out.chunks_exact_mut(w).enumerate() {
         let row0 = r * blk.sh * blk.pw;
         if w < l {
@@ -236,6 +243,120 @@ unsafe fn block_v<V: Vector>(blk: &Block<'_>, out: &mut [f32], w: usize, tail: &
                 let at = ox.min(w - l);
                 bound(blk, one::<V>(blk, row0, at)).store(orow.as_mut_ptr().add(at));
                 ox = at + l;
+            }
+        }
+    }
+}
+
+/// The band of a 3×3, dilation-1 filter at row stride `SH`: two output
+/// rows at a time (they share input rows), in strips of four vectors (or
+/// two, or one, for narrower rows), the last strip of a row overlapping
+/// the one before it so that every strip runs at full width.
+///
+/// # Safety
+/// As [`block_v`], and `w >= V::LANES`.
+#[inline(always)]
+unsafe fn block3<V: Vector, const SH: usize>(blk: &Block<'_>, out: &mut [f32], w: usize) {
+    let l = V::LANES;
+    let rows = out.len() / w;
+    // SAFETY (the splats): the CPU supports `V`.
+    let taps: [V; 9] = std::array::from_fn(|i| unsafe { V::splat(blk.filter[i]) });
+    let o = out.as_mut_ptr();
+    let mut r = 0;
+    // SAFETY (all calls): rows `r` and `r + 1` are rows of `out`; every
+    // strip ends at or before `w`; the block holds the rows and columns
+    // they read (see `run`).
+    unsafe {
+        while r + 2 <= rows {
+            strips::<V, SH, 2>(
+                blk,
+                &taps,
+                r * SH * blk.pw,
+                [o.add(r * w), o.add((r + 1) * w)],
+                w,
+                l,
+            );
+            r += 2;
+        }
+        if r < rows {
+            strips::<V, SH, 1>(blk, &taps, r * SH * blk.pw, [o.add(r * w)], w, l);
+        }
+    }
+}
+
+/// Every strip of `R` output rows: four vectors wide where the row allows,
+/// else two, else one; the last strip overlaps the one before it.
+///
+/// # Safety
+/// As [`block3`]; `outs` are `R` rows of `w` writable values.
+#[inline(always)]
+unsafe fn strips<V: Vector, const SH: usize, const R: usize>(
+    blk: &Block<'_>,
+    taps: &[V; 9],
+    row0: usize,
+    outs: [*mut f32; R],
+    w: usize,
+    l: usize,
+) {
+    // SAFETY (all): forwarded from the caller; each strip starts at
+    // `ox <= w - u * l`.
+    unsafe {
+        if w >= 4 * l {
+            let mut ox = 0;
+            loop {
+                strip::<V, SH, R, 4>(blk, taps, row0, &outs, ox);
+                if ox + 4 * l >= w {
+                    break;
+                }
+                ox = (ox + 4 * l).min(w - 4 * l);
+            }
+        } else if w >= 2 * l {
+            strip::<V, SH, R, 2>(blk, taps, row0, &outs, 0);
+            strip::<V, SH, R, 2>(blk, taps, row0, &outs, w - 2 * l);
+        } else {
+            strip::<V, SH, R, 1>(blk, taps, row0, &outs, 0);
+            strip::<V, SH, R, 1>(blk, taps, row0, &outs, w - l);
+        }
+    }
+}
+
+/// `U` vectors of `R` output rows at column `ox`: bias, then the taps in
+/// `(ky, kx)` order per output, each input vector loaded once for every
+/// output row that reads it.
+///
+/// # Safety
+/// As [`strips`]; `ox + U * LANES <= w`.
+#[inline(always)]
+unsafe fn strip<V: Vector, const SH: usize, const R: usize, const U: usize>(
+    blk: &Block<'_>,
+    taps: &[V; 9],
+    row0: usize,
+    outs: &[*mut f32; R],
+    ox: usize,
+) {
+    let l = V::LANES;
+    // SAFETY (all): the CPU supports `V`; the loads stay in the block
+    // and the stores in the rows, by the caller's contract.
+    unsafe {
+        let mut acc = [[V::splat(blk.bias); U]; R];
+        let base = blk.data.as_ptr().add(row0 + ox);
+        for t in 0..(R - 1) * SH + 3 {
+            let p = base.add(t * blk.pw);
+            for kx in 0..3 {
+                let xs: [V; U] = std::array::from_fn(|u| V::load(p.add(kx + u * l)));
+                for (j, row) in acc.iter_mut().enumerate() {
+                    if t >= j * SH && t - j * SH < 3 {
+                        let wv = taps[(t - j * SH) * 3 + kx];
+                        for (a, x) in row.iter_mut().zip(xs) {
+                            *a = V::mul_add(wv, x, *a);
+                        }
+                    }
+                }
+            }
+        }
+        for (row, &dst) in acc.iter().zip(outs) {
+            for (u, a) in row.iter().enumerate() {
+                bound(blk, *a).store(dst.add(ox + u * l));
             }
         }
     }

@@ -14,6 +14,7 @@ pub mod conv;
 pub(crate) mod depthwise;
 pub mod elementwise;
 pub mod fused;
+pub(crate) mod interleave;
 pub(crate) mod panel;
 pub mod pool;
 pub mod roofline;

@@ -35,6 +35,51 @@ multiversion! {
 }
 
 multiversion! {
+    /// `v[i] = max(a[i], b[i])`: a copy of `a` and one [`vertical_max`]
+    /// pass by `b`, in one pass.
+    pub(crate) fn vertical_max_of(v: &mut [f32], a: &[f32], b: &[f32]) {
+        for ((o, &x), &y) in v.iter_mut().zip(a).zip(b) {
+            *o = max2(x, y);
+        }
+    }
+}
+
+multiversion! {
+    /// `v[i] = a[i] + b[i]`: as [`vertical_max_of`] for a sum.
+    pub(crate) fn vertical_sum_of(v: &mut [f32], a: &[f32], b: &[f32]) {
+        for ((o, &x), &y) in v.iter_mut().zip(a).zip(b) {
+            *o = x + y;
+        }
+    }
+}
+
+multiversion! {
+    /// The stride-2 windows of [`window_passes`] from the row's even and
+    /// odd values: `out[j]` reduces taps `k = 0 .. kw` (tap `k` is
+    /// `even[j + k / 2]` or `odd[j + k / 2]`) in tap order, one pass per
+    /// tap.
+    fn stride2_windows(kind: PoolKind, even: &[f32], odd: &[f32], kw: usize, out: &mut [f32]) {
+        let m = out.len();
+        out.copy_from_slice(&even[..m]);
+        for k in 1..kw {
+            let src = if k % 2 == 1 { &odd[k / 2..k / 2 + m] } else { &even[k / 2..k / 2 + m] };
+            match kind {
+                PoolKind::Max => {
+                    for (a, &b) in out.iter_mut().zip(src) {
+                        *a = max2(*a, b);
+                    }
+                }
+                PoolKind::Avg { .. } => {
+                    for (a, &b) in out.iter_mut().zip(src) {
+                        *a += b;
+                    }
+                }
+            }
+        }
+    }
+}
+
+multiversion! {
     /// `out[x] = max(v[x*stride .. x*stride + size])`, for every `x` of `out`.
     pub(crate) fn horizontal_max(v: &[f32], out: &mut [f32], size: usize, stride: usize) {
         if size == 2 && stride == 2 {
@@ -214,8 +259,18 @@ impl PoolRows {
                 PoolKind::Avg { .. } => 0.0,
             });
         } else {
-            self.v.copy_from_slice(row(first));
-            for k in 1..n {
+            let mut k = 1;
+            if n >= 2 {
+                let (r0, r1) = (row(first), row(first + self.row_step()));
+                match kind {
+                    PoolKind::Max => vertical_max_of(&mut self.v, r0, r1),
+                    PoolKind::Avg { .. } => vertical_sum_of(&mut self.v, r0, r1),
+                }
+                k = 2;
+            } else {
+                self.v.copy_from_slice(row(first));
+            }
+            for k in k..n {
                 let r = row(first + k * self.row_step());
                 match kind {
                     PoolKind::Max => vertical_max(&mut self.v, r),
@@ -243,19 +298,40 @@ impl PoolRows {
             let s0 = self.cols[a].0 as usize;
             let len = (b - 1 - a) * sw + 1;
             let kw = self.pool.window.kernel[1];
-            self.hsum.resize(len, 0.0);
-            window_passes(kind, &self.v[s0..], &mut self.hsum, kw, dw);
-            match kind {
-                PoolKind::Max => {
-                    for (j, o) in out[a..b].iter_mut().enumerate() {
-                        *o = self.hsum[j * sw];
+            if sw == 2 && dw == 1 {
+                // A max straight from the row where the level has a
+                // permute for it; then the windows' starts from the row's
+                // even and odd values (the last window's taps end inside
+                // the row, so both reads stay in it).
+                let done = match kind {
+                    PoolKind::Max => {
+                        super::interleave::stride2_max(&mut out[a..b], &self.v[s0..], kw)
                     }
+                    PoolKind::Avg { .. } => 0,
+                };
+                let (a, s0) = (a + done, s0 + 2 * done);
+                let m = b - a;
+                if m > 0 {
+                    let (ne, no) = (m + (kw - 1) / 2, if kw > 1 { m + (kw - 2) / 2 } else { 0 });
+                    self.hsum.resize(ne + no, 0.0);
+                    let (even, odd) = self.hsum.split_at_mut(ne);
+                    super::interleave::stride2(even, &self.v[s0..]);
+                    if no > 0 {
+                        super::interleave::stride2(odd, &self.v[s0 + 1..]);
+                    }
+                    stride2_windows(kind, even, odd, kw, &mut out[a..b]);
                 }
-                PoolKind::Avg { count_include_pad } => {
-                    let count = (if count_include_pad { padded } else { n } * kw) as f32;
-                    for (j, o) in out[a..b].iter_mut().enumerate() {
-                        *o = self.hsum[j * sw] / count;
-                    }
+            } else {
+                self.hsum.resize(len, 0.0);
+                window_passes(kind, &self.v[s0..], &mut self.hsum, kw, dw);
+                for (j, o) in out[a..b].iter_mut().enumerate() {
+                    *o = self.hsum[j * sw];
+                }
+            }
+            if let PoolKind::Avg { count_include_pad } = kind {
+                let count = (if count_include_pad { padded } else { n } * kw) as f32;
+                for o in &mut out[a..b] {
+                    *o /= count;
                 }
             }
         }

@@ -97,7 +97,15 @@ pub fn measure(p: &Pipeline, o: &MeasureOptions) -> Result<Profile, MeasureError
             q.fusion = fusion;
             // Kernel time first, to size a run of about `o.run_secs`.
             q.source = SourceConfig::Synthetic(feed.clone());
-            let k = crate::stagebench::bench(&q, fusion, o.warmup, o.iters)?;
+            let k = crate::stagebench::bench(
+                &q,
+                fusion,
+                crate::stagebench::Warmup {
+                    calls: o.warmup,
+                    time: std::time::Duration::ZERO,
+                },
+                o.iters,
+            )?;
             let frames = (o.run_secs * 1e3 / k.median_ms.max(1e-3)).clamp(20.0, 200_000.0) as u64;
             q.source = SourceConfig::Synthetic(SyntheticSource {
                 frames,

@@ -67,6 +67,11 @@ pub struct BenchArgs {
     /// Untimed iterations first.
     #[arg(long, default_value_t = 5)]
     pub warmup: usize,
+    /// And untimed iterations until this many milliseconds have passed
+    /// (a virtual machine's idle cores take some tens of milliseconds of
+    /// work to reach their steady speed).
+    #[arg(long, default_value_t = 0)]
+    pub warmup_ms: u64,
     /// Timed iterations.
     #[arg(long, default_value_t = 50)]
     pub iters: usize,
@@ -86,7 +91,11 @@ pub fn run(c: KernelsCommand) -> Result<()> {
 
 fn bench(a: BenchArgs) -> Result<()> {
     let p = load(&a.spec)?;
-    let r = stagebench::bench(&p, a.spec.fusion.unwrap_or(p.fusion), a.warmup, a.iters)?;
+    let warmup = stagebench::Warmup {
+        calls: a.warmup,
+        time: std::time::Duration::from_millis(a.warmup_ms),
+    };
+    let r = stagebench::bench(&p, a.spec.fusion.unwrap_or(p.fusion), warmup, a.iters)?;
     if a.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {
