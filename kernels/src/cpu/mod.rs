@@ -59,10 +59,13 @@ where
     }
 }
 
-/// Rows per band so that `rows` split into about `4 * threads` bands, at
-/// least one row each.
+/// Rows per band so that `rows` split into about `2 * threads` bands, at
+/// least one row each. Two bands per thread leave room to balance a thread
+/// that falls behind; more cost a fused convolution and pool the rows its
+/// bands' edges compute twice (the ResNet-50 stem at 720p: about 3 % slower
+/// with four per thread, BENCHMARKS.md).
 pub(crate) fn band_rows(rows: usize) -> usize {
-    let bands = 4 * rayon::current_num_threads().max(1);
+    let bands = 2 * rayon::current_num_threads().max(1);
     rows.div_ceil(bands).max(1)
 }
 
