@@ -68,6 +68,9 @@ pub(crate) struct RowEngine<'a> {
     /// Where [`RowEngine::row_direct`] stores: channel `oc`'s tile at
     /// `ptr + oc * stride + x0`, after `bounds`; `None` for [`RowEngine::row`].
     direct: Option<(*mut f32, usize)>,
+    /// A direct store keeps the larger of the stored value and the new one
+    /// (`new > old ? new : old`): a max pool's vertical reduction.
+    direct_max: bool,
     /// ReLU/clip bounds applied in registers before a direct store.
     bounds: Vec<(f32, f32)>,
 }
@@ -96,6 +99,7 @@ impl<'a> RowEngine<'a> {
             srcs: vec![RowSrc::Zero; rows],
             rows: vec![std::ptr::null(); rows * sw],
             direct: None,
+            direct_max: false,
             bounds: Vec::new(),
         }
     }
@@ -150,6 +154,24 @@ impl<'a> RowEngine<'a> {
         self.direct = Some((dst.as_mut_ptr(), chan_stride));
         self.row(oy, |_, _, _| {});
         self.direct = None;
+    }
+
+    /// As [`RowEngine::row_direct`], but each value goes into `dst` as
+    /// `new > old ? new : old` ([`super::max2`] of the old value and the
+    /// new one): the next row of a max pool's vertical reduction.
+    ///
+    /// # Panics
+    /// As [`RowEngine::row_direct`].
+    pub(crate) fn row_direct_max(
+        &mut self,
+        oy: usize,
+        dst: &mut [f32],
+        chan_stride: usize,
+        bounds: &[(f32, f32)],
+    ) {
+        self.direct_max = true;
+        self.row_direct(oy, dst, chan_stride, bounds);
+        self.direct_max = false;
     }
 
     /// Points the phase rows at the input rows output row `oy` needs:
@@ -464,8 +486,12 @@ unsafe fn block<V: Vector, const U: usize, const B: usize, F: FnMut(usize, usize
                 // `(out - 1) * chan_stride + tiles_w` values, and
                 // `x0 + U * LANES <= tiles_w`.
                 unsafe {
-                    let v = vector::apply_bounds(*a, &eng.bounds);
-                    v.store(dst.add((oc0 + b) * chan_stride + x0 + u * V::LANES));
+                    let at = dst.add((oc0 + b) * chan_stride + x0 + u * V::LANES);
+                    let mut v = vector::apply_bounds(*a, &eng.bounds);
+                    if eng.direct_max {
+                        v = V::keep_gt(v, V::load(at));
+                    }
+                    v.store(at);
                 }
             }
         }

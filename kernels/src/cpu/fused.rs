@@ -204,9 +204,20 @@ fn conv_max(
         let mut vmax = vec![0.0f32; c * tw];
         let mut scratch = vec![0.0f32; tw];
         let nrows = rows.first().map_or(0, |r| r.len() / w);
+        let bounds = register_bounds(ep);
         for r in 0..nrows {
             let y0 = (b * band + r) * stride;
             for j in 0..size {
+                if let Some(bounds) = &bounds {
+                    // ReLU/clip: bounded in registers and reduced into
+                    // the row of maxima as they are stored.
+                    if j == 0 {
+                        eng.row_direct(y0, &mut vmax, tw, bounds);
+                    } else {
+                        eng.row_direct_max(y0 + j, &mut vmax, tw, bounds);
+                    }
+                    continue;
+                }
                 eng.row(y0 + j, |oc, x0, tile| {
                     let v = &mut vmax[oc * tw + x0..oc * tw + x0 + tile.len()];
                     if j == 0 {

@@ -79,9 +79,23 @@ multiversion! {
     }
 }
 
+/// `out[x] = max(v[x*stride .. x*stride + size])`, for every `x` of `out`
+/// (in window order, each step [`max2`]); stride 2 picks its windows with
+/// a permute where the level has one.
+pub(crate) fn horizontal_max(v: &[f32], out: &mut [f32], size: usize, stride: usize) {
+    let done = if stride == 2 {
+        super::interleave::stride2_max(out, v, size)
+    } else {
+        0
+    };
+    if done < out.len() {
+        horizontal_max_rest(&v[done * stride..], &mut out[done..], size, stride);
+    }
+}
+
 multiversion! {
-    /// `out[x] = max(v[x*stride .. x*stride + size])`, for every `x` of `out`.
-    pub(crate) fn horizontal_max(v: &[f32], out: &mut [f32], size: usize, stride: usize) {
+    /// [`horizontal_max`] one window at a time.
+    fn horizontal_max_rest(v: &[f32], out: &mut [f32], size: usize, stride: usize) {
         if size == 2 && stride == 2 {
             for (o, pair) in out.iter_mut().zip(v.chunks_exact(2)) {
                 *o = max2(pair[0], pair[1]);

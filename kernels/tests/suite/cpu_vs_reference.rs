@@ -800,3 +800,75 @@ fn depthwise_3x3_strips_match_the_row_engine_and_the_reference_on_every_width() 
         }
     }
 }
+
+#[test]
+fn fused_conv_and_square_max_pool_equal_the_unfused_ops_on_every_width() {
+    // With a ReLU or clip epilogue, the fused convolution and square max
+    // pool reduce each pooled row's convolution rows into a row of maxima
+    // as they are stored, and stride-2 pools pick their windows with a
+    // permute: both must give the unfused ops' bits, and the reference's
+    // values, for 2x2/2, 3x3/2 and 3x3/3 pools on rows from under one
+    // vector to several, at every level.
+    for (size, stride) in [(2, 2), (3, 2), (3, 3)] {
+        for (h, w) in [(4, 9), (6, 33), (7, 64), (9, 70), (8, 130)] {
+            for relu in [true, false] {
+                let case = ConvCase {
+                    shape: Shape::new(3, h, w),
+                    params: Conv2dParams::square(3, 5, 3, 1, 1),
+                    bias: true,
+                    seed: (h * 977 + w * 7 + size) as u64,
+                };
+                let (input, conv) = build(&case);
+                let epilogue = vec![if relu {
+                    EpilogueOp::Pointwise(Pointwise::Relu)
+                } else {
+                    EpilogueOp::Pointwise(Pointwise::Clip {
+                        min: -0.2,
+                        max: 0.3,
+                    })
+                }];
+                let pool = Pool2d {
+                    kind: PoolKind::Max,
+                    window: Window {
+                        kernel: [size, size],
+                        stride: [stride, stride],
+                        dilation: [1, 1],
+                        pads: [0; 4],
+                    },
+                    ceil_mode: false,
+                };
+                assert!(pool.is_simple_max());
+                let mut want = reference::conv2d(input.data(), input.shape(), &conv)
+                    .unwrap_or_else(|| panic!("reference rejected"));
+                for e in &epilogue {
+                    want = reference_epilogue(&want, e);
+                }
+                let want =
+                    reference::pool(&want, &pool).unwrap_or_else(|| panic!("reference rejected"));
+                let chain = FusedChain {
+                    conv: Some(conv.clone().with_algorithm(Some(ConvAlgorithm::Rows))),
+                    epilogue,
+                    pool: Some(pool),
+                };
+                at_each_level(|| {
+                    let fused = Op::Fused(chain.clone())
+                        .run_cpu(&input)
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    let unfused = unfused_chain(&chain, &input);
+                    assert_close(&fused, &want, 27 + 2 + size * size);
+                    let same = fused
+                        .data()
+                        .iter()
+                        .zip(unfused.data())
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    prop_assert!(
+                        same && fused.shape() == unfused.shape(),
+                        "{size}x{size}/{stride} on {h}x{w} (relu {relu}): fused and unfused differ"
+                    );
+                    Ok(())
+                })
+                .unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+    }
+}
