@@ -11,6 +11,7 @@ pub const LAYERS: &[&[&str]] = &[
     &["segment"],
     &["launch"],
     &["advise", "bench", "deploy", "stagebench"],
+    &["fuzzing"],
 ];
 
 /// The layer of top-level module `module`, if it is one.

@@ -26,6 +26,9 @@
 //! | spec | [`spec`] | the YAML spec, resolved and validated |
 //! | base | [`frame`], [`percentiles`], [`sys`], [`media`], [`model`] | frames, statistics, OS facilities, the npy/video/ONNX/safetensors formats |
 //!
+//! `fuzzing` (hidden from the docs) holds the fuzz targets' entry points
+//! (`fuzz/`), above every layer.
+//!
 //! The `streamfuse` binary's CLI sits above every layer; the kernels crate
 //! below all of them.
 
@@ -34,6 +37,8 @@ pub mod bench;
 pub mod deploy;
 pub mod exec;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod import;
 pub mod io;
 pub mod launch;

@@ -81,11 +81,28 @@ fn stage_id(raw: &str, fallback: &str, used: &mut Vec<String>) -> String {
 /// [`ImportError`] naming the node and op where the chain cannot be
 /// followed, or a validation error of the generated spec.
 pub fn import(model: &Path, opts: &ImportOptions) -> Result<String, ImportError> {
+    let bytes = crate::model::read_file(model).map_err(|e| ImportError {
+        model: model.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    import_bytes(model, &bytes, opts)
+}
+
+/// [`import`] of an in-memory model whose file is at `model` (the spec
+/// names that file, and its validation reads the weights from it).
+///
+/// # Errors
+/// As [`import`].
+pub fn import_bytes(
+    model: &Path,
+    bytes: &[u8],
+    opts: &ImportOptions,
+) -> Result<String, ImportError> {
     let fail = |message: String| ImportError {
         model: model.to_path_buf(),
         message,
     };
-    let m = onnx::read_model(model).map_err(|e| fail(e.to_string()))?;
+    let m = onnx::decode_model(model, bytes).map_err(|e| fail(e.to_string()))?;
     let g = onnx::graph(&m, model).map_err(|e| fail(e.to_string()))?;
     let inits: Vec<&str> = g
         .initializer
@@ -126,7 +143,16 @@ pub fn import(model: &Path, opts: &ImportOptions) -> Result<String, ImportError>
     let mut used: Vec<String> = Vec::new();
     let mut cur = input_name.clone();
     let mut last_stage = "the input".to_owned();
+    // Tensors the chain went through: a node reading what it or a later
+    // node writes would loop.
+    let mut seen: Vec<String> = Vec::new();
     loop {
+        if seen.contains(&cur) {
+            return Err(fail(format!(
+                "the chain loops back to `{cur}` after {last_stage}; streamfuse imports acyclic chains"
+            )));
+        }
+        seen.push(cur.clone());
         // Every node that reads `cur`, in any input (Constant nodes read
         // nothing).
         let consumers: Vec<&NodeProto> = g.node.iter().filter(|n| n.input.contains(&cur)).collect();
@@ -275,5 +301,51 @@ fn model_reference(model: &Path, spec: Option<&Path>) -> String {
     match model_abs.strip_prefix(abs(spec_dir)) {
         Ok(rel) => rel.display().to_string(),
         Err(_) => model_abs.display().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::onnx::pb::{GraphProto, ModelProto, ValueInfoProto};
+    use prost::Message;
+
+    fn relu(input: &str, output: &str) -> NodeProto {
+        NodeProto {
+            input: vec![input.into()],
+            output: vec![output.into()],
+            op_type: Some("Relu".into()),
+            ..NodeProto::default()
+        }
+    }
+
+    /// A node writing the tensor it reads (or a later one) looped forever,
+    /// adding a stage each time.
+    #[test]
+    fn a_cycle_is_refused() {
+        let info = |n: &str| ValueInfoProto {
+            name: Some(n.into()),
+            r#type: None,
+        };
+        for nodes in [
+            vec![relu("x", "x")],
+            vec![relu("x", "a"), relu("a", "b"), relu("b", "a")],
+        ] {
+            let m = ModelProto {
+                graph: Some(GraphProto {
+                    node: nodes,
+                    input: vec![info("x")],
+                    output: vec![info("y")],
+                    ..GraphProto::default()
+                }),
+                ..ModelProto::default()
+            };
+            let opts = ImportOptions {
+                input: Some((4, 4, 1)),
+                spec_path: None,
+            };
+            let e = import_bytes(Path::new("m.onnx"), &m.encode_to_vec(), &opts).unwrap_err();
+            assert!(e.message.contains("the chain loops back"), "{e}");
+        }
     }
 }

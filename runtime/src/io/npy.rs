@@ -11,7 +11,7 @@
 //! with the final N when the run ends.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -67,11 +67,11 @@ impl NpySource {
         self
     }
 
-    fn read_values(
+    fn read_values<'a, R: Read + Send + 'a>(
         path: &Path,
-        npy: npyz::NpyFile<BufReader<File>>,
+        npy: npyz::NpyFile<R>,
         f64: bool,
-    ) -> Result<Values, NpyError> {
+    ) -> Result<Box<dyn Iterator<Item = std::io::Result<f32>> + Send + 'a>, NpyError> {
         if f64 {
             let r = npy.data::<f64>().map_err(|e| err(path, e.to_string()))?;
             Ok(Box::new(r.map(|v| v.map(|x| x as f32))))
@@ -102,8 +102,8 @@ impl NpySource {
         let data = match &self.input {
             NpyInput::Stacked(path) => {
                 if self.stacked.is_none() {
-                    let npy = open(path)?;
-                    let h = header_of(path, &npy)?;
+                    let (npy, len) = open(path)?;
+                    let h = header_of(path, &npy, len)?;
                     let mut values = Self::read_values(path, npy, h.f64)?;
                     let skip = self.skip.saturating_mul(n as u64);
                     for _ in 0..skip {
@@ -120,8 +120,8 @@ impl NpySource {
             }
             NpyInput::Files(files) => {
                 let path = &files[seq as usize];
-                let npy = open(path)?;
-                let h = header_of(path, &npy)?;
+                let (npy, len) = open(path)?;
+                let h = header_of(path, &npy, len)?;
                 let want = [
                     self.shape.c as u64,
                     self.shape.h as u64,
@@ -142,6 +142,31 @@ impl NpySource {
         };
         Tensor::from_vec(self.shape, data).map_err(|e| err(Path::new("npy source"), e.to_string()))
     }
+}
+
+/// Reads the frames of an in-memory stacked file (`[N, C, H, W]` or
+/// `[C, H, W]`) as a stacked source reads its file: header, layout, then
+/// frame by frame, at most `limit` frames. `path` names it in errors. For
+/// tests and the fuzz targets (`fuzz/`), which drive the reader without a
+/// file.
+///
+/// # Errors
+/// [`NpyError`] naming the file and, past the header, the frame.
+pub fn read_stacked_bytes(
+    path: &Path,
+    bytes: &[u8],
+    limit: u64,
+) -> Result<(Shape, u64, Vec<Tensor>), NpyError> {
+    let (npy, len) = crate::media::npy::open_bytes(path, bytes)?;
+    let h = header_of(path, &npy, len)?;
+    let (shape, count) = crate::media::npy::stacked_layout(path, &h)?;
+    let mut values = NpySource::read_values(path, npy, h.f64)?;
+    let mut frames = Vec::new();
+    for seq in 0..count.min(limit) {
+        let data = NpySource::take(path, values.as_mut(), shape.len(), seq)?;
+        frames.push(Tensor::from_vec(shape, data).map_err(|e| err(path, e.to_string()))?);
+    }
+    Ok((shape, count, frames))
 }
 
 impl Iterator for NpySource {

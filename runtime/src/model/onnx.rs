@@ -26,11 +26,15 @@ const DOUBLE: i32 = 11;
 /// # Errors
 /// [`ModelError`] naming the file when it cannot be read or decoded.
 pub fn read_model(path: &Path) -> Result<ModelProto, ModelError> {
-    let bytes = std::fs::read(path).map_err(|source| ModelError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    ModelProto::decode(&bytes[..]).map_err(|e| ModelError::Format {
+    decode_model(path, &super::read_file(path)?)
+}
+
+/// Decodes an in-memory model; `path` names it in errors.
+///
+/// # Errors
+/// [`ModelError::Format`] when the bytes are not a model.
+pub fn decode_model(path: &Path, bytes: &[u8]) -> Result<ModelProto, ModelError> {
+    ModelProto::decode(bytes).map_err(|e| ModelError::Format {
         path: path.to_path_buf(),
         format: "an ONNX model",
         message: e.to_string(),
@@ -130,14 +134,68 @@ pub fn tensor_values(t: &TensorProto, path: &Path) -> Result<(Vec<u64>, Vec<f32>
             "keeps its data in an external file (not supported)".into(),
         ));
     }
-    let dims: Vec<u64> = t.dims.iter().map(|&d| d.max(0) as u64).collect();
+    // The dims are checked against the data the tensor holds before any
+    // value is decoded.
+    let mut dims = Vec::with_capacity(t.dims.len());
+    let mut n: u64 = 1;
+    for &d in &t.dims {
+        let Ok(d) = u64::try_from(d) else {
+            return Err(tensor_error(
+                path,
+                name,
+                format!("has a negative dimension in dims {:?}", t.dims),
+            ));
+        };
+        n = n.checked_mul(d).ok_or_else(|| {
+            tensor_error(
+                path,
+                name,
+                format!("has dims {:?}, whose product overflows", t.dims),
+            )
+        })?;
+        dims.push(d);
+    }
     let raw = t.raw_data.as_deref().unwrap_or_default();
-    let values: Vec<f32> = match t.data_type.unwrap_or(0) {
+    let data_type = t.data_type.unwrap_or(0);
+    let (item, inline) = match data_type {
+        FLOAT => (4, t.float_data.len()),
+        FLOAT16 => (2, t.int32_data.len()),
+        DOUBLE => (8, t.double_data.len()),
+        other => {
+            return Err(tensor_error(
+                path,
+                name,
+                format!("has data type {other}; expected float, float16 or double"),
+            ));
+        }
+    };
+    let held = if raw.is_empty() {
+        inline as u64
+    } else {
+        if !raw.len().is_multiple_of(item) {
+            return Err(tensor_error(
+                path,
+                name,
+                format!(
+                    "has {} bytes of raw_data, not a whole number of {item}-byte values",
+                    raw.len()
+                ),
+            ));
+        }
+        (raw.len() / item) as u64
+    };
+    if held != n {
+        return Err(tensor_error(
+            path,
+            name,
+            format!("has {held} values for dims {dims:?}"),
+        ));
+    }
+    let values: Vec<f32> = match data_type {
         FLOAT if !raw.is_empty() => raw
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect(),
-        FLOAT => t.float_data.clone(),
         FLOAT16 if !raw.is_empty() => raw
             .chunks_exact(2)
             .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
@@ -153,22 +211,8 @@ pub fn tensor_values(t: &TensorProto, path: &Path) -> Result<(Vec<u64>, Vec<f32>
             .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
             .collect(),
         DOUBLE => t.double_data.iter().map(|&v| v as f32).collect(),
-        other => {
-            return Err(tensor_error(
-                path,
-                name,
-                format!("has data type {other}; expected float, float16 or double"),
-            ));
-        }
+        _ => t.float_data.clone(),
     };
-    let n: u64 = dims.iter().product();
-    if values.len() as u64 != n {
-        return Err(tensor_error(
-            path,
-            name,
-            format!("has {} values for dims {dims:?}", values.len()),
-        ));
-    }
     Ok((dims, values))
 }
 
@@ -221,4 +265,46 @@ pub fn string(n: &NodeProto, name: &str) -> Option<String> {
         .find(|a| a.name.as_deref() == Some(name))
         .and_then(|a| a.s.as_ref())
         .map(|s| String::from_utf8_lossy(s).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(dims: Vec<i64>, raw: Vec<u8>) -> TensorProto {
+        TensorProto {
+            name: Some("w".into()),
+            dims,
+            data_type: Some(FLOAT),
+            raw_data: Some(raw),
+            ..TensorProto::default()
+        }
+    }
+
+    fn problem(t: &TensorProto) -> String {
+        match tensor_values(t, Path::new("m.onnx")) {
+            Ok(v) => panic!("read {v:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn dims_are_checked_against_the_data() {
+        let ok = tensor_values(&t(vec![2], vec![0; 8]), Path::new("m.onnx"));
+        assert!(matches!(ok, Ok((d, v)) if d == [2] && v.len() == 2));
+        // Dims whose product overflows (a panic with overflow checks).
+        let e = problem(&t(vec![1 << 32, 1 << 32, 2], vec![0; 8]));
+        assert!(
+            e.contains("initializer `w` has dims") && e.contains("overflows"),
+            "{e}"
+        );
+        // A negative dimension was read as 0.
+        let e = problem(&t(vec![-1, 0], vec![]));
+        assert!(e.contains("negative dimension"), "{e}");
+        // Trailing raw bytes were dropped.
+        let e = problem(&t(vec![1], vec![0; 5]));
+        assert!(e.contains("5 bytes of raw_data, not a whole number"), "{e}");
+        let e = problem(&t(vec![3], vec![0; 8]));
+        assert!(e.contains("has 2 values for dims [3]"), "{e}");
+    }
 }

@@ -12,16 +12,25 @@ use super::ModelError;
 /// [`ModelError`] when the file cannot be read or decoded, has no such
 /// tensor, or the tensor's shape, dtype or values do not fit.
 pub fn load(path: &Path, name: &str, expected: &[u64]) -> Result<Vec<f32>, ModelError> {
+    load_bytes(path, &super::read_file(path)?, name, expected)
+}
+
+/// [`load`] from an in-memory file; `path` names it in errors.
+///
+/// # Errors
+/// As [`load`].
+pub fn load_bytes(
+    path: &Path,
+    bytes: &[u8],
+    name: &str,
+    expected: &[u64],
+) -> Result<Vec<f32>, ModelError> {
     let bad = |problem: String| ModelError::Tensor {
         path: path.to_path_buf(),
         tensor: format!("tensor `{name}`"),
         problem,
     };
-    let bytes = std::fs::read(path).map_err(|source| ModelError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let st = ::safetensors::SafeTensors::deserialize(&bytes).map_err(|e| ModelError::Format {
+    let st = ::safetensors::SafeTensors::deserialize(bytes).map_err(|e| ModelError::Format {
         path: path.to_path_buf(),
         format: "a valid safetensors file",
         message: e.to_string(),
