@@ -75,7 +75,7 @@ port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0));
 p0=$(port); p1=$(port)
 RUST_LOG=warn "$bin" serve "$dir/split.yaml" --segment 1 --once --listen "127.0.0.1:$p1" > "$dir/seg1.json" &
 pids+=($!)
-RUST_LOG=warn "$bin" serve "$dir/split.yaml" --segment 0 --once --listen "127.0.0.1:$p0" --next "127.0.0.1:$p1" > "$dir/seg0.json" &
+RUST_LOG=warn "$bin" serve "$dir/split.yaml" --segment 0 --once --listen "127.0.0.1:$p0" --next "127.0.0.1:$p1" --control loopback > "$dir/seg0.json" &
 pids+=($!)
 sleep 2.5
 "$bin" update-weights "127.0.0.1:$p0" --stage conv --weights "$dir/b.npy" --json > "$dir/reply.json"

@@ -29,7 +29,9 @@ Starts `streamfuse serve` for the last segment of the thesis pipeline
    frames taken before each refusal stand (the first Ack of a new call
    reports them);
 10. a replay (0..4, then 0..7 on a new call with first_unacked 0): the
-    duplicates are dropped, the stream is acked to 8, the call ends OK.
+    duplicates are dropped, the stream is acked to 8, the call ends OK;
+11. the control calls (UpdateWeights, Probe), which the server was not
+    started to accept (no `--control`): PERMISSION_DENIED with a reason.
 
 The client sends nothing before the first Ack and never more frames on a
 call than the latest `credit_total`. Every refused frame but check 2's
@@ -344,6 +346,28 @@ class Checker:
         kept = ", ".join(f"{s}:{n}" for s, n in sorted(self.taken_before_refusal.items()))
         return None, f"a new call's first Ack reports every refused stream at its good frames ({kept})"
 
+    def check_control_refused(self):
+        """UpdateWeights and Probe to a server started without `--control`
+        (the default): PERMISSION_DENIED with a reason, from loopback too."""
+        import grpc  # noqa: PLC0415
+
+        problems = []
+        calls = [
+            ("UpdateWeights", lambda: self.stub.UpdateWeights(
+                self.pb.UpdateWeightsRequest(stage="conv", shape=[1, 1, 1, 1],
+                                             weights=b"\x00\x00\x00\x3f"), timeout=WAIT)),
+            ("Probe", lambda: self.stub.Probe(iter([self.frame(90, 0)]), timeout=WAIT)),
+        ]
+        for name, call in calls:
+            try:
+                call()
+                problems.append(f"{name} was accepted")
+            except grpc.RpcError as e:
+                if e.code() != grpc.StatusCode.PERMISSION_DENIED or "control calls are off" not in (e.details() or ""):
+                    problems.append(f"{name}: {e.code()} {e.details()!r}")
+        return ("; ".join(problems) or None,
+                "UpdateWeights and Probe refused with PERMISSION_DENIED (control calls are off)")
+
     def check_replay(self):
         first = self.good_stream(15, range(5))
         if (why := self.ended_ok(first, 15, 5)) is not None:
@@ -430,6 +454,7 @@ def main() -> None:
             c.run("9 good stream after the refusals", c.check_after_refusals)
             c.run("9 frames taken before each refusal stand", c.check_refusals_kept)
             c.run("10 replay with duplicates", c.check_replay)
+            c.run("11 control calls refused by default", c.check_control_refused)
             if proc.poll() is not None:
                 c.report("server", f"exited with {proc.returncode} during the checks", "")
             print(f"{c.passed} passed, {c.failed} failed", flush=True)

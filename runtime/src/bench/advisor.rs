@@ -333,6 +333,14 @@ fn profile_cluster(
     let mut serve_args = common(&["--placement", &placement, "--segment", "1"]);
     let run_secs = PROFILE_RUN_SECS.to_string();
     serve_args.extend(["--listen".into(), addr.clone()]);
+    // The probe is a control call: from this host, or across the emulated
+    // cluster's private namespaces.
+    let loopback = launcher
+        .host(server)
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback());
+    let access = if loopback { "loopback" } else { "network" };
+    serve_args.extend(["--control".into(), access.into()]);
     let mut served = Guard(
         launcher
             .command(server, &opts.exe)

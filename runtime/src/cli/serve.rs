@@ -11,6 +11,7 @@ use streamfuse::plan::plan;
 use streamfuse::segment::serve::{self, ServeOptions};
 use streamfuse::spec::DeviceChoice;
 use streamfuse::sys::affinity;
+use streamfuse::transport::control::ControlAccess;
 
 use super::{SpecArgs, load};
 
@@ -22,9 +23,20 @@ pub struct ServeArgs {
     /// Segment to serve (0 is the one with the source).
     #[arg(long)]
     pub segment: usize,
-    /// Address for gRPC and health.
+    /// Address for gRPC and health. The default listens on every
+    /// interface, in plaintext: anyone who reaches the port can push frames
+    /// into the segment; control calls are refused unless `--control`
+    /// allows them.
     #[arg(long, default_value = "0.0.0.0:50051")]
     pub listen: SocketAddr,
+    /// Who may make control calls (`UpdateWeights`: replace a stage's
+    /// weights; `Probe`: measure the link): `off` (the default) refuses
+    /// them all, `loopback` accepts them from this host only (ssh, or
+    /// `kubectl port-forward` into the pod), every other peer is refused
+    /// with PERMISSION_DENIED; `network` accepts them from any peer, for a
+    /// closed network whose every host is trusted.
+    #[arg(long, default_value = "off", value_name = "ACCESS")]
+    pub control: ControlAccess,
     /// Next segment's address (default: from its node's `address` in the spec).
     #[arg(long)]
     pub next: Option<String>,
@@ -98,6 +110,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
             sync: a.sync,
             fresh: a.fresh,
         },
+        control: a.control,
     };
     let outcome = serve::serve(&p, &pl, &opts)?;
     if a.once {

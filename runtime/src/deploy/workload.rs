@@ -178,6 +178,10 @@ fn serve_args(i: &SegmentInput<'_>) -> Vec<String> {
         format!("0.0.0.0:{METRICS_PORT}"),
         "--drain-timeout".into(),
         i.opts.drain_timeout_s.to_string(),
+        // Control calls (UpdateWeights, Probe) from the pod's own loopback
+        // only: `kubectl port-forward` reaches it, other pods do not.
+        "--control".into(),
+        "loopback".into(),
     ];
     if let Some(next) = &i.next {
         a.extend(["--next".into(), next.clone()]);

@@ -63,6 +63,8 @@ pub struct ServeOptions {
     /// How the sink (last segment) keeps what it committed across a
     /// restart.
     pub durability: Durability,
+    /// Who may make control calls (`UpdateWeights`, `Probe`).
+    pub control: crate::transport::control::ControlAccess,
 }
 
 /// Serving failed.
@@ -358,7 +360,8 @@ async fn serve_async(
     )
     .with_active_calls(active.clone())
     .with_floors(floors.clone())
-    .with_weights(live.clone());
+    .with_weights(live.clone())
+    .with_control(opts.control);
     let mut told = service.told();
     // Watched weights files of this segment's stages.
     let watched: Vec<Watched> = p
@@ -403,7 +406,13 @@ async fn serve_async(
         what: "listener address".into(),
         source,
     })?;
-    tracing::info!(segment = seg.index, %bound, ?next, %device, "serving");
+    tracing::info!(segment = seg.index, %bound, ?next, %device, control = opts.control.name(), "serving");
+    if opts.control == crate::transport::control::ControlAccess::Network {
+        tracing::warn!(
+            %bound,
+            "control calls (UpdateWeights, Probe) are accepted from any peer that reaches this port, without authentication"
+        );
+    }
     let (stop_server, server_stopped) = oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
         .initial_stream_window_size(limits.stream_window)

@@ -63,6 +63,8 @@ pub struct SegmentMetrics {
     pub weights_swapped_at: Family<GroupLabels, Gauge<f64, AtomicU64>>,
     /// Weight updates refused (the old weights kept serving).
     pub weights_refused: Counter,
+    /// Control calls (`UpdateWeights`, `Probe`) refused for their peer.
+    pub control_refused: Counter,
 }
 
 impl SegmentMetrics {
@@ -99,6 +101,7 @@ impl SegmentMetrics {
             weights_version: Family::default(),
             weights_swapped_at: Family::default(),
             weights_refused: Counter::default(),
+            control_refused: Counter::default(),
         };
         let r = &mut root;
         r.register("frames_in", "Frames received", m.frames_in.clone());
@@ -197,6 +200,11 @@ impl SegmentMetrics {
             "weights_refused",
             "Weight updates refused",
             m.weights_refused.clone(),
+        );
+        r.register(
+            "control_refused",
+            "Control calls (UpdateWeights, Probe) refused for their peer",
+            m.control_refused.clone(),
         );
         Self {
             registry: root,

@@ -27,7 +27,7 @@
 //! whatever seq comes first, so it never takes a frame that would make it
 //! drop frames it has not seen.
 
-use super::control::{ControlError, WeightsControl, WeightsUpdate};
+use super::control::{ControlAccess, ControlError, WeightsControl, WeightsUpdate};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -113,6 +113,7 @@ pub struct StageService {
     active: Arc<AtomicUsize>,
     told: Arc<watch::Sender<usize>>,
     live: Option<Arc<dyn WeightsControl>>,
+    control: ControlAccess,
 }
 
 /// How long `UpdateWeights` waits for a frame to use the new weights before
@@ -150,6 +151,27 @@ impl StageService {
         self
     }
 
+    /// Who may make control calls (`UpdateWeights`, `Probe`); off by
+    /// default.
+    #[must_use]
+    pub fn with_control(mut self, control: ControlAccess) -> Self {
+        self.control = control;
+        self
+    }
+
+    /// Refuses control call `method` of `request` unless [`ControlAccess`]
+    /// allows its peer: `PERMISSION_DENIED` with the reason, logged and
+    /// counted.
+    fn admit_control<T>(&self, method: &str, request: &Request<T>) -> Result<(), Status> {
+        self.control
+            .check(method, request.remote_addr())
+            .map_err(|why| {
+                self.metrics.control_refused.inc();
+                tracing::warn!("{why}");
+                Status::permission_denied(why)
+            })
+    }
+
     /// A service queuing accepted frames of the shape their stream takes
     /// (`inputs[stream_id]`; payload at most
     /// `max_bytes`) into `inbox`, acking from `acks`, granting `window`
@@ -179,6 +201,7 @@ impl StageService {
             active: Arc::default(),
             told: Arc::new(watch::channel(0).0),
             live: None,
+            control: ControlAccess::Off,
         }
     }
 }
@@ -512,6 +535,7 @@ impl Stage for StageService {
         &self,
         request: Request<v1::UpdateWeightsRequest>,
     ) -> Result<Response<v1::UpdateWeightsReply>, Status> {
+        self.admit_control("UpdateWeights", &request)?;
         let Some(live) = &self.live else {
             return Err(Status::unimplemented(
                 "this segment server takes no weight updates",
@@ -564,6 +588,7 @@ impl Stage for StageService {
         &self,
         request: Request<Streaming<v1::Frame>>,
     ) -> Result<Response<v1::ProbeReply>, Status> {
+        self.admit_control("Probe", &request)?;
         let mut frames = request.into_inner();
         let mut r = v1::ProbeReply::default();
         let mut cpu0 = None;

@@ -396,6 +396,8 @@ fn per_node_profiles_with_a_probed_link_merge_into_one_advice() {
             "1",
             "--listen",
             &addr,
+            "--control",
+            "loopback",
         ])
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())

@@ -352,6 +352,7 @@ fn update_weights_swaps_a_split_pipeline_between_two_frames() {
             c.arg("serve").arg(&s);
             c.args(["--segment", &k.to_string(), "--once", "--threads", "1"]);
             c.args(["--listen", &format!("127.0.0.1:{}", ports[k])]);
+            c.args(["--control", "loopback"]);
             if k + 1 < 4 {
                 c.args(["--next", &format!("127.0.0.1:{}", ports[k + 1])]);
             }
@@ -419,4 +420,97 @@ fn update_weights_swaps_a_split_pipeline_between_two_frames() {
         no_pause(around, all),
         "p99 around the swap {around} ms, run p99 {all} ms"
     );
+}
+
+/// This machine's address on its default route (not a loopback one).
+fn lan_ip() -> std::net::IpAddr {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap_or_else(|e| panic!("{e}"));
+    // No packet is sent: connecting a UDP socket only picks the route.
+    s.connect("10.255.255.254:9")
+        .unwrap_or_else(|e| panic!("this test needs a non-loopback route: {e}"));
+    let ip = s.local_addr().unwrap_or_else(|e| panic!("{e}")).ip();
+    assert!(
+        !ip.is_loopback() && !ip.is_unspecified(),
+        "no non-loopback address: {ip}"
+    );
+    ip
+}
+
+#[test]
+fn control_calls_are_refused_unless_allowed_and_then_only_from_loopback() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let w = dir.path().join("w.npy");
+    write_npy(&w, &[1, 1, 1, 1], &[0.5]);
+    let thesis = crate::support::repo_root().join("examples/thesis.yaml");
+    let serve = |listen: String, control: Option<&str>| {
+        let mut c = bin();
+        c.arg("serve").arg(&thesis);
+        c.args(["--size", "64x48", "--placement", "ESSS", "--segment", "1"]);
+        c.args(["--listen", &listen]);
+        if let Some(a) = control {
+            c.args(["--control", a]);
+        }
+        c.env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        c.spawn().unwrap_or_else(|e| panic!("{e}"))
+    };
+    let (off_port, lb_port) = (port(), port());
+    let mut kids = [
+        serve(format!("127.0.0.1:{off_port}"), None),
+        serve(format!("0.0.0.0:{lb_port}"), Some("loopback")),
+    ];
+    let t0 = std::time::Instant::now();
+    for p in [off_port, lb_port] {
+        while std::net::TcpStream::connect(("127.0.0.1", p)).is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "port {p} never listened"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let update_at = |addr: String| {
+        bin()
+            .args([
+                "update-weights",
+                &addr,
+                "--stage",
+                "conv",
+                "--json",
+                "--weights",
+            ])
+            .arg(&w)
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    // No --control: refused even from loopback.
+    let off = update_at(format!("127.0.0.1:{off_port}"));
+    let e = String::from_utf8_lossy(&off.stderr);
+    assert!(!off.status.success(), "{e}");
+    assert!(
+        e.contains("control calls are off") && e.contains("--control loopback"),
+        "{e}"
+    );
+    // --control loopback, reached on the machine's LAN address: refused.
+    let lan = update_at(format!("{}:{lb_port}", lan_ip()));
+    let e = String::from_utf8_lossy(&lan.stderr);
+    assert!(!lan.status.success(), "{e}");
+    assert!(
+        e.contains("UpdateWeights from") && e.contains("this host only"),
+        "{e}"
+    );
+    // From loopback the call is admitted: the server itself then judges
+    // the weights (here: the wrong shape, refused as such).
+    let lo = update_at(format!("127.0.0.1:{lb_port}"));
+    let e = String::from_utf8_lossy(&lo.stderr);
+    assert!(!lo.status.success(), "{e}");
+    assert!(
+        !e.contains("refused: control") && e.contains("the stage needs"),
+        "{e}"
+    );
+    for k in &mut kids {
+        let _ = k.kill();
+        let _ = k.wait();
+    }
 }
