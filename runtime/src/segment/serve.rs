@@ -414,10 +414,16 @@ async fn serve_async(
         );
     }
     let (stop_server, server_stopped) = oneshot::channel::<()>();
+    use crate::transport::caps;
     let server = tonic::transport::Server::builder()
         .initial_stream_window_size(limits.stream_window)
         .initial_connection_window_size(limits.connection_window)
         .max_frame_size(limits.h2_frame)
+        .max_concurrent_streams(caps::MAX_STREAMS_PER_CONNECTION)
+        .http2_max_header_list_size(caps::MAX_HEADER_LIST_BYTES)
+        .http2_max_pending_accept_reset_streams(Some(caps::MAX_PENDING_RESETS))
+        .http2_keepalive_interval(Some(caps::KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(caps::KEEPALIVE_TIMEOUT))
         .tcp_nodelay(true)
         .add_service(health)
         .add_service(StageRoutes::new(service, limits.max_message))
@@ -425,7 +431,10 @@ async fn serve_async(
         // `tcp_nodelay` applies only to listeners tonic binds itself):
         // without it small acks wait for Nagle and delayed ACKs.
         .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            caps::cap_connections(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                metrics.capped.clone(),
+            ),
             async {
                 let _ = server_stopped.await;
             },

@@ -65,6 +65,8 @@ pub struct SegmentMetrics {
     pub weights_refused: Counter,
     /// Control calls (`UpdateWeights`, `Probe`) refused for their peer.
     pub control_refused: Counter,
+    /// Connections and calls refused at a cap ([`super::caps`]).
+    pub capped: Counter,
 }
 
 impl SegmentMetrics {
@@ -102,6 +104,7 @@ impl SegmentMetrics {
             weights_swapped_at: Family::default(),
             weights_refused: Counter::default(),
             control_refused: Counter::default(),
+            capped: Counter::default(),
         };
         let r = &mut root;
         r.register("frames_in", "Frames received", m.frames_in.clone());
@@ -200,6 +203,11 @@ impl SegmentMetrics {
             "weights_refused",
             "Weight updates refused",
             m.weights_refused.clone(),
+        );
+        r.register(
+            "capped",
+            "Connections and calls refused at a cap (connections, calls, idle calls)",
+            m.capped.clone(),
         );
         r.register(
             "control_refused",

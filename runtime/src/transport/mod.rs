@@ -8,6 +8,7 @@
 //!   payloads are not copied into encode or decode buffers.
 //! - [`metrics`]: Prometheus text exposition of a segment.
 //! - [`update`], [`probe`]: clients of `UpdateWeights` and `Probe`.
+//! - [`caps`]: what one peer can make a server hold.
 //!
 //! Delivery is at-least-once per link and exactly-once at the sink, across
 //! the loss of any process:
@@ -28,6 +29,7 @@
 //! first and last acks of a call) are written out in `stage.proto` for
 //! clients that do not use this crate, and enforced in [`server`].
 
+pub mod caps;
 pub mod control;
 pub mod forward;
 pub mod framing;

@@ -311,6 +311,21 @@ impl StageService {
         if *self.draining.borrow() {
             return Err(Status::unavailable("segment is draining"));
         }
+        let active = self.active.clone();
+        if active
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < super::caps::MAX_CALLS).then_some(n + 1)
+            })
+            .is_err()
+        {
+            self.metrics.capped.inc();
+            let why = format!(
+                "{} Push calls are open on this server, the most it takes; try again later",
+                super::caps::MAX_CALLS
+            );
+            tracing::warn!("call refused: {why}");
+            return Err(Status::resource_exhausted(why));
+        }
         let (tx, rx) = mpsc::channel(16);
         let (credit_tx, credit_rx) = watch::channel(self.window);
         let (stop_acks, stop_rx) = oneshot::channel::<()>();
@@ -328,8 +343,6 @@ impl StageService {
         let (inputs, max_bytes, window) = (self.inputs.clone(), self.max_bytes, self.window);
         let metrics = self.metrics.clone();
         let draining = self.draining.clone();
-        let active = self.active.clone();
-        active.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(async move {
             let _call = CallGuard(active);
             let mut last: HashMap<u32, u64> = HashMap::new();
@@ -338,7 +351,17 @@ impl StageService {
             let mut queued = 0u64;
             let mut gone = false;
             let refused: Option<Status> = loop {
-                let m = match inbound.next_frame().await {
+                let next = tokio::time::timeout(super::caps::CALL_IDLE, inbound.next_frame());
+                let Ok(next) = next.await else {
+                    metrics.capped.inc();
+                    let why = format!(
+                        "no whole frame for {} s: the call is ended (resume on a new one)",
+                        super::caps::CALL_IDLE.as_secs()
+                    );
+                    tracing::warn!("{why}");
+                    break Some(Status::deadline_exceeded(why));
+                };
+                let m = match next {
                     Ok(Some(m)) => m,
                     Ok(None) => break None,
                     Err(status) if answerable(&status) => {

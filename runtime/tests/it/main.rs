@@ -9,6 +9,7 @@ mod bench;
 mod chaos;
 mod cli;
 mod common;
+mod hostile;
 mod live_weights;
 mod manifests;
 mod model_import;
