@@ -37,19 +37,28 @@ pub fn triad_bandwidth(bytes_per_buffer: usize, reps: usize) -> f64 {
 }
 
 /// Peak FLOP/s (a multiply-add counts 2) of independent FMA chains on all
-/// kernel threads.
+/// kernel threads at once, each thread running one share (`broadcast`,
+/// so no thread runs two while another idles): the best of five rounds
+/// after at least 300 ms of the same work, since an idle core, a virtual
+/// machine's in particular, takes some tens of milliseconds of work to
+/// reach its steady speed.
 pub fn peak_flops() -> f64 {
-    const ITERS: usize = 4_000_000;
-    let threads = rayon::current_num_threads().max(1);
-    let (flops_per_thread, secs) = (0..threads)
-        .into_par_iter()
-        .map(|_| {
+    const ITERS: usize = 2_000_000;
+    let round = || {
+        let per_thread = rayon::broadcast(|_| {
             let t0 = Instant::now();
             let f = fma_loop(ITERS);
             (f, t0.elapsed().as_secs_f64())
-        })
-        .reduce(|| (0.0, 0.0f64), |a, b| (a.0 + b.0, a.1.max(b.1)));
-    flops_per_thread / secs
+        });
+        let flops: f64 = per_thread.iter().map(|r| r.0).sum();
+        let secs = per_thread.iter().map(|r| r.1).fold(0.0f64, f64::max);
+        flops / secs.max(f64::MIN_POSITIVE)
+    };
+    let warm = Instant::now();
+    while warm.elapsed().as_secs_f64() < 0.3 {
+        round();
+    }
+    (0..5).map(|_| round()).fold(0.0, f64::max)
 }
 
 /// Runs `iters` rounds of 12 independent vector FMAs; returns FLOPs done.
