@@ -68,6 +68,35 @@ fn bench_algorithms(c: &mut Criterion) {
             });
         }
     }
+    // Depthwise 3x3 layers (MobileNet): the depthwise path and the general
+    // row engine, with a ReLU (the bound applied in registers).
+    for &(name, ch, s, w, h) in &[
+        ("depthwise_64_112", 64, 1, 112, 112),
+        ("depthwise_144s2_56", 144, 2, 56, 56),
+    ] {
+        let mut params = Conv2dParams::square(ch, ch, 3, s, 1);
+        params.groups = ch;
+        params.window.stride = [s, 1];
+        let input = frame(ch, w, h);
+        let out = match params.output_shape(input.shape()) {
+            Ok(o) => o,
+            Err(e) => panic!("bench layer is consistent by construction: {e}"),
+        };
+        g.throughput(Throughput::Elements(
+            (2 * params.filter_len() * out.len()) as u64,
+        ));
+        let conv = random_conv(params);
+        for algo in [ConvAlgorithm::Depthwise, ConvAlgorithm::Rows] {
+            let op = Op::Fused(FusedChain::conv_relu_pool(
+                conv.clone().with_algorithm(Some(algo)),
+                true,
+                None,
+            ));
+            g.bench_with_input(BenchmarkId::new(algo.name(), name), &input, |b, x| {
+                b.iter(|| op.run_cpu(black_box(x)))
+            });
+        }
+    }
     g.finish();
 }
 
