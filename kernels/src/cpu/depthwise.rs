@@ -1,6 +1,9 @@
 //! Depthwise convolution (one input channel per output channel, column
-//! stride 1: MobileNet's 3×3 layers), channel by channel over row bands,
-//! with the chain's epilogue applied to each band while it is in L1.
+//! stride 1 or 2: MobileNet's 3×3 layers), channel by channel over row
+//! bands, with the chain's epilogue applied to each band while it is in
+//! L1. With column stride 2 the band's padded input rows are split into
+//! even and odd columns as they are copied, so every tap still reads
+//! contiguous values.
 //!
 //! Each output value is computed as [`super::conv`]'s engine computes it:
 //! `bias`, then every tap in `(ky, kx)` order as `acc = w * x + acc` with
@@ -15,12 +18,12 @@ use crate::op::{Conv2d, Conv2dParams, EpilogueOp};
 use crate::tensor::{Shape, Tensor};
 
 /// Whether `p` takes this path: depthwise without a channel multiplier,
-/// column stride 1 (any row stride, dilation and padding).
+/// column stride 1 or 2 (any row stride, dilation and padding).
 pub(crate) fn applies(p: &Conv2dParams) -> bool {
     p.groups > 1
         && p.groups == p.in_channels
         && p.out_channels == p.in_channels
-        && p.window.stride[1] == 1
+        && matches!(p.window.stride[1], 1 | 2)
 }
 
 /// The depthwise convolution of `input` by `conv` with `ep` applied to
@@ -40,8 +43,20 @@ pub(crate) fn run(input: &Tensor, conv: &Conv2d, ep: &[EpilogueOp], out_shape: S
     let win = conv.params.window;
     let ext = win.extent();
     let lanes = vector::lanes(lvl);
-    // Padded block width: every column an output vector reads.
-    let pw = w.max(lanes) + ext[1] - 1;
+    // Column stride 2: each block row holds its padded input row split in
+    // two phase rows (even, then odd columns), so every tap reads a
+    // contiguous run. `pl` values per phase row: every column an output
+    // vector reads; `pw` the block's row pitch.
+    let sw = win.stride[1];
+    let pl = w.max(lanes) + (ext[1] - 1).div_ceil(sw);
+    let pw = sw * pl;
+    // Where tap `kx` starts in a block row: its phase row and offset.
+    let xoff: Vec<usize> = (0..win.kernel[1])
+        .map(|kx| {
+            let col = kx * win.dilation[1];
+            (col % sw) * pl + col / sw
+        })
+        .collect();
     // ReLU and clip bounds are applied to the vectors before they are
     // stored; any other epilogue runs as passes over the band.
     let bounds = super::fused::register_bounds(ep);
@@ -59,6 +74,7 @@ pub(crate) fn run(input: &Tensor, conv: &Conv2d, ep: &[EpilogueOp], out_shape: S
                 ch,
                 (b * band * win.stride[0]) as isize - win.pads[0] as isize,
                 win.pads[1],
+                sw,
                 pw,
                 &mut block,
             );
@@ -72,6 +88,7 @@ pub(crate) fn run(input: &Tensor, conv: &Conv2d, ep: &[EpilogueOp], out_shape: S
                 sh: win.stride[0],
                 dh: win.dilation[0],
                 dw: win.dilation[1],
+                xoff: &xoff,
                 bounds: bounds.as_deref().unwrap_or(&[]),
             };
             compute_block(lvl, &blk, out_rows, w, &mut tail);
@@ -84,15 +101,17 @@ pub(crate) fn run(input: &Tensor, conv: &Conv2d, ep: &[EpilogueOp], out_shape: S
 }
 
 /// Copies the input rows `iy0 ..` of channel `ch` into `block` (rows of
-/// `pw` values, the input at column `pad_left`). Only the input's values
-/// are written: the columns around them and the rows outside the input
-/// are the same for every channel of a band, so they stay as the zeroed
-/// block left them.
+/// `pw` values, the input at column `pad_left`; with column stride 2 each
+/// row is two phase rows of `pw / 2`, the padded row's even then odd
+/// columns). Only the input's values are written: the columns around them
+/// and the rows outside the input are the same for every channel of a
+/// band, so they stay as the zeroed block left them.
 fn fill_block(
     input: &Tensor,
     ch: usize,
     iy0: isize,
     pad_left: usize,
+    sw: usize,
     pw: usize,
     block: &mut [f32],
 ) {
@@ -103,9 +122,25 @@ fn fill_block(
         if iy < 0 || iy >= h as isize {
             continue;
         }
-        let n = w.min(pw - pad_left);
         let iy = iy as usize;
-        dst[pad_left..pad_left + n].copy_from_slice(&plane[iy * w..iy * w + n]);
+        let src = &plane[iy * w..(iy + 1) * w];
+        if sw == 1 {
+            let n = w.min(pw - pad_left);
+            dst[pad_left..pad_left + n].copy_from_slice(&src[..n]);
+            continue;
+        }
+        // Phase r, value t: padded column t * 2 + r, input column
+        // t * 2 + r - pad_left.
+        let pl = pw / 2;
+        for (r, phase) in dst.chunks_exact_mut(pl).enumerate() {
+            let t0 = pad_left.saturating_sub(r).div_ceil(2);
+            let first = (t0 * 2 + r).saturating_sub(pad_left);
+            if first >= w || t0 >= pl {
+                continue;
+            }
+            let n = (w - first).div_ceil(2).min(pl - t0);
+            super::interleave::stride2(&mut phase[t0..t0 + n], &src[first..]);
+        }
     }
 }
 
@@ -120,6 +155,8 @@ struct Block<'a> {
     sh: usize,
     dh: usize,
     dw: usize,
+    /// Where tap `kx` starts in a block row (phase row and offset).
+    xoff: &'a [usize],
     /// Bounds applied before each store: `(lower, upper)`, an upper bound
     /// of NaN for a ReLU (no upper bound).
     bounds: &'a [(f32, f32)],
@@ -183,7 +220,7 @@ unsafe fn one<V: Vector>(blk: &Block<'_>, row0: usize, ox: usize) -> V {
         for kx in 0..blk.kw {
             // SAFETY: in bounds by the caller's contract.
             unsafe {
-                let x = V::load(base.add(r + kx * blk.dw));
+                let x = V::load(base.add(r + blk.xoff[kx]));
                 acc = V::mul_add(V::splat(blk.filter[ky * blk.kw + kx]), x, acc);
             }
         }
@@ -228,7 +265,7 @@ unsafe fn block_v<V: Vector>(blk: &Block<'_>, out: &mut [f32], w: usize, tail: &
                     let rr = row0 + ky * blk.dh * blk.pw + ox;
                     for kx in 0..blk.kw {
                         let wv = V::splat(blk.filter[ky * blk.kw + kx]);
-                        let p = base.add(rr + kx * blk.dw);
+                        let p = base.add(rr + blk.xoff[kx]);
                         for (u, a) in acc.iter_mut().enumerate() {
                             *a = V::mul_add(wv, V::load(p.add(u * l)), *a);
                         }
@@ -339,11 +376,12 @@ unsafe fn strip<V: Vector, const SH: usize, const R: usize, const U: usize>(
     // and the stores in the rows, by the caller's contract.
     unsafe {
         let mut acc = [[V::splat(blk.bias); U]; R];
+        let xo = [blk.xoff[0], blk.xoff[1], blk.xoff[2]];
         let base = blk.data.as_ptr().add(row0 + ox);
         for t in 0..(R - 1) * SH + 3 {
             let p = base.add(t * blk.pw);
             for kx in 0..3 {
-                let xs: [V; U] = std::array::from_fn(|u| V::load(p.add(kx + u * l)));
+                let xs: [V; U] = std::array::from_fn(|u| V::load(p.add(xo[kx] + u * l)));
                 for (j, row) in acc.iter_mut().enumerate() {
                     if t >= j * SH && t - j * SH < 3 {
                         let wv = taps[(t - j * SH) * 3 + kx];
