@@ -10,7 +10,10 @@
 
 use std::hint::black_box;
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{
+    BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main,
+};
 use streamfuse_benches::{frame, random_conv};
 use streamfuse_kernels::cpu::winograd_applies;
 use streamfuse_kernels::{Conv2dParams, ConvAlgorithm, FusedChain, Op};
@@ -37,36 +40,55 @@ const LAYERS: &[Layer] = &[
     ("pointwise_144to32_28", 144, 32, 1, 1, 0, 28, 28),
 ];
 
+/// Every algorithm of `algos` that applies, on one layer of `params` over
+/// a `w` x `h` frame: conv + ReLU, fused.
+fn bench_layer(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    params: Conv2dParams,
+    (w, h): (usize, usize),
+    algos: &[ConvAlgorithm],
+) {
+    let input = frame(params.in_channels, w, h);
+    let out = match params.output_shape(input.shape()) {
+        Ok(o) => o,
+        Err(e) => panic!("bench layer is consistent by construction: {e}"),
+    };
+    g.throughput(Throughput::Elements(
+        (2 * params.filter_len() * out.len()) as u64,
+    ));
+    let conv = random_conv(params);
+    for &algo in algos {
+        if algo == ConvAlgorithm::Winograd && !winograd_applies(&params) {
+            continue;
+        }
+        let op = Op::Fused(FusedChain::conv_relu_pool(
+            conv.clone().with_algorithm(Some(algo)),
+            true,
+            None,
+        ));
+        g.bench_with_input(BenchmarkId::new(algo.name(), name), &input, |b, x| {
+            b.iter(|| op.run_cpu(black_box(x)))
+        });
+    }
+}
+
 fn bench_algorithms(c: &mut Criterion) {
     let mut g = c.benchmark_group("cpu_conv_algorithm");
     g.sample_size(10);
     for &(name, cin, cout, k, s, p, w, h) in LAYERS {
-        let params = Conv2dParams::square(cin, cout, k, s, p);
-        let input = frame(cin, w, h);
-        let out = match params.output_shape(input.shape()) {
-            Ok(o) => o,
-            Err(e) => panic!("bench layer is consistent by construction: {e}"),
-        };
-        let flops = 2 * params.filter_len() * out.len();
-        g.throughput(Throughput::Elements(flops as u64));
-        let conv = random_conv(params);
-        for algo in [
+        let dense = [
             ConvAlgorithm::Rows,
             ConvAlgorithm::Panel,
             ConvAlgorithm::Winograd,
-        ] {
-            if algo == ConvAlgorithm::Winograd && !winograd_applies(&params) {
-                continue;
-            }
-            let op = Op::Fused(FusedChain::conv_relu_pool(
-                conv.clone().with_algorithm(Some(algo)),
-                true,
-                None,
-            ));
-            g.bench_with_input(BenchmarkId::new(algo.name(), name), &input, |b, x| {
-                b.iter(|| op.run_cpu(black_box(x)))
-            });
-        }
+        ];
+        bench_layer(
+            &mut g,
+            name,
+            Conv2dParams::square(cin, cout, k, s, p),
+            (w, h),
+            &dense,
+        );
     }
     // Depthwise 3x3 layers (MobileNet): the depthwise path and the general
     // row engine, with a ReLU (the bound applied in registers).
@@ -76,26 +98,8 @@ fn bench_algorithms(c: &mut Criterion) {
     ] {
         let mut params = Conv2dParams::square(ch, ch, 3, s, 1);
         params.groups = ch;
-        params.window.stride = [s, 1];
-        let input = frame(ch, w, h);
-        let out = match params.output_shape(input.shape()) {
-            Ok(o) => o,
-            Err(e) => panic!("bench layer is consistent by construction: {e}"),
-        };
-        g.throughput(Throughput::Elements(
-            (2 * params.filter_len() * out.len()) as u64,
-        ));
-        let conv = random_conv(params);
-        for algo in [ConvAlgorithm::Depthwise, ConvAlgorithm::Rows] {
-            let op = Op::Fused(FusedChain::conv_relu_pool(
-                conv.clone().with_algorithm(Some(algo)),
-                true,
-                None,
-            ));
-            g.bench_with_input(BenchmarkId::new(algo.name(), name), &input, |b, x| {
-                b.iter(|| op.run_cpu(black_box(x)))
-            });
-        }
+        let algos = [ConvAlgorithm::Depthwise, ConvAlgorithm::Rows];
+        bench_layer(&mut g, name, params, (w, h), &algos);
     }
     g.finish();
 }

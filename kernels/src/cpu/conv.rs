@@ -17,7 +17,7 @@
 //! `(ic, ky, kx)` order over the group's input channels, each as
 //! `acc = w * x + acc` (fused multiply-add where the [`Level`] has it).
 
-use super::simd::{Level, level, multiversion};
+use super::simd::{Level, level};
 use super::vector::{self, Vector};
 use super::{band_rows, plane_bands};
 use crate::error::KernelError;
@@ -329,16 +329,15 @@ fn fill_phases(dst: &mut [f32], src: &[f32], stride: usize, padding: usize) {
     }
 }
 
-multiversion! {
-    /// `dst[t] = src[t * stride]` for every `t` of `dst`.
-    pub(crate) fn strided_copy(dst: &mut [f32], src: &[f32], stride: usize) {
-        if stride == 2 && src.len() + 1 >= 2 * dst.len() {
-            super::interleave::stride2(dst, src);
-            return;
-        }
-        for (d, x) in dst.iter_mut().zip(src.iter().step_by(stride)) {
-            *d = *x;
-        }
+/// `dst[t] = src[t * stride]` for every `t` of `dst` (stride 2 with
+/// [`super::interleave::stride2`]'s permutes).
+pub(crate) fn strided_copy(dst: &mut [f32], src: &[f32], stride: usize) {
+    if stride == 2 && src.len() + 1 >= 2 * dst.len() {
+        super::interleave::stride2(dst, src);
+        return;
+    }
+    for (d, x) in dst.iter_mut().zip(src.iter().step_by(stride)) {
+        *d = *x;
     }
 }
 

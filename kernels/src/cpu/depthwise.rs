@@ -294,7 +294,6 @@ unsafe fn block_v<V: Vector>(blk: &Block<'_>, out: &mut [f32], w: usize, tail: &
 /// As [`block_v`], and `w >= V::LANES`.
 #[inline(always)]
 unsafe fn block3<V: Vector, const SH: usize>(blk: &Block<'_>, out: &mut [f32], w: usize) {
-    let l = V::LANES;
     let rows = out.len() / w;
     // SAFETY (the splats): the CPU supports `V`.
     let taps: [V; 9] = std::array::from_fn(|i| unsafe { V::splat(blk.filter[i]) });
@@ -311,12 +310,11 @@ unsafe fn block3<V: Vector, const SH: usize>(blk: &Block<'_>, out: &mut [f32], w
                 r * SH * blk.pw,
                 [o.add(r * w), o.add((r + 1) * w)],
                 w,
-                l,
             );
             r += 2;
         }
         if r < rows {
-            strips::<V, SH, 1>(blk, &taps, r * SH * blk.pw, [o.add(r * w)], w, l);
+            strips::<V, SH, 1>(blk, &taps, r * SH * blk.pw, [o.add(r * w)], w);
         }
     }
 }
@@ -333,8 +331,8 @@ unsafe fn strips<V: Vector, const SH: usize, const R: usize>(
     row0: usize,
     outs: [*mut f32; R],
     w: usize,
-    l: usize,
 ) {
+    let l = V::LANES;
     // SAFETY (all): forwarded from the caller; each strip starts at
     // `ox <= w - u * l`.
     unsafe {

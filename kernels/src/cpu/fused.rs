@@ -194,6 +194,7 @@ fn conv_max(
 ) -> Tensor {
     let Shape { c, h, w } = out_shape;
     let (size, stride) = (pool.size(), pool.window.stride[0]);
+    let bounds = register_bounds(ep);
     let mut out = Tensor::for_overwrite(out_shape);
     let band = band_rows(h);
     let bands = plane_bands(out.data_mut(), c, h, w, band);
@@ -204,7 +205,6 @@ fn conv_max(
         let mut vmax = vec![0.0f32; c * tw];
         let mut scratch = vec![0.0f32; tw];
         let nrows = rows.first().map_or(0, |r| r.len() / w);
-        let bounds = register_bounds(ep);
         for r in 0..nrows {
             let y0 = (b * band + r) * stride;
             for j in 0..size {

@@ -194,9 +194,11 @@ pub(crate) struct PoolRows {
     /// Reduction row (input width).
     v: Vec<f32>,
     /// Output columns `full.0 .. full.1` have every tap inside the input:
-    /// reduced by [`window_passes`] into `hsum`.
+    /// reduced from the row directly (stride-2 max with a permute), from
+    /// its even and odd values (stride 2), or by [`window_passes`].
     full: (usize, usize),
-    /// Window reductions at every input column the full columns start at.
+    /// Scratch for the full columns: the window reductions at every input
+    /// column (`window_passes`), or the row's even then odd values.
     hsum: Vec<f32>,
 }
 

@@ -61,14 +61,7 @@ fn pipeline(attack: bool) -> Outcome {
     let addr: SocketAddr = format!("127.0.0.1:{p1}")
         .parse()
         .unwrap_or_else(|e| panic!("{e}"));
-    let t0 = Instant::now();
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "the sink segment never listened"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    crate::support::wait_listening(&[p1]);
     let stop = Arc::new(AtomicBool::new(false));
     let opened = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -92,7 +85,7 @@ fn pipeline(attack: bool) -> Outcome {
             rt.block_on(hostile(addr, stop, opened));
         })
     });
-    let mut peak = 0;
+    let (mut peak, mut capped) = (0, 0.0);
     let status = loop {
         peak = peak.max(rss_kib(sink.id()));
         if let Some(s) = sink.try_wait().unwrap_or_else(|e| panic!("{e}")) {
@@ -102,16 +95,13 @@ fn pipeline(attack: bool) -> Outcome {
             let _ = sink.kill();
             panic!("the pipeline did not finish in 120 s (attack: {attack})");
         }
-        if let Ok(text) = std::panic::catch_unwind(|| scrape(m1)) {
-            // Read while the server runs: it exits with `--once`.
-            if let Some(c) = metric(&text, "streamfuse_capped_total") {
-                CAPPED.store(c as u64, Ordering::SeqCst);
-            }
+        // Read while the server runs: it exits with `--once`.
+        if let Some(c) = metric(&scrape(m1), "streamfuse_capped_total") {
+            capped = c;
         }
         std::thread::sleep(Duration::from_millis(20));
     };
     let secs = start.elapsed().as_secs_f64();
-    let capped = CAPPED.swap(0, Ordering::SeqCst) as f64;
     stop.store(true, Ordering::SeqCst);
     if let Some(a) = attacker {
         let _ = a.join();
@@ -128,8 +118,6 @@ fn pipeline(attack: bool) -> Outcome {
         opened: opened.load(Ordering::SeqCst),
     }
 }
-
-static CAPPED: AtomicU64 = AtomicU64::new(0);
 
 /// 80 connections (more than the server's cap of 64), up to 13 `Push`
 /// calls on each (1040 in all): each sends a gRPC prefix announcing a

@@ -360,17 +360,7 @@ fn update_weights_swaps_a_split_pipeline_between_two_frames() {
             c.spawn().unwrap_or_else(|e| panic!("segment {k}: {e}"))
         })
         .collect();
-    // Every server listening (a fixed sleep is too short on a loaded machine).
-    let t0 = std::time::Instant::now();
-    for &p in &ports {
-        while std::net::TcpStream::connect(("127.0.0.1", p)).is_err() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(30),
-                "port {p} never listened"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
+    crate::support::wait_listening(&ports);
     // Into the stream: about frame 75.
     std::thread::sleep(Duration::from_millis(500));
     // Refused: the wrong shape, and a segment that does not run the stage.
@@ -460,16 +450,7 @@ fn control_calls_are_refused_unless_allowed_and_then_only_from_loopback() {
         serve(format!("127.0.0.1:{off_port}"), None),
         serve(format!("0.0.0.0:{lb_port}"), Some("loopback")),
     ];
-    let t0 = std::time::Instant::now();
-    for p in [off_port, lb_port] {
-        while std::net::TcpStream::connect(("127.0.0.1", p)).is_err() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(30),
-                "port {p} never listened"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
+    crate::support::wait_listening(&[off_port, lb_port]);
     let update_at = |addr: String| {
         bin()
             .args([

@@ -23,6 +23,24 @@ pub fn free_port() -> u16 {
     streamfuse::launch::ports::free_loopback_port().unwrap_or_else(|e| panic!("no free port: {e}"))
 }
 
+/// Waits until every loopback port of `ports` accepts connections (a
+/// fixed sleep is too short on a loaded machine).
+///
+/// # Panics
+/// When one does not within 30 s.
+pub fn wait_listening(ports: &[u16]) {
+    let t0 = std::time::Instant::now();
+    for &p in ports {
+        while std::net::TcpStream::connect(("127.0.0.1", p)).is_err() {
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(30),
+                "port {p} never listened"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}
+
 /// `GET /metrics` from a segment's metrics port; empty when unreachable.
 pub fn scrape(port: u16) -> String {
     use std::io::{Read, Write};
