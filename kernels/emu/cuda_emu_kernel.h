@@ -44,6 +44,7 @@ inline void sync_threads() {
 #define __forceinline__ inline
 #define __restrict__ __restrict
 #define __shared__ static
+#define __align__(n) __attribute__((aligned(n)))
 #define __syncthreads() (::sf_emu::sync_threads())
 
 template <typename T>
@@ -84,3 +85,55 @@ inline float floorf(float x) { return std::floor(x); }
 // CUDA's integer min and max.
 inline int min(int a, int b) { return a < b ? a : b; }
 inline int max(int a, int b) { return a > b ? a : b; }
+
+// Tensor cores (common.cuh's sf_frag_* API): every lane of a warp holds the
+// whole 16x16 matrices. A load reads the full tile; the multiply-add
+// accumulates each output's 16 exact f16 products in k order in f32 (the
+// hardware's order and internal rounding are unspecified: the f16
+// producer's tolerance, not bit equality, is what the tests check); the
+// store is done by lane 0 of the warp (the kernels synchronise the block
+// before reading what was stored, as they must on a GPU).
+#define SF_EMU 1
+typedef unsigned short sf_half;
+
+inline sf_half sf_f2h(float x) {
+    _Float16 h = static_cast<_Float16>(x);
+    sf_half bits;
+    std::memcpy(&bits, &h, sizeof bits);
+    return bits;
+}
+inline float sf_h2f(sf_half bits) {
+    _Float16 h;
+    std::memcpy(&h, &bits, sizeof h);
+    return static_cast<float>(h);
+}
+
+struct SfFragA {
+    float v[16][16];
+};
+typedef SfFragA SfFragB;
+typedef SfFragA SfFragC;
+
+inline void sf_frag_zero(SfFragC& c) { std::memset(&c, 0, sizeof c); }
+inline void sf_frag_load_a(SfFragA& a, const sf_half* p, int ld) {
+    for (int i = 0; i < 16; ++i)
+        for (int k = 0; k < 16; ++k) a.v[i][k] = sf_h2f(p[i * ld + k]);
+}
+inline void sf_frag_load_b(SfFragB& b, const sf_half* p, int ld) { sf_frag_load_a(b, p, ld); }
+inline void sf_frag_mma(SfFragC& c, const SfFragA& a, const SfFragB& b) {
+    for (int i = 0; i < 16; ++i)
+        for (int j = 0; j < 16; ++j) {
+            float acc = c.v[i][j];
+            for (int k = 0; k < 16; ++k) acc = std::fmaf(a.v[i][k], b.v[k][j], acc);
+            c.v[i][j] = acc;
+        }
+}
+inline void sf_frag_store_c(float* p, const SfFragC& c, int ld) {
+    const unsigned lane =
+        (sf_emu::thread_idx.x + sf_emu::block_dim.x * (sf_emu::thread_idx.y +
+                                                        sf_emu::block_dim.y * sf_emu::thread_idx.z)) %
+        32;
+    if (lane != 0) return;
+    for (int i = 0; i < 16; ++i)
+        for (int j = 0; j < 16; ++j) p[i * ld + j] = c.v[i][j];
+}

@@ -18,7 +18,7 @@ pub mod vision;
 pub use error::KernelError;
 pub use op::{
     ChannelAffine, Conv2d, Conv2dParams, ConvAlgorithm, EpilogueOp, FusedChain, Op, Pointwise,
-    Pool2d, PoolKind, Window,
+    Pool2d, PoolKind, Precision, Window,
 };
 pub use tensor::{Shape, Tensor};
 pub use vision::{ColorOrder, SobelMode, Step, Vision};

@@ -251,6 +251,22 @@ pub fn tolerance(terms: usize, magnitude: f64) -> f64 {
     (terms as f64 + 2.0) * f64::from(f32::EPSILON) * magnitude + 1e-30
 }
 
+/// Largest allowed `|fast - reference|` for a convolution output computed
+/// with [`crate::Precision::F16`] on tensor cores: inputs and weights
+/// rounded to f16 (relative error at most 2^-11 each, so each product is
+/// within 2^-10 of the exact one, plus 2^-22 for the product of the two
+/// errors), then `terms` products accumulated in f32 in an unspecified
+/// order, with at most one f32 ulp of the running sum per addition even if
+/// the hardware truncates (2^-23), and the bias added once more. The
+/// absolute floor (2^-20) covers operands below f16's normal range (6.1e-5),
+/// where rounding is absolute (2^-25) instead of relative. Values must be
+/// within f16's range (|x| < 65504).
+pub fn f16_tolerance(terms: usize, magnitude: f64) -> f64 {
+    let rounding = 2f64.powi(-10) + 2f64.powi(-22);
+    let accumulation = (terms as f64 + 2.0) * 2f64.powi(-23);
+    (rounding + accumulation) * magnitude + 2f64.powi(-20)
+}
+
 /// Largest allowed `|fast - reference|` for an output of a Winograd
 /// F(2×2, 3×3) convolution ([`crate::ConvAlgorithm::Winograd`]) with
 /// `in_channels` inputs, where `patch_magnitude` is `Σ_ic (Σ |g_ic|) (Σ

@@ -234,6 +234,19 @@ pub enum CheckError {
     },
 }
 
+/// The name `kernels check` gives a representative chain's source: its
+/// label and how its producer computes (chains with equal labels differ
+/// there), e.g. `chain(conv2d+relu; implicit GEMM f32)`.
+fn chain_unit(chain: &streamfuse_kernels::FusedChain) -> String {
+    let producer =
+        streamfuse_kernels::cuda::codegen::chain_producer(chain).map_or("load", |p| p.name());
+    let bias = match &chain.conv {
+        Some(c) if c.bias.is_none() => ", no bias",
+        _ => "",
+    };
+    format!("chain({}; {producer}{bias})", chain.label())
+}
+
 /// Compiles every CUDA kernel with one NVRTC (the one that targets the
 /// most of the architectures, [`streamfuse_kernels::cuda::nvrtc::library`])
 /// for each of `archs` it targets: the hand-written sources
@@ -290,7 +303,7 @@ pub fn check(
     for chain in codegen::representative_chains() {
         let g = codegen::generate(&chain);
         if seen.insert(g.name.clone()) {
-            units.push((format!("chain({})", chain.label()), vec![g.name], g.source));
+            units.push((chain_unit(&chain), vec![g.name], g.source));
         }
     }
     let mut results = Vec::new();

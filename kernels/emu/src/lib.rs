@@ -226,6 +226,31 @@ pub fn conv2d(input: &Tensor, c: &Conv2d, variant: Variant) -> Result<Tensor, Ke
     Ok(out)
 }
 
+/// A convolution as the CUDA backend runs it: deep layers through a
+/// generated kernel with a GEMM producer ([`params::producer`]), others
+/// through [`conv2d`].
+fn conv_as_cuda(input: &Tensor, c: &Conv2d) -> Result<Tensor, KernelError> {
+    if params::producer(c, (1, 1)) != params::Producer::Tiled {
+        let chain = FusedChain {
+            conv: Some(c.clone()),
+            epilogue: vec![],
+            pool: None,
+        };
+        if let Some(t) = generated_or_error(&chain, input)? {
+            return Ok(t);
+        }
+    }
+    conv2d(input, c, Variant::Real)
+}
+
+/// [`generated::run`], its errors as [`KernelError`]s.
+fn generated_or_error(chain: &FusedChain, input: &Tensor) -> Result<Option<Tensor>, KernelError> {
+    generated::run(chain, input).map_err(|e| KernelError::BadParam {
+        op: "fused",
+        what: e.to_string(),
+    })
+}
+
 /// Pooling through the kernel the planner picks (`maxpool_f32`,
 /// `pool2d_f32` or `pool2d_wide_f32`).
 ///
@@ -302,7 +327,7 @@ pub fn run(op: &Op, input: &Tensor) -> Result<Tensor, KernelError> {
             }
             Ok(t)
         }
-        Op::Conv2d(c) => conv2d(input, c, Variant::Real),
+        Op::Conv2d(c) => conv_as_cuda(input, c),
         Op::Pointwise(Pointwise::Relu) => Ok(relu(input.clone())),
         Op::Pointwise(Pointwise::Clip { min, max }) => {
             op.output_shape(input.shape())?;
@@ -353,19 +378,12 @@ pub fn run(op: &Op, input: &Tensor) -> Result<Tensor, KernelError> {
                 }
                 return Ok(out);
             }
-            match generated::run(chain, input) {
-                Ok(Some(t)) => return Ok(t),
-                Ok(None) => {}
-                Err(e) => {
-                    return Err(KernelError::BadParam {
-                        op: "fused",
-                        what: e.to_string(),
-                    });
-                }
+            if let Some(t) = generated_or_error(chain, input)? {
+                return Ok(t);
             }
             // Does not fit a fused kernel: member by member.
             let mut t = match &chain.conv {
-                Some(c) => conv2d(input, c, Variant::Real)?,
+                Some(c) => conv_as_cuda(input, c)?,
                 None => input.clone(),
             };
             for e in &chain.epilogue {

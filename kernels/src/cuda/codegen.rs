@@ -15,7 +15,7 @@
 
 use std::fmt::Write as _;
 
-use super::params::{self, FusedParams, Launch};
+use super::params::{self, FusedParams, Launch, Producer};
 use super::{COMMON, fnv1a};
 use crate::error::KernelError;
 use crate::op::{ChannelAffine, EpilogueOp, FusedChain, Pointwise};
@@ -122,16 +122,32 @@ fn chain_body(chain: &FusedChain) -> String {
         };
         let _ = writeln!(epi, "    {line}");
     }
-    let conv = chain.conv.is_some();
+    let producer = chain_producer(chain).map_or(0, Producer::code);
     format!(
         "// Generated for the chain {label}.\n\
-         #define SF_CHAIN_CONV {c}\n\
+         #define SF_CHAIN_CONV {producer}\n\
          __device__ __forceinline__ float sf_chain_epilogue(float v, int c, \
          const float* __restrict__ chan, const FusedParams& f) {{\n    \
          (void)c;\n    (void)chan;\n    (void)f;\n{epi}    return v;\n}}\n",
         label = chain.label(),
-        c = i32::from(conv),
     )
+}
+
+/// The pool of `chain` as the template's `(size, stride)` (`(1, 1)`
+/// without one).
+fn pool_of(chain: &FusedChain) -> (usize, usize) {
+    chain
+        .pool
+        .map_or((1, 1), |p| (p.size(), p.window.stride[0]))
+}
+
+/// How `chain`'s convolution producer computes ([`params::producer`]);
+/// `None` for a load producer.
+pub fn chain_producer(chain: &FusedChain) -> Option<Producer> {
+    chain
+        .conv
+        .as_ref()
+        .map(|c| params::producer(c, pool_of(chain)))
 }
 
 /// The kernel for `chain` (any chain: every epilogue op has a statement).
@@ -160,12 +176,17 @@ pub fn plan(
     if chain.pool.is_some_and(|p| !p.is_simple_max()) {
         return Ok(None);
     }
-    let (pool_size, pool_stride) = chain
-        .pool
-        .map_or((1, 1), |p| (p.size(), p.window.stride[0]));
+    let (pool_size, pool_stride) = pool_of(chain);
     let i = params::i;
     match &chain.conv {
-        Some(c) => params::conv_producer(c, input, (pool_size, pool_stride), false, out),
+        Some(c) => match params::producer(c, (pool_size, pool_stride)) {
+            Producer::Tiled => {
+                params::conv_producer(c, input, (pool_size, pool_stride), false, out)
+            }
+            Producer::Gemm | Producer::GemmF16 => {
+                params::gemm_producer(c, input, (pool_size, pool_stride), out).map(Some)
+            }
+        },
         None => {
             // The load producer takes any plain max pool.
             let conv = params::ConvParams {
@@ -186,14 +207,7 @@ pub fn plan(
                 groups: 1,
                 has_bias: 0,
             };
-            let p = FusedParams {
-                conv,
-                relu: 0,
-                pool_size: i(pool_size, "pool size")?,
-                pool_stride: i(pool_stride, "pool stride")?,
-                out_h: i(out.h, "height")?,
-                out_w: i(out.w, "width")?,
-            };
+            let p = params::fused_params(conv, (pool_size, pool_stride), false, out)?;
             let y = out.h.div_ceil(8);
             if y > 65_535 || out.c > 65_535 {
                 return Err(KernelError::BadParam {
@@ -233,9 +247,22 @@ pub fn representative_chains() -> Vec<FusedChain> {
         },
         Pointwise::LeakyRelu { alpha: 0.1 },
     ];
+    // Deep enough for the GEMM producers (f32 and f16).
+    let deep = |precision: crate::Precision| {
+        let p = Conv2dParams::square(32, 32, 3, 1, 1);
+        Conv2d::new(p, vec![0.0; p.weight_len()], Some(vec![0.0; 32]))
+            .map(|c| c.with_precision(precision))
+    };
     let pool = Some(Pool2d::max(2, 2));
     let mut out = Vec::new();
-    for (producer, channels) in [(conv(true).ok(), 8), (conv(false).ok(), 8), (None, 3)] {
+    let producers = [
+        (conv(true).ok(), 8),
+        (conv(false).ok(), 8),
+        (None, 3),
+        (deep(crate::Precision::F32).ok(), 32),
+        (deep(crate::Precision::F16).ok(), 32),
+    ];
+    for (producer, channels) in producers {
         for p in [None, pool] {
             for &op in &ops {
                 out.push(FusedChain {

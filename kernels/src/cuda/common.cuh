@@ -80,6 +80,16 @@ struct VisionParams {
 // when no tap of its window lies inside the input.
 #define SF_LOWEST __int_as_float(0xff7fffff)
 
+// Implicit-GEMM convolution (the SF_CHAIN_CONV 2 and 3 producers of
+// chain.cu): a block computes an SF_GEMM_BM x SF_GEMM_BN tile of the
+// product C[m][n] = sum_k A[m][k] B[k][n] (m an output channel of a group,
+// n a convolution output position, k a tap (ic, ky, kx) of the group) in
+// SF_GEMM_BK-deep slices of k, on SF_GEMM_THREADS threads (8 warps).
+#define SF_GEMM_BM 64
+#define SF_GEMM_BN 64
+#define SF_GEMM_BK 16
+#define SF_GEMM_THREADS 256
+
 __device__ __forceinline__ float sf_relu(float x) { return x > 0.0f ? x : 0.0f; }
 __device__ __forceinline__ float sf_max(float a, float b) { return b > a ? b : a; }
 
@@ -147,3 +157,77 @@ __device__ __forceinline__ void sf_load_tile(const float* __restrict__ plane, fl
         tile[i] = (iy >= 0 && iy < h && ix >= 0 && ix < w) ? __ldg(&plane[iy * w + ix]) : 0.0f;
     }
 }
+
+// Tensor cores (the f16 producer of chain.cu): one warp's 16x16x16 matrix
+// multiply-accumulate with f16 inputs and f32 accumulators, written as
+// PTX `wmma` instructions (sm_70 and later), so NVRTC needs no CUDA
+// headers. Operands live in shared memory: A row-major (16 x 16 halves,
+// leading dimension lda, a multiple of 8), B row-major (ldb, a multiple of
+// 8), the accumulator stored row-major as floats (ldc, a multiple of 4);
+// every address 32-byte aligned. Every lane of the warp calls each
+// function (warp-collective, like the wmma API). The emulator
+// (cuda_emu_kernel.h, SF_EMU) gives each lane the whole matrices instead
+// of the hardware's register slices.
+#ifndef SF_EMU
+typedef unsigned short sf_half;
+
+// f32 to f16, rounded to nearest even (overflow to infinity).
+__device__ __forceinline__ sf_half sf_f2h(float x) {
+    sf_half h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(x));
+    return h;
+}
+
+struct SfFragA {
+    unsigned r[8];
+};
+struct SfFragB {
+    unsigned r[8];
+};
+struct SfFragC {
+    float r[8];
+};
+
+__device__ __forceinline__ void sf_frag_zero(SfFragC& c) {
+#pragma unroll
+    for (int i = 0; i < 8; ++i) c.r[i] = 0.0f;
+}
+
+__device__ __forceinline__ void sf_frag_load_a(SfFragA& a, const sf_half* p, int lda) {
+    asm volatile(
+        "wmma.load.a.sync.aligned.row.m16n16k16.f16 {%0,%1,%2,%3,%4,%5,%6,%7}, [%8], %9;"
+        : "=r"(a.r[0]), "=r"(a.r[1]), "=r"(a.r[2]), "=r"(a.r[3]), "=r"(a.r[4]), "=r"(a.r[5]),
+          "=r"(a.r[6]), "=r"(a.r[7])
+        : "l"(p), "r"(lda));
+}
+
+__device__ __forceinline__ void sf_frag_load_b(SfFragB& b, const sf_half* p, int ldb) {
+    asm volatile(
+        "wmma.load.b.sync.aligned.row.m16n16k16.f16 {%0,%1,%2,%3,%4,%5,%6,%7}, [%8], %9;"
+        : "=r"(b.r[0]), "=r"(b.r[1]), "=r"(b.r[2]), "=r"(b.r[3]), "=r"(b.r[4]), "=r"(b.r[5]),
+          "=r"(b.r[6]), "=r"(b.r[7])
+        : "l"(p), "r"(ldb));
+}
+
+// c += a * b.
+__device__ __forceinline__ void sf_frag_mma(SfFragC& c, const SfFragA& a, const SfFragB& b) {
+    asm volatile(
+        "wmma.mma.sync.aligned.row.row.m16n16k16.f32.f32 {%0,%1,%2,%3,%4,%5,%6,%7}, "
+        "{%8,%9,%10,%11,%12,%13,%14,%15}, {%16,%17,%18,%19,%20,%21,%22,%23}, "
+        "{%0,%1,%2,%3,%4,%5,%6,%7};"
+        : "+f"(c.r[0]), "+f"(c.r[1]), "+f"(c.r[2]), "+f"(c.r[3]), "+f"(c.r[4]), "+f"(c.r[5]),
+          "+f"(c.r[6]), "+f"(c.r[7])
+        : "r"(a.r[0]), "r"(a.r[1]), "r"(a.r[2]), "r"(a.r[3]), "r"(a.r[4]), "r"(a.r[5]),
+          "r"(a.r[6]), "r"(a.r[7]), "r"(b.r[0]), "r"(b.r[1]), "r"(b.r[2]), "r"(b.r[3]),
+          "r"(b.r[4]), "r"(b.r[5]), "r"(b.r[6]), "r"(b.r[7]));
+}
+
+__device__ __forceinline__ void sf_frag_store_c(float* p, const SfFragC& c, int ldc) {
+    asm volatile(
+        "wmma.store.d.sync.aligned.row.m16n16k16.f32 [%0], {%1,%2,%3,%4,%5,%6,%7,%8}, %9;"
+        :
+        : "l"(p), "f"(c.r[0]), "f"(c.r[1]), "f"(c.r[2]), "f"(c.r[3]), "f"(c.r[4]),
+          "f"(c.r[5]), "f"(c.r[6]), "f"(c.r[7]), "r"(ldc)
+        : "memory");
+}
+#endif

@@ -14,7 +14,7 @@ use super::SOURCES;
 use super::codegen;
 use super::nvrtc::{self, NvrtcError};
 use super::params::{
-    self, ConvParams, FusedParams, Launch, PoolParams, VisionLaunch, VisionParams,
+    self, ConvParams, FusedParams, Launch, PoolParams, Producer, VisionLaunch, VisionParams,
 };
 use super::pool::Pool;
 use crate::error::KernelError;
@@ -110,6 +110,9 @@ pub fn kernel_of(op: &Op, input: Shape) -> Result<KernelChoice, KernelError> {
             params::channel_affine(a, input)?;
             KernelChoice::HandWritten(vec![CHANNEL_AFFINE])
         }
+        Op::Conv2d(c) if params::producer(c, (1, 1)) != Producer::Tiled => {
+            fused_choice(&conv_chain(c), input)?
+        }
         Op::Conv2d(c) => KernelChoice::HandWritten(vec![params::conv(c, input)?.1.name()]),
         Op::Vision(v) => KernelChoice::HandWritten(vision_kernels(&params::vision(v, input)?)),
         Op::VisionChain(_) => KernelChoice::Steps,
@@ -138,6 +141,40 @@ fn vision_kernels(launch: &VisionLaunch) -> Vec<&'static str> {
         VisionLaunch::Separable(..) => vec![HFILTER, VFILTER],
         VisionLaunch::Sobel(..) => vec![SOBEL_H, SOBEL_V],
         VisionLaunch::Normalize(..) => vec![NORMALIZE],
+    }
+}
+
+/// How the convolution of `op` (a convolution or a fused chain with one)
+/// is computed by the kernel [`kernel_of`] names: a GEMM producer or the
+/// tiled one; `None` without a convolution, or when it runs member by
+/// member or as a hand-written kernel other than a generated one.
+///
+/// # Errors
+/// [`KernelError`] when the op cannot take `input`.
+pub fn producer_of(op: &Op, input: Shape) -> Result<Option<Producer>, KernelError> {
+    let chain = match op {
+        Op::Conv2d(c) => {
+            // The tiled producer is the hand-written conv kernels' role.
+            let p = params::producer(c, (1, 1));
+            return Ok((p != Producer::Tiled).then_some(p));
+        }
+        Op::Fused(chain) if chain.conv.is_some() => chain.clone(),
+        _ => return Ok(None),
+    };
+    Ok(match fused_route(&chain, input)? {
+        FusedRoute::Generated(..) => codegen::chain_producer(&chain),
+        FusedRoute::ConvPool(..) => Some(Producer::Tiled),
+        FusedRoute::Members => None,
+    })
+}
+
+/// A convolution as a one-member chain (run by a generated kernel with a
+/// GEMM producer, [`params::producer`]).
+pub(crate) fn conv_chain(c: &Conv2d) -> FusedChain {
+    FusedChain {
+        conv: Some(c.clone()),
+        epilogue: vec![],
+        pool: None,
     }
 }
 

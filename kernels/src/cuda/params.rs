@@ -3,7 +3,7 @@
 //! kernels with the very same grids and parameters.
 
 use crate::error::KernelError;
-use crate::op::{ChannelAffine, Conv2d, FusedChain, Pool2d, PoolKind};
+use crate::op::{ChannelAffine, Conv2d, FusedChain, Pool2d, PoolKind, Precision};
 use crate::tensor::Shape;
 
 /// Output tile width of the 2-D kernels (`SF_TILE_W`).
@@ -154,6 +154,135 @@ impl ConvKernel {
             ConvKernel::Depthwise => "conv2d_depthwise_f32",
         }
     }
+}
+
+/// How the convolution producer of a generated kernel (`chain.cu`)
+/// computes its values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Producer {
+    /// One thread per output position, [`OC_BLOCK`] channels, the input
+    /// tile in shared memory (`SF_CHAIN_CONV 1`): few channels.
+    Tiled,
+    /// Implicit GEMM in f32 (`SF_CHAIN_CONV 2`): deep layers, the CPU's
+    /// bits.
+    Gemm,
+    /// Implicit GEMM on tensor cores, f16 inputs and f32 accumulators
+    /// (`SF_CHAIN_CONV 3`): [`Precision::F16`] convolutions.
+    GemmF16,
+}
+
+impl Producer {
+    /// The value of `SF_CHAIN_CONV` that selects it.
+    pub fn code(self) -> i32 {
+        match self {
+            Producer::Tiled => 1,
+            Producer::Gemm => 2,
+            Producer::GemmF16 => 3,
+        }
+    }
+
+    /// Name in plans and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Producer::Tiled => "tiled",
+            Producer::Gemm => "implicit GEMM f32",
+            Producer::GemmF16 => "implicit GEMM f16 tensor cores",
+        }
+    }
+}
+
+/// Output channels per group from which a convolution is a GEMM
+/// ([`producer`]).
+pub const GEMM_MIN_OUT: usize = 32;
+/// Taps per output (input channels per group × kernel area) from which a
+/// convolution is a GEMM.
+pub const GEMM_MIN_TAPS: usize = 16;
+/// Output columns of a GEMM tile (`SF_GEMM_BN`).
+pub const GEMM_BN: usize = 64;
+/// Output channels of a GEMM tile (`SF_GEMM_BM`).
+pub const GEMM_BM: usize = 64;
+/// Threads of a GEMM block (`SF_GEMM_THREADS`).
+pub const GEMM_THREADS: u32 = 256;
+
+/// The producer for convolution `c` followed by a max pool `(size,
+/// stride)` (`(1, 1)`: none). The implicit GEMM takes dense or grouped
+/// (not depthwise) convolutions whose pool windows do not overlap (size ==
+/// stride, so no value is computed twice), with at least
+/// [`GEMM_MIN_OUT`] output channels per group and [`GEMM_MIN_TAPS`] taps
+/// in f32, any size in f16 (which always asks for the tensor cores);
+/// everything else is [`Producer::Tiled`].
+pub fn producer(c: &Conv2d, (pool_size, pool_stride): (usize, usize)) -> Producer {
+    let p = c.params;
+    let gemm_shape = !p.depthwise()
+        && (pool_size == 1 || pool_size == pool_stride)
+        && pool_size * pool_size <= GEMM_BN;
+    if !gemm_shape {
+        return Producer::Tiled;
+    }
+    if c.precision == Precision::F16 {
+        return Producer::GemmF16;
+    }
+    let taps = p.in_per_group() * p.kernel_h() * p.kernel_w();
+    if p.out_channels / p.groups.max(1) >= GEMM_MIN_OUT && taps >= GEMM_MIN_TAPS {
+        Producer::Gemm
+    } else {
+        Producer::Tiled
+    }
+}
+
+/// The `FusedParams` of a producer computing `conv`, then a max pool
+/// `(size, stride)` (and a ReLU flag for `fused_conv_pool_f32`) into `out`.
+///
+/// # Errors
+/// [`KernelError`] when a size exceeds 32 bits.
+pub(crate) fn fused_params(
+    conv: ConvParams,
+    (pool_size, pool_stride): (usize, usize),
+    relu: bool,
+    out: Shape,
+) -> Result<FusedParams, KernelError> {
+    Ok(FusedParams {
+        conv,
+        relu: i32::from(relu),
+        pool_size: i(pool_size, "pool size")?,
+        pool_stride: i(pool_stride, "pool stride")?,
+        out_h: i(out.h, "height")?,
+        out_w: i(out.w, "width")?,
+    })
+}
+
+/// Parameters and launch of a GEMM producer ([`producer`]) for `c` on
+/// `input`, then a max pool `(size, stride)` into `out`.
+///
+/// # Errors
+/// [`KernelError`] when the convolution cannot take `input` or sizes
+/// exceed the kernels' 32-bit or grid limits.
+pub(crate) fn gemm_producer(
+    c: &Conv2d,
+    input: Shape,
+    (pool_size, pool_stride): (usize, usize),
+    out: Shape,
+) -> Result<(FusedParams, Launch), KernelError> {
+    let conv_out = c.params.output_shape(input)?;
+    let conv = conv_params(c, input, conv_out)?;
+    let per = GEMM_BN / (pool_size * pool_size).max(1);
+    let groups = c.params.groups.max(1);
+    let x = u32::try_from((out.h * out.w).div_ceil(per)).map_err(|_| too_big(out))?;
+    let y = (out.c / groups).div_ceil(GEMM_BM);
+    if y > GRID_YZ || groups > GRID_YZ {
+        return Err(too_big(out));
+    }
+    // Offsets into a group's input and weights fit 32-bit products too.
+    i(input.len(), "input values")?;
+    i(c.weights.len(), "weights")?;
+    let params = fused_params(conv, (pool_size, pool_stride), false, out)?;
+    Ok((
+        params,
+        Launch {
+            grid: [x, y as u32, groups as u32],
+            block: [GEMM_THREADS, 1, 1],
+        },
+    ))
 }
 
 /// Which pool kernel a pool uses.
@@ -383,7 +512,8 @@ pub fn fused(
     let (Some(c), Some(pool), Some(relu)) = (&chain.conv, chain.pool, chain.relu_only()) else {
         return Ok(None);
     };
-    if !pool.is_simple_max() {
+    if !pool.is_simple_max() || producer(c, (pool.size(), pool.window.stride[0])) != Producer::Tiled
+    {
         return Ok(None);
     }
     let out = pool.output_shape(c.params.output_shape(input)?)?;
@@ -413,14 +543,7 @@ pub(crate) fn conv_producer(
     if pool_size > MAX_POOL || conv_tile(c, conv_h, conv_w) > SMEM_FLOATS {
         return Ok(None);
     }
-    let params = FusedParams {
-        conv,
-        relu: i32::from(relu),
-        pool_size: i(pool_size, "pool size")?,
-        pool_stride: i(pool_stride, "pool stride")?,
-        out_h: i(out.h, "height")?,
-        out_w: i(out.w, "width")?,
-    };
+    let params = fused_params(conv, (pool_size, pool_stride), relu, out)?;
     Ok(Some((params, grid_2d(out, c.params.groups)?)))
 }
 

@@ -149,9 +149,42 @@ pub struct Conv2d {
     /// panel, depthwise) compute the same values bit for bit on one SIMD
     /// level; Winograd agrees with them within its stated tolerance.
     pub algorithm: Option<ConvAlgorithm>,
+    /// The arithmetic a backend may use ([`Precision::F32`] unless a spec
+    /// opts in to f16).
+    pub precision: Precision,
     /// The weights in a backend's packed layout, made once on first use
     /// ([`Conv2d::packed_with`]).
     packed: PackCache,
+}
+
+/// The arithmetic a convolution may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Precision {
+    /// f32 throughout (the default).
+    #[default]
+    F32,
+    /// Opt-in: where a backend has tensor cores (CUDA, sm_70 and later), the
+    /// implicit-GEMM convolution rounds its inputs and weights to f16 and
+    /// accumulates in f32, within [`crate::reference::f16_tolerance`] of
+    /// the exact result. Backends without them (the CPU) compute in f32,
+    /// which is within that tolerance too. Values must fit f16 (|x| <
+    /// 65504).
+    F16,
+}
+
+impl Precision {
+    /// Name in specs, plans and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+        }
+    }
+
+    /// The precision named `s` (as [`Precision::name`] gives it).
+    pub fn from_name(s: &str) -> Option<Self> {
+        [Self::F32, Self::F16].into_iter().find(|p| p.name() == s)
+    }
 }
 
 /// How the CPU computes a convolution.
@@ -264,6 +297,7 @@ impl Conv2d {
             weights: weights.into(),
             bias: bias.map(Into::into),
             algorithm: None,
+            precision: Precision::F32,
             packed: PackCache::default(),
         })
     }
@@ -273,6 +307,13 @@ impl Conv2d {
     #[must_use]
     pub fn with_algorithm(mut self, algorithm: Option<ConvAlgorithm>) -> Self {
         self.algorithm = algorithm;
+        self
+    }
+
+    /// The convolution with arithmetic `precision` allowed.
+    #[must_use]
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
         self
     }
 

@@ -13,7 +13,7 @@ pub mod pointwise;
 pub mod pool;
 pub mod window;
 
-pub use conv::{Conv2d, Conv2dParams, ConvAlgorithm};
+pub use conv::{Conv2d, Conv2dParams, ConvAlgorithm, Precision};
 pub use pointwise::{ChannelAffine, EpilogueOp, Pointwise, apply_epilogue, apply_pointwise};
 pub use pool::{AxisTaps, Pool2d, PoolKind};
 pub use window::Window;

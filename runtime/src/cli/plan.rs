@@ -10,7 +10,8 @@ use streamfuse::advise::{self, Objective, Prediction};
 use streamfuse::plan::{Plan, plan};
 use streamfuse::spec::Pipeline;
 use streamfuse_kernels::Op;
-use streamfuse_kernels::cuda::device::kernel_of;
+use streamfuse_kernels::cuda::device::{kernel_of, producer_of};
+use streamfuse_kernels::cuda::params::Producer;
 
 use super::profile::{self, MeasureArgs};
 use super::{SpecArgs, load};
@@ -87,6 +88,11 @@ struct GroupEntry {
     cpu_algorithm: Option<&'static str>,
     /// The CUDA kernel it runs as ([`kernel_of`]).
     cuda_kernel: String,
+    /// How that kernel computes the convolution, where it is a generated
+    /// one with a GEMM producer or the tiled one (`implicit GEMM f32`,
+    /// `implicit GEMM f16 tensor cores`, `tiled`; [`producer_of`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cuda_producer: Option<&'static str>,
     flops: u64,
     flops_per_byte: f64,
     /// Whether it is a fused chain.
@@ -187,6 +193,7 @@ fn report(p: &Pipeline, pl: &Plan) -> Result<PlanReport> {
                 bytes,
                 cpu_algorithm: cpu_algorithm(&g.op, g.input),
                 cuda_kernel: kernel_of(&g.op, g.input)?.to_string(),
+                cuda_producer: producer_of(&g.op, g.input)?.map(Producer::name),
                 flops,
                 flops_per_byte: flops as f64 / bytes.max(1) as f64,
                 fused: matches!(g.op, Op::Fused(_) | Op::VisionChain(_)),

@@ -368,7 +368,10 @@ fn validate(old: &Conv2d, up: WeightsUpdate) -> Result<Conv2d, UpdateError> {
         None => old.bias.as_ref().map(|b| b.to_vec()),
     };
     Conv2d::new(pm, up.weights, bias)
-        .map(|c| c.with_algorithm(old.algorithm))
+        .map(|c| {
+            c.with_algorithm(old.algorithm)
+                .with_precision(old.precision)
+        })
         .map_err(|e| UpdateError::File(format!("stage `{stage}`: {e}")))
 }
 

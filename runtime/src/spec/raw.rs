@@ -297,6 +297,11 @@ pub struct RawStage {
     /// only the speed differs.
     #[serde(default)]
     pub algorithm: Option<Spanned<String>>,
+    /// conv2d: the arithmetic a backend may use, `f32` (default) or `f16`
+    /// (CUDA tensor cores for layers the implicit GEMM takes; the CPU
+    /// computes f32 either way).
+    #[serde(default)]
+    pub precision: Option<Spanned<String>>,
     /// maxpool, avgpool: round partial windows up (default false).
     #[serde(default)]
     pub ceil_mode: Option<Spanned<bool>>,

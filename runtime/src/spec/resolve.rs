@@ -36,6 +36,19 @@ impl Ctx<'_> {
     }
 }
 
+/// The most values a spec may ask for in one tensor: a frame, a stage's
+/// output, or a convolution's weights (1 GiB of f32). Checked before
+/// anything of that size is allocated, so a spec with a huge size is a
+/// located error rather than a failed allocation.
+pub const MAX_TENSOR_VALUES: usize = 1 << 28;
+
+/// Whether a tensor of these dimensions has at most [`MAX_TENSOR_VALUES`].
+pub(super) fn within_limit(dims: &[usize]) -> bool {
+    dims.iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .is_some_and(|n| n <= MAX_TENSOR_VALUES)
+}
+
 pub(super) fn resolve(raw: RawSpec, file: &Path, ov: &Overrides) -> Result<Pipeline, SpecError> {
     let cx = Ctx { file };
     if raw.name.value.trim().is_empty() {
@@ -207,6 +220,16 @@ fn resolve_source(cx: &Ctx<'_>, raw: RawSource, ov: &Overrides) -> Result<Source
         return Err(cx.at(fps, "source.synthetic.fps", "must be a positive number"));
     }
     let (w, h) = ov.size.unwrap_or((s.width.value, s.height.value));
+    if !within_limit(&[s.channels.value, h, w]) {
+        return Err(cx.at(
+            &s.width,
+            "source.synthetic",
+            format!(
+                "{}x{h}x{w} (CxHxW) frames exceed {MAX_TENSOR_VALUES} values per frame",
+                s.channels.value
+            ),
+        ));
+    }
     Ok(SourceConfig::Synthetic(SyntheticSource {
         shape: Shape::new(s.channels.value, h, w),
         frames: ov.frames.unwrap_or(s.frames),
@@ -335,6 +358,16 @@ fn resolve_stages(
             // Shape errors not caught field by field (should not happen) still get a location.
             cx.at(&st.op, format!("stages[{i}]"), e.to_string())
         })?;
+        if !within_limit(&[output.c, output.h, output.w]) {
+            return Err(cx.at(
+                &st.op,
+                format!("stages[{i}]"),
+                format!(
+                    "its {}x{}x{} (CxHxW) output exceeds {MAX_TENSOR_VALUES} values per frame",
+                    output.c, output.h, output.w
+                ),
+            ));
+        }
         let needs_gpu = match &st.device {
             None => false,
             Some(d) if d.value == "cuda" => true,
@@ -393,6 +426,7 @@ fn present_fields(st: &RawStage) -> Vec<(&'static str, Position)> {
         ("dilation", pos(&st.dilation)),
         ("groups", pos(&st.groups)),
         ("algorithm", pos(&st.algorithm)),
+        ("precision", pos(&st.precision)),
         ("ceil_mode", pos(&st.ceil_mode)),
         ("count_include_pad", pos(&st.count_include_pad)),
         ("alpha", pos(&st.alpha)),

@@ -114,6 +114,27 @@ fn map_placement_fills_unnamed_elements_from_the_previous_one() {
 }
 
 #[test]
+fn precision_f16_reaches_the_convolution_and_the_cuda_plan() {
+    use streamfuse_kernels::Precision;
+    use streamfuse_kernels::cuda::{device::producer_of, params::Producer};
+    let p = load("valid-precision-f16.yaml", &Overrides::default());
+    let precision = |i: usize| match &p.stages[i].op {
+        Op::Conv2d(c) => c.precision,
+        other => panic!("stage {i} is not a conv: {other:?}"),
+    };
+    assert_eq!(precision(0), Precision::F32);
+    assert_eq!(precision(1), Precision::F16);
+    let producers: Vec<Option<Producer>> = p
+        .stages
+        .iter()
+        .map(|s| producer_of(&s.op, s.input).unwrap_or_else(|e| panic!("{e}")))
+        .collect();
+    // The thin layer (3 input channels) keeps the hand-written kernel; the
+    // f16 one runs on the tensor cores.
+    assert_eq!(producers[..2], [None, Some(Producer::GemmF16)]);
+}
+
+#[test]
 fn npy_weights_are_loaded_and_fuse_false_starts_a_segment() {
     let w = load("valid-weights-watch.yaml", &Overrides::default());
     assert_eq!(w.watch.len(), 1);

@@ -20,7 +20,7 @@ use crate::corpus_cases::same_bits;
 use crate::{compiler_or_skip, seeded};
 
 /// The chain's members run one by one on the CPU (`fusion: chain`).
-fn one_by_one(chain: &FusedChain, input: &Tensor) -> Tensor {
+pub(crate) fn one_by_one(chain: &FusedChain, input: &Tensor) -> Tensor {
     let mut t = input.clone();
     for op in chain.members() {
         t = op.run_cpu(&t).unwrap();
@@ -182,7 +182,7 @@ proptest! {
 }
 
 /// A batch normalization with `c` seeded channels.
-fn bn(c: usize, seed: u64) -> ChannelAffine {
+pub(crate) fn bn(c: usize, seed: u64) -> ChannelAffine {
     ChannelAffine::new(seeded(c, seed), seeded(c, seed ^ 5)).unwrap()
 }
 

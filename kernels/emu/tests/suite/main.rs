@@ -23,6 +23,7 @@ mod corpus;
 mod emulated_kernels;
 mod emulated_onnx;
 mod emulated_vision;
+mod gemm_conv;
 mod generated_chains;
 
 /// `n` seeded values in [-1, 1], the same on every run.

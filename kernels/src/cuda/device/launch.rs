@@ -6,20 +6,30 @@ use std::sync::Arc;
 use cudarc::driver::{CudaSlice, PushKernelArg};
 
 use super::{
-    CHANNEL_AFFINE, CudaDevice, CudaError, DeviceBuf, FUSED_CONV_POOL, FusedRoute, ZERO, cfg, drv,
+    CHANNEL_AFFINE, CudaDevice, CudaError, DeviceBuf, FUSED_CONV_POOL, FusedRoute, ZERO, cfg,
+    conv_chain, drv, fused_route,
 };
 use crate::cuda::{codegen, params};
 use crate::op::{ChannelAffine, Conv2d, FusedChain, Pool2d};
 use crate::tensor::Shape;
 
 impl CudaDevice {
-    /// A convolution into a new buffer (the kernel [`params::conv`] picks).
+    /// A convolution into a new buffer: deep layers through a generated
+    /// kernel with a GEMM producer ([`params::producer`]), the others
+    /// through the hand-written kernel [`params::conv`] picks.
     pub(super) fn conv(
         &mut self,
         c: &Conv2d,
         cur: &CudaSlice<f32>,
         shape: Shape,
     ) -> Result<CudaSlice<f32>, CudaError> {
+        if params::producer(c, (1, 1)) != params::Producer::Tiled {
+            let chain = conv_chain(c);
+            let route = fused_route(&chain, shape)?;
+            if let Some(out) = self.fused(&chain, route, cur, shape)? {
+                return Ok(out);
+            }
+        }
         let (params, kernel, launch) = params::conv(c, shape)?;
         let out_shape = c.params.output_shape(shape)?;
         let (w, bias) = self.conv_weights(c)?;

@@ -7,8 +7,8 @@
 
 use serde_saphyr::Spanned;
 use streamfuse_kernels::{
-    ChannelAffine, Conv2d, Conv2dParams, ConvAlgorithm, Op, Pointwise, Pool2d, PoolKind, Shape,
-    Window, random,
+    ChannelAffine, Conv2d, Conv2dParams, ConvAlgorithm, Op, Pointwise, Pool2d, PoolKind, Precision,
+    Shape, Window, random,
 };
 
 use super::{Located, StageCx, explain};
@@ -181,6 +181,21 @@ pub(super) fn conv(sc: &StageCx<'_>, input: Shape) -> Result<Op, SpecError> {
             "missing: op conv2d needs `weights` ({ random: { seed: N } } or { npy: path })",
         ));
     };
+    let dims = [out_channels, params.in_per_group(), kernel[0], kernel[1]];
+    if !super::within_limit(&dims) {
+        return Err(cx.at(
+            weights,
+            f("weights"),
+            format!(
+                "[{}, {}, {}, {}] weights exceed {} values",
+                dims[0],
+                dims[1],
+                dims[2],
+                dims[3],
+                super::MAX_TENSOR_VALUES
+            ),
+        ));
+    }
     let fan_in = params.filter_len();
     let bound = 1.0 / (fan_in as f32).sqrt();
     let expected = [
@@ -325,8 +340,18 @@ pub(super) fn conv(sc: &StageCx<'_>, input: Shape) -> Result<Op, SpecError> {
             }
         },
     };
+    let precision = match &st.precision {
+        None => Precision::F32,
+        Some(p) => Precision::from_name(&p.value).ok_or_else(|| {
+            cx.at(
+                p,
+                f("precision"),
+                format!("is `{}`; expected f32 or f16", p.value),
+            )
+        })?,
+    };
     Conv2d::new(params, w, bias)
-        .map(|c| Op::Conv2d(c.with_algorithm(algorithm)))
+        .map(|c| Op::Conv2d(c.with_algorithm(algorithm).with_precision(precision)))
         .map_err(|e| cx.at(weights, f("weights"), e.to_string()))
 }
 
