@@ -39,21 +39,43 @@ fn max_row<F: Fn(f32) -> f32>(g: F, v: &mut [f32], src: &[f32]) {
     }
 }
 
+/// `dst[i] = p(src[i])`, one loop per kind of op: the op is matched once,
+/// not per value, so each loop vectorises (a match inside the loop
+/// compiles to a jump per value).
+#[inline(always)]
+fn map_pointwise(p: Pointwise, dst: &mut [f32], src: &[f32]) {
+    match p {
+        Pointwise::Relu => map_row(|x| Pointwise::Relu.apply(x), dst, src),
+        Pointwise::Clip { min, max } => {
+            map_row(|x| Pointwise::Clip { min, max }.apply(x), dst, src);
+        }
+        Pointwise::Affine { scale, shift } => {
+            map_row(|x| Pointwise::Affine { scale, shift }.apply(x), dst, src);
+        }
+        Pointwise::LeakyRelu { alpha } => {
+            map_row(|x| Pointwise::LeakyRelu { alpha }.apply(x), dst, src);
+        }
+        Pointwise::Threshold { threshold, value } => map_row(
+            |x| Pointwise::Threshold { threshold, value }.apply(x),
+            dst,
+            src,
+        ),
+    }
+}
+
 /// `dst[i] = op(src[i])` for one epilogue op of channel `c`.
 #[inline(always)]
 fn map_op(op: &EpilogueOp, c: usize, dst: &mut [f32], src: &[f32]) {
     match op {
-        EpilogueOp::Pointwise(p) => {
-            let p = *p;
-            map_row(|x| p.apply(x), dst, src);
-        }
-        EpilogueOp::Channel(a) => {
-            let p = Pointwise::Affine {
+        EpilogueOp::Pointwise(p) => map_pointwise(*p, dst, src),
+        EpilogueOp::Channel(a) => map_pointwise(
+            Pointwise::Affine {
                 scale: a.scale[c],
                 shift: a.shift[c],
-            };
-            map_row(|x| p.apply(x), dst, src);
-        }
+            },
+            dst,
+            src,
+        ),
     }
 }
 
@@ -71,6 +93,14 @@ pub(crate) fn epilogue_row(ep: &[EpilogueOp], c: usize, dst: &mut [f32], src: &[
             map_op(first, c, dst, src);
             apply_epilogue(rest, c, dst);
         }
+    }
+}
+
+multiversion! {
+    /// [`epilogue_row`] compiled for the CPU's level: for callers that are
+    /// not (the panel and Winograd algorithms' copy-out of a block).
+    pub(crate) fn epilogue_copy(ep: &[EpilogueOp], c: usize, dst: &mut [f32], src: &[f32]) {
+        epilogue_row(ep, c, dst, src);
     }
 }
 

@@ -22,11 +22,11 @@
 //! partial sums between chunks are stored as `f32` and reloaded, which
 //! rounds nothing. So both algorithms give the same bits at one level, and
 //! the planner's choice never changes a digest. The epilogue runs as the
-//! block is copied out, through the same [`epilogue_row`] as the row
+//! block is copied out, through the same epilogue as the row
 //! engine's path.
 
 use super::conv::strided_copy;
-use super::fused::epilogue_row;
+use super::fused::epilogue_copy;
 use super::pool::{PoolRows, simple_max_row};
 use super::simd::{Level, level};
 use super::vector::{self, Vector};
@@ -426,7 +426,7 @@ impl RowSource for Panel<'_> {
                 let acc = &scratch.acc[oc * plane..];
                 for i in 0..m {
                     let out = &mut d[(r + i) * w..(r + i + 1) * w];
-                    epilogue_row(self.ep, oc, out, &acc[i * gw..i * gw + w]);
+                    epilogue_copy(self.ep, oc, out, &acc[i * gw..i * gw + w]);
                 }
             }
             r += m;

@@ -31,7 +31,7 @@
 //! is bounded by a small multiple of `ε Σ |w| |x|` (KERNELS.md, "Winograd",
 //! states the bound the tests check).
 
-use super::fused::epilogue_row;
+use super::fused::epilogue_copy;
 use super::panel::{ConvRun, OB, RowSource, Scratch, Strip, fill_strip, tile};
 use super::simd::Level;
 use super::vector::{self, Vector};
@@ -493,7 +493,7 @@ fn write_rows(
                 row[2 * tx] = a;
                 row[2 * tx + 1] = b;
             }
-            epilogue_row(wg.ep, oc, &mut dst[y * w..(y + 1) * w], &row[..w]);
+            epilogue_copy(wg.ep, oc, &mut dst[y * w..(y + 1) * w], &row[..w]);
         }
     }
 }
