@@ -357,21 +357,47 @@ impl<'a> Panel<'a> {
         let plane = npix.div_ceil(l) * l;
         // Every value is written by the first chunk before it is read.
         s.acc.resize(self.conv.params.out_channels * plane, 0.0);
-        self.fill_strip(y0, &strip, &mut s.data);
+        let src = match self.direct(y0, plane) {
+            Some(src) => src,
+            None => {
+                self.fill_strip(y0, &strip, &mut s.data);
+                Source {
+                    base: s.data.as_ptr(),
+                    plane: strip.plane(),
+                }
+            }
+        };
         match self.level {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `Level::Avx512` is only chosen when the CPU has AVX-512F and FMA.
-            Level::Avx512 => unsafe { block_avx512(self, &strip, s) },
+            Level::Avx512 => unsafe { block_avx512(self, &strip, src, s) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `Level::Avx2Fma` is only chosen when the CPU has AVX2 and FMA.
-            Level::Avx2Fma => unsafe { block_avx2(self, &strip, s) },
+            Level::Avx2Fma => unsafe { block_avx2(self, &strip, src, s) },
             #[cfg(target_arch = "aarch64")]
             // SAFETY: NEON is part of the aarch64 base ISA.
-            Level::Neon => unsafe { block_v::<vector::Neon, 4>(self, &strip, s) },
+            Level::Neon => unsafe { block_v::<vector::Neon, 4>(self, &strip, src, s) },
             // SAFETY: portable lanes need no CPU feature.
-            _ => unsafe { block_v::<vector::Portable, 1>(self, &strip, s) },
+            _ => unsafe { block_v::<vector::Portable, 1>(self, &strip, src, s) },
         }
         strip.grid_w
+    }
+
+    /// Where a block of a pointwise convolution (1x1, stride 1, no
+    /// padding) at output row `y0` reads its taps straight from the
+    /// input, without a strip: its grid is the input's rows, so tap `ic`
+    /// of grid pixel `i` is input value `ic * H*W + y0 * W + i`. `None`
+    /// for any other convolution, or when the block's last tile (`plane`
+    /// pixels, rounded up to lanes) would read past the input plane.
+    fn direct(&self, y0: usize, plane: usize) -> Option<Source> {
+        let win = self.conv.params.window;
+        let Shape { h, w, .. } = self.input.shape();
+        let pointwise = win.kernel == [1, 1] && win.stride == [1, 1] && win.pads == [0; 4];
+        (pointwise && y0 * w + plane <= h * w).then(|| Source {
+            // SAFETY: `y0 * w <= h * w`, within the input.
+            base: unsafe { self.input.data().as_ptr().add(y0 * w) },
+            plane: h * w,
+        })
     }
 
     /// Copies the input rows the block at output row `y0` reads into its
@@ -390,13 +416,13 @@ impl<'a> Panel<'a> {
         );
     }
 
-    /// Sets `s.offs` to where grid pixel 0 reads each tap of group `g`.
-    fn tap_offsets(&self, g: usize, strip: &Strip, offs: &mut Vec<usize>) {
+    /// Sets `s.offs` to where grid pixel 0 reads each tap of group `g`, in
+    /// a source whose phase planes are `plane` values apart.
+    fn tap_offsets(&self, g: usize, strip: &Strip, plane: usize, offs: &mut Vec<usize>) {
         let p = self.conv.params;
         let win = p.window;
         let [kh, kw] = win.kernel;
         let [sh, sw] = win.stride;
-        let plane = strip.plane();
         offs.clear();
         for icg in 0..p.in_per_group() {
             let ic = g * p.in_per_group() + icg;
@@ -485,27 +511,43 @@ pub(crate) fn fill_strip(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl,fma")]
-unsafe fn block_avx512(pc: &Panel<'_>, strip: &Strip, s: &mut Scratch) {
+unsafe fn block_avx512(pc: &Panel<'_>, strip: &Strip, src: Source, s: &mut Scratch) {
     // SAFETY: forwarded from the caller; AVX-512F and FMA are enabled here.
-    unsafe { block_v::<vector::Avx512, 4>(pc, strip, s) }
+    unsafe { block_v::<vector::Avx512, 4>(pc, strip, src, s) }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn block_avx2(pc: &Panel<'_>, strip: &Strip, s: &mut Scratch) {
+unsafe fn block_avx2(pc: &Panel<'_>, strip: &Strip, src: Source, s: &mut Scratch) {
     // SAFETY: forwarded from the caller; AVX2 and FMA are enabled here.
-    unsafe { block_v::<vector::Avx2, 2>(pc, strip, s) }
+    unsafe { block_v::<vector::Avx2, 2>(pc, strip, src, s) }
+}
+
+/// Where a block's taps are read: the block's strip ([`Panel::fill_strip`])
+/// or, for a pointwise convolution, the input itself ([`Panel::direct`]).
+#[derive(Clone, Copy)]
+struct Source {
+    /// Grid pixel 0 of phase plane 0.
+    base: *const f32,
+    /// Values between consecutive phase planes (input channels).
+    plane: usize,
 }
 
 /// A block into `s.acc`: per group, per chunk of taps, per tile, every
 /// block of [`OB`] output channels.
 ///
 /// # Safety
-/// The CPU must support `V`; `U * V::LANES <= MAX_TILE`; `s.acc` holds `out_channels` planes of the block's grid
-/// pixels rounded up to lanes, and `s.data` the block's strip
-/// ([`Panel::fill_strip`]).
+/// The CPU must support `V`; `U * V::LANES <= MAX_TILE`; `s.acc` holds
+/// `out_channels` planes of the block's grid pixels rounded up to lanes,
+/// and `src` the block's strip, or the input where every tile's reads stay
+/// inside it ([`Panel::direct`]).
 #[inline(always)]
-unsafe fn block_v<V: Vector, const U: usize>(pc: &Panel<'_>, strip: &Strip, s: &mut Scratch) {
+unsafe fn block_v<V: Vector, const U: usize>(
+    pc: &Panel<'_>,
+    strip: &Strip,
+    src: Source,
+    s: &mut Scratch,
+) {
     let l = V::LANES;
     let t = U * l;
     let p = pc.conv.params;
@@ -513,7 +555,7 @@ unsafe fn block_v<V: Vector, const U: usize>(pc: &Panel<'_>, strip: &Strip, s: &
     let chunk = (CHUNK_BYTES / 4 / t).max(8);
     let plane = s.acc.len() / p.out_channels.max(1);
     for g in 0..p.groups {
-        pc.tap_offsets(g, strip, &mut s.offs);
+        pc.tap_offsets(g, strip, src.plane, &mut s.offs);
         let mut k0 = 0;
         while k0 < k_all {
             let kc = chunk.min(k_all - k0);
@@ -522,8 +564,9 @@ unsafe fn block_v<V: Vector, const U: usize>(pc: &Panel<'_>, strip: &Strip, s: &
                 // The last tile is as many vectors as the block has left.
                 let vecs = U.min((plane - t0) / l);
                 let job = Job {
-                    // SAFETY: in the strip; reads stay in its tail (`fill_strip`).
-                    x: unsafe { s.data.as_ptr().add(t0) },
+                    // SAFETY: in the source; reads stay in the strip's tail
+                    // (`fill_strip`) or the input plane (`Panel::direct`).
+                    x: unsafe { src.base.add(t0) },
                     offs: &s.offs[k0..k0 + kc],
                     acc: s.acc.as_mut_ptr(),
                     plane,
