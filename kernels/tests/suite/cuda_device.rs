@@ -60,22 +60,45 @@ fn cuda_matches_the_cpu_backend_on_full_frames() {
 fn generated_chain_kernels_match_the_cpu_backend() {
     use streamfuse_kernels::cuda::codegen::representative_chains;
     use streamfuse_kernels::{Conv2d, EpilogueOp, Pointwise, Shape};
+    use streamfuse_kernels::{ConvAlgorithm, Precision};
     let Some(mut dev) = device() else { return };
-    let shape = Shape::new(3, 45, 70);
-    let input = Tensor::from_vec(
-        shape,
-        (0..shape.len() as u64)
-            .map(|i| streamfuse_kernels::random::symmetric_f32(3, 1, i, 1.0))
-            .collect(),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let input_of = |channels: usize| {
+        let shape = Shape::new(channels, 45, 70);
+        Tensor::from_vec(
+            shape,
+            (0..shape.len() as u64)
+                .map(|i| streamfuse_kernels::random::symmetric_f32(3, 1, i, 1.0))
+                .collect(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    };
     for mut chain in representative_chains() {
+        // f16 chains (tensor cores): within reference::f16_tolerance of the
+        // CPU's f32 values, bounded with every |w x| at its largest (0.3 x
+        // 1 per tap, plus the bias); the epilogues here scale by at most 1.
+        let mut f16_tol = None;
         if let Some(c) = &chain.conv {
             let w = (0..c.params.weight_len() as u64)
                 .map(|i| streamfuse_kernels::random::symmetric_f32(9, 2, i, 0.3))
                 .collect();
             let b = c.bias.as_ref().map(|b| vec![0.125; b.len()]);
-            chain.conv = Some(Conv2d::new(c.params, w, b).unwrap_or_else(|e| panic!("{e}")));
+            let taps = c.params.filter_len();
+            if c.precision == Precision::F16 {
+                f16_tol = Some(streamfuse_kernels::reference::f16_tolerance(
+                    taps,
+                    0.3 * taps as f64 + 0.125,
+                ));
+            }
+            chain.conv = Some(
+                Conv2d::new(c.params, w, b)
+                    // The CPU side in the direct algorithms' order (not
+                    // Winograd's), which is the GEMM's.
+                    .map(|n| {
+                        n.with_precision(c.precision)
+                            .with_algorithm(Some(ConvAlgorithm::Panel))
+                    })
+                    .unwrap_or_else(|e| panic!("{e}")),
+            );
             if chain
                 .epilogue
                 .iter()
@@ -84,6 +107,7 @@ fn generated_chain_kernels_match_the_cpu_backend() {
                 continue;
             }
         }
+        let input = input_of(chain.conv.as_ref().map_or(3, |c| c.params.in_channels));
         let op = Op::Fused(chain.clone());
         let cpu = op.run_cpu(&input).unwrap_or_else(|e| panic!("{e}"));
         let gpu = dev
@@ -91,7 +115,7 @@ fn generated_chain_kernels_match_the_cpu_backend() {
             .unwrap_or_else(|e| panic!("{}: {e}", chain.label()));
         assert_eq!(cpu.shape(), gpu.shape(), "{}", chain.label());
         for (i, (&a, &b)) in cpu.data().iter().zip(gpu.data()).enumerate() {
-            let tol = 1e-5 * a.abs().max(1.0);
+            let tol = f16_tol.map_or(1e-5 * a.abs().max(1.0), |t| t as f32);
             assert!(
                 (a - b).abs() <= tol,
                 "{} value {i}: cpu {a} cuda {b}",
