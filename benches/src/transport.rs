@@ -57,8 +57,8 @@ impl Tls {
         ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let ca_key = KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
         let ca = CertifiedIssuer::self_signed(ca, ca_key).unwrap_or_else(|e| panic!("{e}"));
-        let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])
-            .unwrap_or_else(|e| panic!("{e}"));
+        let mut leaf =
+            CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap_or_else(|e| panic!("{e}"));
         leaf.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,

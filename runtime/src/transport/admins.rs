@@ -103,11 +103,15 @@ pub struct Admins {
 }
 
 impl Admins {
-    /// The list `names`.
+    /// The list `names` (in order, each once).
     pub fn new(names: impl IntoIterator<Item = String>) -> Self {
-        let mut names: Vec<String> = names.into_iter().collect();
-        names.dedup();
-        Self { names }
+        let mut out: Vec<String> = Vec::new();
+        for n in names {
+            if !out.contains(&n) {
+                out.push(n);
+            }
+        }
+        Self { names: out }
     }
 
     /// The names, as given.

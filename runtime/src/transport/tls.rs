@@ -478,8 +478,74 @@ impl ClientTls {
     }
 }
 
+/// Bytes a TLS connection reads from its socket at once: rustls asks for
+/// 4 KiB at a time, which for a 3.7 MB frame is about 900 `read` calls;
+/// through this buffer it is about 15, for one extra copy in memory.
+pub const READ_BUFFER: usize = 256 << 10;
+
+/// A socket read through a [`READ_BUFFER`]-sized buffer (writes go
+/// straight through), keeping its connection info for tonic.
+pub struct Buffered<IO>(tokio::io::BufReader<IO>);
+
+impl<IO: tokio::io::AsyncRead> Buffered<IO> {
+    /// `io` with a read buffer.
+    pub fn new(io: IO) -> Self {
+        Self(tokio::io::BufReader::with_capacity(READ_BUFFER, io))
+    }
+}
+
+impl<IO: Connected + tokio::io::AsyncRead> Connected for Buffered<IO> {
+    type ConnectInfo = IO::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.0.get_ref().connect_info()
+    }
+}
+
+impl<IO: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Buffered<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl<IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite
+    for Buffered<IO>
+{
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+}
+
 /// A TLS connection a server accepted.
-pub type Accepted<IO> = tokio_rustls::server::TlsStream<IO>;
+pub type Accepted<IO> = tokio_rustls::server::TlsStream<Buffered<IO>>;
 
 /// The connections of `incoming` after a TLS handshake each: a
 /// connection whose handshake fails (plaintext, no client certificate, a
@@ -523,6 +589,7 @@ where
                     .remote_addr()
                     .map(|a| a.to_string())
                     .unwrap_or_default();
+                let io = Buffered::new(io);
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
                     Ok(Ok(stream)) => {
                         let _ = tx.send(Ok(stream)).await;
@@ -556,14 +623,13 @@ struct Connector {
     config: Arc<rustls::ClientConfig>,
 }
 
-type Connecting = Pin<
-    Box<
-        dyn Future<Output = io::Result<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>>> + Send,
-    >,
->;
+/// A client's TLS connection.
+type ClientConn = TokioIo<tokio_rustls::client::TlsStream<Buffered<TcpStream>>>;
+
+type Connecting = Pin<Box<dyn Future<Output = io::Result<ClientConn>> + Send>>;
 
 impl Service<http::Uri> for Connector {
-    type Response = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
+    type Response = ClientConn;
     type Error = io::Error;
     type Future = Connecting;
 
@@ -588,7 +654,7 @@ impl Service<http::Uri> for Connector {
                 .map_err(|e| bad(format!("{host} is not a server name: {e}")))?;
             let tcp = TcpStream::connect((host.as_str(), port)).await?;
             tcp.set_nodelay(true)?;
-            let tls = connector.connect(name, tcp).await?;
+            let tls = connector.connect(name, Buffered::new(tcp)).await?;
             Ok(TokioIo::new(tls))
         })
     }
