@@ -8,6 +8,11 @@
 //! segment one source thread per stream. They meet in bounded queues, so a slow
 //! downstream slows everything upstream and memory stays bounded.
 //!
+//! With TLS (the node's `tls` in the spec, or flags) the server takes only
+//! clients of the CA, the link downstream presents the node's certificate,
+//! control calls need an admin identity, and `health_listen` serves
+//! `grpc.health.v1` in plaintext for probes ([`crate::transport::tls`]).
+//!
 //! `SIGTERM` (or `SIGINT`) drains: new frames are refused (`Unavailable`,
 //! the sender keeps and later replays them), queued frames are finished and
 //! forwarded, and the process waits until downstream has acknowledged them

@@ -654,7 +654,15 @@ impl Service<http::Uri> for Connector {
                 .map_err(|e| bad(format!("{host} is not a server name: {e}")))?;
             let tcp = TcpStream::connect((host.as_str(), port)).await?;
             tcp.set_nodelay(true)?;
-            let tls = connector.connect(name, Buffered::new(tcp)).await?;
+            // A failed handshake is a setting to fix (a certificate the
+            // server does not take, or one that does not name `host`), not
+            // a server still starting: said at warn level.
+            let tls = connector
+                .connect(name, Buffered::new(tcp))
+                .await
+                .inspect_err(|e| {
+                    tracing::warn!(%host, port, error = %e, "TLS handshake with the server failed");
+                })?;
             Ok(TokioIo::new(tls))
         })
     }
