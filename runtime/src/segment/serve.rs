@@ -463,7 +463,7 @@ async fn serve_async(
     if opts.tls.is_some() {
         tracing::info!(segment = seg.index, %bound, ?next, %device, admins = ?opts.admins, "serving over mutual TLS");
     } else {
-        tracing::info!(segment = seg.index, %bound, ?next, %device, control = opts.control.name(), "serving in plaintext");
+        tracing::info!(segment = seg.index, %bound, ?next, %device, control = opts.control.name(), "serving in plaintext: any peer that reaches this address can push frames and read Info (configure `tls` for mutual TLS)");
     }
     if opts.control == crate::transport::control::ControlAccess::Network {
         tracing::warn!(
