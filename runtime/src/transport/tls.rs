@@ -550,7 +550,8 @@ pub type Accepted<IO> = tokio_rustls::server::TlsStream<Buffered<IO>>;
 /// The connections of `incoming` after a TLS handshake each: a
 /// connection whose handshake fails (plaintext, no client certificate, a
 /// certificate of another CA) or takes longer than [`HANDSHAKE_TIMEOUT`]
-/// is closed, logged and counted in `refused`. Handshakes run side by
+/// is closed, logged and counted in `refused` (one its peer closes before
+/// sending anything, a port check, is only closed). Handshakes run side by
 /// side, each in its own task.
 pub fn accept<S, IO>(
     incoming: S,
@@ -595,9 +596,8 @@ where
                         let _ = tx.send(Ok(stream)).await;
                     }
                     Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                        // Closed before a handshake: a port check, not an
-                        // attempt to talk.
-                        refused.inc();
+                        // Closed by the peer before a handshake: a port
+                        // check, not an attempt to talk; not counted.
                         tracing::debug!(%peer, "connection closed before a TLS handshake");
                     }
                     Ok(Err(e)) => {
