@@ -456,3 +456,54 @@ fn spec_tls_errors_name_the_field() {
         );
     }
 }
+
+#[test]
+fn profile_probes_a_tls_server_with_an_admin_certificate_only() {
+    let certs = Certs::new();
+    let port = free_port();
+    let thesis = crate::support::repo_root().join("examples/thesis.yaml");
+    let mut c = Command::new(binary());
+    c.arg("serve").arg(&thesis);
+    c.args(["--size", "64x48", "--placement", "ESSS", "--segment", "1"]);
+    c.args(["--listen", &format!("127.0.0.1:{port}"), "--admin", "ops"]);
+    c.args(certs.flags(&certs.node));
+    c.env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    let _kid = Kill(vec![c.spawn().unwrap_or_else(|e| panic!("{e}"))]);
+    wait_listening(&[port]);
+    let out = certs.dir.path().join("edge.json");
+    let profile = |pair: &Pair| {
+        Command::new(binary())
+            .arg("profile")
+            .arg(&thesis)
+            .args(["--node", "edge", "--cpus", "0.5"])
+            .args(["--peer", &format!("server=127.0.0.1:{port}")])
+            .args(["--size", "64x48", "--iters", "3", "--run-secs", "0.05"])
+            .args(["--probe-secs", "0.2", "--repeats", "1"])
+            .args(certs.flags(pair))
+            .arg("--out")
+            .arg(&out)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let viewer = profile(&certs.viewer);
+    let e = stderr(&viewer);
+    assert!(
+        !viewer.status.success() && e.contains("Probe from") && e.contains("names no admin"),
+        "{e}"
+    );
+    let admin = profile(&certs.admin);
+    assert!(admin.status.success(), "{}", stderr(&admin));
+    let p: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let link = &p["links"][0];
+    assert_eq!(link["measured"], true, "{link}");
+    assert!(
+        link["samples"][0]["bytes_per_s"]
+            .as_f64()
+            .is_some_and(|b| b > 0.0),
+        "{link}"
+    );
+}
