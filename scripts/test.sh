@@ -52,6 +52,9 @@ python3 tests/vision/check_against_opencv.py --binary "$STREAMFUSE_BIN"
 say "stream protocol: a client written from stage.proto alone (grpcio), good and bad frames against a segment server"
 python3 tests/protocol/check_stream_protocol.py --binary "$STREAMFUSE_BIN"
 
+say "mutual TLS: a grpcio client with openssl-made certificates against a TLS segment server (plaintext, unknown CA, non-admin, admin, health port)"
+python3 tests/protocol/check_tls.py --binary "$STREAMFUSE_BIN"
+
 say "k3s manifests: every thesis placement, validated offline with kubernetes-validate --strict"
 rc=0
 scripts/validate-manifests.sh "$STREAMFUSE_BIN" || rc=$?

@@ -1,7 +1,8 @@
 //! Loopback links for the transport benches: the runtime's real gRPC path
 //! (a [`Forwarder`] pushing into [`StageService`]s, relays forwarding as a
-//! middle segment does) next to a raw-TCP baseline moving the same bytes
-//! (length prefix + payload, no acks, no flow control: the ceiling).
+//! middle segment does), in plaintext or over mutual TLS ([`Tls`]), next
+//! to a raw-TCP baseline moving the same bytes (length prefix + payload,
+//! no acks, no flow control: the ceiling).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -13,6 +14,7 @@ use streamfuse::transport::forward::Forwarder;
 use streamfuse::transport::metrics::SegmentMetrics;
 use streamfuse::transport::push::StageRoutes;
 use streamfuse::transport::server::{AckMap, Delivered, Floors, StageService, Work};
+use streamfuse::transport::tls::{self, ClientTls, ServerTls};
 use streamfuse::transport::{Limits, WINDOW, wire};
 use streamfuse_kernels::Shape;
 use streamfuse_proto::v1;
@@ -27,6 +29,59 @@ pub fn shape_for(bytes: usize) -> Shape {
         Shape::new(1, 720, 1280)
     } else {
         Shape::new(1, 1, n)
+    }
+}
+
+/// Mutual TLS for a bench chain: one CA, one certificate (for
+/// `127.0.0.1`) every server and client of the chain uses, generated into
+/// a temporary folder that lives as long as this.
+pub struct Tls {
+    server: ServerTls,
+    client: ClientTls,
+    _dir: tempfile::TempDir,
+}
+
+impl Tls {
+    /// Generates the certificates and loads them.
+    ///
+    /// # Panics
+    /// When they cannot be generated, written or loaded (the bench cannot
+    /// run).
+    pub fn generate() -> Self {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa,
+            KeyPair,
+        };
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap_or_else(|e| panic!("{e}"));
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_key = KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+        let ca = CertifiedIssuer::self_signed(ca, ca_key).unwrap_or_else(|e| panic!("{e}"));
+        let mut leaf =
+            CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap_or_else(|e| panic!("{e}"));
+        leaf.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+        let cert = leaf.signed_by(&key, &ca).unwrap_or_else(|e| panic!("{e}"));
+        let files = streamfuse::spec::TlsFiles {
+            cert: dir.path().join("node.pem"),
+            key: dir.path().join("node.key"),
+            ca: dir.path().join("ca.pem"),
+        };
+        for (path, text) in [
+            (&files.cert, cert.pem()),
+            (&files.key, key.serialize_pem()),
+            (&files.ca, ca.pem()),
+        ] {
+            std::fs::write(path, text).unwrap_or_else(|e| panic!("{e}"));
+        }
+        Self {
+            server: ServerTls::load(&files).unwrap_or_else(|e| panic!("{e}")),
+            client: ClientTls::load(&files).unwrap_or_else(|e| panic!("{e}")),
+            _dir: dir,
+        }
     }
 }
 
@@ -51,6 +106,7 @@ async fn server(
     shape: Shape,
     limits: Limits,
     sink: bool,
+    tls: Option<ServerTls>,
 ) -> (SocketAddr, mpsc::Receiver<Work>, watch::Sender<Delivered>) {
     let (inbox_tx, inbox_rx) = mpsc::channel(2);
     // The sink knows what it delivered at once; a relay once its downstream
@@ -79,25 +135,42 @@ async fn server(
     let addr = listener
         .local_addr()
         .unwrap_or_else(|e| panic!("addr: {e}"));
-    let srv = tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .initial_stream_window_size(limits.stream_window)
         .initial_connection_window_size(limits.connection_window)
         .max_frame_size(limits.h2_frame)
         .tcp_nodelay(true)
-        .add_service(StageRoutes::new(svc, limits.max_message))
-        .serve_with_incoming(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-        );
-    tokio::spawn(srv);
+        .add_service(StageRoutes::new(svc, limits.max_message));
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    match tls {
+        Some(t) => {
+            let refused = prometheus_client::metrics::counter::Counter::default();
+            tokio::spawn(router.serve_with_incoming(tls::accept(incoming, t, refused)));
+        }
+        None => {
+            tokio::spawn(router.serve_with_incoming(incoming));
+        }
+    }
     (addr, inbox_rx, acks_tx)
 }
 
 impl GrpcChain {
-    /// Sets up `hops` links for payloads of `shape`.
+    /// Sets up `hops` plaintext links for payloads of `shape`.
     ///
     /// # Panics
     /// When loopback sockets cannot be bound (the bench cannot run).
     pub fn new(shape: Shape, hops: usize) -> Self {
+        Self::with_tls(shape, hops, None)
+    }
+
+    /// Sets up `hops` links for payloads of `shape`, over mutual TLS with
+    /// `tls` (else plaintext).
+    ///
+    /// # Panics
+    /// When loopback sockets cannot be bound (the bench cannot run).
+    pub fn with_tls(shape: Shape, hops: usize, tls: Option<&Tls>) -> Self {
+        let server_tls = tls.map(|t| t.server.clone());
+        let client_tls = tls.map(|t| t.client.clone());
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -106,7 +179,7 @@ impl GrpcChain {
         let limits = Limits::for_frame(shape.bytes());
         let (input, delivered) = rt.block_on(async {
             // The sink: takes every frame and acknowledges it at once.
-            let (mut addr, mut inbox, acks) = server(shape, limits, true).await;
+            let (mut addr, mut inbox, acks) = server(shape, limits, true, server_tls.clone()).await;
             tokio::spawn(async move {
                 while let Some(w) = inbox.recv().await {
                     if let Work::Frame(f, _) = w {
@@ -118,7 +191,8 @@ impl GrpcChain {
             });
             // Relays: receive, re-encode (the payload is shared), forward.
             for _ in 1..hops {
-                let (raddr, mut rinbox, racks) = server(shape, limits, false).await;
+                let (raddr, mut rinbox, racks) =
+                    server(shape, limits, false, server_tls.clone()).await;
                 let (tx, rx) = mpsc::channel(2);
                 let f = Forwarder::new(
                     &addr.to_string(),
@@ -127,7 +201,8 @@ impl GrpcChain {
                     racks,
                     Floors::default(),
                 )
-                .unwrap_or_else(|e| panic!("{e}"));
+                .unwrap_or_else(|e| panic!("{e}"))
+                .with_tls(client_tls.clone());
                 tokio::spawn(f.run(rx));
                 tokio::spawn(async move {
                     while let Some(w) = rinbox.recv().await {
@@ -149,7 +224,8 @@ impl GrpcChain {
                 board,
                 Floors::default(),
             )
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap_or_else(|e| panic!("{e}"))
+            .with_tls(client_tls.clone());
             tokio::spawn(f.run(rx));
             (tx, delivered)
         });

@@ -284,6 +284,7 @@ pub async fn measure_links(
     from: &str,
     peers: &[(String, String)],
     per_size: std::time::Duration,
+    tls: Option<&crate::transport::tls::ClientTls>,
 ) -> Result<(Vec<LinkProfile>, Option<HopProfile>), MeasureError> {
     let sizes = link_sizes(p);
     let mut links = Vec::new();
@@ -294,7 +295,7 @@ pub async fn measure_links(
         }
         let mut samples = Vec::new();
         for &bytes in &sizes {
-            let s = crate::transport::probe::probe(addr, bytes, per_size, 10_000).await?;
+            let s = crate::transport::probe::probe(addr, bytes, per_size, 10_000, tls).await?;
             tracing::info!(
                 peer = %node,
                 bytes,
@@ -338,6 +339,7 @@ pub fn measure_with_links(
     o: &MeasureOptions,
     peers: &[(String, String)],
     per_size: std::time::Duration,
+    tls: Option<&crate::transport::tls::ClientTls>,
 ) -> Result<Profile, MeasureError> {
     let prof = measure(p, o)?;
     let (Some(from), false) = (&o.node, peers.is_empty()) else {
@@ -348,7 +350,7 @@ pub fn measure_with_links(
         .enable_all()
         .build()
         .map_err(MeasureError::Runtime)?;
-    let (links, hop) = rt.block_on(measure_links(p, from, peers, per_size))?;
+    let (links, hop) = rt.block_on(measure_links(p, from, peers, per_size, tls))?;
     Ok(prof.with_links(links, hop))
 }
 

@@ -340,7 +340,10 @@ fn profile_cluster(
         .parse::<std::net::IpAddr>()
         .is_ok_and(|ip| ip.is_loopback());
     let access = if loopback { "loopback" } else { "network" };
-    serve_args.extend(["--control".into(), access.into()]);
+    // Over TLS the spec's admins decide (`--control` is for plaintext).
+    if p.nodes.iter().all(|n| n.tls.is_none()) {
+        serve_args.extend(["--control".into(), access.into()]);
+    }
     let mut served = Guard(
         launcher
             .command(server, &opts.exe)

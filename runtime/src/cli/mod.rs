@@ -75,6 +75,47 @@ impl SpecArgs {
     }
 }
 
+/// Mutual-TLS files from the command line (all three, or none).
+#[derive(Debug, Args)]
+pub struct TlsArgs {
+    /// This end's certificate (PEM, chain leaf first) for mutual TLS, with
+    /// --tls-key and --tls-ca; overrides the spec's `tls` files. Re-read
+    /// when it changes.
+    #[arg(long, value_name = "PEM", requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<PathBuf>,
+    /// This end's private key (PEM).
+    #[arg(long, value_name = "PEM", requires_all = ["tls_cert", "tls_ca"])]
+    pub tls_key: Option<PathBuf>,
+    /// The CA certificate(s) (PEM) the peer's certificate must be signed by.
+    #[arg(long, value_name = "PEM", requires_all = ["tls_cert", "tls_key"])]
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The files given, or `None` when none was.
+    pub fn files(&self) -> Option<spec::TlsFiles> {
+        match (&self.tls_cert, &self.tls_key, &self.tls_ca) {
+            (Some(cert), Some(key), Some(ca)) => Some(spec::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: ca.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// The client side of the files given (`None`: plaintext), loaded.
+    ///
+    /// # Errors
+    /// When a file cannot be read or used (the error names it).
+    pub fn client(&self) -> Result<Option<streamfuse::transport::tls::ClientTls>> {
+        self.files()
+            .map(|f| streamfuse::transport::tls::ClientTls::load(&f))
+            .transpose()
+            .map_err(Into::into)
+    }
+}
+
 /// Sizes the kernel thread pool (`--threads`), then loads the spec with
 /// the overrides, its `--split` cuts and, with `--solo K`, only segment K.
 pub fn load(a: &SpecArgs) -> Result<Pipeline> {

@@ -41,6 +41,10 @@ pub struct MeasureArgs {
     /// Replaces --link, --rtt-ms and the hop figures for that link.
     #[arg(long, value_name = "NODE=ADDR", requires = "node")]
     pub peer: Vec<String>,
+    /// Probe the peers through mutual TLS with these files (default: the
+    /// spec's `tls` files of --node, if any).
+    #[command(flatten)]
+    pub tls: super::TlsArgs,
     /// Seconds each link probe streams frames of one size.
     #[arg(long, default_value_t = 1.0)]
     pub probe_secs: f64,
@@ -140,5 +144,18 @@ pub fn measure(p: &Pipeline, m: &MeasureArgs) -> Result<Profile> {
         cpus: m.cpus,
     };
     let per_size = Duration::from_secs_f64(m.probe_secs);
-    Ok(advise::measure_with_links(p, &o, &peers, per_size)?)
+    let files = m.tls.files().or_else(|| {
+        let node = m.node.as_deref()?;
+        p.nodes.iter().find(|n| n.name == node)?.tls.clone()
+    });
+    let tls = files
+        .map(|f| streamfuse::transport::tls::ClientTls::load(&f))
+        .transpose()?;
+    Ok(advise::measure_with_links(
+        p,
+        &o,
+        &peers,
+        per_size,
+        tls.as_ref(),
+    )?)
 }

@@ -13,7 +13,7 @@ use streamfuse::spec::DeviceChoice;
 use streamfuse::sys::affinity;
 use streamfuse::transport::control::ControlAccess;
 
-use super::{SpecArgs, load};
+use super::{SpecArgs, TlsArgs, load};
 
 /// `streamfuse serve`'s arguments.
 #[derive(Debug, Args)]
@@ -24,19 +24,33 @@ pub struct ServeArgs {
     #[arg(long)]
     pub segment: usize,
     /// Address for gRPC and health. The default listens on every
-    /// interface, in plaintext: anyone who reaches the port can push frames
-    /// into the segment; control calls are refused unless `--control`
-    /// allows them.
+    /// interface. Without TLS (no `tls` in the spec, no --tls-* flags) it
+    /// is plaintext: anyone who reaches the port can push frames into the
+    /// segment, and control calls are refused unless `--control` allows
+    /// them. With TLS only clients with a certificate of the CA connect.
     #[arg(long, default_value = "0.0.0.0:50051")]
     pub listen: SocketAddr,
-    /// Who may make control calls (`UpdateWeights`: replace a stage's
-    /// weights; `Probe`: measure the link): `off` (the default) refuses
-    /// them all, `loopback` accepts them from this host only (ssh, or
-    /// `kubectl port-forward` into the pod), every other peer is refused
-    /// with PERMISSION_DENIED; `network` accepts them from any peer, for a
-    /// closed network whose every host is trusted.
+    /// Who may make control calls on a plaintext server (`UpdateWeights`:
+    /// replace a stage's weights; `Probe`: measure the link): `off` (the
+    /// default) refuses them all, `loopback` accepts them from this host
+    /// only (ssh, or `kubectl port-forward` into the pod), every other peer
+    /// is refused with PERMISSION_DENIED; `network` accepts them from any
+    /// peer, for a closed network whose every host is trusted. Over TLS
+    /// the admins list decides instead, and only `off` is accepted here.
     #[arg(long, default_value = "off", value_name = "ACCESS")]
     pub control: ControlAccess,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// A client identity (certificate common name, DNS or URI name)
+    /// allowed to make control calls over TLS, besides the spec's
+    /// `tls.admins` (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub admin: Vec<String>,
+    /// Also serve `grpc.health.v1` (only) in plaintext at this address:
+    /// for health checks that cannot present a client certificate, such as
+    /// the kubelet's gRPC probes, when the server is on TLS.
+    #[arg(long, value_name = "ADDR")]
+    pub health_listen: Option<SocketAddr>,
     /// Next segment's address (default: from its node's `address` in the spec).
     #[arg(long)]
     pub next: Option<String>,
@@ -96,6 +110,15 @@ pub fn run(a: ServeArgs) -> Result<()> {
         let cpus = affinity::parse_list(list).context("--cpus")?;
         affinity::pin_process(&cpus).context("--cpus")?;
     }
+    // The flags' TLS files, else those of the segment's node in the spec.
+    let tls = a.tls.files().or_else(|| {
+        pl.segments
+            .get(a.segment)
+            .and_then(|s| p.nodes.get(s.node))
+            .and_then(|n| n.tls.clone())
+    });
+    let mut admins = p.admins.clone();
+    admins.extend(a.admin.iter().cloned());
     let opts = ServeOptions {
         segment: a.segment,
         listen: a.listen,
@@ -111,6 +134,9 @@ pub fn run(a: ServeArgs) -> Result<()> {
             fresh: a.fresh,
         },
         control: a.control,
+        tls,
+        admins,
+        health_listen: a.health_listen,
     };
     let outcome = serve::serve(&p, &pl, &opts)?;
     if a.once {

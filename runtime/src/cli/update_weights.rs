@@ -25,6 +25,10 @@ pub struct UpdateWeightsArgs {
     /// Print the reply as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Connect through mutual TLS with these files (a TLS server accepts
+    /// the update only from a client identity in its admins list).
+    #[command(flatten)]
+    pub tls: super::TlsArgs,
 }
 
 /// The server's reply, as `--json` prints it (fields in that order).
@@ -47,11 +51,16 @@ struct Reply {
 /// Sends the update and prints the reply.
 pub fn run(a: UpdateWeightsArgs) -> Result<()> {
     let up = streamfuse::segment::live::read_npy(&a.stage, &a.weights, a.bias.as_deref())?;
+    let tls = a.tls.client()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let r = rt.block_on(streamfuse::transport::update::send(&a.addr, up))?;
+    let r = rt.block_on(streamfuse::transport::update::send(
+        &a.addr,
+        up,
+        tls.as_ref(),
+    ))?;
     let r = Reply {
         applied: r.applied,
         applied_ns: r.applied_ns,

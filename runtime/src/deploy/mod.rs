@@ -56,6 +56,13 @@ pub const SPEC_DIR: &str = "/etc/streamfuse";
 pub const SPEC_FILE: &str = "spec.yaml";
 /// Port of the Prometheus metrics endpoint in every pod.
 pub const METRICS_PORT: u16 = 9090;
+/// Port of the plaintext `grpc.health.v1` listener of a TLS pod
+/// (`serve --health-listen`), which the kubelet's gRPC probes use: they
+/// cannot present a client certificate.
+pub const HEALTH_PORT: u16 = 50052;
+/// Where a TLS pod's Secret (cert-manager's layout: `tls.crt`, `tls.key`,
+/// `ca.crt`) is mounted.
+pub const TLS_DIR: &str = "/etc/streamfuse-tls";
 /// gRPC port of a segment whose node has no `address` in the spec.
 pub const DEFAULT_GRPC_PORT: u16 = 50051;
 /// Seconds the pod gets beyond the drain timeout before it is killed.
@@ -154,12 +161,14 @@ pub enum DeployError {
         machine: Machine,
     },
     /// Two ports of a pod collide.
-    #[error("segment {segment}: gRPC port {port} is also the metrics port")]
+    #[error("segment {segment}: gRPC port {port} is also the {other} port")]
     PortClash {
         /// Segment.
         segment: usize,
         /// Port.
         port: u16,
+        /// The other port's use (`metrics`, `health`).
+        other: &'static str,
     },
     /// The spec is too large for a ConfigMap.
     #[error("the spec is {bytes} bytes; a ConfigMap holds at most {CONFIGMAP_MAX_BYTES}")]
@@ -289,6 +298,14 @@ pub fn generate(
             return Err(DeployError::PortClash {
                 segment: seg.index,
                 port: METRICS_PORT,
+                other: "metrics",
+            });
+        }
+        if node.tls.is_some() && ports[seg.index] == HEALTH_PORT {
+            return Err(DeployError::PortClash {
+                segment: seg.index,
+                port: HEALTH_PORT,
+                other: "health",
             });
         }
         let next = plan
@@ -489,6 +506,12 @@ impl Names {
             instance,
             segments,
         }
+    }
+
+    /// The Secret holding node `node`'s certificate, key and CA (for a
+    /// cert-manager `Certificate` to write).
+    pub fn tls_secret(&self, node: &str) -> String {
+        format!("{}-{}-tls", self.instance, dns_label(node, 16))
     }
 
     /// Labels every object carries.

@@ -8,7 +8,11 @@
 //!   taint; a `gpu-server` segment also claims one `nvidia.com/gpu`, a
 //!   `jetson` segment claims none; a CPU segment has none of these;
 //! - startup, liveness and readiness probes are native gRPC probes on the
-//!   numeric gRPC container port, readiness asking for service `readiness`;
+//!   numeric gRPC container port (a TLS pod: its plaintext `health` port,
+//!   which `--health-listen` serves), readiness asking for service
+//!   `readiness`;
+//! - a node with TLS mounts its Secret and passes its files as
+//!   `--tls-cert`, `--tls-key` and `--tls-ca`, and takes no `--control`;
 //!   Service target ports and the Prometheus port annotation are numeric and
 //!   match the container ports;
 //! - every Service selects exactly its Deployment's pods;
@@ -312,6 +316,18 @@ fn check_ports_and_probes(s: &SegmentObjects, c: &Container, err: &mut impl FnMu
         return;
     };
     let metrics = container_port(c, "metrics");
+    let health = container_port(c, "health");
+    if let Some(h) = health {
+        let listen = arg(c, "--health-listen").and_then(|a| a.rsplit_once(':'));
+        if listen.and_then(|(_, port)| port.parse::<i32>().ok()) != Some(h) {
+            err(format!(
+                "--health-listen {:?} does not serve the health port {h}",
+                arg(c, "--health-listen")
+            ));
+        }
+    }
+    // What the kubelet's probes reach: the health port where there is one.
+    let grpc = health.unwrap_or(grpc);
     let probe = |p: &Option<Probe>| p.as_ref().and_then(|p| p.grpc.as_ref()).cloned();
     for (what, p, service) in [
         ("startup", &c.startup_probe, ""),
@@ -323,7 +339,7 @@ fn check_ports_and_probes(s: &SegmentObjects, c: &Container, err: &mut impl FnMu
             Some(g) => {
                 if g.port != grpc {
                     err(format!(
-                        "{what} probe on port {}, the gRPC port is {grpc}",
+                        "{what} probe on port {}, the gRPC (or health) port is {grpc}",
                         g.port
                     ));
                 }
@@ -405,6 +421,31 @@ fn check_args(
     });
     if !mounted {
         err(format!("ConfigMap {cm_name} is not mounted at {SPEC_DIR}"));
+    }
+    if p.nodes.iter().any(|n| n.tls.is_some()) {
+        let secret_mounted = pod.volumes.iter().flatten().any(|vol| {
+            vol.secret.is_some()
+                && c.volume_mounts
+                    .iter()
+                    .flatten()
+                    .any(|m| m.name == vol.name && m.mount_path == super::TLS_DIR)
+        });
+        if !secret_mounted {
+            err(format!("no TLS Secret mounted at {}", super::TLS_DIR));
+        }
+        for (flag, file) in [
+            ("--tls-cert", "tls.crt"),
+            ("--tls-key", "tls.key"),
+            ("--tls-ca", "ca.crt"),
+        ] {
+            let want = format!("{}/{file}", super::TLS_DIR);
+            if arg(c, flag) != Some(want.as_str()) {
+                err(format!("{flag} is {:?}, not {want}", arg(c, flag)));
+            }
+        }
+        if arg(c, "--control").is_some() {
+            err("a TLS segment takes no --control (its admins decide)".into());
+        }
     }
     let drain = arg(c, "--drain-timeout").and_then(|d| d.parse::<f64>().ok());
     let grace = pod.termination_grace_period_seconds;

@@ -6,16 +6,16 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy}
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
     GRPCAction, KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec,
-    Toleration, Volume, VolumeMount,
+    ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Service,
+    ServicePort, ServiceSpec, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{
-    DeployOptions, GPU_RESOURCE, GPU_TAINT, GRACE_MARGIN_S, METRICS_PORT, Names, RUNTIME_CLASS,
-    SPEC_DIR, SPEC_FILE,
+    DeployOptions, GPU_RESOURCE, GPU_TAINT, GRACE_MARGIN_S, HEALTH_PORT, METRICS_PORT, Names,
+    RUNTIME_CLASS, SPEC_DIR, SPEC_FILE, TLS_DIR,
 };
 use crate::plan::Segment;
 use crate::spec::{Machine, Pipeline};
@@ -69,6 +69,7 @@ pub(super) struct SegmentInput<'a> {
 pub(super) fn segment(i: &SegmentInput<'_>) -> SegmentObjects {
     let k = i.seg.index;
     let node = &i.p.nodes[i.seg.node];
+    let tls = node.tls.as_ref();
     let name = i.names.segments[k].clone();
     let selector = i.names.selector(k);
     let mut labels = i.names.common_labels();
@@ -136,7 +137,8 @@ pub(super) fn segment(i: &SegmentInput<'_>) -> SegmentObjects {
                     port: i32::from(i.port),
                     target_port: Some(IntOrString::Int(i32::from(i.port))),
                     protocol: Some("TCP".into()),
-                    app_protocol: Some("kubernetes.io/h2c".into()),
+                    // HTTP/2 in plaintext; over TLS no standard name applies.
+                    app_protocol: tls.is_none().then(|| "kubernetes.io/h2c".into()),
                     ..Default::default()
                 },
                 ServicePort {
@@ -178,11 +180,26 @@ fn serve_args(i: &SegmentInput<'_>) -> Vec<String> {
         format!("0.0.0.0:{METRICS_PORT}"),
         "--drain-timeout".into(),
         i.opts.drain_timeout_s.to_string(),
+    ];
+    if i.p.nodes[i.seg.node].tls.is_some() {
+        // Mutual TLS with the node's Secret (cert-manager's file names);
+        // control calls from the spec's `tls.admins` identities; the
+        // kubelet probes a plaintext port that serves health only.
+        a.extend([
+            "--tls-cert".into(),
+            format!("{TLS_DIR}/tls.crt"),
+            "--tls-key".into(),
+            format!("{TLS_DIR}/tls.key"),
+            "--tls-ca".into(),
+            format!("{TLS_DIR}/ca.crt"),
+            "--health-listen".into(),
+            format!("0.0.0.0:{HEALTH_PORT}"),
+        ]);
+    } else {
         // Control calls (UpdateWeights, Probe) from the pod's own loopback
         // only: `kubectl port-forward` reaches it, other pods do not.
-        "--control".into(),
-        "loopback".into(),
-    ];
+        a.extend(["--control".into(), "loopback".into()]);
+    }
     if let Some(next) = &i.next {
         a.extend(["--next".into(), next.clone()]);
     } else {
@@ -242,6 +259,88 @@ fn memory_mib(i: &SegmentInput<'_>) -> (u64, u64) {
 fn pod_spec(i: &SegmentInput<'_>) -> PodSpec {
     let node = &i.p.nodes[i.seg.node];
     let machine = node.machine;
+    let tls = node.tls.is_some();
+    // The kubelet probes the plaintext health port of a TLS pod.
+    let probe_port = if tls { HEALTH_PORT } else { i.port };
+    let mut ports = vec![
+        ContainerPort {
+            name: Some("grpc".into()),
+            container_port: i32::from(i.port),
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        },
+        ContainerPort {
+            name: Some("metrics".into()),
+            container_port: i32::from(METRICS_PORT),
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        },
+    ];
+    let mut mounts = vec![
+        VolumeMount {
+            name: "spec".into(),
+            mount_path: SPEC_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: "cache".into(),
+            mount_path: CACHE_DIR.into(),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: "state".into(),
+            mount_path: STATE_DIR.into(),
+            ..Default::default()
+        },
+    ];
+    let mut volumes = vec![
+        Volume {
+            name: "spec".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: i.names.config_map.clone(),
+                items: (!i.spec_items.is_empty()).then(|| i.spec_items.to_vec()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        Volume {
+            name: "cache".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        },
+        Volume {
+            name: "state".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        },
+    ];
+    if tls {
+        ports.push(ContainerPort {
+            name: Some("health".into()),
+            container_port: i32::from(HEALTH_PORT),
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        });
+        // Mounted as a directory (no subPath), so the kubelet's updates of
+        // a renewed certificate reach the files the server re-reads.
+        mounts.push(VolumeMount {
+            name: "tls".into(),
+            mount_path: TLS_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+        volumes.push(Volume {
+            name: "tls".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(i.names.tls_secret(&node.name)),
+                // Readable by the pod's group (fsGroup) only.
+                default_mode: Some(0o440),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
 
     let mut node_selector: BTreeMap<String, String> = node.labels.iter().cloned().collect();
     match machine {
@@ -286,25 +385,12 @@ fn pod_spec(i: &SegmentInput<'_>) -> PodSpec {
                 ..Default::default()
             },
         ]),
-        ports: Some(vec![
-            ContainerPort {
-                name: Some("grpc".into()),
-                container_port: i32::from(i.port),
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            },
-            ContainerPort {
-                name: Some("metrics".into()),
-                container_port: i32::from(METRICS_PORT),
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            },
-        ]),
+        ports: Some(ports),
         // Serving once the device is up and the kernels are compiled
         // (NVRTC on a Jetson takes a while the first time): up to 5 min.
-        startup_probe: Some(grpc_probe(i.port, "", 2, 150)),
-        liveness_probe: Some(grpc_probe(i.port, "", 10, 3)),
-        readiness_probe: Some(grpc_probe(i.port, "readiness", 5, 1)),
+        startup_probe: Some(grpc_probe(probe_port, "", 2, 150)),
+        liveness_probe: Some(grpc_probe(probe_port, "", 10, 3)),
+        readiness_probe: Some(grpc_probe(probe_port, "readiness", 5, 1)),
         resources: Some(resources),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
@@ -315,24 +401,7 @@ fn pod_spec(i: &SegmentInput<'_>) -> PodSpec {
             }),
             ..Default::default()
         }),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: "spec".into(),
-                mount_path: SPEC_DIR.into(),
-                read_only: Some(true),
-                ..Default::default()
-            },
-            VolumeMount {
-                name: "cache".into(),
-                mount_path: CACHE_DIR.into(),
-                ..Default::default()
-            },
-            VolumeMount {
-                name: "state".into(),
-                mount_path: STATE_DIR.into(),
-                ..Default::default()
-            },
-        ]),
+        volume_mounts: Some(mounts),
         ..Default::default()
     };
 
@@ -357,6 +426,8 @@ fn pod_spec(i: &SegmentInput<'_>) -> PodSpec {
             run_as_user: Some(RUN_AS),
             run_as_group: Some(RUN_AS),
             supplemental_groups: (machine == Machine::Jetson).then(|| vec![JETSON_VIDEO_GID]),
+            // The TLS Secret's files belong to this group.
+            fs_group: tls.then_some(RUN_AS),
             seccomp_profile: Some(SeccompProfile {
                 type_: "RuntimeDefault".into(),
                 ..Default::default()
@@ -364,27 +435,7 @@ fn pod_spec(i: &SegmentInput<'_>) -> PodSpec {
             ..Default::default()
         }),
         containers: vec![container],
-        volumes: Some(vec![
-            Volume {
-                name: "spec".into(),
-                config_map: Some(ConfigMapVolumeSource {
-                    name: i.names.config_map.clone(),
-                    items: (!i.spec_items.is_empty()).then(|| i.spec_items.to_vec()),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-            Volume {
-                name: "cache".into(),
-                empty_dir: Some(EmptyDirVolumeSource::default()),
-                ..Default::default()
-            },
-            Volume {
-                name: "state".into(),
-                empty_dir: Some(EmptyDirVolumeSource::default()),
-                ..Default::default()
-            },
-        ]),
+        volumes: Some(volumes),
         ..Default::default()
     }
 }

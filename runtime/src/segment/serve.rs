@@ -8,6 +8,11 @@
 //! segment one source thread per stream. They meet in bounded queues, so a slow
 //! downstream slows everything upstream and memory stays bounded.
 //!
+//! With TLS (the node's `tls` in the spec, or flags) the server takes only
+//! clients of the CA, the link downstream presents the node's certificate,
+//! control calls need an admin identity, and `health_listen` serves
+//! `grpc.health.v1` in plaintext for probes ([`crate::transport::tls`]).
+//!
 //! `SIGTERM` (or `SIGINT`) drains: new frames are refused (`Unavailable`,
 //! the sender keeps and later replays them), queued frames are finished and
 //! forwarded, and the process waits until downstream has acknowledged them
@@ -33,10 +38,12 @@ use crate::io::source::stream_frames_from;
 use crate::plan::Plan;
 use crate::plan::addresses::{AddressError, segment_address};
 use crate::spec::{DeviceChoice, Pipeline, SourceConfig};
+use crate::transport::admins::Admins;
 use crate::transport::forward::{ForwardError, Forwarder};
 use crate::transport::metrics::{self, SegmentMetrics};
 use crate::transport::push::StageRoutes;
 use crate::transport::server::{Delivered, Floors, StageService, Work};
+use crate::transport::tls::{self, ClientTls, ServerTls};
 use crate::transport::{Limits, WINDOW, wire};
 
 /// How to serve a segment.
@@ -63,8 +70,17 @@ pub struct ServeOptions {
     /// How the sink (last segment) keeps what it committed across a
     /// restart.
     pub durability: Durability,
-    /// Who may make control calls (`UpdateWeights`, `Probe`).
+    /// Who may make control calls (`UpdateWeights`, `Probe`) on a
+    /// plaintext server.
     pub control: crate::transport::control::ControlAccess,
+    /// Mutual TLS: this segment's certificate, key and CA, for its server
+    /// and its link downstream; `None`: plaintext.
+    pub tls: Option<crate::spec::TlsFiles>,
+    /// Client identities allowed to make control calls (TLS only).
+    pub admins: Vec<String>,
+    /// A plaintext address serving only `grpc.health.v1` (for probes that
+    /// cannot present a client certificate, such as the kubelet's).
+    pub health_listen: Option<SocketAddr>,
 }
 
 /// Serving failed.
@@ -98,6 +114,12 @@ pub enum ServeError {
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Server(#[from] tonic::transport::Error),
+    /// A TLS file cannot be used.
+    #[error(transparent)]
+    Tls(#[from] crate::transport::tls::TlsError),
+    /// Settings that contradict each other.
+    #[error("{0}")]
+    Settings(String),
     /// A thread died.
     #[error("{0} thread panicked")]
     Panicked(&'static str),
@@ -262,14 +284,36 @@ pub fn serve(p: &Pipeline, plan: &Plan, opts: &ServeOptions) -> Result<SegmentOu
             source,
         })?;
     let fallback = resolved.fallback;
-    rt.block_on(serve_async(p, plan, opts, next, limits, device))
+    let tls = tls_of(opts)?;
+    rt.block_on(serve_async(p, plan, opts, next, limits, device, tls))
         .map(|o| SegmentOutcome {
             device_fallback: fallback,
             ..o
         })
 }
 
-#[allow(clippy::too_many_lines)]
+/// The server and client sides of `opts`'s TLS, loaded (every file
+/// checked before anything listens).
+fn tls_of(opts: &ServeOptions) -> Result<Option<(ServerTls, ClientTls)>, ServeError> {
+    use crate::transport::control::ControlAccess;
+    match &opts.tls {
+        Some(files) => {
+            if opts.control != ControlAccess::Off {
+                return Err(ServeError::Settings(format!(
+                    "`--control {}` applies to plaintext servers only: over TLS, control calls are accepted from the client identities in the admins list (`tls.admins` in the spec, `--admin NAME`)",
+                    opts.control.name()
+                )));
+            }
+            Ok(Some((ServerTls::load(files)?, ClientTls::load(files)?)))
+        }
+        None if !opts.admins.is_empty() => Err(ServeError::Settings(
+            "an admins list needs TLS: without it the server cannot tell who a client is (give the spec a `tls` section or --tls-cert, --tls-key and --tls-ca)".into(),
+        )),
+        None => Ok(None),
+    }
+}
+
+#[allow(clippy::too_many_lines, clippy::too_many_arguments)]
 async fn serve_async(
     p: &Pipeline,
     plan: &Plan,
@@ -277,7 +321,12 @@ async fn serve_async(
     next: Option<String>,
     limits: Limits,
     device: Device,
+    tls: Option<(ServerTls, ClientTls)>,
 ) -> Result<SegmentOutcome, ServeError> {
+    let (server_tls, client_tls) = match tls {
+        Some((s, c)) => (Some(s), Some(c)),
+        None => (None, None),
+    };
     let seg = &plan.segments[opts.segment];
     let metrics = Arc::new(SegmentMetrics::new(&p.name, seg.index));
     if let Some(addr) = opts.metrics {
@@ -362,6 +411,11 @@ async fn serve_async(
     .with_floors(floors.clone())
     .with_weights(live.clone())
     .with_control(opts.control);
+    let service = if opts.tls.is_some() {
+        service.with_admins(Admins::new(opts.admins.iter().cloned()))
+    } else {
+        service
+    };
     let mut told = service.told();
     // Watched weights files of this segment's stages.
     let watched: Vec<Watched> = p
@@ -406,7 +460,11 @@ async fn serve_async(
         what: "listener address".into(),
         source,
     })?;
-    tracing::info!(segment = seg.index, %bound, ?next, %device, control = opts.control.name(), "serving");
+    if opts.tls.is_some() {
+        tracing::info!(segment = seg.index, %bound, ?next, %device, admins = ?opts.admins, "serving over mutual TLS");
+    } else {
+        tracing::info!(segment = seg.index, %bound, ?next, %device, control = opts.control.name(), "serving in plaintext: any peer that reaches this address can push frames and read Info (configure `tls` for mutual TLS)");
+    }
     if opts.control == crate::transport::control::ControlAccess::Network {
         tracing::warn!(
             %bound,
@@ -415,7 +473,7 @@ async fn serve_async(
     }
     let (stop_server, server_stopped) = oneshot::channel::<()>();
     use crate::transport::caps;
-    let server = tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .initial_stream_window_size(limits.stream_window)
         .initial_connection_window_size(limits.connection_window)
         .max_frame_size(limits.h2_frame)
@@ -425,27 +483,66 @@ async fn serve_async(
         .http2_keepalive_interval(Some(caps::KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(caps::KEEPALIVE_TIMEOUT))
         .tcp_nodelay(true)
-        .add_service(health)
-        .add_service(StageRoutes::new(service, limits.max_message))
-        // TcpIncoming sets TCP_NODELAY on accepted sockets (the builder's
-        // `tcp_nodelay` applies only to listeners tonic binds itself):
-        // without it small acks wait for Nagle and delayed ACKs.
-        .serve_with_incoming_shutdown(
-            caps::cap_connections(
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                metrics.capped.clone(),
-            ),
-            async {
-                let _ = server_stopped.await;
-            },
-        );
-    let server = tokio::spawn(server);
+        .add_service(health.clone())
+        .add_service(StageRoutes::new(service, limits.max_message));
+    // TcpIncoming sets TCP_NODELAY on accepted sockets (the builder's
+    // `tcp_nodelay` applies only to listeners tonic binds itself):
+    // without it small acks wait for Nagle and delayed ACKs.
+    let incoming = caps::cap_connections(
+        tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+        metrics.capped.clone(),
+    );
+    let stopped = async {
+        let _ = server_stopped.await;
+    };
+    let server = match server_tls {
+        Some(t) => tokio::spawn(router.serve_with_incoming_shutdown(
+            tls::accept(incoming, t, metrics.tls_refused.clone()),
+            stopped,
+        )),
+        None => tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped)),
+    };
+    // The plaintext health port: `grpc.health.v1` only.
+    let (stop_health, health_stopped) = oneshot::channel::<()>();
+    if let Some(addr) = opts.health_listen {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Io {
+                what: format!("health listener {addr}"),
+                source,
+            })?;
+        let bound = l.local_addr().map_err(|source| ServeError::Io {
+            what: "health listener address".into(),
+            source,
+        })?;
+        tracing::info!(%bound, "plaintext health (grpc.health.v1 only)");
+        let h = tonic::transport::Server::builder()
+            .max_concurrent_streams(caps::MAX_STREAMS_PER_CONNECTION)
+            .http2_max_header_list_size(caps::MAX_HEADER_LIST_BYTES)
+            .http2_max_pending_accept_reset_streams(Some(caps::MAX_PENDING_RESETS))
+            .add_service(health)
+            .serve_with_incoming_shutdown(
+                caps::cap_connections(
+                    tonic::transport::server::TcpIncoming::from(l),
+                    metrics.capped.clone(),
+                ),
+                async {
+                    let _ = health_stopped.await;
+                },
+            );
+        tokio::spawn(async move {
+            if let Err(e) = h.await {
+                tracing::warn!(error = %e, "health server stopped");
+            }
+        });
+    }
 
     // Downstream link, or the sinks.
     let (downstream, forwarder) = match (&next, sinks) {
         (Some(addr), _) => {
             let (tx, rx) = mpsc::channel::<v1::Frame>(queue_frames(seg.output.bytes()));
-            let f = Forwarder::new(addr, limits, metrics.clone(), acks_tx.clone(), floors)?;
+            let f = Forwarder::new(addr, limits, metrics.clone(), acks_tx.clone(), floors)?
+                .with_tls(client_tls.clone());
             (Downstream::Forward(tx), Some(tokio::spawn(f.run(rx))))
         }
         (None, Some(sinks)) => (Downstream::Sinks(sinks), None),
@@ -679,6 +776,7 @@ async fn serve_async(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let _ = stop_server.send(());
+    let _ = stop_health.send(());
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     Ok(outcome(
         opts,

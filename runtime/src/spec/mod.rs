@@ -283,6 +283,22 @@ pub struct Node {
     pub labels: Vec<(String, String)>,
     /// What kind of machine it is (given, or inferred from `device`).
     pub machine: Machine,
+    /// Its TLS files (its own `tls`, over the pipeline's); `None`: its
+    /// segment servers and links are plaintext.
+    pub tls: Option<TlsFiles>,
+}
+
+/// The PEM files of one end of a mutual-TLS link. The files are read when
+/// a server or client starts, and re-read when they change
+/// ([`crate::transport::tls`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Its certificate (chain, leaf first).
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+    /// The CA certificate(s) every peer's certificate must be signed by.
+    pub ca: PathBuf,
 }
 
 impl Node {
@@ -348,6 +364,9 @@ pub struct Pipeline {
     /// The files stages read their weights and biases from, each once, in
     /// spec order.
     pub model_files: Vec<ModelFile>,
+    /// Client identities allowed to make control calls on TLS servers
+    /// (`tls.admins`).
+    pub admins: Vec<String>,
 }
 
 /// A file a stage reads its weights or bias from, as the spec names it.

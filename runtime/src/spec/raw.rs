@@ -31,6 +31,45 @@ pub struct RawSpec {
     /// Fusion mode.
     #[serde(default)]
     pub fusion: Option<crate::spec::FusionMode>,
+    /// Mutual TLS between segments: the default of every node, and who
+    /// may make control calls.
+    #[serde(default)]
+    pub tls: Option<Spanned<RawTls>>,
+}
+
+/// `tls:` of the pipeline: certificate files every node uses unless it
+/// gives its own, and the control calls' `admins`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM certificate (chain) of the node.
+    #[serde(default)]
+    pub cert: Option<Spanned<String>>,
+    /// PEM private key of the node.
+    #[serde(default)]
+    pub key: Option<Spanned<String>>,
+    /// PEM CA certificate(s) that sign every peer's certificate.
+    #[serde(default)]
+    pub ca: Option<Spanned<String>>,
+    /// Client identities (certificate CN, DNS or URI SAN) allowed to make
+    /// control calls (`UpdateWeights`, `Probe`).
+    #[serde(default)]
+    pub admins: Vec<Spanned<String>>,
+}
+
+/// `tls:` of a node: its own files, each overriding the pipeline's.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNodeTls {
+    /// PEM certificate (chain) of the node.
+    #[serde(default)]
+    pub cert: Option<Spanned<String>>,
+    /// PEM private key of the node.
+    #[serde(default)]
+    pub key: Option<Spanned<String>>,
+    /// PEM CA certificate(s) that sign every peer's certificate.
+    #[serde(default)]
+    pub ca: Option<Spanned<String>>,
 }
 
 /// A frame source.
@@ -219,6 +258,9 @@ pub struct RawNode {
     /// from `device` when absent.
     #[serde(default)]
     pub machine: Option<Spanned<String>>,
+    /// Its TLS files (over the pipeline's `tls`).
+    #[serde(default)]
+    pub tls: Option<Spanned<RawNodeTls>>,
 }
 
 /// `placement: EESS` or `placement: { conv: edge, relu: server }`.

@@ -15,6 +15,7 @@ mod cnn;
 mod media;
 mod ops;
 mod placement;
+mod tls;
 use placement::{model_files, resolve_nodes, resolve_placement};
 
 struct Ctx<'a> {
@@ -49,7 +50,11 @@ pub(super) fn within_limit(dims: &[usize]) -> bool {
         .is_some_and(|n| n <= MAX_TENSOR_VALUES)
 }
 
-pub(super) fn resolve(raw: RawSpec, file: &Path, ov: &Overrides) -> Result<Pipeline, SpecError> {
+pub(super) fn resolve(
+    mut raw: RawSpec,
+    file: &Path,
+    ov: &Overrides,
+) -> Result<Pipeline, SpecError> {
     let cx = Ctx { file };
     if raw.name.value.trim().is_empty() {
         return Err(cx.at(&raw.name, "name", "must not be empty"));
@@ -112,7 +117,13 @@ pub(super) fn resolve(raw: RawSpec, file: &Path, ov: &Overrides) -> Result<Pipel
             }
         }
     };
-    let nodes = resolve_nodes(&cx, raw.nodes)?;
+    let node_tls: Vec<_> = raw
+        .nodes
+        .iter_mut()
+        .map(|(name, n)| (name.clone(), n.tls.take()))
+        .collect();
+    let mut nodes = resolve_nodes(&cx, raw.nodes)?;
+    let admins = tls::resolve_tls(&cx, raw.tls.as_ref(), &node_tls, &mut nodes)?;
     let placement = resolve_placement(&cx, raw.placement.as_ref(), ov, &nodes, &stages)?;
     if let Some((i, message)) = super::gpu_violation(&stages, &nodes, &placement) {
         return Err(match (&ov.placement, raw.stages.value[i].device.as_ref()) {
@@ -148,6 +159,7 @@ pub(super) fn resolve(raw: RawSpec, file: &Path, ov: &Overrides) -> Result<Pipel
         fusion: ov.fusion.or(raw.fusion).unwrap_or_default(),
         watch,
         model_files,
+        admins,
     })
 }
 

@@ -48,11 +48,13 @@ pub trait WeightsControl: Send + Sync {
     fn submit(&self, up: WeightsUpdate) -> Result<(u64, oneshot::Receiver<Applied>), ControlError>;
 }
 
-/// Who may make a segment server's control calls (`UpdateWeights`, which
-/// replaces a stage's weights, and `Probe`, which streams frames to measure
-/// the link). A server has no TLS, so it cannot tell who a peer is, only
-/// where it connects from: control is off unless asked for, and then
-/// accepted from the server's own host only.
+/// Who may make a plaintext segment server's control calls
+/// (`UpdateWeights`, which replaces a stage's weights, and `Probe`, which
+/// streams frames to measure the link). Without TLS a server cannot tell
+/// who a peer is, only where it connects from: control is off unless asked
+/// for, and then accepted from the server's own host only. A server on
+/// mutual TLS decides by the client's identity instead
+/// ([`super::admins`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ControlAccess {
     /// Every control call is refused (`PERMISSION_DENIED`): the default.

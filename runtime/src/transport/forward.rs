@@ -50,6 +50,7 @@ pub struct Forwarder {
     metrics: Arc<SegmentMetrics>,
     acks_up: AckBoard,
     floors: Floors,
+    tls: Option<super::tls::ClientTls>,
 }
 
 /// `addr` as a URI: `host:port` becomes `http://host:port`.
@@ -100,7 +101,16 @@ impl Forwarder {
             metrics,
             acks_up,
             floors,
+            tls: None,
         })
+    }
+
+    /// Connects through mutual TLS with `tls` (this segment's certificate,
+    /// and the CA downstream's must be signed by).
+    #[must_use]
+    pub fn with_tls(mut self, tls: Option<super::tls::ClientTls>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// Sends every frame of `input` downstream until `input` closes and
@@ -120,7 +130,9 @@ impl Forwarder {
                 return;
             }
             let call = async {
-                let channel = self.endpoint.connect().await.map_err(|e| e.to_string())?;
+                let channel = super::tls::connect(&self.endpoint, self.tls.as_ref())
+                    .await
+                    .map_err(|e| e.to_string())?;
                 push::open(channel, self.endpoint.uri(), self.limits.max_message)
                     .await
                     .map_err(|s| s.to_string())

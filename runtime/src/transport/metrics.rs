@@ -67,6 +67,9 @@ pub struct SegmentMetrics {
     pub control_refused: Counter,
     /// Connections and calls refused at a cap ([`super::caps`]).
     pub capped: Counter,
+    /// Connections closed in or for their TLS handshake (plaintext, no or
+    /// an unknown client certificate, no handshake in time).
+    pub tls_refused: Counter,
 }
 
 impl SegmentMetrics {
@@ -105,6 +108,7 @@ impl SegmentMetrics {
             weights_refused: Counter::default(),
             control_refused: Counter::default(),
             capped: Counter::default(),
+            tls_refused: Counter::default(),
         };
         let r = &mut root;
         r.register("frames_in", "Frames received", m.frames_in.clone());
@@ -213,6 +217,11 @@ impl SegmentMetrics {
             "control_refused",
             "Control calls (UpdateWeights, Probe) refused for their peer",
             m.control_refused.clone(),
+        );
+        r.register(
+            "tls_refused",
+            "Connections closed in their TLS handshake (plaintext, no or an unknown client certificate, no handshake in time)",
+            m.tls_refused.clone(),
         );
         Self {
             registry: root,

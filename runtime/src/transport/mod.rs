@@ -9,6 +9,8 @@
 //! - [`metrics`]: Prometheus text exposition of a segment.
 //! - [`update`], [`probe`]: clients of `UpdateWeights` and `Probe`.
 //! - [`caps`]: what one peer can make a server hold.
+//! - [`tls`]: mutual TLS on links (certificates reloaded when they
+//!   change); [`admins`]: which client identities may make control calls.
 //!
 //! Delivery is at-least-once per link and exactly-once at the sink, across
 //! the loss of any process:
@@ -29,6 +31,7 @@
 //! first and last acks of a call) are written out in `stage.proto` for
 //! clients that do not use this crate, and enforced in [`server`].
 
+pub mod admins;
 pub mod caps;
 pub mod control;
 pub mod forward;
@@ -37,6 +40,7 @@ pub mod metrics;
 pub mod probe;
 pub mod push;
 pub mod server;
+pub mod tls;
 pub mod update;
 pub mod wire;
 

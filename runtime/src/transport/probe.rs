@@ -79,6 +79,7 @@ pub async fn probe(
     bytes: usize,
     duration: Duration,
     max_frames: u64,
+    tls: Option<&super::tls::ClientTls>,
 ) -> Result<LinkSample, ProbeError> {
     let call = |e: String| ProbeError::Call {
         addr: addr.to_owned(),
@@ -92,7 +93,7 @@ pub async fn probe(
     // The server may still be starting: retry for a while.
     let t0 = Instant::now();
     let channel = loop {
-        match endpoint.connect().await {
+        match super::tls::connect(&endpoint, tls).await {
             Ok(c) => break c,
             Err(e) if t0.elapsed() >= CONNECT_PATIENCE => {
                 return Err(call(format!("cannot connect: {e}")));

@@ -114,6 +114,7 @@ pub struct StageService {
     told: Arc<watch::Sender<usize>>,
     live: Option<Arc<dyn WeightsControl>>,
     control: ControlAccess,
+    admins: Option<super::admins::Admins>,
 }
 
 /// How long `UpdateWeights` waits for a frame to use the new weights before
@@ -159,17 +160,44 @@ impl StageService {
         self
     }
 
-    /// Refuses control call `method` of `request` unless [`ControlAccess`]
-    /// allows its peer: `PERMISSION_DENIED` with the reason, logged and
-    /// counted.
+    /// Authorises control calls by client identity: the server is served
+    /// over mutual TLS, and a control call is accepted only from a client
+    /// whose certificate names one of `admins` ([`super::admins`]);
+    /// [`ControlAccess`] no longer applies.
+    #[must_use]
+    pub fn with_admins(mut self, admins: super::admins::Admins) -> Self {
+        self.admins = Some(admins);
+        self
+    }
+
+    /// Refuses control call `method` of `request` unless its client's
+    /// identity is an admin (TLS, [`Self::with_admins`]) or, in plaintext,
+    /// [`ControlAccess`] allows its peer: `UNAUTHENTICATED` or
+    /// `PERMISSION_DENIED` with the reason, logged and counted.
     fn admit_control<T>(&self, method: &str, request: &Request<T>) -> Result<(), Status> {
-        self.control
-            .check(method, request.remote_addr())
-            .map_err(|why| {
-                self.metrics.control_refused.inc();
-                tracing::warn!("{why}");
-                Status::permission_denied(why)
-            })
+        let peer = request.remote_addr();
+        let verdict = match &self.admins {
+            Some(admins) => {
+                let from = peer.map_or_else(|| "an unknown address".to_owned(), |p| p.to_string());
+                let certs = request.peer_certs();
+                match admins.check(method, &from, certs.as_deref().map(Vec::as_slice)) {
+                    Ok(who) => {
+                        tracing::info!(method, peer = %from, %who, "control call from an admin");
+                        Ok(())
+                    }
+                    Err(r) => Err((r.code, r.reason)),
+                }
+            }
+            None => self
+                .control
+                .check(method, peer)
+                .map_err(|why| (tonic::Code::PermissionDenied, why)),
+        };
+        verdict.map_err(|(code, why)| {
+            self.metrics.control_refused.inc();
+            tracing::warn!("{why}");
+            Status::new(code, why)
+        })
     }
 
     /// A service queuing accepted frames of the shape their stream takes
@@ -202,6 +230,7 @@ impl StageService {
             told: Arc::new(watch::channel(0).0),
             live: None,
             control: ControlAccess::Off,
+            admins: None,
         }
     }
 }

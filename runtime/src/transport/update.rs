@@ -40,8 +40,9 @@ pub enum UpdateClientError {
     },
 }
 
-/// Sends `up` to the segment server at `addr` (`host:port` or a URI) and
-/// returns its reply: the version and the first frame that used it.
+/// Sends `up` to the segment server at `addr` (`host:port` or a URI),
+/// through mutual TLS with `tls` (else plaintext), and returns its reply:
+/// the version and the first frame that used it.
 ///
 /// # Errors
 /// [`UpdateClientError`] when the server cannot be reached or refuses the
@@ -49,6 +50,7 @@ pub enum UpdateClientError {
 pub async fn send(
     addr: &str,
     up: WeightsUpdate,
+    tls: Option<&super::tls::ClientTls>,
 ) -> Result<v1::UpdateWeightsReply, UpdateClientError> {
     let endpoint = tonic::transport::Endpoint::from_shared(super::forward::uri(addr))
         .map_err(|e| UpdateClientError::Address {
@@ -56,13 +58,13 @@ pub async fn send(
             message: e.to_string(),
         })?
         .connect_timeout(Duration::from_secs(5));
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| UpdateClientError::Connect {
-            addr: addr.to_owned(),
-            message: e.to_string(),
-        })?;
+    let channel =
+        super::tls::connect(&endpoint, tls)
+            .await
+            .map_err(|e| UpdateClientError::Connect {
+                addr: addr.to_owned(),
+                message: e.to_string(),
+            })?;
     let mut client = StageClient::new(channel)
         .max_encoding_message_size(MAX_WEIGHTS_BYTES + (64 << 10))
         .max_decoding_message_size(1 << 20);

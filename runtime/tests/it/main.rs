@@ -6,6 +6,7 @@
 
 mod bad_input;
 mod bench;
+mod certs;
 mod chaos;
 mod cli;
 mod common;
@@ -19,4 +20,5 @@ mod spec_fixtures;
 mod split;
 mod streams;
 mod support;
+mod tls;
 mod video_io;

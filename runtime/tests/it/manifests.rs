@@ -312,3 +312,92 @@ fn a_cpu_only_spec_gets_no_gpu_runtime() {
     );
     assert_eq!(pod(1).runtime_class_name.as_deref(), Some("nvidia"));
 }
+
+/// The mutual-TLS variant (`examples/thesis-tls.yaml`): the checked-in
+/// `k3s/thesis-tls/EESS` is what the generator writes, follows the rules,
+/// mounts each node's Secret and probes the plaintext health port.
+#[test]
+fn tls_manifests_mount_the_node_secret_and_probe_the_health_port() {
+    let dir = tempdir();
+    let out = dir.path().join("EESS");
+    let out_s = out.display().to_string();
+    manifests(&[
+        "examples/thesis-tls.yaml",
+        "--placement",
+        "EESS",
+        "-o",
+        &out_s,
+    ]);
+    let generated = read_dir(&out);
+    let label = PathBuf::from("k3s/thesis-tls/EESS");
+    compare(&label, &generated, &read_dir(&repo_root().join(&label)));
+    let p = spec::load(
+        &repo_root().join("examples/thesis-tls.yaml"),
+        &Overrides::default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let pl = plan(&p);
+    let m = parse(&generated);
+    let v = policy::check(&p, &pl, &m);
+    assert!(v.is_empty(), "{label:?}:\n  {}", v.join("\n  "));
+    for (seg, objs) in pl.segments.iter().zip(&m.segments) {
+        let pod = objs
+            .deployment
+            .spec
+            .as_ref()
+            .and_then(|d| d.template.spec.clone())
+            .unwrap_or_else(|| panic!("no pod spec"));
+        let secret = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find_map(|v| v.secret.as_ref())
+            .and_then(|s| s.secret_name.clone());
+        assert_eq!(
+            secret,
+            Some(format!("thesis-{}-tls", p.nodes[seg.node].name)),
+            "segment {}",
+            seg.index
+        );
+        let c = &pod.containers[0];
+        let args = c.args.clone().unwrap_or_default();
+        assert!(!args.iter().any(|a| a == "--control"), "{args:?}");
+        let probe = c
+            .readiness_probe
+            .as_ref()
+            .and_then(|p| p.grpc.as_ref())
+            .map(|g| g.port);
+        assert_eq!(probe, Some(i32::from(deploy::HEALTH_PORT)));
+    }
+    // Without TLS in the spec nothing of it appears.
+    let plain = deploy::generate(
+        &thesis("EESS", None),
+        &plan(&thesis("EESS", None)),
+        "name: thesis\n",
+        &deploy::DeployOptions::default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    for objs in &plain.segments {
+        let pod = objs
+            .deployment
+            .spec
+            .as_ref()
+            .and_then(|d| d.template.spec.clone())
+            .unwrap_or_else(|| panic!("no pod spec"));
+        assert!(pod.volumes.iter().flatten().all(|v| v.secret.is_none()));
+        let c = &pod.containers[0];
+        let args = c.args.clone().unwrap_or_default();
+        assert!(
+            !args
+                .iter()
+                .any(|a| a.starts_with("--tls") || a == "--health-listen"),
+            "{args:?}"
+        );
+        assert!(
+            c.ports
+                .iter()
+                .flatten()
+                .all(|p| p.name.as_deref() != Some("health"))
+        );
+    }
+}

@@ -16,6 +16,7 @@ pub(super) fn resolve_nodes(
             address: None,
             labels: Vec::new(),
             machine: Machine::Cpu,
+            tls: None,
         }]);
     }
     let mut nodes: Vec<Node> = Vec::with_capacity(raw.len());
@@ -77,6 +78,7 @@ pub(super) fn resolve_nodes(
             address: n.address,
             labels: n.labels.into_iter().collect(),
             machine,
+            tls: None,
         });
     }
     Ok(nodes)
