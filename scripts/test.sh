@@ -38,10 +38,10 @@ export STREAMFUSE_BIN="$PWD/target/ci/streamfuse"
 say "unit, property, corpus (every CPU dispatch level, emulated CUDA), fixture, CLI and multi-process tests"
 cargo test --workspace --locked --profile ci --features streamfuse/opencv
 
-say "fuzzing: every fuzz target on its corpus, then on mutated inputs, 20 s each (2 at a time)"
+say "fuzzing: every fuzz target on its corpus, then on mutated inputs, 15 s each (2 at a time)"
 # The coverage-guided libFuzzer runs are scripts/fuzz.sh (their sanitizer
 # build takes longer than this whole command).
-target/ci/examples/fuzz_smoke --seconds-per-target "${STREAMFUSE_FUZZ_SECONDS:-20}" --out "${TMPDIR:-/tmp}"
+target/ci/examples/fuzz_smoke --seconds-per-target "${STREAMFUSE_FUZZ_SECONDS:-15}" --out "${TMPDIR:-/tmp}"
 
 say "ONNX Runtime comparison: an imported ONNX model and safetensors weights on a real photograph"
 python3 tests/onnx/check_against_onnxruntime.py --binary "$STREAMFUSE_BIN"

@@ -263,8 +263,14 @@ pub fn representative_chains() -> Vec<FusedChain> {
         (deep(crate::Precision::F16).ok(), 32),
     ];
     for (producer, channels) in producers {
+        // The GEMM producers share the epilogue code with the others: each
+        // op alone is covered there; here every op at once and the
+        // per-channel chains.
+        let gemm = producer
+            .as_ref()
+            .is_some_and(|c| params::producer(c, (1, 1)) != params::Producer::Tiled);
         for p in [None, pool] {
-            for &op in &ops {
+            for &op in if gemm { &[][..] } else { &ops[..] } {
                 out.push(FusedChain {
                     conv: producer.clone(),
                     epilogue: vec![op.into()],
