@@ -198,34 +198,51 @@ async fn hostile(addr: SocketAddr, stop: Arc<AtomicBool>, opened: Arc<AtomicU64>
 #[test]
 fn a_misbehaving_client_neither_grows_the_server_nor_slows_its_pipeline() {
     let _quiet = crate::support::exclusive();
-    let base = pipeline(false);
-    let hit = pipeline(true);
+    // Alone, attacked, alone, attacked: each side's faster run is compared,
+    // so one run slowed by something else on a 2-vCPU machine does not
+    // decide the outcome; every attacked run is checked for the rest.
+    let runs = [
+        pipeline(false),
+        pipeline(true),
+        pipeline(false),
+        pipeline(true),
+    ];
+    let (alone, attacked): (Vec<&Outcome>, Vec<&Outcome>) =
+        runs.iter().partition(|r| r.opened == 0);
+    let fastest = |v: &[&Outcome]| v.iter().map(|r| r.secs).fold(f64::INFINITY, f64::min);
+    let (base_secs, hit_secs) = (fastest(&alone), fastest(&attacked));
+    let base_rss = alone.iter().map(|r| r.peak_rss_kib).min().unwrap_or(0);
     eprintln!(
-        "pipeline alone: {:.2} s, peak RSS {} KiB; under attack: {:.2} s, peak RSS {} KiB, {} calls tried, {} refused at a cap",
-        base.secs, base.peak_rss_kib, hit.secs, hit.peak_rss_kib, hit.opened, hit.capped
+        "pipeline alone: {:?} s, peak RSS {:?} KiB; under attack: {:?} s, peak RSS {:?} KiB, {:?} calls tried, {:?} refused at a cap",
+        alone.iter().map(|r| r.secs).collect::<Vec<_>>(),
+        alone.iter().map(|r| r.peak_rss_kib).collect::<Vec<_>>(),
+        attacked.iter().map(|r| r.secs).collect::<Vec<_>>(),
+        attacked.iter().map(|r| r.peak_rss_kib).collect::<Vec<_>>(),
+        attacked.iter().map(|r| r.opened).collect::<Vec<_>>(),
+        attacked.iter().map(|r| r.capped).collect::<Vec<_>>(),
     );
-    assert!(
-        hit.opened >= 1000,
-        "the attack tried only {} calls",
-        hit.opened
-    );
+    assert_eq!(attacked.len(), 2, "every attacked run opens calls");
+    for hit in &attacked {
+        assert!(
+            hit.opened >= 1000,
+            "the attack tried only {} calls",
+            hit.opened
+        );
+        // The attack reached the caps (connections past 64, calls past 32).
+        assert!(hit.capped > 0.0, "nothing was refused at a cap");
+        // Memory bounded: the caps hold the attack to 32 calls' partial
+        // messages (about 6 MiB here; peak RSS within -14 .. +13 MiB of
+        // the run alone in four runs). Without the caps the same attack
+        // added 40 MiB.
+        assert!(
+            hit.peak_rss_kib <= base_rss + 32 * 1024,
+            "peak RSS {} KiB under attack, {base_rss} KiB alone",
+            hit.peak_rss_kib
+        );
+    }
     // Throughput within 20 %: the same frames in at most 1.25x the time.
     assert!(
-        hit.secs <= base.secs * 1.25,
-        "under attack {:.2} s, alone {:.2} s",
-        hit.secs,
-        base.secs
+        hit_secs <= base_secs * 1.25,
+        "under attack {hit_secs:.2} s, alone {base_secs:.2} s (the faster of two runs each)"
     );
-    // Memory bounded: the caps hold the attack to 32 calls' partial
-    // messages (about 6 MiB here; peak RSS within -14 .. +13 MiB of the
-    // run alone in four runs). Without the caps the same attack added
-    // 40 MiB.
-    assert!(
-        hit.peak_rss_kib <= base.peak_rss_kib + 32 * 1024,
-        "peak RSS {} KiB under attack, {} KiB alone",
-        hit.peak_rss_kib,
-        base.peak_rss_kib
-    );
-    // The attack reached the caps (connections past 64, calls past 32).
-    assert!(hit.capped > 0.0, "nothing was refused at a cap");
 }
