@@ -68,8 +68,9 @@ GOOD_AFTER = 200  # frames of check 9: more than a first credit, so the sender w
 WAIT = 30.0  # seconds for an ack or a call's end (the server waits up to 10 s itself)
 
 
-def ensure_venv() -> None:
-    """Re-executes this script inside .venv/grpc, installing the pins first."""
+def ensure_venv(script: str = __file__) -> None:
+    """Re-executes `script` (this one by default) inside .venv/grpc,
+    installing the pins first."""
     if Path(sys.prefix).resolve() == VENV.resolve():
         return
     stamp = VENV / ".pins"
@@ -78,7 +79,7 @@ def ensure_venv() -> None:
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", *PINS], check=True)
         stamp.write_text("\n".join(PINS))
-    os.execv(str(python), [str(python), __file__, *sys.argv[1:]])
+    os.execv(str(python), [str(python), script, *sys.argv[1:]])
 
 
 def load_stubs(out: Path):

@@ -37,21 +37,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from check_stream_protocol import PINS, ROOT, VENV, free_port, load_stubs  # noqa: E402
-
-
-def ensure_venv() -> None:
-    """Re-executes this script inside .venv/grpc (check_stream_protocol.py's
-    pins), installing them first."""
-    if Path(sys.prefix).resolve() == VENV.resolve():
-        return
-    stamp = VENV / ".pins"
-    python = VENV / "bin" / "python"
-    if not stamp.exists() or stamp.read_text() != "\n".join(PINS):
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", *PINS], check=True)
-        stamp.write_text("\n".join(PINS))
-    os.execv(str(python), [str(python), __file__, *sys.argv[1:]])
+from check_stream_protocol import ROOT, ensure_venv, free_port, load_stubs  # noqa: E402
 
 
 def openssl(*args: str, cwd: Path) -> None:
@@ -83,7 +69,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--binary", type=Path, default=ROOT / "target" / "ci" / "streamfuse")
     args = ap.parse_args()
-    ensure_venv()
+    ensure_venv(__file__)
     import grpc
 
     failures = 0

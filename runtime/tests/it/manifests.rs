@@ -66,6 +66,15 @@ fn parse(files: &BTreeMap<String, String>) -> Manifests {
     policy::parse_files(&pairs).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// The pod spec of a segment's deployment.
+fn pod_spec(objs: &deploy::SegmentObjects) -> &k8s_openapi::api::core::v1::PodSpec {
+    objs.deployment
+        .spec
+        .as_ref()
+        .and_then(|d| d.template.spec.as_ref())
+        .unwrap_or_else(|| panic!("no pod spec"))
+}
+
 fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"))
 }
@@ -159,12 +168,7 @@ fn checked_in_manifests_follow_the_deployment_rules() {
         // The thesis edge is a Jetson: runtime class, no device-plugin GPU;
         // the server claims one GPU.
         for (seg, objs) in pl.segments.iter().zip(&m.segments) {
-            let pod = objs
-                .deployment
-                .spec
-                .as_ref()
-                .and_then(|d| d.template.spec.as_ref())
-                .unwrap_or_else(|| panic!("no pod spec"));
+            let pod = pod_spec(objs);
             let limits = pod.containers[0]
                 .resources
                 .as_ref()
@@ -255,13 +259,7 @@ fn fusion_off_puts_each_stage_in_its_own_pod_with_consecutive_ports() {
     let v = policy::check(&p, &pl, &m);
     assert!(v.is_empty(), "{}", v.join("\n"));
     for (k, s) in m.segments.iter().enumerate() {
-        let c = &s
-            .deployment
-            .spec
-            .as_ref()
-            .and_then(|d| d.template.spec.as_ref())
-            .unwrap_or_else(|| panic!("no pod spec"))
-            .containers[0];
+        let c = &pod_spec(s).containers[0];
         let args = c.args.clone().unwrap_or_default();
         assert!(args.contains(&format!("0.0.0.0:{}", 50051 + k)), "{args:?}");
         assert!(args.windows(2).any(|w| w == ["--frames", "100000"]));
@@ -296,14 +294,7 @@ fn a_cpu_only_spec_gets_no_gpu_runtime() {
     let m = parse(&read_dir(&out));
     let v = policy::check(&p, &pl, &m);
     assert!(v.is_empty(), "{}", v.join("\n"));
-    let pod = |k: usize| {
-        m.segments[k]
-            .deployment
-            .spec
-            .as_ref()
-            .and_then(|d| d.template.spec.clone())
-            .unwrap_or_else(|| panic!("no pod spec"))
-    };
+    let pod = |k: usize| pod_spec(&m.segments[k]);
     assert_eq!(pod(0).runtime_class_name, None);
     assert_eq!(pod(0).tolerations, None);
     assert_eq!(
@@ -341,12 +332,7 @@ fn tls_manifests_mount_the_node_secret_and_probe_the_health_port() {
     let v = policy::check(&p, &pl, &m);
     assert!(v.is_empty(), "{label:?}:\n  {}", v.join("\n  "));
     for (seg, objs) in pl.segments.iter().zip(&m.segments) {
-        let pod = objs
-            .deployment
-            .spec
-            .as_ref()
-            .and_then(|d| d.template.spec.clone())
-            .unwrap_or_else(|| panic!("no pod spec"));
+        let pod = pod_spec(objs);
         let secret = pod
             .volumes
             .iter()
@@ -378,12 +364,7 @@ fn tls_manifests_mount_the_node_secret_and_probe_the_health_port() {
     )
     .unwrap_or_else(|e| panic!("{e}"));
     for objs in &plain.segments {
-        let pod = objs
-            .deployment
-            .spec
-            .as_ref()
-            .and_then(|d| d.template.spec.clone())
-            .unwrap_or_else(|| panic!("no pod spec"));
+        let pod = pod_spec(objs);
         assert!(pod.volumes.iter().flatten().all(|v| v.secret.is_none()));
         let c = &pod.containers[0];
         let args = c.args.clone().unwrap_or_default();
