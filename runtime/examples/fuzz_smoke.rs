@@ -225,34 +225,18 @@ fn fuzz_target(
             ))),
         }
     };
-    for input in &inputs {
-        if let Some(p) = run_one(input, &mut execs) {
-            return Ok(Outcome {
-                target: name,
-                execs,
-                corpus: inputs.len(),
-                crash: Some(p),
-            });
-        }
-    }
-    while t0.elapsed() < budget {
+    let mut crash = inputs.iter().find_map(|input| run_one(input, &mut execs));
+    while crash.is_none() && t0.elapsed() < budget {
         let base = &inputs[rng.below(inputs.len())];
         let other = &inputs[rng.below(inputs.len())];
         let data = mutate(&mut rng, base, other);
-        if let Some(p) = run_one(&data, &mut execs) {
-            return Ok(Outcome {
-                target: name,
-                execs,
-                corpus: inputs.len(),
-                crash: Some(p),
-            });
-        }
+        crash = run_one(&data, &mut execs);
     }
     Ok(Outcome {
         target: name,
         execs,
         corpus: inputs.len(),
-        crash: None,
+        crash,
     })
 }
 
