@@ -444,6 +444,9 @@ async fn serve_async(
         )
     };
     let (reporter, health) = tonic_health::server::health_reporter();
+    // A health request is a service name: a larger body ends the call
+    // instead of growing its decode buffer.
+    let health = health.max_decoding_message_size(crate::transport::caps::MAX_SMALL_REQUEST_BYTES);
     reporter
         .set_service_status("", ServingStatus::NotServing)
         .await;

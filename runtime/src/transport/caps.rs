@@ -1,10 +1,8 @@
 //! Caps on what one peer, hostile or broken, can make a segment server
 //! hold: connections, calls, HTTP/2 streams and headers, and idle time.
 //! Each is a stated number (README, "What a segment server exposes"); with
-//! them the memory a server can be made to hold is bounded whatever its
-//! peers do: at most [`MAX_CALLS`] calls, each holding at most one
-//! partly received message (the segment's message limit) and its HTTP/2
-//! stream window (two messages).
+//! them the request memory a server can be made to hold is bounded
+//! whatever its peers do: [`peer_memory_bound`].
 
 use std::io;
 use std::pin::Pin;
@@ -24,6 +22,14 @@ pub const MAX_CONNECTIONS: usize = 64;
 /// Concurrent `Push` calls a server takes, over all connections; one more
 /// is refused with `RESOURCE_EXHAUSTED`.
 pub const MAX_CALLS: usize = 32;
+/// Concurrent control calls (`UpdateWeights`, `Probe`) a server takes, from
+/// admitted callers; one more is refused with `RESOURCE_EXHAUSTED`. A
+/// caller is admitted from its headers (address, client certificate)
+/// before any of its request body is read.
+pub const MAX_CONTROL_CALLS: usize = 2;
+/// Largest request message of the small methods (`Info`, `grpc.health.v1`):
+/// their requests are empty or a service name; a larger body ends the call.
+pub const MAX_SMALL_REQUEST_BYTES: usize = 4 << 10;
 /// Concurrent HTTP/2 streams (calls of any method) per connection
 /// (`SETTINGS_MAX_CONCURRENT_STREAMS`).
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 16;
@@ -43,6 +49,27 @@ pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Streams a peer may reset before the server accepts them, per
 /// connection (HTTP/2 "rapid reset" floods).
 pub const MAX_PENDING_RESETS: usize = 32;
+
+/// The most request memory, in bytes, that peers without an admin
+/// identity can make a server with links of `limits` hold at once,
+/// whatever they send:
+/// - [`MAX_CALLS`] `Push` calls, each with one partly received message
+///   (`limits.max_message`) and its HTTP/2 stream window of unread data;
+/// - on each of [`MAX_CONNECTIONS`] connections, the HTTP/2 frame being
+///   read (`limits.h2_frame`) and [`MAX_STREAMS_PER_CONNECTION`] other
+///   calls, each with a small request ([`MAX_SMALL_REQUEST_BYTES`]) and
+///   its headers ([`MAX_HEADER_LIST_BYTES`]).
+///
+/// Control calls are refused from their headers, before any body is read;
+/// admins add at most [`MAX_CONTROL_CALLS`] weights messages
+/// ([`MAX_WEIGHTS_BYTES`](super::control::MAX_WEIGHTS_BYTES) each).
+pub fn peer_memory_bound(limits: &super::Limits) -> usize {
+    let calls = MAX_CALLS * (limits.max_message + limits.stream_window as usize);
+    let per_connection = limits.h2_frame as usize
+        + MAX_STREAMS_PER_CONNECTION as usize
+            * (MAX_SMALL_REQUEST_BYTES + MAX_HEADER_LIST_BYTES as usize);
+    calls + MAX_CONNECTIONS * per_connection
+}
 
 /// An accepted connection holding one of the server's connection permits
 /// until it closes.

@@ -5,8 +5,9 @@
 //! - [`open`]: the client side of a call over a tonic `Channel` (HTTP/2,
 //!   the same connection settings as any tonic client).
 //! - [`StageRoutes`]: the server side: `/streamfuse.v1.Stage/Push` is
-//!   served here; every other method of the service (`Info`) goes to the
-//!   generated tonic server.
+//!   served here; every other method of the service goes to the generated
+//!   tonic server, control calls once their caller is admitted from the
+//!   headers and `Info` with its request body capped.
 //!
 //! Both speak standard gRPC (prefix-framed protobuf messages, status in the
 //! trailers), so a generated client or server of `stage.proto` talks to
@@ -26,10 +27,17 @@ use tonic::server::NamedService;
 use tonic::transport::Channel;
 
 use super::framing::{AckBody, FrameBody, MessageReader};
-use super::server::StageService;
+use super::server::{ControlAdmitted, StageService};
 
 /// Path of the `Push` method.
 pub const PUSH_PATH: &str = "/streamfuse.v1.Stage/Push";
+/// Path of the `Info` method.
+const INFO_PATH: &str = "/streamfuse.v1.Stage/Info";
+/// Paths of the control methods, and their names in refusals.
+const CONTROL_PATHS: [(&str, &str); 2] = [
+    ("/streamfuse.v1.Stage/UpdateWeights", "UpdateWeights"),
+    ("/streamfuse.v1.Stage/Probe", "Probe"),
+];
 
 /// The response side of an open call: acks until the call ends.
 pub type AckStream = MessageReader<Body>;
@@ -130,8 +138,35 @@ impl Service<http::Request<Body>> for StageRoutes {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
-        if req.uri().path() != PUSH_PATH {
+    fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
+        let path = req.uri().path();
+        if let Some((_, method)) = CONTROL_PATHS.iter().find(|(p, _)| *p == path) {
+            // Who may call is known from the connection and the headers:
+            // refused before any of a (up to 64 MiB) body is buffered.
+            return match self.service.admit_control_early(method, req.extensions()) {
+                Ok(slot) => {
+                    req.extensions_mut().insert(ControlAdmitted);
+                    let call = self.generated.call(req);
+                    Box::pin(async move {
+                        let r = call.await;
+                        drop(slot);
+                        r
+                    })
+                }
+                Err(s) => Box::pin(std::future::ready(Ok(s.into_http()))),
+            };
+        }
+        if path == INFO_PATH {
+            // An empty request: a body past the small-request limit ends
+            // the call instead of growing the decode buffer.
+            let (parts, body) = req.into_parts();
+            let body = Body::new(http_body_util::Limited::new(
+                body,
+                super::caps::MAX_SMALL_REQUEST_BYTES,
+            ));
+            return self.generated.call(http::Request::from_parts(parts, body));
+        }
+        if path != PUSH_PATH {
             return self.generated.call(req);
         }
         let service = self.service.clone();
@@ -258,5 +293,76 @@ mod tests {
                 credit = acks.next::<v1::Ack>().await.unwrap().unwrap().credit_total;
             }
         }
+    }
+
+    /// Sends `method` a request announcing a message of `announced` bytes
+    /// and `sent` of it, without ending it; returns the `grpc-status` the
+    /// server answers with, within 5 s.
+    async fn partial_request(
+        origin: &http::Uri,
+        method: &str,
+        announced: u32,
+        sent: usize,
+    ) -> String {
+        let authority = origin.authority().unwrap().as_str().to_owned();
+        let tcp = tokio::net::TcpStream::connect(&authority).await.unwrap();
+        let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut client = client.ready().await.unwrap();
+        let req = http::Request::post(format!("http://{authority}/streamfuse.v1.Stage/{method}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap();
+        let (resp, mut body) = client.send_request(req, false).unwrap();
+        let mut data = vec![0u8];
+        data.extend_from_slice(&announced.to_be_bytes());
+        data.resize(5 + sent, 0);
+        body.send_data(Bytes::from(data), false).unwrap();
+        let resp = tokio::time::timeout(std::time::Duration::from_secs(5), resp)
+            .await
+            .unwrap_or_else(|_| panic!("{method}: no answer in 5 s"))
+            .unwrap();
+        if let Some(s) = resp.headers().get("grpc-status") {
+            return s.to_str().unwrap().to_owned();
+        }
+        let mut rbody = resp.into_body();
+        while let Some(d) = rbody.data().await {
+            d.unwrap();
+        }
+        let trailers = tokio::time::timeout(std::time::Duration::from_secs(5), rbody.trailers())
+            .await
+            .unwrap_or_else(|_| panic!("{method}: no trailers in 5 s"))
+            .unwrap()
+            .unwrap();
+        trailers["grpc-status"].to_str().unwrap().to_owned()
+    }
+
+    /// A control call from a caller the server does not admit is refused
+    /// from its headers, while its (here 12 MiB) body is still arriving;
+    /// an `Info` request past the small-request limit ends at once; an
+    /// ordinary `Info` is answered.
+    #[tokio::test]
+    async fn control_and_oversized_info_calls_end_before_their_bodies_arrive() {
+        let (origin, _inbox, _) = server(true).await;
+        // PERMISSION_DENIED (7): control calls are off on this server.
+        assert_eq!(
+            partial_request(&origin, "UpdateWeights", 12 << 20, 64 << 10).await,
+            "7"
+        );
+        assert_eq!(
+            partial_request(&origin, "Probe", 12 << 20, 64 << 10).await,
+            "7"
+        );
+        let status = partial_request(&origin, "Info", 1 << 20, 64 << 10).await;
+        assert_ne!(status, "0", "an oversized Info request was answered");
+        let channel = tonic::transport::Endpoint::from(origin)
+            .connect()
+            .await
+            .unwrap();
+        let mut client = streamfuse_proto::v1::stage_client::StageClient::new(channel);
+        client.info(v1::InfoRequest {}).await.unwrap();
     }
 }

@@ -115,7 +115,15 @@ pub struct StageService {
     live: Option<Arc<dyn WeightsControl>>,
     control: ControlAccess,
     admins: Option<super::admins::Admins>,
+    control_slots: Arc<tokio::sync::Semaphore>,
 }
+
+/// Set in a control call's request extensions by the routes in front of
+/// the generated server ([`super::push::StageRoutes`]) once the caller's
+/// identity was admitted from its headers, before any of the body was
+/// read; the handler then does not check (and count) it a second time.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ControlAdmitted;
 
 /// How long `UpdateWeights` waits for a frame to use the new weights before
 /// answering that they wait for the next one.
@@ -173,8 +181,12 @@ impl StageService {
     /// Refuses control call `method` of `request` unless its client's
     /// identity is an admin (TLS, [`Self::with_admins`]) or, in plaintext,
     /// [`ControlAccess`] allows its peer: `UNAUTHENTICATED` or
-    /// `PERMISSION_DENIED` with the reason, logged and counted.
+    /// `PERMISSION_DENIED` with the reason, logged and counted. A call the
+    /// routes already admitted ([`ControlAdmitted`]) passes.
     fn admit_control<T>(&self, method: &str, request: &Request<T>) -> Result<(), Status> {
+        if request.extensions().get::<ControlAdmitted>().is_some() {
+            return Ok(());
+        }
         let peer = request.remote_addr();
         let verdict = match &self.admins {
             Some(admins) => {
@@ -197,6 +209,35 @@ impl StageService {
             self.metrics.control_refused.inc();
             tracing::warn!("{why}");
             Status::new(code, why)
+        })
+    }
+
+    /// Admits control call `method` from the connection facts in
+    /// `extensions` (peer address, client certificate), before any of its
+    /// body is read, and takes one of the server's
+    /// [`MAX_CONTROL_CALLS`](super::caps::MAX_CONTROL_CALLS) slots for it:
+    /// so a peer without an admin identity cannot make the server buffer
+    /// a weights message, and admins hold at most that many at once.
+    ///
+    /// # Errors
+    /// The refusal of [`Self::admit_control`], or `RESOURCE_EXHAUSTED`
+    /// (counted in `capped`) when every control slot is taken.
+    pub(super) fn admit_control_early(
+        &self,
+        method: &str,
+        extensions: &http::Extensions,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+        let probe =
+            Request::from_parts(tonic::metadata::MetadataMap::new(), extensions.clone(), ());
+        self.admit_control(method, &probe)?;
+        self.control_slots.clone().try_acquire_owned().map_err(|_| {
+            self.metrics.capped.inc();
+            let why = format!(
+                "{method} refused: {} control calls are in progress on this server, the most it takes; try again later",
+                super::caps::MAX_CONTROL_CALLS
+            );
+            tracing::warn!("{why}");
+            Status::resource_exhausted(why)
         })
     }
 
@@ -231,6 +272,7 @@ impl StageService {
             live: None,
             control: ControlAccess::Off,
             admins: None,
+            control_slots: Arc::new(tokio::sync::Semaphore::new(super::caps::MAX_CONTROL_CALLS)),
         }
     }
 }
