@@ -81,7 +81,7 @@ say "aarch64 (Raspberry Pi, Jetson CPU): cross-build without OpenCV, corpus and 
 scripts/aarch64-check.sh
 
 say "GPU bundle: built (the ci profile here, no OpenCV, NVRTC 12.9, <= 50 MiB) and run in a bare Debian 12 container without a GPU: ldd, kernels check with the bundled NVRTC, run.sh's clean no-CUDA report"
-STREAMFUSE_BUNDLE_PROFILE=ci STREAMFUSE_BUNDLE_XZ=6 tests/bundle/check_bundle.sh
+STREAMFUSE_BUNDLE_PROFILE=ci STREAMFUSE_BUNDLE_XZ=1 tests/bundle/check_bundle.sh
 
 # The benchmarks compile: `cargo clippy --workspace --all-targets` (in
 # .ci/run) checks them; an optimised bench build here cost CI minutes.

@@ -17,14 +17,16 @@
 #   2. suite cuda_device             the device tests against the CPU backend
 #   3. cuda_bench                    short criterion runs of the CUDA kernels
 #   4. streamfuse run thesis (--placement SSSS) and cnn (--placement LLLL),
-#      --frames 300 --device cuda; the same with --device cpu in pass A
+#      --frames 300 (STREAMFUSE_BUNDLE_FRAMES) --device cuda; the same with
+#      --device cpu in pass A
 #      (the CPU does not use NVRTC)
 # then one table of the runs (spec | device | frames | fps | p50 ms | digest).
 #
 # Log: logs/run-<UTC>.log beside this script ($STREAMFUSE_BUNDLE_LOGS
 # instead when set; a temporary folder when this folder is read-only).
 # Environment: STREAMFUSE_CHECK_ARCH (e.g. compute_90) limits `kernels
-# check` to those architectures; STREAMFUSE_BUNDLE_BUDGET_S (default 345)
+# check` to those architectures; STREAMFUSE_BUNDLE_FRAMES (default 300)
+# sets the frames of each run; STREAMFUSE_BUNDLE_BUDGET_S (default 345)
 # bounds the whole run in seconds.
 # Exit status: 0 when every step passed; 1 when any failed, "no CUDA
 # device" included.
@@ -226,7 +228,7 @@ run_pass() {
         for dev in cuda cpu; do
             [ "$dev" = cpu ] && [ "$with_cpu" != 1 ] && continue
             step "$p: run $spec --device $dev" 90 --need '^\{' \
-                "$bin/streamfuse" run "$here/specs/$spec.yaml" --frames 300 --placement "$placement" --device "$dev" --json
+                "$bin/streamfuse" run "$here/specs/$spec.yaml" --frames "${STREAMFUSE_BUNDLE_FRAMES:-300}" --placement "$placement" --device "$dev" --json
             cp "$work/last.out" "$work/runs/$p-$spec-$dev.out"
         done
     done
