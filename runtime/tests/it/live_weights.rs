@@ -311,13 +311,15 @@ fn update(port: u16, stage: &str, weights: &Path) -> Output {
 }
 
 /// The p99 latency of the frames around a swap, `around` ms, shows no
-/// pause next to the run's p99, `all` ms: within 2x of it, or, where the
-/// run's p99 is a fraction of a millisecond (small frames), within 2 ms
-/// of it, since on a shared 2-CPU test machine one frame delayed by a
-/// scheduling slice (about a millisecond, seen once in four CI runs) is
-/// enough to double such a p99. A stalled swap takes far longer.
+/// pause next to the run's p99, `all` ms: within 2x of it, or within
+/// 10 ms of it (4 frames at the tests' 400 fps). On a shared 2-vCPU test
+/// machine one frame delayed by the scheduler is enough to set the p99 of
+/// 100 frames: single frames 2.5, 5.2 and 7.8 ms late were seen next to a
+/// run p99 of 0.4-1.5 ms, with the swap itself doing nothing on the frame
+/// loop but replace its groups. A swap that loaded or prepared weights on
+/// the frame loop, as the prototypes' 26-39 s reloads did, stalls longer.
 fn no_pause(around: f64, all: f64) -> bool {
-    around <= (2.0 * all).max(all + 2.0)
+    around <= (2.0 * all).max(all + 10.0)
 }
 
 fn p99_ms(ns: &[u64]) -> f64 {
