@@ -3,7 +3,10 @@
 # machine: cross-builds the kernels' tests and the streamfuse binary for
 # aarch64-unknown-linux-gnu and runs them under qemu user-mode emulation.
 #
-#   scripts/aarch64-check.sh
+#   scripts/aarch64-check.sh               build, then run under qemu
+#   scripts/aarch64-check.sh --build-only  install what is missing and build
+#                                          (the test command builds in the
+#                                          background while other checks run)
 #
 # What runs under qemu (NEON dispatch level):
 #   - the kernels' shared golden corpus and property tests (fewer cases);
@@ -50,6 +53,13 @@ export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64-static -L /us
 
 # The NVRTC wheel is x86-64: under qemu the NVRTC test skips (saying so).
 unset STREAMFUSE_REQUIRE_NVRTC
+
+if [ "${1:-}" = --build-only ]; then
+    say "building the kernels' tests and streamfuse for $TARGET (profile ci, no OpenCV)"
+    cargo test --locked --profile ci --target "$TARGET" -p streamfuse-kernels --no-run
+    cargo build --locked --profile ci --target "$TARGET" -p streamfuse --bin streamfuse
+    exit 0
+fi
 
 say "kernel corpus and property tests under qemu"
 PROPTEST_CASES="${PROPTEST_CASES:-24}" cargo test --locked --profile ci --target "$TARGET" -p streamfuse-kernels

@@ -4,6 +4,8 @@
 # python3 (no Rust, pip, network, CUDA toolkit or zstd) with `DIR/run.sh`.
 #
 #   scripts/gpu-bundle.sh DIR
+#   scripts/gpu-bundle.sh --build-only   only build the three binaries (the
+#                                        test command builds them ahead)
 #
 # DIR (at most 50 MiB: the script fails, printing the sizes, when larger):
 #   streamfuse          the CLI, default features (no OpenCV), stripped
@@ -27,20 +29,24 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-[ $# = 1 ] && [ -n "$1" ] || { echo "usage: $0 DIR" >&2; exit 2; }
+[ $# = 1 ] && [ -n "$1" ] || { echo "usage: $0 DIR | --build-only" >&2; exit 2; }
+build_only=
+[ "$1" = --build-only ] && build_only=1
 out=$1
 LIMIT=$((50 * 1024 * 1024))
 say() { printf '==> gpu-bundle: %s\n' "$*"; }
 die() { printf 'error: gpu-bundle: %s\n' "$*" >&2; exit 1; }
 
-if [ -e "$out" ] && [ ! -d "$out" ]; then
-    die "$out exists and is not a folder"
-fi
-mkdir -p "$out"
-out=$(cd "$out" && pwd)
-if [ -n "$(ls -A "$out")" ]; then
-    [ -f "$out/MANIFEST" ] || die "$out is neither empty nor a bundle written before (no MANIFEST): not touching it"
-    find "$out" -mindepth 1 -maxdepth 1 ! -name logs -exec rm -rf {} +
+if [ -z "$build_only" ]; then
+    if [ -e "$out" ] && [ ! -d "$out" ]; then
+        die "$out exists and is not a folder"
+    fi
+    mkdir -p "$out"
+    out=$(cd "$out" && pwd)
+    if [ -n "$(ls -A "$out")" ]; then
+        [ -f "$out/MANIFEST" ] || die "$out is neither empty nor a bundle written before (no MANIFEST): not touching it"
+        find "$out" -mindepth 1 -maxdepth 1 ! -name logs -exec rm -rf {} +
+    fi
 fi
 
 if [ -n "${STREAMFUSE_BUNDLE_PROFILE:-}" ]; then
@@ -101,6 +107,7 @@ say "building streamfuse, the kernels' test suite and the cuda bench (${profile[
 cargo build --locked "${profile[@]}" -p streamfuse --bin streamfuse \
     -p streamfuse-kernels --test suite -p streamfuse-benches --bench cuda \
     --message-format=json-render-diagnostics >"$work/build.json"
+[ -n "$build_only" ] && exit 0
 declare -A exe
 exe[streamfuse]=$(artifact streamfuse bin "$work/build.json")
 exe[suite]=$(artifact suite test "$work/build.json")

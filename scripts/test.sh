@@ -43,6 +43,27 @@ say "fuzzing: every fuzz target on its corpus, then on mutated inputs, 15 s each
 # build takes longer than this whole command).
 target/ci/examples/fuzz_smoke --seconds-per-target "${STREAMFUSE_FUZZ_SECONDS:-15}" --out "${TMPDIR:-/tmp}"
 
+# The last two steps build for aarch64 and, for the GPU bundle, without
+# OpenCV: those builds run in the background while the checks below (one
+# thread each, on the binary built above) run. The bundle's build replaces
+# target/ci/streamfuse with the build without OpenCV, so the checks use a
+# copy of the OpenCV one.
+cp "$STREAMFUSE_BIN" target/ci/streamfuse-opencv
+export STREAMFUSE_BIN="$PWD/target/ci/streamfuse-opencv"
+prebuild_log=$(mktemp)
+say "building for the aarch64 and GPU-bundle steps in the background (log: $prebuild_log)"
+( scripts/aarch64-check.sh --build-only && STREAMFUSE_BUNDLE_PROFILE=ci scripts/gpu-bundle.sh --build-only ) >"$prebuild_log" 2>&1 &
+prebuild=$!
+trap 'kill "$prebuild" 2>/dev/null || true' EXIT
+# wait_prebuild: the background builds' outcome (their log when they failed).
+wait_prebuild() {
+    if ! wait "$prebuild"; then
+        tail -n 60 "$prebuild_log"
+        echo "error: the background builds for the aarch64 and GPU-bundle steps failed (log above)" >&2
+        exit 1
+    fi
+}
+
 say "ONNX Runtime comparison: an imported ONNX model and safetensors weights on a real photograph"
 python3 tests/onnx/check_against_onnxruntime.py --binary "$STREAMFUSE_BIN"
 
@@ -77,6 +98,7 @@ assert [s.split(":")[0] for s in r["skipped"]] == ["compute_70", "compute_72"], 
 print("NVRTC %s: %d compiled for %s, skipped %s" % (r["nvrtc"], len(r["results"]), archs, r["skipped"]))
 '
 
+wait_prebuild
 say "aarch64 (Raspberry Pi, Jetson CPU): cross-build without OpenCV, corpus and property tests and a run under qemu"
 scripts/aarch64-check.sh
 

@@ -59,9 +59,7 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,19 +110,17 @@ def relative(err: float, scale: float) -> float:
 
 
 class Timer:
-    """Seconds spent per engine (summed over the cases checked at once)."""
+    """Seconds spent per engine."""
 
     def __init__(self):
         self.spent: dict[str, float] = {}
-        self.lock = threading.Lock()
 
     def __call__(self, what: str, f, *args, **kw):
         t = time.monotonic()
         try:
             return f(*args, **kw)
         finally:
-            with self.lock:
-                self.spent[what] = self.spent.get(what, 0.0) + time.monotonic() - t
+            self.spent[what] = self.spent.get(what, 0.0) + time.monotonic() - t
 
 
 def astronaut_cnn(seed: int):
@@ -344,12 +340,8 @@ def main() -> None:
         cases = [cnn, *models.single_op_cases(), *architectures.architecture_cases(models.SEED + 1)]
         cases = [c for c in cases if args.only in c.name]
         print(f"built {len(cases)} models in {time.monotonic() - start:.1f} s")
-        # Two cases at a time (each is a process start, an import and a
-        # run): about half the wall time on two vCPUs; rows keep their order.
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            checked = list(pool.map(check.case, cases))
-        for case, case_rows in zip(cases, checked):
-            rows += case_rows
+        for case in cases:
+            rows += check.case(case)
             if case is cnn:
                 rows.append(check.safetensors(cnn, weights))
         for name, model, node in architectures.refused_models(models.SEED + 2):

@@ -32,7 +32,6 @@ import os
 import subprocess
 import sys
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,49 +118,35 @@ def main() -> None:
     import numpy as np
 
     cv2.setNumThreads(1)
-
-    def check(i: int, case, root: Path) -> tuple[float, list[str]]:
-        """One op over every size, in a folder of its own, with images drawn
-        from a generator seeded by the case's index."""
-        name, stages, fn, min_side = case
-        rng = np.random.default_rng([20261123, i])
-        d = root / str(i)
-        d.mkdir()
-        worst, failures = 0.0, []
-        for (w, h) in SIZES:
-            if min(w, h) < min_side:
-                continue
-            img = rng.integers(0, 256, size=(h, w, 3)).astype(np.float32)
-            np.save(d / "in.npy", np.ascontiguousarray(img.transpose(2, 0, 1))[None])
-            (d / "spec.yaml").write_text(
-                "name: vision-check\n"
-                "source: { npy: { path: in.npy } }\n"
-                f"stages: [ {stages} ]\n"
-                "sink: { npy: { path: out.npy } }\n"
-                "fusion: kernel\n"
-            )
-            run(args.binary, "run", str(d / "spec.yaml"), "--json")
-            got = np.load(d / "out.npy")[0]
-            want = fn(img)
-            want = want[None] if want.ndim == 2 else want.transpose(2, 0, 1)
-            if got.shape != want.shape:
-                failures.append(f"{name} at {w}x{h}: shape {got.shape} vs OpenCV {want.shape}")
-                continue
-            err = float(np.max(np.abs(got.astype(np.float64) - want))) / max(1.0, float(np.max(np.abs(want))))
-            worst = max(worst, err)
-            if err > TOLERANCE:
-                failures.append(f"{name} at {w}x{h}: relative error {err:.2e} > {TOLERANCE:.0e}")
-        return worst, failures
-
+    rng = np.random.default_rng(20261123)
     failures = []
-    all_cases = list(cases())
     with tempfile.TemporaryDirectory() as tmp:
-        # Two ops at a time (each run is a process of its own): about half
-        # the wall time on two vCPUs; the lines keep their order.
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            results = list(pool.map(lambda ic: check(ic[0], ic[1], Path(tmp)), enumerate(all_cases)))
-        for (name, *_), (worst, fails) in zip(all_cases, results):
-            failures += fails
+        d = Path(tmp)
+        for name, stages, fn, min_side in cases():
+            worst = 0.0
+            for (w, h) in SIZES:
+                if min(w, h) < min_side:
+                    continue
+                img = rng.integers(0, 256, size=(h, w, 3)).astype(np.float32)
+                np.save(d / "in.npy", np.ascontiguousarray(img.transpose(2, 0, 1))[None])
+                (d / "spec.yaml").write_text(
+                    "name: vision-check\n"
+                    "source: { npy: { path: in.npy } }\n"
+                    f"stages: [ {stages} ]\n"
+                    "sink: { npy: { path: out.npy } }\n"
+                    "fusion: kernel\n"
+                )
+                run(args.binary, "run", str(d / "spec.yaml"), "--json")
+                got = np.load(d / "out.npy")[0]
+                want = fn(img)
+                want = want[None] if want.ndim == 2 else want.transpose(2, 0, 1)
+                if got.shape != want.shape:
+                    failures.append(f"{name} at {w}x{h}: shape {got.shape} vs OpenCV {want.shape}")
+                    continue
+                err = float(np.max(np.abs(got.astype(np.float64) - want))) / max(1.0, float(np.max(np.abs(want))))
+                worst = max(worst, err)
+                if err > TOLERANCE:
+                    failures.append(f"{name} at {w}x{h}: relative error {err:.2e} > {TOLERANCE:.0e}")
             print(f"{name:42s} max relative error {worst:.2e}")
     print(f"OpenCV {cv2.__version__}; tolerance {TOLERANCE:.0e} x max(1, max |OpenCV|)")
     if failures:
