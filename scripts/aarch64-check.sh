@@ -54,18 +54,13 @@ export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64-static -L /us
 # The NVRTC wheel is x86-64: under qemu the NVRTC test skips (saying so).
 unset STREAMFUSE_REQUIRE_NVRTC
 
-if [ "${1:-}" = --build-only ]; then
-    say "building the kernels' tests and streamfuse for $TARGET (profile ci, no OpenCV)"
-    cargo test --locked --profile ci --target "$TARGET" -p streamfuse-kernels --no-run
-    cargo build --locked --profile ci --target "$TARGET" -p streamfuse --bin streamfuse
-    exit 0
-fi
+say "building the kernels' tests and streamfuse for $TARGET (profile ci, the default build: no OpenCV)"
+cargo test --locked --profile ci --target "$TARGET" -p streamfuse-kernels --no-run
+cargo build --locked --profile ci --target "$TARGET" -p streamfuse --bin streamfuse
+[ "${1:-}" = --build-only ] && exit 0
 
 say "kernel corpus and property tests under qemu"
 PROPTEST_CASES="${PROPTEST_CASES:-24}" cargo test --locked --profile ci --target "$TARGET" -p streamfuse-kernels
-
-say "building streamfuse for $TARGET (profile ci, the default build: no OpenCV)"
-cargo build --locked --profile ci --target "$TARGET" -p streamfuse --bin streamfuse
 # The x86 binary: the one the test command built (STREAMFUSE_BIN), else build it.
 x86_bin="${STREAMFUSE_BIN:-}"
 if [ -z "$x86_bin" ]; then

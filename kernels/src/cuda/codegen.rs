@@ -269,8 +269,9 @@ pub fn representative_chains() -> Vec<FusedChain> {
         let gemm = producer
             .as_ref()
             .is_some_and(|c| params::producer(c, (1, 1)) != params::Producer::Tiled);
+        let single: &[_] = if gemm { &[] } else { &ops };
         for p in [None, pool] {
-            for &op in if gemm { &[][..] } else { &ops[..] } {
+            for &op in single {
                 out.push(FusedChain {
                     conv: producer.clone(),
                     epilogue: vec![op.into()],

@@ -146,8 +146,8 @@ fn pipeline(attack: bool) -> Outcome {
 /// 250 000-byte message and 192 KiB of it, then one byte every 200 ms, and
 /// its responses (acks) are never read. The first 16 connections also make
 /// 3 calls each, `UpdateWeights` (8 connections) or `Info` (8), sending
-/// 8 MiB of a 12 MiB message: without credentials, 24 calls of each
-/// (192 MiB) that a server must not buffer. Three more connections send a
+/// 8 MiB of a 12 MiB message: 24 calls of each, without credentials, that
+/// a server must not buffer. Three more connections send a
 /// request with a 64 KiB header. Runs until `stop`.
 async fn hostile(addr: SocketAddr, stop: Arc<AtomicBool>, opened: Arc<AtomicU64>) {
     let mut bodies = Vec::new();
@@ -263,9 +263,9 @@ fn a_misbehaving_client_neither_grows_the_server_nor_slows_its_pipeline() {
     // to the next (148-186 MiB in one test), so an attacked run is held to
     // the highest run alone, not to one chosen run, plus the request
     // memory the caps allow peers for this pipeline's links (320x240 f32
-    // frames): about 125 MiB. Without the call cap the Push calls alone
-    // would hold 195 MiB; buffering the control or Info bodies, 192 MiB
-    // each.
+    // frames): about 125 MiB. With control calls admitted only after their
+    // bodies were read, the same attack grew the server by 70 MiB and
+    // refused none of them (the control-refused check fails).
     let base_rss = alone.iter().map(|r| r.peak_rss_kib).max().unwrap_or(0);
     let limits = streamfuse::transport::Limits::for_frame(320 * 240 * 4);
     let bound_kib = (streamfuse::transport::caps::peer_memory_bound(&limits) / 1024) as u64;
