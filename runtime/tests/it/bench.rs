@@ -46,6 +46,8 @@ fn group_ms(row: &Value, stage: &str) -> f64 {
 
 #[test]
 fn a_slowed_stage_is_its_compute_time_and_the_throughput_bound() {
+    // Its rates are timings: no multi-process test alongside.
+    let _quiet = crate::support::quiet();
     let out = out_dir("slow");
     let delay = 20.0;
     let o = bench(

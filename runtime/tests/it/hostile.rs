@@ -232,7 +232,7 @@ async fn hostile(addr: SocketAddr, stop: Arc<AtomicBool>, opened: Arc<AtomicU64>
 
 #[test]
 fn a_misbehaving_client_neither_grows_the_server_nor_slows_its_pipeline() {
-    let _quiet = crate::support::exclusive();
+    let _quiet = crate::support::quiet();
     // Alone, attacked, alone, attacked: each side's faster run is compared,
     // so one run slowed by something else on a 2-vCPU machine does not
     // decide the outcome; every attacked run is checked for the rest.

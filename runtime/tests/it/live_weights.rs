@@ -22,14 +22,22 @@ const WEIGHTS: [u64; 4] = [4, 2, 3, 3];
 const OUT_LEN: usize = 4 * 32 * 48;
 
 fn spec(dir: &Path, name: &str, weights: &str, out: &str, fusion: &str) -> PathBuf {
-    spec_paced(dir, name, weights, out, fusion, 400)
+    spec_paced(dir, name, weights, out, fusion, Some(400))
 }
 
-/// [`spec`] with the source paced at `fps`.
-fn spec_paced(dir: &Path, name: &str, weights: &str, out: &str, fusion: &str, fps: u32) -> PathBuf {
+/// [`spec`] with the source paced at `fps`, or as fast as it goes (`None`).
+fn spec_paced(
+    dir: &Path,
+    name: &str,
+    weights: &str,
+    out: &str,
+    fusion: &str,
+    fps: Option<u32>,
+) -> PathBuf {
+    let pace = fps.map(|f| format!(", fps: {f}")).unwrap_or_default();
     let text = format!(
         "name: live\n\
-         source: {{ synthetic: {{ width: 96, height: 64, channels: 2, frames: {FRAMES}, seed: 5, fps: {fps} }} }}\n\
+         source: {{ synthetic: {{ width: 96, height: 64, channels: 2, frames: {FRAMES}, seed: 5{pace} }} }}\n\
          stages:\n  \
            - {{ id: conv, op: conv2d, kernel: 3, padding: 1, out_channels: 4, weights: {{ npy: {weights} }}, bias: {{ npy: bias.npy }} }}\n  \
            - {{ id: relu, op: relu }}\n  \
@@ -83,12 +91,14 @@ fn references(d: &Path) -> (Vec<Vec<f32>>, Vec<Vec<f32>>, String) {
     let mut digest = String::new();
     let mut outs = Vec::new();
     for w in ["a", "b"] {
-        let s = spec(
+        // Unpaced: the outputs do not depend on the pace.
+        let s = spec_paced(
             d,
             &format!("{w}.yaml"),
             &format!("{w}.npy"),
             &format!("{w}-out.npy"),
             "kernel",
+            None,
         );
         let r = ok(
             &bin()
@@ -191,7 +201,7 @@ fn a_watched_weights_file_swaps_between_two_frames_in_process() {
     let _one = SERIAL
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let _quiet = crate::support::exclusive();
+    let _quiet = crate::support::quiet();
     let d = setup();
     let dir = d.path();
     let (old, new, _) = references(dir);
@@ -334,6 +344,7 @@ fn update_weights_swaps_a_split_pipeline_between_two_frames() {
     let _one = SERIAL
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _quiet = crate::support::quiet();
     let d = setup();
     let dir = d.path();
     let (old, new, _) = references(dir);
@@ -346,7 +357,7 @@ fn update_weights_swaps_a_split_pipeline_between_two_frames() {
     // Fusion off: segment 0 the source, 1 conv, 2 relu, 3 pool and the sink.
     // Paced at 150 fps (6.7 s): room for three update calls, each a new
     // process, on a loaded machine.
-    let s = spec_paced(dir, "split.yaml", "a.npy", "out.npy", "off", 150);
+    let s = spec_paced(dir, "split.yaml", "a.npy", "out.npy", "off", Some(150));
     let ports: Vec<u16> = (0..4).map(|_| port()).collect();
     let mut kids: Vec<Child> = (0..4)
         .map(|k| {

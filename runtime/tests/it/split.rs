@@ -92,7 +92,7 @@ fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
 /// it as a supervisor would, and checks the sink got every frame once, in
 /// order, with the no-fault digest. Returns the recovery time.
 fn fault_and_recover(signal: &str) -> Duration {
-    let _quiet = crate::support::exclusive();
+    let _quiet = crate::support::quiet();
     const FRAMES: f64 = 300.0;
     let frames = "300";
     let reference = run(&["--frames", frames, "--size", "320x240", "--threads", "1"]);

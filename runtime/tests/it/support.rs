@@ -102,13 +102,23 @@ pub fn run_json(spec: &std::path::Path, extra: &[&str]) -> serde_json::Value {
     last_json(&out.stdout)
 }
 
-/// A guard held by the tests that load the machine with many processes
-/// (the chaos tests) and by the tests that assert timings (latency around
-/// a weight swap, recovery times), so that the first never skew the
-/// second: they run one at a time, other tests alongside.
-pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
-    static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    HEAVY
-        .lock()
+/// Orders the tests that load the machine with many processes (the chaos
+/// tests) against those that assert timings (latency around a weight swap,
+/// recovery times, a stage's rate): see [`heavy`] and [`quiet`].
+static LOAD: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Held by a test that loads the machine with many processes: such tests
+/// run together, never beside one holding [`quiet`].
+pub fn heavy() -> std::sync::RwLockReadGuard<'static, ()> {
+    LOAD.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Held by a test that asserts timings: it runs beside no [`heavy`] test
+/// and no other such test, only beside light ones (the test command runs
+/// three tests at a time: most multi-process tests wait on their
+/// children).
+pub fn quiet() -> std::sync::RwLockWriteGuard<'static, ()> {
+    LOAD.write()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
