@@ -4,10 +4,15 @@
 //! input rows the row needs into zero-padded, stride-decimated "phase" rows
 //! (so every tap reads a contiguous run of values, whatever the stride,
 //! dilation and padding), then for each tile of `T` output columns and each
-//! output channel it accumulates all `in/groups * kh * kw` taps of the
-//! channel's group in registers before one store. The tile loop is
+//! block of output channels it accumulates all `in/groups * kh * kw` taps
+//! of the block's group in registers before one store. The tile loop is
 //! outermost so a tile's phase data (a few KiB) stays in L1 while every
-//! output channel reads it.
+//! output channel reads it. Where a group has four or more output
+//! channels, blocks are the panel algorithm's ([`super::panel::OB`]
+//! channels, its packed weights): up to 6 channels x 4 vectors share each
+//! load with AVX-512 (6 x 2 with AVX2's 16 registers, 6 x 4 with NEON).
+//! Each tap's source is a pointer set once per output row, so the inner
+//! loop is loads and multiply-adds.
 //!
 //! Geometry: output row `oy` reads input rows `oy * sh - pad_top + ky * dh`;
 //! output column `ox`, tap `kx` reads padded column `ox * sw + kx * dw`,
@@ -65,6 +70,12 @@ pub(crate) struct RowEngine<'a> {
     srcs: Vec<RowSrc>,
     /// Start of each phase row for the current output row, `[in, kh, sw]`.
     rows: Vec<*const f32>,
+    /// Where each tap `(ic, ky, kx)` reads output column 0 for the current
+    /// output row, `[in, kh, kw]`.
+    taps: Vec<*const f32>,
+    /// The weights in the panel algorithm's packed layout (blocks of
+    /// [`super::panel::OB`] channels) where blocks use it, else empty.
+    packed: std::sync::Arc<[f32]>,
     /// Where [`RowEngine::row_direct`] stores: channel `oc`'s tile at
     /// `ptr + oc * stride + x0`, after `bounds`; `None` for [`RowEngine::row`].
     direct: Option<(*mut f32, usize)>,
@@ -87,6 +98,11 @@ impl<'a> RowEngine<'a> {
         let phase_len = tiles_w + ((win.kernel[1] - 1) * win.dilation[1]) / sw;
         let slots = win.extent()[0];
         let rows = p.in_channels * p.kernel_h();
+        let packed = if blocked(level, p.out_per_group()) {
+            conv.packed_with("panel", super::panel::pack)
+        } else {
+            std::sync::Arc::from(Vec::new())
+        };
         Self {
             conv,
             input,
@@ -98,6 +114,8 @@ impl<'a> RowEngine<'a> {
             tags: vec![None; p.in_channels * slots],
             srcs: vec![RowSrc::Zero; rows],
             rows: vec![std::ptr::null(); rows * sw],
+            taps: vec![std::ptr::null(); rows * win.kernel[1]],
+            packed,
             direct: None,
             direct_max: false,
             bounds: Vec::new(),
@@ -233,7 +251,25 @@ impl<'a> RowEngine<'a> {
                 };
             }
         }
+        // Pass 3: tap kx of a row reads phase `(kx*dw) % sw` from column
+        // `(kx*dw) / sw`.
+        let (kw, dw) = (win.kernel[1], win.dilation[1]);
+        for k in 0..self.srcs.len() {
+            for kx in 0..kw {
+                let (phase, shift) = ((kx * dw) % sw, (kx * dw) / sw);
+                // SAFETY: `shift <= (kw - 1) * dw / sw`, so the phase row
+                // still holds `pl - shift >= tiles_w` values from there.
+                self.taps[k * kw + kx] = unsafe { self.rows[k * sw + phase].add(shift) };
+            }
+        }
     }
+}
+
+/// Whether the row engine computes a group of `opg` output channels in
+/// the panel algorithm's packed blocks at `level` (else one channel at a
+/// time, in wider tiles).
+fn blocked(level: Level, opg: usize) -> bool {
+    opg >= 4 && level != Level::Portable
 }
 
 /// Input and output channels from which the cost model picks Winograd for
@@ -267,17 +303,16 @@ pub fn algorithm(conv: &Conv2d, input: Shape, pooled: bool) -> Algorithm {
     }
     let out_w = p.output_shape(input).map_or(0, |s| s.w);
     let padded = out_w.div_ceil(TILE_MAX) * TILE_MAX;
-    // The measured rule (BENCHMARKS.md, "Convolution algorithms"): with
-    // AVX-512 (32 registers) the row engine wins only on wide rows (under
-    // 10 % of its lanes spent on the padding to 128 columns) with short
-    // filters (the panel's strip copy and 6-channel blocks pay off from
-    // about 192 taps per filter); the panel everywhere else: deep layers,
-    // 1x1 layers, narrow rows. With AVX2's 16 registers the panel's 6 x 2
-    // register block wins on every measured shape with several output
-    // channels per group; with one to three (the thesis layer), its loads
-    // outnumber its multiply-adds and the row engine stays ahead.
-    let panel_first = level() == Level::Avx2Fma && p.out_per_group() >= 4;
-    if !panel_first && 10 * (padded - out_w) < padded && p.filter_len() < 192 {
+    // The measured rule (BENCHMARKS.md, "Convolution algorithms" and
+    // "The row engine in the panel's channel blocks"): the row engine wins
+    // only on wide rows (under 10 % of its lanes spent on the padding to
+    // 128 columns) with short filters: under 192 taps with AVX-512's 6 x 4
+    // register block (the ResNet stem's 147 taps: 15.8 against 16.4 ms),
+    // under 64 with AVX2's 6 x 2 (the cnn layer's 27 taps: 5.8 against
+    // 6.8 ms; the stem: 27.9 against 25.1 ms). The panel everywhere else:
+    // deep layers, 1x1 layers, narrow rows.
+    let short = if level() == Level::Avx2Fma { 64 } else { 192 };
+    if 10 * (padded - out_w) < padded && p.filter_len() < short {
         Algorithm::Rows
     } else {
         Algorithm::Panel
@@ -355,13 +390,13 @@ const fn tile_for(_level: Level) -> usize {
 fn compute_avx512<F: FnMut(usize, usize, &[f32])>(eng: &RowEngine<'_>, sink: &mut F) {
     // SAFETY: AVX-512F and FMA are enabled here; `compute` keeps its
     // accesses inside the phase rows (see `block`). Many output channels:
-    // 4 channels x 64 columns share each load; few: 128 columns in 8
-    // independent chains hide the FMA latency.
+    // 6 channels x 64 columns share each load (24 of the 32 registers);
+    // few: 128 columns in 8 independent chains hide the FMA latency.
     unsafe {
-        if eng.conv.params.out_per_group() >= 4 {
-            compute::<vector::Avx512, 4, 4, F>(eng, sink)
+        if blocked(eng.level, eng.conv.params.out_per_group()) {
+            compute_blocks::<vector::Avx512, 4, F>(eng, sink)
         } else {
-            compute::<vector::Avx512, 8, 1, F>(eng, sink)
+            compute::<vector::Avx512, 8, F>(eng, sink)
         }
     }
 }
@@ -369,51 +404,102 @@ fn compute_avx512<F: FnMut(usize, usize, &[f32])>(eng: &RowEngine<'_>, sink: &mu
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn compute_avx2<F: FnMut(usize, usize, &[f32])>(eng: &RowEngine<'_>, sink: &mut F) {
-    // SAFETY: AVX2 and FMA are enabled here.
-    unsafe { compute::<vector::Avx2, 8, 1, F>(eng, sink) }
+    // SAFETY: AVX2 and FMA are enabled here. Many output channels: 6
+    // channels x 16 columns (12 of the 16 registers).
+    unsafe {
+        if blocked(eng.level, eng.conv.params.out_per_group()) {
+            compute_blocks::<vector::Avx2, 2, F>(eng, sink)
+        } else {
+            compute::<vector::Avx2, 8, F>(eng, sink)
+        }
+    }
 }
 
 #[cfg(target_arch = "aarch64")]
 fn compute_neon<F: FnMut(usize, usize, &[f32])>(eng: &RowEngine<'_>, sink: &mut F) {
-    // SAFETY: NEON is part of the aarch64 base ISA.
-    unsafe { compute::<vector::Neon, 16, 1, F>(eng, sink) }
+    // SAFETY: NEON is part of the aarch64 base ISA. Many output channels:
+    // 6 channels x 16 columns (24 of the 32 registers).
+    unsafe {
+        if blocked(eng.level, eng.conv.params.out_per_group()) {
+            compute_blocks::<vector::Neon, 4, F>(eng, sink)
+        } else {
+            compute::<vector::Neon, 16, F>(eng, sink)
+        }
+    }
 }
 
 fn compute_portable<F: FnMut(usize, usize, &[f32])>(eng: &RowEngine<'_>, sink: &mut F) {
     // SAFETY: portable lanes need no CPU feature.
-    unsafe { compute::<vector::Portable, 4, 1, F>(eng, sink) }
+    unsafe { compute::<vector::Portable, 4, F>(eng, sink) }
 }
 
-/// The hot loop over a row: for each tile of `U * V::LANES` columns, output
-/// channels in blocks of `OB` (then one by one for the rest).
+/// The hot loop over a row, one output channel at a time: for each tile
+/// of `U * V::LANES` columns, every output channel.
 ///
 /// # Safety
-/// The CPU must support `V`'s instructions; `U * V::LANES` must be the
+/// The CPU must support `V`'s instructions; `U * V::LANES` must divide the
 /// engine's tile width.
 #[inline(always)]
-unsafe fn compute<V: Vector, const U: usize, const OB: usize, F: FnMut(usize, usize, &[f32])>(
+unsafe fn compute<V: Vector, const U: usize, F: FnMut(usize, usize, &[f32])>(
     eng: &RowEngine<'_>,
     sink: &mut F,
 ) {
     let t = U * V::LANES;
     debug_assert!(t <= TILE_MAX && eng.tiles_w.is_multiple_of(t));
     let p = eng.conv.params;
-    let opg = p.out_per_group();
+    let flen = p.filter_len();
+    let mut buf = [0.0f32; TILE_MAX];
+    for x0 in (0..eng.tiles_w).step_by(t) {
+        for oc in 0..p.out_channels {
+            // SAFETY: forwarded from the caller; channel `oc`'s filter is
+            // `flen` weights from `oc * flen`.
+            unsafe {
+                let w = eng.conv.weights.as_ptr().add(oc * flen);
+                block::<V, U, 1, F>(eng, x0, oc, w, &mut buf, sink);
+            }
+        }
+    }
+}
+
+/// The hot loop over a row in the panel algorithm's channel blocks: for
+/// each tile of `U * V::LANES` columns, each group's blocks of up to
+/// [`super::panel::OB`] output channels, with their packed weights.
+///
+/// # Safety
+/// As [`compute`]; the engine's packed weights are the panel layout's.
+#[inline(always)]
+unsafe fn compute_blocks<V: Vector, const U: usize, F: FnMut(usize, usize, &[f32])>(
+    eng: &RowEngine<'_>,
+    sink: &mut F,
+) {
+    use super::panel::OB;
+    let t = U * V::LANES;
+    debug_assert!(t <= TILE_MAX && eng.tiles_w.is_multiple_of(t));
+    let p = eng.conv.params;
+    let (flen, opg) = (p.filter_len(), p.out_per_group());
+    debug_assert_eq!(eng.packed.len(), p.out_channels * flen);
     let mut buf = [0.0f32; TILE_MAX];
     for x0 in (0..eng.tiles_w).step_by(t) {
         // Blocks never straddle a group: every channel of a block reads the
         // same input channels.
         for g in 0..p.groups {
-            let (mut oc, end) = (g * opg, (g + 1) * opg);
-            while oc + OB <= end {
-                // SAFETY: forwarded from the caller.
-                unsafe { block::<V, U, OB, F>(eng, x0, oc, &mut buf, sink) };
-                oc += OB;
-            }
-            while oc < end {
-                // SAFETY: forwarded from the caller.
-                unsafe { block::<V, U, 1, F>(eng, x0, oc, &mut buf, sink) };
-                oc += 1;
+            for j in (0..opg).step_by(OB) {
+                let oc0 = g * opg + j;
+                let nb = OB.min(opg - j);
+                // SAFETY: forwarded from the caller; the packed block of
+                // `nb` channels at `oc0` is `[tap][nb]` from `oc0 * flen`.
+                unsafe {
+                    let w = eng.packed.as_ptr().add(oc0 * flen);
+                    let b = &mut buf;
+                    match nb {
+                        1 => block::<V, U, 1, F>(eng, x0, oc0, w, b, sink),
+                        2 => block::<V, U, 2, F>(eng, x0, oc0, w, b, sink),
+                        3 => block::<V, U, 3, F>(eng, x0, oc0, w, b, sink),
+                        4 => block::<V, U, 4, F>(eng, x0, oc0, w, b, sink),
+                        5 => block::<V, U, 5, F>(eng, x0, oc0, w, b, sink),
+                        _ => block::<V, U, OB, F>(eng, x0, oc0, w, b, sink),
+                    }
+                }
             }
         }
     }
@@ -421,63 +507,34 @@ unsafe fn compute<V: Vector, const U: usize, const OB: usize, F: FnMut(usize, us
 
 /// One tile (`U` vectors from column `x0`) of output channels
 /// `oc0 .. oc0 + B` (one group's): all taps accumulated in registers, then
-/// handed to `sink`.
+/// handed to `sink`. The weights of tap `k` are `w[k * B ..][..B]` (a
+/// packed block, or one channel's filter when `B` is 1).
 ///
 /// # Safety
-/// As [`compute`]; `x0 + U * V::LANES <= tiles_w`, `oc0 + B <= out_channels`
-/// and the channels in one group.
+/// As [`compute`]; `x0 + U * V::LANES <= tiles_w`, `oc0 + B <= out_channels`,
+/// the channels in one group, and `w` readable for `filter_len * B` values.
 #[inline(always)]
 unsafe fn block<V: Vector, const U: usize, const B: usize, F: FnMut(usize, usize, &[f32])>(
     eng: &RowEngine<'_>,
     x0: usize,
     oc0: usize,
+    w: *const f32,
     buf: &mut [f32; TILE_MAX],
     sink: &mut F,
 ) {
     let p = eng.conv.params;
-    let flen = p.filter_len();
     debug_assert!(x0 + U * V::LANES <= eng.tiles_w && oc0 + B <= p.out_channels);
-    // SAFETY (all pointer arithmetic below): `eng.rows` holds, per
-    // `(ic, ky, phase)`, the start of a run of at least
-    // `pl = tiles_w + (kw - 1) * dw / sw` readable values (see `prepare`);
-    // a tap reads phase row `(ic*kh + ky)*sw + (kx*dw) % sw` from column
-    // `x0 + (kx*dw) / sw`, `U * LANES` values, which ends at most at
-    // `tiles_w + (kw - 1) * dw / sw = pl`. Weights are read at
-    // `(oc0 + b) * flen + tap` with `tap < flen`.
-    let rows = eng.rows.as_slice();
-    let weights = eng.conv.weights.as_ptr();
-    // Tap kx reads phase `(kx*dw) % sw` at column offset `(kx*dw) / sw`;
-    // stepped incrementally (no division in the loop).
-    let stride = p.window.stride[1];
-    let dil = p.window.dilation[1];
-    let (kh, kw) = (p.kernel_h(), p.kernel_w());
-    let first_row = p.first_input(oc0) * kh;
-    let mut acc = [[unsafe { V::splat(0.0) }; U]; B];
-    for (b, accb) in acc.iter_mut().enumerate() {
-        let bias = unsafe { V::splat(eng.conv.bias_of(oc0 + b)) };
-        *accb = [bias; U];
-    }
-    for row in 0..p.in_per_group() * kh {
-        let abs = first_row + row;
-        let phase_rows = &rows[abs * stride..(abs + 1) * stride];
-        let (mut phase, mut shift) = (0usize, 0usize);
-        for kx in 0..kw {
-            let src = unsafe { phase_rows[phase].add(x0 + shift) };
-            phase += dil;
-            while phase >= stride {
-                phase -= stride;
-                shift += 1;
-            }
-            let xs: [V; U] = std::array::from_fn(|u| unsafe { V::load(src.add(u * V::LANES)) });
-            let tap = row * kw + kx;
-            for (b, accb) in acc.iter_mut().enumerate() {
-                let w = unsafe { V::splat(*weights.add((oc0 + b) * flen + tap)) };
-                for (a, &x) in accb.iter_mut().zip(&xs) {
-                    *a = unsafe { V::mul_add(w, x, *a) };
-                }
-            }
-        }
-    }
+    // SAFETY (all pointer arithmetic below): `eng.taps` holds, per tap
+    // `(ic, ky, kx)`, where output column 0 reads, with at least
+    // `tiles_w` readable values from there (see `prepare`); a tile reads
+    // `U * LANES` values from column `x0`, which end at most at `tiles_w`.
+    // Weights: the caller's contract.
+    let kk = p.kernel_h() * p.kernel_w();
+    let first = p.first_input(oc0) * kk;
+    let taps = &eng.taps[first..first + p.in_per_group() * kk];
+    let bias: [f32; B] = std::array::from_fn(|b| eng.conv.bias_of(oc0 + b));
+    // SAFETY: as above.
+    let acc = unsafe { accumulate::<V, U, B>(taps, x0, w, bias) };
     if let Some((dst, chan_stride)) = eng.direct {
         for (b, accb) in acc.iter().enumerate() {
             for (u, a) in accb.iter().enumerate() {
@@ -502,6 +559,40 @@ unsafe fn block<V: Vector, const U: usize, const B: usize, F: FnMut(usize, usize
             unsafe { a.store(buf.as_mut_ptr().add(u * V::LANES)) };
         }
         sink(oc0 + b, x0, &buf[..U * V::LANES]);
+    }
+}
+
+/// The sums of one block: from `bias`, each tap's `U` vectors at column
+/// `x0` times its `B` weights (`w[k * B ..][..B]` for tap `k`), in tap
+/// order. Its own function so that the compiler keeps the `B x U`
+/// accumulators in registers (inlined into `block`'s epilogue code, they
+/// were spilled to the stack every tap).
+///
+/// # Safety
+/// As [`block`].
+#[inline(always)]
+unsafe fn accumulate<V: Vector, const U: usize, const B: usize>(
+    taps: &[*const f32],
+    x0: usize,
+    w: *const f32,
+    bias: [f32; B],
+) -> [[V; U]; B] {
+    // SAFETY (all accesses): the caller's contract.
+    unsafe {
+        let mut acc: [[V; U]; B] = std::array::from_fn(|b| [V::splat(bias[b]); U]);
+        let mut wk = w;
+        for &tap in taps {
+            let src = tap.add(x0);
+            let xs: [V; U] = std::array::from_fn(|u| V::load(src.add(u * V::LANES)));
+            for (b, accb) in acc.iter_mut().enumerate() {
+                let wv = V::splat(*wk.add(b));
+                for (a, &x) in accb.iter_mut().zip(&xs) {
+                    *a = V::mul_add(wv, x, *a);
+                }
+            }
+            wk = wk.add(B);
+        }
+        acc
     }
 }
 
