@@ -39,7 +39,8 @@ say "unit, property, corpus (every CPU dispatch level, emulated CUDA), fixture, 
 # Three tests at a time on two CPUs: the multi-process tests spend most of
 # their time waiting on their children (a 30 s outage, paced sources), and
 # those that load the machine or assert timings take one lock
-# (runtime/tests/it/support.rs `exclusive`), so they never run together.
+# (runtime/tests/it/support.rs `heavy` and `quiet`): a timing test runs
+# beside no heavy one and no other timing test.
 cargo test --workspace --locked --profile ci --features streamfuse/opencv -- --test-threads "${STREAMFUSE_TEST_THREADS:-3}"
 
 say "fuzzing: every fuzz target on its corpus, then on mutated inputs, 15 s each (2 at a time)"

@@ -68,8 +68,6 @@ pub(crate) struct RowEngine<'a> {
     tags: Vec<Option<usize>>,
     /// Source of each `(ic, ky)` row for the current output row.
     srcs: Vec<RowSrc>,
-    /// Start of each phase row for the current output row, `[in, kh, sw]`.
-    rows: Vec<*const f32>,
     /// Where each tap `(ic, ky, kx)` reads output column 0 for the current
     /// output row, `[in, kh, kw]`.
     taps: Vec<*const f32>,
@@ -113,7 +111,6 @@ impl<'a> RowEngine<'a> {
             phases: vec![0.0; (p.in_channels * slots * sw + 1) * phase_len],
             tags: vec![None; p.in_channels * slots],
             srcs: vec![RowSrc::Zero; rows],
-            rows: vec![std::ptr::null(); rows * sw],
             taps: vec![std::ptr::null(); rows * win.kernel[1]],
             packed,
             direct: None,
@@ -233,33 +230,28 @@ impl<'a> RowEngine<'a> {
                 self.srcs[ic * kh + ky] = src;
             }
         }
-        // Pass 2: pointers (taken after all writes to the ring).
+        // Pass 2: pointers (taken after all writes to the ring). Tap kx of
+        // a row reads phase `(kx*dw) % sw` from column `(kx*dw) / sw`.
         let ring = self.phases.as_ptr();
         let data = self.input.data().as_ptr();
         let zero_at = p.in_channels * self.slots * sw * pl;
+        let (kw, dw) = (win.kernel[1], win.dilation[1]);
         for (k, src) in self.srcs.iter().enumerate() {
-            for r in 0..sw {
-                // SAFETY: every offset is inside its buffer with `pl` values
-                // after it: the zero row and ring slots by the size of
-                // `phases`, direct rows by the check in pass 1.
-                self.rows[k * sw + r] = unsafe {
+            for kx in 0..kw {
+                let (phase, shift) = ((kx * dw) % sw, (kx * dw) / sw);
+                // SAFETY: every phase row is inside its buffer with `pl`
+                // values after it (the zero row and ring slots by the size
+                // of `phases`, direct rows by the check in pass 1), and
+                // `shift <= (kw - 1) * dw / sw` leaves `pl - shift >= tiles_w`
+                // of them from the tap's start.
+                self.taps[k * kw + kx] = unsafe {
                     match *src {
                         RowSrc::Zero => ring.add(zero_at),
                         RowSrc::Direct(off) => data.add(off),
-                        RowSrc::Ring(base) => ring.add(base + r * pl),
+                        RowSrc::Ring(base) => ring.add(base + phase * pl),
                     }
+                    .add(shift)
                 };
-            }
-        }
-        // Pass 3: tap kx of a row reads phase `(kx*dw) % sw` from column
-        // `(kx*dw) / sw`.
-        let (kw, dw) = (win.kernel[1], win.dilation[1]);
-        for k in 0..self.srcs.len() {
-            for kx in 0..kw {
-                let (phase, shift) = ((kx * dw) % sw, (kx * dw) / sw);
-                // SAFETY: `shift <= (kw - 1) * dw / sw`, so the phase row
-                // still holds `pl - shift >= tiles_w` values from there.
-                self.taps[k * kw + kx] = unsafe { self.rows[k * sw + phase].add(shift) };
             }
         }
     }
@@ -392,13 +384,7 @@ fn compute_avx512<F: FnMut(usize, usize, &[f32])>(eng: &RowEngine<'_>, sink: &mu
     // accesses inside the phase rows (see `block`). Many output channels:
     // 6 channels x 64 columns share each load (24 of the 32 registers);
     // few: 128 columns in 8 independent chains hide the FMA latency.
-    unsafe {
-        if blocked(eng.level, eng.conv.params.out_per_group()) {
-            compute_blocks::<vector::Avx512, 4, F>(eng, sink)
-        } else {
-            compute::<vector::Avx512, 8, F>(eng, sink)
-        }
-    }
+    unsafe { compute_level::<vector::Avx512, 4, 8, F>(eng, sink) }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -406,31 +392,44 @@ fn compute_avx512<F: FnMut(usize, usize, &[f32])>(eng: &RowEngine<'_>, sink: &mu
 fn compute_avx2<F: FnMut(usize, usize, &[f32])>(eng: &RowEngine<'_>, sink: &mut F) {
     // SAFETY: AVX2 and FMA are enabled here. Many output channels: 6
     // channels x 16 columns (12 of the 16 registers).
-    unsafe {
-        if blocked(eng.level, eng.conv.params.out_per_group()) {
-            compute_blocks::<vector::Avx2, 2, F>(eng, sink)
-        } else {
-            compute::<vector::Avx2, 8, F>(eng, sink)
-        }
-    }
+    unsafe { compute_level::<vector::Avx2, 2, 8, F>(eng, sink) }
 }
 
 #[cfg(target_arch = "aarch64")]
 fn compute_neon<F: FnMut(usize, usize, &[f32])>(eng: &RowEngine<'_>, sink: &mut F) {
     // SAFETY: NEON is part of the aarch64 base ISA. Many output channels:
     // 6 channels x 16 columns (24 of the 32 registers).
-    unsafe {
-        if blocked(eng.level, eng.conv.params.out_per_group()) {
-            compute_blocks::<vector::Neon, 4, F>(eng, sink)
-        } else {
-            compute::<vector::Neon, 16, F>(eng, sink)
-        }
-    }
+    unsafe { compute_level::<vector::Neon, 4, 16, F>(eng, sink) }
 }
 
 fn compute_portable<F: FnMut(usize, usize, &[f32])>(eng: &RowEngine<'_>, sink: &mut F) {
-    // SAFETY: portable lanes need no CPU feature.
-    unsafe { compute::<vector::Portable, 4, F>(eng, sink) }
+    // SAFETY: portable lanes need no CPU feature (never `blocked`).
+    unsafe { compute_level::<vector::Portable, 1, 4, F>(eng, sink) }
+}
+
+/// A row at one level: in the panel's channel blocks, `UB` vectors wide,
+/// where [`blocked`] says so, else one channel at a time, `U1` wide.
+///
+/// # Safety
+/// As [`compute`], for both widths.
+#[inline(always)]
+unsafe fn compute_level<
+    V: Vector,
+    const UB: usize,
+    const U1: usize,
+    F: FnMut(usize, usize, &[f32]),
+>(
+    eng: &RowEngine<'_>,
+    sink: &mut F,
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        if blocked(eng.level, eng.conv.params.out_per_group()) {
+            compute_blocks::<V, UB, F>(eng, sink)
+        } else {
+            compute::<V, U1, F>(eng, sink)
+        }
+    }
 }
 
 /// The hot loop over a row, one output channel at a time: for each tile
