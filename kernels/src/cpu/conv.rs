@@ -338,6 +338,14 @@ fn fill_phases(dst: &mut [f32], src: &[f32], stride: usize, padding: usize) {
         dst[lead + n..].fill(0.0);
         return;
     }
+    if stride == 2 {
+        let ranges = super::interleave::split_phases(dst, src, padding);
+        for (phase, r) in dst.chunks_exact_mut(pl).zip(ranges) {
+            phase[..r.start].fill(0.0);
+            phase[r.end..].fill(0.0);
+        }
+        return;
+    }
     for (r, phase) in dst.chunks_exact_mut(pl).enumerate() {
         // Phase value t is input column t*stride + r - padding: inside the
         // input for t in t0..t1, zero elsewhere.

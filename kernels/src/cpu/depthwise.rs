@@ -129,18 +129,7 @@ fn fill_block(
             dst[pad_left..pad_left + n].copy_from_slice(&src[..n]);
             continue;
         }
-        // Phase r, value t: padded column t * 2 + r, input column
-        // t * 2 + r - pad_left.
-        let pl = pw / 2;
-        for (r, phase) in dst.chunks_exact_mut(pl).enumerate() {
-            let t0 = pad_left.saturating_sub(r).div_ceil(2);
-            let first = (t0 * 2 + r).saturating_sub(pad_left);
-            if first >= w || t0 >= pl {
-                continue;
-            }
-            let n = (w - first).div_ceil(2).min(pl - t0);
-            super::interleave::stride2(&mut phase[t0..t0 + n], &src[first..]);
-        }
+        super::interleave::split_phases(dst, src, pad_left);
     }
 }
 

@@ -1,7 +1,8 @@
 //! Stride-2 gathers: the even or odd values of a row, as the stride-2
 //! convolution's phase rows and the stride-2 pools' windows need them.
 //! A plain `dst[t] = src[2 * t]` loop does not vectorise; here AVX-512
-//! picks 16 values from two loads with one permute, and NEON's
+//! picks 16 values from two loads with one permute, AVX2 8 values from
+//! two loads with a shuffle and a lane permute, and NEON's
 //! de-interleaving load splits 8 values into even and odd.
 
 use super::simd::{Level, level};
@@ -21,6 +22,9 @@ pub(crate) fn stride2(dst: &mut [f32], src: &[f32]) {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Level::Avx512` is only chosen when the CPU has AVX-512F.
         Level::Avx512 => unsafe { stride2_avx512(dst, src) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Level::Avx2Fma` is only chosen when the CPU has AVX2.
+        Level::Avx2Fma => unsafe { stride2_avx2(dst, src) },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: NEON is part of the aarch64 base ISA.
         Level::Neon => unsafe { stride2_neon(dst, src) },
@@ -31,6 +35,138 @@ pub(crate) fn stride2(dst: &mut [f32], src: &[f32]) {
         .zip(src[2 * done..].iter().step_by(2))
     {
         *d = *x;
+    }
+}
+
+/// `even[t] = src[2 * t]` and `odd[t] = src[2 * t + 1]` for every `t` of
+/// each: a row split into its even and odd columns in one pass, each
+/// load feeding both (a stride-2 convolution's phase rows).
+///
+/// # Panics
+/// When `even` is longer than `src.len().div_ceil(2)` or `odd` longer
+/// than `src.len() / 2`.
+pub(crate) fn split2(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
+    assert!(
+        even.len() <= src.len().div_ceil(2) && odd.len() <= src.len() / 2,
+        "split2: {} values for {} even and {} odd picks",
+        src.len(),
+        even.len(),
+        odd.len()
+    );
+    #[cfg(target_arch = "x86_64")]
+    if matches!(level(), Level::Avx512 | Level::Avx2Fma) {
+        // SAFETY: both x86 SIMD levels are only chosen when the CPU has
+        // AVX2 (every AVX-512F CPU has it).
+        unsafe { split2_avx2(src, even, odd) };
+        return;
+    }
+    for (t, e) in even.iter_mut().enumerate() {
+        *e = src[2 * t];
+    }
+    for (t, o) in odd.iter_mut().enumerate() {
+        *o = src[2 * t + 1];
+    }
+}
+
+/// Writes one input row `src` into the two phase rows of its padded form
+/// (`padding` zeros before it) for a column stride of 2: `phases` is the
+/// two rows of `phases.len() / 2` values, and phase `r` holds padded
+/// column `2t + r` at `t`. Only the input's values are written (the even
+/// columns into one phase, the odd into the other, by [`split2`]);
+/// returns, per phase, the range of `t` written.
+pub(crate) fn split_phases(
+    phases: &mut [f32],
+    src: &[f32],
+    padding: usize,
+) -> [std::ops::Range<usize>; 2] {
+    let pl = phases.len() / 2;
+    let (p0, p1) = phases.split_at_mut(pl);
+    // Input column `2s` is padded column `2s + padding`: phase
+    // `padding % 2`, value `s + padding / 2`; column `2s + 1` the other
+    // phase, value `s + (padding + 1) / 2`.
+    let (oe, oo) = ((padding / 2).min(pl), (padding.div_ceil(2)).min(pl));
+    let ne = src.len().div_ceil(2).min(pl - oe);
+    let no = (src.len() / 2).min(pl - oo);
+    let (re, ro) = (oe..oe + ne, oo..oo + no);
+    if padding.is_multiple_of(2) {
+        split2(src, &mut p0[re.clone()], &mut p1[ro.clone()]);
+        [re, ro]
+    } else {
+        split2(src, &mut p1[re.clone()], &mut p0[ro.clone()]);
+        [ro, re]
+    }
+}
+
+/// [`split2`] with AVX2: 8 even and 8 odd values per two loads; the
+/// tail from masked loads, so a short row costs one more vector step.
+///
+/// # Safety
+/// The CPU must support AVX2; the lengths as [`split2`] checks them.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn split2_avx2(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
+    use std::arch::x86_64::{
+        __m256, _mm256_castpd_ps, _mm256_castps_pd, _mm256_cmpgt_epi32, _mm256_loadu_ps,
+        _mm256_maskload_ps, _mm256_permute4x64_pd, _mm256_set1_epi32, _mm256_setr_epi32,
+        _mm256_shuffle_ps, _mm256_storeu_ps,
+    };
+    /// The even and odd values of `a` then `b`: `[a0 a2 b0 b2 | a4 a6
+    /// b4 b6]` and `[a1 a3 b1 b3 | a5 a7 b5 b7]`, then the 64-bit lanes in
+    /// order.
+    ///
+    /// # Safety
+    /// AVX2.
+    #[inline(always)]
+    unsafe fn split(a: __m256, b: __m256) -> (__m256, __m256) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            let e = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
+            let o = _mm256_shuffle_ps::<0b11_01_11_01>(a, b);
+            (
+                _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(e))),
+                _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(o))),
+            )
+        }
+    }
+    let (ne, no) = (even.len(), odd.len());
+    let mut t = 0;
+    while t + 8 <= ne && t + 8 <= no && 2 * t + 16 <= src.len() {
+        // SAFETY: `src[2t .. 2t + 16]`, `even[t .. t + 8]` and
+        // `odd[t .. t + 8]` are in bounds by the loop condition.
+        unsafe {
+            let p = src.as_ptr().add(2 * t);
+            let (e, o) = split(_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)));
+            _mm256_storeu_ps(even.as_mut_ptr().add(t), e);
+            _mm256_storeu_ps(odd.as_mut_ptr().add(t), o);
+        }
+        t += 8;
+    }
+    // The rest, under 8 of one of the two: masked loads of the source
+    // values left.
+    let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    // Lanes `i < n` set.
+    let first = |n: usize| _mm256_cmpgt_epi32(_mm256_set1_epi32(n.min(8) as i32), lanes);
+    while t < ne.max(no) {
+        let left = src.len() - 2 * t;
+        // SAFETY: the masks keep the loads inside `src[2t ..]`.
+        unsafe {
+            let p = src.as_ptr().add(2 * t);
+            let a = _mm256_maskload_ps(p, first(left));
+            let b = _mm256_maskload_ps(p.add(8), first(left.saturating_sub(8)));
+            let (e, o) = split(a, b);
+            // Masked stores are microcoded on AMD's cores: stored whole
+            // on the stack, then copied value by value.
+            let mut v = [[0.0f32; 8]; 2];
+            _mm256_storeu_ps(v[0].as_mut_ptr(), e);
+            _mm256_storeu_ps(v[1].as_mut_ptr(), o);
+            for (d, x) in even.iter_mut().skip(t).zip(v[0]) {
+                *d = x;
+            }
+            for (d, x) in odd.iter_mut().skip(t).zip(v[1]) {
+                *d = x;
+            }
+        }
+        t += 8;
     }
 }
 
@@ -61,6 +197,45 @@ unsafe fn stride2_avx512(dst: &mut [f32], src: &[f32]) -> usize {
     t
 }
 
+/// The even values of the 16 at `p`: `[p0 p2 p4 .. p14]`. A shuffle
+/// picks the even values of each 128-bit half of both loads
+/// (`[a0 a2 b0 b2 | a4 a6 b4 b6]`), a lane permute puts them in order.
+///
+/// # Safety
+/// The CPU must support AVX2; `p .. p + 16` must be readable.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn evens_avx2(p: *const f32) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::{
+        _mm256_castpd_ps, _mm256_castps_pd, _mm256_loadu_ps, _mm256_permute4x64_pd,
+        _mm256_shuffle_ps,
+    };
+    // SAFETY: the caller's contract.
+    unsafe {
+        let s = _mm256_shuffle_ps::<0b10_00_10_00>(_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)));
+        _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(s)))
+    }
+}
+
+/// As [`stride2_avx512`], 8 values at a time with AVX2.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn stride2_avx2(dst: &mut [f32], src: &[f32]) -> usize {
+    use std::arch::x86_64::_mm256_storeu_ps;
+    let mut t = 0;
+    while t + 8 <= dst.len() && 2 * t + 16 <= src.len() {
+        // SAFETY: `src[2t .. 2t + 16]` and `dst[t .. t + 8]` are in
+        // bounds by the loop condition.
+        unsafe { _mm256_storeu_ps(dst.as_mut_ptr().add(t), evens_avx2(src.as_ptr().add(2 * t))) };
+        t += 8;
+    }
+    t
+}
+
 /// As [`stride2_avx512`], with NEON's de-interleaving load.
 ///
 /// # Safety
@@ -84,8 +259,8 @@ unsafe fn stride2_neon(dst: &mut [f32], src: &[f32]) -> usize {
 /// The stride-2 max windows of a row: `out[j]` is the max of `v[2j + k]`
 /// for taps `k = 0 .. kw` in tap order, each step `x > m ? x : m`
 /// (`max2`, as every pool path). Returns how many leading values of
-/// `out` it wrote, in whole vectors with AVX-512 or NEON and none at the
-/// other levels; the caller computes the rest. AVX-512 writes all of
+/// `out` it wrote, in whole vectors with AVX-512, AVX2 or NEON and none
+/// at the portable level; the caller computes the rest. AVX-512 writes all of
 /// `out` when it holds at least 16 values (its last vector overlaps the
 /// one before it).
 pub(crate) fn stride2_max(out: &mut [f32], v: &[f32], kw: usize) -> usize {
@@ -93,6 +268,9 @@ pub(crate) fn stride2_max(out: &mut [f32], v: &[f32], kw: usize) -> usize {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Level::Avx512` is only chosen when the CPU has AVX-512F.
         Level::Avx512 => unsafe { stride2_max_avx512(out, v, kw) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Level::Avx2Fma` is only chosen when the CPU has AVX2.
+        Level::Avx2Fma => unsafe { stride2_max_avx2(out, v, kw) },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: NEON is part of the aarch64 base ISA.
         Level::Neon => unsafe { stride2_max_neon(out, v, kw) },
@@ -150,6 +328,34 @@ unsafe fn stride2_max_avx512(out: &mut [f32], v: &[f32], kw: usize) -> usize {
     }
 }
 
+/// [`stride2_max`] with AVX2: per 8 outputs and tap, the even values of
+/// two loads at the tap's offset ([`evens_avx2`]).
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn stride2_max_avx2(out: &mut [f32], v: &[f32], kw: usize) -> usize {
+    use std::arch::x86_64::{_mm256_max_ps, _mm256_storeu_ps};
+    let mut j = 0;
+    // Tap `k` of outputs `j .. j + 8` loads `v[2j + k .. 2j + k + 16]`.
+    while kw > 0 && j + 8 <= out.len() && 2 * j + kw + 15 <= v.len() {
+        // SAFETY: the loads end at `2j + kw - 1 + 16 <= v.len()` and the
+        // store at `j + 8 <= out.len()`, by the loop condition.
+        unsafe {
+            let p = v.as_ptr().add(2 * j);
+            let mut acc = evens_avx2(p);
+            for k in 1..kw {
+                // `x > acc ? x : acc`: NaN and equal values keep `acc`.
+                acc = _mm256_max_ps(evens_avx2(p.add(k)), acc);
+            }
+            _mm256_storeu_ps(out.as_mut_ptr().add(j), acc);
+        }
+        j += 8;
+    }
+    j
+}
+
 /// [`stride2_max`] with NEON: per 4 outputs and tap, the even half of a
 /// de-interleaving load at the tap's offset.
 ///
@@ -195,6 +401,54 @@ mod tests {
                     let mut got = vec![f32::NAN; len.min(want.len())];
                     with_level(l, || stride2(&mut got, &src)).unwrap_or_else(|e| panic!("{e}"));
                     assert_eq!(got, want[..got.len()], "{l:?} len {len} extra {extra}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn split2_splits_even_and_odd_values_at_every_level_and_length() {
+        for l in levels() {
+            for len in 0..70usize {
+                let src: Vec<f32> = (0..len).map(|i| i as f32 * 0.25 - 5.0).collect();
+                let want_e: Vec<f32> = src.iter().step_by(2).copied().collect();
+                let want_o: Vec<f32> = src.iter().skip(1).step_by(2).copied().collect();
+                for (ne, no) in [
+                    (want_e.len(), want_o.len()),
+                    (want_e.len() / 2, want_o.len()),
+                ] {
+                    let (mut e, mut o) = (vec![f32::NAN; ne], vec![f32::NAN; no]);
+                    with_level(l, || split2(&src, &mut e, &mut o))
+                        .unwrap_or_else(|err| panic!("{err}"));
+                    assert_eq!(e, want_e[..ne], "{l:?} len {len} even");
+                    assert_eq!(o, want_o[..no], "{l:?} len {len} odd");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn split_phases_is_the_padded_rows_even_and_odd_columns() {
+        for l in levels() {
+            for w in 0..40usize {
+                for padding in 0..4usize {
+                    for pl in [0, 1, w / 2, w / 2 + 2, w + 4] {
+                        let src: Vec<f32> = (0..w).map(|i| i as f32 + 1.0).collect();
+                        let mut padded = vec![0.0f32; padding];
+                        padded.extend_from_slice(&src);
+                        let mut got = vec![0.0f32; 2 * pl];
+                        let ranges = with_level(l, || split_phases(&mut got, &src, padding))
+                            .unwrap_or_else(|e| panic!("{e}"));
+                        for r in 0..2 {
+                            for t in 0..pl {
+                                let want = padded.get(2 * t + r).copied().unwrap_or(0.0);
+                                let at =
+                                    format!("{l:?} w {w} pad {padding} pl {pl} phase {r} t {t}");
+                                assert_eq!(got[r * pl + t], want, "{at}");
+                                assert_eq!(ranges[r].contains(&t), want != 0.0, "{at}");
+                            }
+                        }
+                    }
                 }
             }
         }
