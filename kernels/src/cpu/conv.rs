@@ -339,7 +339,8 @@ fn fill_phases(dst: &mut [f32], src: &[f32], stride: usize, padding: usize) {
         return;
     }
     if stride == 2 {
-        let ranges = super::interleave::split_phases(dst, src, padding);
+        let (p0, p1) = dst.split_at_mut(pl);
+        let ranges = super::interleave::split_phases([p0, &mut p1[..pl]], src, padding);
         for (phase, r) in dst.chunks_exact_mut(pl).zip(ranges) {
             phase[..r.start].fill(0.0);
             phase[r.end..].fill(0.0);

@@ -129,7 +129,8 @@ fn fill_block(
             dst[pad_left..pad_left + n].copy_from_slice(&src[..n]);
             continue;
         }
-        super::interleave::split_phases(dst, src, pad_left);
+        let (p0, p1) = dst.split_at_mut(pw / 2);
+        super::interleave::split_phases([p0, p1], src, pad_left);
     }
 }
 

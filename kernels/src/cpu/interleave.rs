@@ -69,18 +69,18 @@ pub(crate) fn split2(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
 }
 
 /// Writes one input row `src` into the two phase rows of its padded form
-/// (`padding` zeros before it) for a column stride of 2: `phases` is the
-/// two rows of `phases.len() / 2` values, and phase `r` holds padded
-/// column `2t + r` at `t`. Only the input's values are written (the even
-/// columns into one phase, the odd into the other, by [`split2`]);
-/// returns, per phase, the range of `t` written.
+/// (`padding` zeros before it) for a column stride of 2: `phases[r]`
+/// holds padded column `2t + r` at `t` (both rows as long as the shorter).
+/// Only the input's values are written (the even columns into one phase,
+/// the odd into the other, by [`split2`]); returns, per phase, the range
+/// of `t` written.
 pub(crate) fn split_phases(
-    phases: &mut [f32],
+    phases: [&mut [f32]; 2],
     src: &[f32],
     padding: usize,
 ) -> [std::ops::Range<usize>; 2] {
-    let pl = phases.len() / 2;
-    let (p0, p1) = phases.split_at_mut(pl);
+    let [p0, p1] = phases;
+    let pl = p0.len().min(p1.len());
     // Input column `2s` is padded column `2s + padding`: phase
     // `padding % 2`, value `s + padding / 2`; column `2s + 1` the other
     // phase, value `s + (padding + 1) / 2`.
@@ -437,8 +437,11 @@ mod tests {
                         let mut padded = vec![0.0f32; padding];
                         padded.extend_from_slice(&src);
                         let mut got = vec![0.0f32; 2 * pl];
-                        let ranges = with_level(l, || split_phases(&mut got, &src, padding))
-                            .unwrap_or_else(|e| panic!("{e}"));
+                        let ranges = with_level(l, || {
+                            let (a, b) = got.split_at_mut(pl);
+                            split_phases([a, b], &src, padding)
+                        })
+                        .unwrap_or_else(|e| panic!("{e}"));
                         for r in 0..2 {
                             for t in 0..pl {
                                 let want = padded.get(2 * t + r).copied().unwrap_or(0.0);

@@ -489,6 +489,27 @@ pub(crate) fn fill_strip(
             let iy = first + r as isize;
             let row =
                 (iy >= 0 && iy < h as isize).then(|| &src[iy as usize * w..(iy as usize + 1) * w]);
+            if sw == 2 {
+                // Both phase rows (`plane` values apart) from one pass over
+                // the input row.
+                let at = (ic * sh + py) * sw * plane + i * gw;
+                let (a, b) = data[at..].split_at_mut(plane);
+                let (p0, p1) = (&mut a[..gw], &mut b[..gw]);
+                match row {
+                    Some(row) => {
+                        let ranges = super::interleave::split_phases([&mut *p0, &mut *p1], row, pl);
+                        for (phase, r) in [p0, p1].into_iter().zip(ranges) {
+                            phase[..r.start].fill(0.0);
+                            phase[r.end..].fill(0.0);
+                        }
+                    }
+                    None => {
+                        p0.fill(0.0);
+                        p1.fill(0.0);
+                    }
+                }
+                continue;
+            }
             for px in 0..sw {
                 let at = ((ic * sh + py) * sw + px) * plane + i * gw;
                 let dst = &mut data[at..at + gw];

@@ -45,6 +45,18 @@ multiversion! {
 }
 
 multiversion! {
+    /// `v[i] = max(max(a[i], b[i]), c[i])`: [`vertical_max_of`] and one
+    /// [`vertical_max`] pass by `c` (the same steps in the same order), in
+    /// one pass: a 3-row window (ResNet's 3x3 pools) reads each row once
+    /// and writes `v` once.
+    pub(crate) fn vertical_max3(v: &mut [f32], a: &[f32], b: &[f32], c: &[f32]) {
+        for (((o, &x), &y), &z) in v.iter_mut().zip(a).zip(b).zip(c) {
+            *o = max2(max2(x, y), z);
+        }
+    }
+}
+
+multiversion! {
     /// `v[i] = a[i] + b[i]`: as [`vertical_max_of`] for a sum.
     pub(crate) fn vertical_sum_of(v: &mut [f32], a: &[f32], b: &[f32]) {
         for ((o, &x), &y) in v.iter_mut().zip(a).zip(b) {
@@ -276,7 +288,12 @@ impl PoolRows {
             });
         } else {
             let mut k = 1;
-            if n >= 2 {
+            if n >= 3 && kind == PoolKind::Max {
+                let step = self.row_step();
+                let (r0, r1, r2) = (row(first), row(first + step), row(first + 2 * step));
+                vertical_max3(&mut self.v, r0, r1, r2);
+                k = 3;
+            } else if n >= 2 {
                 let (r0, r1) = (row(first), row(first + self.row_step()));
                 match kind {
                     PoolKind::Max => vertical_max_of(&mut self.v, r0, r1),
