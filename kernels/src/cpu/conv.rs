@@ -615,7 +615,8 @@ pub fn conv2d(input: &Tensor, conv: &Conv2d) -> Result<Tensor, KernelError> {
         Algorithm::Depthwise => return Ok(super::depthwise::run(input, conv, &[], out_shape)),
         Algorithm::Panel => {
             let src = super::panel::Panel::new(conv, input, out_shape, &[]);
-            return Ok(super::panel::run_with(&src, out_shape));
+            return Ok(super::panel::run_pointwise(&src, out_shape)
+                .unwrap_or_else(|| super::panel::run_with(&src, out_shape)));
         }
         Algorithm::Winograd => {
             let src = super::winograd::Winograd::new(conv, input, out_shape, &[]);

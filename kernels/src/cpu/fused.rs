@@ -185,7 +185,8 @@ fn conv_epilogue(input: &Tensor, conv: &Conv2d, ep: &[EpilogueOp], out_shape: Sh
         Algorithm::Depthwise => return super::depthwise::run(input, conv, ep, out_shape),
         Algorithm::Panel => {
             let src = super::panel::Panel::new(conv, input, out_shape, ep);
-            return super::panel::run_with(&src, out_shape);
+            return super::panel::run_pointwise(&src, out_shape)
+                .unwrap_or_else(|| super::panel::run_with(&src, out_shape));
         }
         Algorithm::Winograd => {
             let src = super::winograd::Winograd::new(conv, input, out_shape, ep);

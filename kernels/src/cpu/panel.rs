@@ -26,7 +26,7 @@
 //! engine's path.
 
 use super::conv::strided_copy;
-use super::fused::epilogue_copy;
+use super::fused::{epilogue_copy, epilogue_in_place};
 use super::pool::{PoolRows, simple_max_row};
 use super::simd::{Level, level};
 use super::vector::{self, Vector};
@@ -105,6 +105,78 @@ pub(crate) fn run_with(src: &impl RowSource, out_shape: Shape) -> Tensor {
         with_scratch(|s| src.rows(b * band, &mut rows, s));
     });
     out
+}
+
+/// The output tensor's data as every band of [`run_pointwise`] writes it.
+struct SharedOut(*mut f32);
+
+// SAFETY: the bands of `run_pointwise` write disjoint rows of the output
+// through it, and the tensor outlives them (it is returned after).
+unsafe impl Sync for SharedOut {}
+
+/// A pointwise convolution (1x1, stride 1, unpadded, so its grid is the
+/// output's rows: [`Panel::direct`]) computed straight into the output,
+/// one band of rows per thread: each block's sums are the output rows
+/// themselves, and the epilogue then runs over them in place while they
+/// are in cache, instead of a copy out of a block buffer. A block whose
+/// pixels are not a whole number of vectors (its last one would cross
+/// into rows another thread writes) goes through the buffer. `None` for
+/// any other convolution.
+pub(crate) fn run_pointwise(pc: &Panel<'_>, out_shape: Shape) -> Option<Tensor> {
+    let Shape { c, h, w } = out_shape;
+    let win = pc.conv.params.window;
+    let pointwise = win.kernel == [1, 1] && win.stride == [1, 1] && win.pads == [0; 4];
+    if !pointwise || pc.strip(1).grid_w != w || h * w == 0 {
+        return None;
+    }
+    let mut out = Tensor::for_overwrite(out_shape);
+    let base = SharedOut(out.data_mut().as_mut_ptr());
+    let l = vector::lanes(pc.level);
+    let band = band_rows(h);
+    let step = pc.block_rows();
+    let bands: Vec<usize> = (0..h).step_by(band).collect();
+    for_each_band(bands, |(_, y_band)| {
+        let base = &base;
+        with_scratch(|s| {
+            let end = (y_band + band).min(h);
+            let mut y0 = y_band;
+            while y0 < end {
+                let m = step.min(end - y0);
+                let npix = m * w;
+                if npix.is_multiple_of(l) {
+                    // SAFETY: rows `y0 .. y0 + m` of every channel are this
+                    // band's alone; `npix` values from `oc * h * w + y0 * w`
+                    // stay inside channel `oc`'s plane.
+                    let dst = Dest {
+                        base: unsafe { base.0.add(y0 * w) },
+                        pitch: h * w,
+                        pixels: npix,
+                    };
+                    pc.compute(y0, &pc.strip(m), npix, dst, s);
+                    for oc in 0..c {
+                        // SAFETY: as above, this band's rows of channel `oc`.
+                        let rows = unsafe {
+                            std::slice::from_raw_parts_mut(base.0.add(oc * h * w + y0 * w), npix)
+                        };
+                        epilogue_in_place(pc.ep, oc, rows);
+                    }
+                } else {
+                    let gw = pc.block(y0, m, s);
+                    let plane = s.acc.len() / c.max(1);
+                    for oc in 0..c {
+                        // SAFETY: as above.
+                        let rows = unsafe {
+                            std::slice::from_raw_parts_mut(base.0.add(oc * h * w + y0 * w), npix)
+                        };
+                        debug_assert_eq!(gw, w);
+                        epilogue_copy(pc.ep, oc, rows, &s.acc[oc * plane..oc * plane + npix]);
+                    }
+                }
+                y0 += m;
+            }
+        });
+    });
+    Some(out)
 }
 
 /// The rows of `src` (output `conv_shape`) reduced by `pool` (output
@@ -357,10 +429,22 @@ impl<'a> Panel<'a> {
         let plane = npix.div_ceil(l) * l;
         // Every value is written by the first chunk before it is read.
         s.acc.resize(self.conv.params.out_channels * plane, 0.0);
+        let dst = Dest {
+            base: s.acc.as_mut_ptr(),
+            pitch: plane,
+            pixels: plane,
+        };
+        self.compute(y0, &strip, plane, dst, s);
+        strip.grid_w
+    }
+
+    /// Computes the block of output rows from `y0` whose strip is `strip`
+    /// into `dst` (`plane`: its pixels rounded up to lanes).
+    fn compute(&self, y0: usize, strip: &Strip, plane: usize, dst: Dest, s: &mut Scratch) {
         let src = match self.direct(y0, plane) {
             Some(src) => src,
             None => {
-                self.fill_strip(y0, &strip, &mut s.data);
+                self.fill_strip(y0, strip, &mut s.data);
                 Source {
                     base: s.data.as_ptr(),
                     plane: strip.plane(),
@@ -370,17 +454,16 @@ impl<'a> Panel<'a> {
         match self.level {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `Level::Avx512` is only chosen when the CPU has AVX-512F and FMA.
-            Level::Avx512 => unsafe { block_avx512(self, &strip, src, s) },
+            Level::Avx512 => unsafe { block_avx512(self, strip, src, dst, s) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `Level::Avx2Fma` is only chosen when the CPU has AVX2 and FMA.
-            Level::Avx2Fma => unsafe { block_avx2(self, &strip, src, s) },
+            Level::Avx2Fma => unsafe { block_avx2(self, strip, src, dst, s) },
             #[cfg(target_arch = "aarch64")]
             // SAFETY: NEON is part of the aarch64 base ISA.
-            Level::Neon => unsafe { block_v::<vector::Neon, 4>(self, &strip, src, s) },
+            Level::Neon => unsafe { block_v::<vector::Neon, 4>(self, strip, src, dst, s) },
             // SAFETY: portable lanes need no CPU feature.
-            _ => unsafe { block_v::<vector::Portable, 1>(self, &strip, src, s) },
+            _ => unsafe { block_v::<vector::Portable, 1>(self, strip, src, dst, s) },
         }
-        strip.grid_w
     }
 
     /// Where a block of a pointwise convolution (1x1, stride 1, no
@@ -532,16 +615,16 @@ pub(crate) fn fill_strip(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl,fma")]
-unsafe fn block_avx512(pc: &Panel<'_>, strip: &Strip, src: Source, s: &mut Scratch) {
+unsafe fn block_avx512(pc: &Panel<'_>, strip: &Strip, src: Source, dst: Dest, s: &mut Scratch) {
     // SAFETY: forwarded from the caller; AVX-512F and FMA are enabled here.
-    unsafe { block_v::<vector::Avx512, 4>(pc, strip, src, s) }
+    unsafe { block_v::<vector::Avx512, 4>(pc, strip, src, dst, s) }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn block_avx2(pc: &Panel<'_>, strip: &Strip, src: Source, s: &mut Scratch) {
+unsafe fn block_avx2(pc: &Panel<'_>, strip: &Strip, src: Source, dst: Dest, s: &mut Scratch) {
     // SAFETY: forwarded from the caller; AVX2 and FMA are enabled here.
-    unsafe { block_v::<vector::Avx2, 2>(pc, strip, src, s) }
+    unsafe { block_v::<vector::Avx2, 2>(pc, strip, src, dst, s) }
 }
 
 /// Where a block's taps are read: the block's strip ([`Panel::fill_strip`])
@@ -554,12 +637,21 @@ struct Source {
     plane: usize,
 }
 
-/// A block into `s.acc`: per group, per chunk of taps, per tile, every
+/// Where a block's sums go: `pixels` values (a multiple of the lanes) per
+/// output channel, channel `oc`'s from `base + oc * pitch`.
+#[derive(Clone, Copy)]
+struct Dest {
+    base: *mut f32,
+    pitch: usize,
+    pixels: usize,
+}
+
+/// A block into `dst`: per group, per chunk of taps, per tile, every
 /// block of [`OB`] output channels.
 ///
 /// # Safety
-/// The CPU must support `V`; `U * V::LANES <= MAX_TILE`; `s.acc` holds
-/// `out_channels` planes of the block's grid pixels rounded up to lanes,
+/// The CPU must support `V`; `U * V::LANES <= MAX_TILE`; `dst` is
+/// writable and readable for `pixels` values of every output channel,
 /// and `src` the block's strip, or the input where every tile's reads stay
 /// inside it ([`Panel::direct`]).
 #[inline(always)]
@@ -567,6 +659,7 @@ unsafe fn block_v<V: Vector, const U: usize>(
     pc: &Panel<'_>,
     strip: &Strip,
     src: Source,
+    dst: Dest,
     s: &mut Scratch,
 ) {
     let l = V::LANES;
@@ -574,7 +667,7 @@ unsafe fn block_v<V: Vector, const U: usize>(
     let p = pc.conv.params;
     let k_all = p.filter_len();
     let chunk = (CHUNK_BYTES / 4 / t).max(8);
-    let plane = s.acc.len() / p.out_channels.max(1);
+    let plane = dst.pixels;
     for g in 0..p.groups {
         pc.tap_offsets(g, strip, src.plane, &mut s.offs);
         let mut k0 = 0;
@@ -589,8 +682,8 @@ unsafe fn block_v<V: Vector, const U: usize>(
                     // (`fill_strip`) or the input plane (`Panel::direct`).
                     x: unsafe { src.base.add(t0) },
                     offs: &s.offs[k0..k0 + kc],
-                    acc: s.acc.as_mut_ptr(),
-                    plane,
+                    acc: dst.base,
+                    plane: dst.pitch,
                     k_all,
                     k0,
                     t0,
@@ -617,7 +710,7 @@ struct Job<'s> {
     /// Tap data of the tile's first pixel, and per-tap offsets from it.
     x: *const f32,
     offs: &'s [usize],
-    /// Partial sums, `[out][plane]`.
+    /// Partial sums, channel `oc`'s from `acc + oc * plane`.
     acc: *mut f32,
     plane: usize,
     /// Taps per filter; the chunk's first tap.

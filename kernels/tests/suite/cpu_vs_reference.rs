@@ -874,3 +874,68 @@ fn fused_conv_and_square_max_pool_equal_the_unfused_ops_on_every_width() {
         }
     }
 }
+
+/// Pointwise convolutions, which the panel algorithm computes straight
+/// into the output rows: tall enough for several blocks and a band per
+/// thread, widths that are and are not whole vectors (a block that is not
+/// goes through the block buffer), grouped and dense, alone and with an
+/// epilogue: the row engine's bits, and the reference.
+#[test]
+fn pointwise_convolutions_computed_in_place_equal_the_row_engine() {
+    let layers = [
+        // MobileNetV2's expand and project layers.
+        (24, 144, 1, Shape::new(24, 56, 56)),
+        (144, 32, 1, Shape::new(144, 28, 28)),
+        (5, 7, 1, Shape::new(5, 97, 13)),
+        (8, 12, 2, Shape::new(8, 40, 9)),
+        (64, 64, 1, Shape::new(64, 30, 17)),
+    ];
+    for (cin, cout, groups, shape) in layers {
+        let mut params = Conv2dParams::square(cin, cout, 1, 1, 0);
+        params.groups = groups;
+        let case = ConvCase {
+            shape,
+            params,
+            bias: true,
+            seed: 3,
+        };
+        for ops in [&[][..], &[0][..], &[1, 2][..]] {
+            let Some(ChainCase {
+                input,
+                conv,
+                epilogue,
+                want,
+                terms,
+            }) = chain_case(&case, ops, None)
+            else {
+                panic!("no pool to fit");
+            };
+            at_each_level(|| {
+                let run = |algo: ConvAlgorithm| {
+                    let conv = conv.clone().with_algorithm(Some(algo));
+                    let chain = FusedChain {
+                        conv: Some(conv.clone()),
+                        epilogue: epilogue.clone(),
+                        pool: None,
+                    };
+                    let alone = Op::Conv2d(conv)
+                        .run_cpu(&input)
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    let fused = Op::Fused(chain)
+                        .run_cpu(&input)
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    (alone, fused)
+                };
+                let bits = |t: &Tensor| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                let (rows_alone, rows_fused) = run(ConvAlgorithm::Rows);
+                let (panel_alone, panel_fused) = run(ConvAlgorithm::Panel);
+                assert_close(&panel_fused, &want, terms);
+                let at = format!("{cin}->{cout} /{groups} {shape:?} ops {ops:?}");
+                prop_assert!(bits(&panel_alone) == bits(&rows_alone), "conv {at}");
+                prop_assert!(bits(&panel_fused) == bits(&rows_fused), "fused {at}");
+                Ok(())
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+}
