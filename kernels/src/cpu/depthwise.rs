@@ -70,6 +70,7 @@ pub(crate) fn run(input: &Tensor, conv: &Conv2d, ep: &[EpilogueOp], out_shape: S
         let mut tail = vec![0.0f32; lanes];
         for (ch, out_rows) in rows.iter_mut().enumerate() {
             fill_block(
+                lvl,
                 input,
                 ch,
                 (b * band * win.stride[0]) as isize - win.pads[0] as isize,
@@ -107,6 +108,7 @@ pub(crate) fn run(input: &Tensor, conv: &Conv2d, ep: &[EpilogueOp], out_shape: S
 /// and the rows outside the input are the same for every channel of a
 /// band, so they stay as the zeroed block left them.
 fn fill_block(
+    lvl: Level,
     input: &Tensor,
     ch: usize,
     iy0: isize,
@@ -130,7 +132,7 @@ fn fill_block(
             continue;
         }
         let (p0, p1) = dst.split_at_mut(pw / 2);
-        super::interleave::split_phases([p0, p1], src, pad_left);
+        super::interleave::split_phases_at(lvl, [p0, p1], src, pad_left);
     }
 }
 

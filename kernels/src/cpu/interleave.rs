@@ -42,10 +42,14 @@ pub(crate) fn stride2(dst: &mut [f32], src: &[f32]) {
 /// each: a row split into its even and odd columns in one pass, each
 /// load feeding both (a stride-2 convolution's phase rows).
 ///
+/// At level `lvl` (a level this CPU supports), inlined into callers
+/// that split many rows and look the level up once.
+///
 /// # Panics
 /// When `even` is longer than `src.len().div_ceil(2)` or `odd` longer
 /// than `src.len() / 2`.
-pub(crate) fn split2(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
+#[inline(always)]
+pub(crate) fn split2_at(lvl: Level, src: &[f32], even: &mut [f32], odd: &mut [f32]) {
     assert!(
         even.len() <= src.len().div_ceil(2) && odd.len() <= src.len() / 2,
         "split2: {} values for {} even and {} odd picks",
@@ -54,7 +58,7 @@ pub(crate) fn split2(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
         odd.len()
     );
     #[cfg(target_arch = "x86_64")]
-    if matches!(level(), Level::Avx512 | Level::Avx2Fma) {
+    if matches!(lvl, Level::Avx512 | Level::Avx2Fma) {
         // SAFETY: both x86 SIMD levels are only chosen when the CPU has
         // AVX2 (every AVX-512F CPU has it).
         unsafe { split2_avx2(src, even, odd) };
@@ -72,9 +76,21 @@ pub(crate) fn split2(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
 /// (`padding` zeros before it) for a column stride of 2: `phases[r]`
 /// holds padded column `2t + r` at `t` (both rows as long as the shorter).
 /// Only the input's values are written (the even columns into one phase,
-/// the odd into the other, by [`split2`]); returns, per phase, the range
+/// the odd into the other, by [`split2_at`]); returns, per phase, the range
 /// of `t` written.
 pub(crate) fn split_phases(
+    phases: [&mut [f32]; 2],
+    src: &[f32],
+    padding: usize,
+) -> [std::ops::Range<usize>; 2] {
+    split_phases_at(level(), phases, src, padding)
+}
+
+/// [`split_phases`] at level `lvl` (a level this CPU supports), inlined
+/// into callers that split many rows and look the level up once.
+#[inline(always)]
+pub(crate) fn split_phases_at(
+    lvl: Level,
     phases: [&mut [f32]; 2],
     src: &[f32],
     padding: usize,
@@ -89,19 +105,19 @@ pub(crate) fn split_phases(
     let no = (src.len() / 2).min(pl - oo);
     let (re, ro) = (oe..oe + ne, oo..oo + no);
     if padding.is_multiple_of(2) {
-        split2(src, &mut p0[re.clone()], &mut p1[ro.clone()]);
+        split2_at(lvl, src, &mut p0[re.clone()], &mut p1[ro.clone()]);
         [re, ro]
     } else {
-        split2(src, &mut p1[re.clone()], &mut p0[ro.clone()]);
+        split2_at(lvl, src, &mut p1[re.clone()], &mut p0[ro.clone()]);
         [ro, re]
     }
 }
 
-/// [`split2`] with AVX2: 8 even and 8 odd values per two loads; the
+/// [`split2_at`] with AVX2: 8 even and 8 odd values per two loads; the
 /// tail from masked loads, so a short row costs one more vector step.
 ///
 /// # Safety
-/// The CPU must support AVX2; the lengths as [`split2`] checks them.
+/// The CPU must support AVX2; the lengths as [`split2_at`] checks them.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn split2_avx2(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
@@ -418,7 +434,7 @@ mod tests {
                     (want_e.len() / 2, want_o.len()),
                 ] {
                     let (mut e, mut o) = (vec![f32::NAN; ne], vec![f32::NAN; no]);
-                    with_level(l, || split2(&src, &mut e, &mut o))
+                    with_level(l, || split2_at(level(), &src, &mut e, &mut o))
                         .unwrap_or_else(|err| panic!("{err}"));
                     assert_eq!(e, want_e[..ne], "{l:?} len {len} even");
                     assert_eq!(o, want_o[..no], "{l:?} len {len} odd");

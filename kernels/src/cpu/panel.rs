@@ -561,6 +561,7 @@ pub(crate) fn fill_strip(
     let [sh, sw] = stride;
     let Shape { c, h, w } = input.shape();
     let (gw, plane) = (strip.grid_w, strip.plane());
+    let lvl = level();
     let pl = pad_left;
     let body = c * sh * sw * plane;
     data.resize(body + MAX_TILE + gw + extent_w, 0.0);
@@ -580,7 +581,8 @@ pub(crate) fn fill_strip(
                 let (p0, p1) = (&mut a[..gw], &mut b[..gw]);
                 match row {
                     Some(row) => {
-                        let ranges = super::interleave::split_phases([&mut *p0, &mut *p1], row, pl);
+                        let ranges =
+                            super::interleave::split_phases_at(lvl, [&mut *p0, &mut *p1], row, pl);
                         for (phase, r) in [p0, p1].into_iter().zip(ranges) {
                             phase[..r.start].fill(0.0);
                             phase[r.end..].fill(0.0);
