@@ -60,6 +60,12 @@ pub(crate) fn run(input: &Tensor, conv: &Conv2d, ep: &[EpilogueOp], out_shape: S
     // ReLU and clip bounds are applied to the vectors before they are
     // stored; any other epilogue runs as passes over the band.
     let bounds = super::fused::register_bounds(ep);
+    let geom = Geometry {
+        lvl,
+        pad_left: win.pads[1],
+        sw,
+        pw,
+    };
     super::for_each_band(bands, |(b, mut rows)| {
         let nrows = rows.first().map_or(0, |r| r.len() / w.max(1));
         if nrows == 0 {
@@ -70,13 +76,10 @@ pub(crate) fn run(input: &Tensor, conv: &Conv2d, ep: &[EpilogueOp], out_shape: S
         let mut tail = vec![0.0f32; lanes];
         for (ch, out_rows) in rows.iter_mut().enumerate() {
             fill_block(
-                lvl,
+                &geom,
                 input,
                 ch,
                 (b * band * win.stride[0]) as isize - win.pads[0] as isize,
-                win.pads[1],
-                sw,
-                pw,
                 &mut block,
             );
             let blk = Block {
@@ -101,22 +104,32 @@ pub(crate) fn run(input: &Tensor, conv: &Conv2d, ep: &[EpilogueOp], out_shape: S
     out
 }
 
+/// How a band's block holds its input rows.
+#[derive(Clone, Copy)]
+struct Geometry {
+    /// The CPU level the rows are split at.
+    lvl: Level,
+    /// Zero columns before the input's first.
+    pad_left: usize,
+    /// Column stride (1 or 2).
+    sw: usize,
+    /// Values per block row (both phase rows with column stride 2).
+    pw: usize,
+}
+
 /// Copies the input rows `iy0 ..` of channel `ch` into `block` (rows of
 /// `pw` values, the input at column `pad_left`; with column stride 2 each
 /// row is two phase rows of `pw / 2`, the padded row's even then odd
 /// columns). Only the input's values are written: the columns around them
 /// and the rows outside the input are the same for every channel of a
 /// band, so they stay as the zeroed block left them.
-fn fill_block(
-    lvl: Level,
-    input: &Tensor,
-    ch: usize,
-    iy0: isize,
-    pad_left: usize,
-    sw: usize,
-    pw: usize,
-    block: &mut [f32],
-) {
+fn fill_block(geom: &Geometry, input: &Tensor, ch: usize, iy0: isize, block: &mut [f32]) {
+    let Geometry {
+        lvl,
+        pad_left,
+        sw,
+        pw,
+    } = *geom;
     let Shape { h, w, .. } = input.shape();
     let plane = input.plane(ch);
     for (j, dst) in block.chunks_exact_mut(pw).enumerate() {
