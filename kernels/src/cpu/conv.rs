@@ -456,14 +456,18 @@ unsafe fn compute<V: Vector, const U: usize, F: FnMut(usize, usize, &[f32])>(
     debug_assert!(t <= TILE_MAX && eng.tiles_w.is_multiple_of(t));
     let p = eng.conv.params;
     let flen = p.filter_len();
+    let opg = p.out_per_group();
     let mut buf = [0.0f32; TILE_MAX];
     for x0 in (0..eng.tiles_w).step_by(t) {
-        for oc in 0..p.out_channels {
-            // SAFETY: forwarded from the caller; channel `oc`'s filter is
-            // `flen` weights from `oc * flen`.
-            unsafe {
-                let w = eng.conv.weights.as_ptr().add(oc * flen);
-                block::<V, U, 1, F>(eng, x0, oc, w, &mut buf, sink);
+        for g in 0..p.groups {
+            let taps = group_taps(eng, g);
+            for oc in g * opg..(g + 1) * opg {
+                // SAFETY: forwarded from the caller; channel `oc`'s filter
+                // is `flen` weights from `oc * flen`.
+                unsafe {
+                    let w = eng.conv.weights.as_ptr().add(oc * flen);
+                    block::<V, U, 1, F>(eng, taps, x0, oc, w, &mut buf, sink);
+                }
             }
         }
     }
@@ -491,6 +495,7 @@ unsafe fn compute_blocks<V: Vector, const U: usize, F: FnMut(usize, usize, &[f32
         // Blocks never straddle a group: every channel of a block reads the
         // same input channels.
         for g in 0..p.groups {
+            let tp = group_taps(eng, g);
             for j in (0..opg).step_by(OB) {
                 let oc0 = g * opg + j;
                 let nb = OB.min(opg - j);
@@ -500,12 +505,12 @@ unsafe fn compute_blocks<V: Vector, const U: usize, F: FnMut(usize, usize, &[f32
                     let w = eng.packed.as_ptr().add(oc0 * flen);
                     let b = &mut buf;
                     match nb {
-                        1 => block::<V, U, 1, F>(eng, x0, oc0, w, b, sink),
-                        2 => block::<V, U, 2, F>(eng, x0, oc0, w, b, sink),
-                        3 => block::<V, U, 3, F>(eng, x0, oc0, w, b, sink),
-                        4 => block::<V, U, 4, F>(eng, x0, oc0, w, b, sink),
-                        5 => block::<V, U, 5, F>(eng, x0, oc0, w, b, sink),
-                        _ => block::<V, U, OB, F>(eng, x0, oc0, w, b, sink),
+                        1 => block::<V, U, 1, F>(eng, tp, x0, oc0, w, b, sink),
+                        2 => block::<V, U, 2, F>(eng, tp, x0, oc0, w, b, sink),
+                        3 => block::<V, U, 3, F>(eng, tp, x0, oc0, w, b, sink),
+                        4 => block::<V, U, 4, F>(eng, tp, x0, oc0, w, b, sink),
+                        5 => block::<V, U, 5, F>(eng, tp, x0, oc0, w, b, sink),
+                        _ => block::<V, U, OB, F>(eng, tp, x0, oc0, w, b, sink),
                     }
                 }
             }
@@ -513,17 +518,30 @@ unsafe fn compute_blocks<V: Vector, const U: usize, F: FnMut(usize, usize, &[f32
     }
 }
 
+/// The taps of group `g`'s input channels, in `(ic, ky, kx)` order: looked
+/// up once per group and tile, not per block (the group's bounds take
+/// integer divisions).
+#[inline(always)]
+fn group_taps<'e>(eng: &'e RowEngine<'_>, g: usize) -> &'e [*const f32] {
+    let p = eng.conv.params;
+    let n = p.in_per_group() * p.kernel_h() * p.kernel_w();
+    &eng.taps[g * n..(g + 1) * n]
+}
+
 /// One tile (`U` vectors from column `x0`) of output channels
-/// `oc0 .. oc0 + B` (one group's): all taps accumulated in registers, then
-/// handed to `sink`. The weights of tap `k` are `w[k * B ..][..B]` (a
-/// packed block, or one channel's filter when `B` is 1).
+/// `oc0 .. oc0 + B` (one group's, whose taps are `taps`): all taps
+/// accumulated in registers, then handed to `sink`. The weights of tap `k`
+/// are `w[k * B ..][..B]` (a packed block, or one channel's filter when
+/// `B` is 1).
 ///
 /// # Safety
 /// As [`compute`]; `x0 + U * V::LANES <= tiles_w`, `oc0 + B <= out_channels`,
-/// the channels in one group, and `w` readable for `filter_len * B` values.
+/// the channels in one group, `taps` that group's ([`group_taps`]), and
+/// `w` readable for `filter_len * B` values.
 #[inline(always)]
 unsafe fn block<V: Vector, const U: usize, const B: usize, F: FnMut(usize, usize, &[f32])>(
     eng: &RowEngine<'_>,
+    taps: &[*const f32],
     x0: usize,
     oc0: usize,
     w: *const f32,
@@ -537,9 +555,6 @@ unsafe fn block<V: Vector, const U: usize, const B: usize, F: FnMut(usize, usize
     // `tiles_w` readable values from there (see `prepare`); a tile reads
     // `U * LANES` values from column `x0`, which end at most at `tiles_w`.
     // Weights: the caller's contract.
-    let kk = p.kernel_h() * p.kernel_w();
-    let first = p.first_input(oc0) * kk;
-    let taps = &eng.taps[first..first + p.in_per_group() * kk];
     let bias: [f32; B] = std::array::from_fn(|b| eng.conv.bias_of(oc0 + b));
     // SAFETY: as above.
     let acc = unsafe { accumulate::<V, U, B>(taps, x0, w, bias) };
