@@ -57,17 +57,23 @@ pub(crate) fn split2_at(lvl: Level, src: &[f32], even: &mut [f32], odd: &mut [f3
         even.len(),
         odd.len()
     );
-    #[cfg(target_arch = "x86_64")]
-    if matches!(lvl, Level::Avx512 | Level::Avx2Fma) {
-        // SAFETY: both x86 SIMD levels are only chosen when the CPU has
-        // AVX2 (every AVX-512F CPU has it).
-        unsafe { split2_avx2(src, even, odd) };
-        return;
-    }
-    for (t, e) in even.iter_mut().enumerate() {
+    let done = match lvl {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 | Level::Avx2Fma => {
+            // SAFETY: both x86 SIMD levels are only chosen when the CPU
+            // has AVX2 (every AVX-512F CPU has it).
+            unsafe { split2_avx2(src, even, odd) };
+            return;
+        }
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: NEON is part of the aarch64 base ISA.
+        Level::Neon => unsafe { split2_neon(src, even, odd) },
+        _ => 0,
+    };
+    for (t, e) in even.iter_mut().enumerate().skip(done) {
         *e = src[2 * t];
     }
-    for (t, o) in odd.iter_mut().enumerate() {
+    for (t, o) in odd.iter_mut().enumerate().skip(done) {
         *o = src[2 * t + 1];
     }
 }
@@ -111,6 +117,29 @@ pub(crate) fn split_phases_at(
         split2_at(lvl, src, &mut p1[re.clone()], &mut p0[ro.clone()]);
         [ro, re]
     }
+}
+
+/// The first vectors' worth of [`split2_at`] with NEON's de-interleaving
+/// load: 4 even and 4 odd values per load while both outputs take 4 more;
+/// returns how many values of each it wrote (the rest is the caller's).
+///
+/// # Safety
+/// NEON (always present on aarch64).
+#[cfg(target_arch = "aarch64")]
+unsafe fn split2_neon(src: &[f32], even: &mut [f32], odd: &mut [f32]) -> usize {
+    use std::arch::aarch64::{vld2q_f32, vst1q_f32};
+    let mut t = 0;
+    while t + 4 <= even.len() && t + 4 <= odd.len() && 2 * t + 8 <= src.len() {
+        // SAFETY: `src[2t .. 2t + 8]`, `even[t .. t + 4]` and
+        // `odd[t .. t + 4]` are in bounds by the loop condition.
+        unsafe {
+            let v = vld2q_f32(src.as_ptr().add(2 * t));
+            vst1q_f32(even.as_mut_ptr().add(t), v.0);
+            vst1q_f32(odd.as_mut_ptr().add(t), v.1);
+        }
+        t += 4;
+    }
+    t
 }
 
 /// [`split2_at`] with AVX2: 8 even and 8 odd values per two loads; the
@@ -344,28 +373,49 @@ unsafe fn stride2_max_avx512(out: &mut [f32], v: &[f32], kw: usize) -> usize {
     }
 }
 
-/// [`stride2_max`] with AVX2: per 8 outputs and tap, the even values of
-/// two loads at the tap's offset ([`evens_avx2`]).
+/// [`stride2_max`] with AVX2: per 8 outputs, each pair of taps `k, k + 1`
+/// (`k` even) from one pair of loads at `2j + k`, tap `k` their even
+/// values and tap `k + 1` their odd values, picked by in-lane shuffles
+/// (`[a0 a2 b0 b2 | a4 a6 b4 b6]`, `[a1 a3 b1 b3 | ..]`). Every tap's
+/// values come out in that same lane order, so the maxima are taken in it
+/// and put in order by one lane permute at the end.
 ///
 /// # Safety
 /// The CPU must support AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn stride2_max_avx2(out: &mut [f32], v: &[f32], kw: usize) -> usize {
-    use std::arch::x86_64::{_mm256_max_ps, _mm256_storeu_ps};
+    use std::arch::x86_64::{
+        _mm256_castpd_ps, _mm256_castps_pd, _mm256_loadu_ps, _mm256_max_ps, _mm256_permute4x64_pd,
+        _mm256_shuffle_ps, _mm256_storeu_ps,
+    };
     let mut j = 0;
-    // Tap `k` of outputs `j .. j + 8` loads `v[2j + k .. 2j + k + 16]`.
+    // Taps `k, k + 1` of outputs `j .. j + 8` load `v[2j + k .. 2j + k + 16]`
+    // (`k` even, at most `kw - 1`).
     while kw > 0 && j + 8 <= out.len() && 2 * j + kw + 15 <= v.len() {
-        // SAFETY: the loads end at `2j + kw - 1 + 16 <= v.len()` and the
-        // store at `j + 8 <= out.len()`, by the loop condition.
+        // SAFETY: the loads end at `2j + k + 16 <= 2j + kw - 1 + 16 <=
+        // v.len()` and the store at `j + 8 <= out.len()`, by the loop
+        // condition.
         unsafe {
             let p = v.as_ptr().add(2 * j);
-            let mut acc = evens_avx2(p);
-            for k in 1..kw {
-                // `x > acc ? x : acc`: NaN and equal values keep `acc`.
-                acc = _mm256_max_ps(evens_avx2(p.add(k)), acc);
+            let (a, b) = (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)));
+            let mut acc = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
+            let mut k = 0;
+            while k < kw {
+                if k > 0 {
+                    let (a, b) = (_mm256_loadu_ps(p.add(k)), _mm256_loadu_ps(p.add(k + 8)));
+                    // `x > acc ? x : acc`: NaN and equal values keep `acc`.
+                    acc = _mm256_max_ps(_mm256_shuffle_ps::<0b10_00_10_00>(a, b), acc);
+                    if k + 1 < kw {
+                        acc = _mm256_max_ps(_mm256_shuffle_ps::<0b11_01_11_01>(a, b), acc);
+                    }
+                } else if kw > 1 {
+                    acc = _mm256_max_ps(_mm256_shuffle_ps::<0b11_01_11_01>(a, b), acc);
+                }
+                k += 2;
             }
-            _mm256_storeu_ps(out.as_mut_ptr().add(j), acc);
+            let acc = _mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(acc));
+            _mm256_storeu_ps(out.as_mut_ptr().add(j), _mm256_castpd_ps(acc));
         }
         j += 8;
     }

@@ -883,12 +883,13 @@ fn fused_conv_and_square_max_pool_equal_the_unfused_ops_on_every_width() {
 #[test]
 fn pointwise_convolutions_computed_in_place_equal_the_row_engine() {
     let layers = [
-        // MobileNetV2's expand and project layers.
-        (24, 144, 1, Shape::new(24, 56, 56)),
-        (144, 32, 1, Shape::new(144, 28, 28)),
+        // MobileNetV2's expand and project layers (fewer rows: several
+        // blocks each, and quick under qemu).
+        (24, 144, 1, Shape::new(24, 24, 56)),
+        (144, 32, 1, Shape::new(144, 12, 28)),
         (5, 7, 1, Shape::new(5, 97, 13)),
         (8, 12, 2, Shape::new(8, 40, 9)),
-        (64, 64, 1, Shape::new(64, 30, 17)),
+        (64, 64, 1, Shape::new(64, 15, 17)),
     ];
     for (cin, cout, groups, shape) in layers {
         let mut params = Conv2dParams::square(cin, cout, 1, 1, 0);
@@ -899,7 +900,7 @@ fn pointwise_convolutions_computed_in_place_equal_the_row_engine() {
             bias: true,
             seed: 3,
         };
-        for ops in [&[][..], &[0][..], &[1, 2][..]] {
+        for ops in [&[][..], &[1, 2][..]] {
             let Some(ChainCase {
                 input,
                 conv,
