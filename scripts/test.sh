@@ -31,9 +31,23 @@ export STREAMFUSE_REQUIRE_NVRTC=1
 # One build: every test and the `streamfuse` binary they start, at
 # `--profile ci` with the `opencv` feature; the ONNX Runtime, OpenCV,
 # manifest, NVRTC and aarch64 checks below run that same binary.
+# The GPU bundle step's bare Debian root (debootstrap: mostly downloads
+# and unpacking, about a minute on a fresh machine) is built in the
+# background while the workspace compiles; that step then reuses it.
+root_log=$(mktemp)
+tests/bundle/check_bundle.sh --root-only >"$root_log" 2>&1 &
+rootbuild=$!
+trap 'kill "$rootbuild" 2>/dev/null || true' EXIT
+
 say "build: the workspace's tests and the streamfuse binary (profile ci, --features opencv)"
 cargo test --workspace --locked --profile ci --features streamfuse/opencv --no-run
 export STREAMFUSE_BIN="$PWD/target/ci/streamfuse"
+# Before the tests (some time themselves): the root's build is done, or
+# failed and the bundle step builds it again (and fails there if it must).
+if ! wait "$rootbuild"; then
+    say "the bundle root's background build failed; the bundle step retries it:"
+    tail -n 20 "$root_log"
+fi
 
 say "unit, property, corpus (every CPU dispatch level, emulated CUDA), fixture, CLI and multi-process tests"
 # Three tests at a time on two CPUs: the multi-process tests spend most of

@@ -12,6 +12,8 @@
 #      "panicked" anywhere in its output or log.
 #
 #   tests/bundle/check_bundle.sh [BUNDLE_DIR]    (default: build one)
+#   tests/bundle/check_bundle.sh --root-only     only build (or find) the
+#                                                bare root image, then exit
 #
 # The root is imported with `docker import` (no registry) and cached as
 # streamfuse-bundle-root:<hash of its recipe>. Needs Docker, and root or
@@ -62,6 +64,10 @@ else
     fi
     as_root tar -C "$work/root" -c . | docker import -m "$recipe" - "$image" >/dev/null
     as_root rm -rf "$work/root"
+fi
+if [ "${1:-}" = --root-only ]; then
+    say "$image is ready"
+    exit 0
 fi
 root_check=$(docker run --rm --network none "$image" bash -c '
     for c in cargo rustc pip pip3 nvidia-smi; do command -v "$c" && echo "has $c"; done
