@@ -134,6 +134,7 @@ pub(crate) fn run_pointwise(pc: &Panel<'_>, out_shape: Shape) -> Option<Tensor> 
     let l = vector::lanes(pc.level);
     let band = band_rows(h);
     let step = pc.block_rows();
+    let bounds = super::fused::register_bounds(pc.ep);
     let bands: Vec<usize> = (0..h).step_by(band).collect();
     for_each_band(bands, |(_, y_band)| {
         let base = &base;
@@ -151,14 +152,20 @@ pub(crate) fn run_pointwise(pc: &Panel<'_>, out_shape: Shape) -> Option<Tensor> 
                         base: unsafe { base.0.add(y0 * w) },
                         pitch: h * w,
                         pixels: npix,
+                        bounds: bounds.as_deref().unwrap_or(&[]),
                     };
                     pc.compute(y0, &pc.strip(m), npix, dst, s);
-                    for oc in 0..c {
-                        // SAFETY: as above, this band's rows of channel `oc`.
-                        let rows = unsafe {
-                            std::slice::from_raw_parts_mut(base.0.add(oc * h * w + y0 * w), npix)
-                        };
-                        epilogue_in_place(pc.ep, oc, rows);
+                    // A ReLU/clip epilogue was applied as the sums were
+                    // stored; any other runs over the rows now.
+                    if bounds.is_none() {
+                        for oc in 0..c {
+                            // SAFETY: as above, this band's rows of channel `oc`.
+                            let rows = unsafe {
+                                let at = base.0.add(oc * h * w + y0 * w);
+                                std::slice::from_raw_parts_mut(at, npix)
+                            };
+                            epilogue_in_place(pc.ep, oc, rows);
+                        }
                     }
                 } else {
                     let gw = pc.block(y0, m, s);
@@ -433,6 +440,7 @@ impl<'a> Panel<'a> {
             base: s.acc.as_mut_ptr(),
             pitch: plane,
             pixels: plane,
+            bounds: &[],
         };
         self.compute(y0, &strip, plane, dst, s);
         strip.grid_w
@@ -440,7 +448,7 @@ impl<'a> Panel<'a> {
 
     /// Computes the block of output rows from `y0` whose strip is `strip`
     /// into `dst` (`plane`: its pixels rounded up to lanes).
-    fn compute(&self, y0: usize, strip: &Strip, plane: usize, dst: Dest, s: &mut Scratch) {
+    fn compute(&self, y0: usize, strip: &Strip, plane: usize, dst: Dest<'_>, s: &mut Scratch) {
         let src = match self.direct(y0, plane) {
             Some(src) => src,
             None => {
@@ -617,14 +625,14 @@ pub(crate) fn fill_strip(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl,fma")]
-unsafe fn block_avx512(pc: &Panel<'_>, strip: &Strip, src: Source, dst: Dest, s: &mut Scratch) {
+unsafe fn block_avx512(pc: &Panel<'_>, strip: &Strip, src: Source, dst: Dest<'_>, s: &mut Scratch) {
     // SAFETY: forwarded from the caller; AVX-512F and FMA are enabled here.
     unsafe { block_v::<vector::Avx512, 4>(pc, strip, src, dst, s) }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn block_avx2(pc: &Panel<'_>, strip: &Strip, src: Source, dst: Dest, s: &mut Scratch) {
+unsafe fn block_avx2(pc: &Panel<'_>, strip: &Strip, src: Source, dst: Dest<'_>, s: &mut Scratch) {
     // SAFETY: forwarded from the caller; AVX2 and FMA are enabled here.
     unsafe { block_v::<vector::Avx2, 2>(pc, strip, src, dst, s) }
 }
@@ -640,12 +648,15 @@ struct Source {
 }
 
 /// Where a block's sums go: `pixels` values (a multiple of the lanes) per
-/// output channel, channel `oc`'s from `base + oc * pitch`.
+/// output channel, channel `oc`'s from `base + oc * pitch`, through the
+/// ReLU/clip `bounds` once the last tap is in ([`super::fused::register_bounds`];
+/// empty: stored as they are).
 #[derive(Clone, Copy)]
-struct Dest {
+struct Dest<'b> {
     base: *mut f32,
     pitch: usize,
     pixels: usize,
+    bounds: &'b [(f32, f32)],
 }
 
 /// A block into `dst`: per group, per chunk of taps, per tile, every
@@ -661,7 +672,7 @@ unsafe fn block_v<V: Vector, const U: usize>(
     pc: &Panel<'_>,
     strip: &Strip,
     src: Source,
-    dst: Dest,
+    dst: Dest<'_>,
     s: &mut Scratch,
 ) {
     let l = V::LANES;
@@ -690,6 +701,7 @@ unsafe fn block_v<V: Vector, const U: usize>(
                     k0,
                     t0,
                     first: k0 == 0,
+                    bounds: if k0 + kc == k_all { dst.bounds } else { &[] },
                 };
                 // SAFETY: forwarded; `t0 + vecs * LANES <= plane`.
                 unsafe {
@@ -722,6 +734,8 @@ struct Job<'s> {
     t0: usize,
     /// Whether the chunk is the first (start from the bias).
     first: bool,
+    /// Bounds applied to the stored sums (the last chunk's only).
+    bounds: &'s [(f32, f32)],
 }
 
 /// Every block of [`OB`] output channels of group `g` for one tile of `U`
@@ -754,6 +768,17 @@ unsafe fn tile_channels<V: Vector, const U: usize>(pc: &Panel<'_>, job: &Job<'_>
                 4 => tile::<V, U, 4>(x, o, w, d, pl, bias, f),
                 5 => tile::<V, U, 5>(x, o, w, d, pl, bias, f),
                 _ => tile::<V, U, OB>(x, o, w, d, pl, bias, f),
+            }
+            // ReLU/clip bounds on the sums just stored, still in L1: the
+            // values the epilogue would give them after (the row engine
+            // applies the same bounds before its stores).
+            if !job.bounds.is_empty() {
+                for b in 0..nb {
+                    for u in 0..U {
+                        let at = d.add(b * pl + u * V::LANES);
+                        vector::apply_bounds(V::load(at), job.bounds).store(at);
+                    }
+                }
             }
         }
         j += nb;

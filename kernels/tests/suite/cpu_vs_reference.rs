@@ -900,7 +900,7 @@ fn pointwise_convolutions_computed_in_place_equal_the_row_engine() {
             bias: true,
             seed: 3,
         };
-        for ops in [&[][..], &[1, 2][..]] {
+        for ops in [&[][..], &[0, 2][..], &[1, 2][..]] {
             let Some(ChainCase {
                 input,
                 conv,
