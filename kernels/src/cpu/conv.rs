@@ -340,11 +340,7 @@ fn fill_phases(dst: &mut [f32], src: &[f32], stride: usize, padding: usize) {
     }
     if stride == 2 {
         let (p0, p1) = dst.split_at_mut(pl);
-        let ranges = super::interleave::split_phases([p0, &mut p1[..pl]], src, padding);
-        for (phase, r) in dst.chunks_exact_mut(pl).zip(ranges) {
-            phase[..r.start].fill(0.0);
-            phase[r.end..].fill(0.0);
-        }
+        super::interleave::fill_phase_rows(level(), [p0, &mut p1[..pl]], src, padding);
         return;
     }
     for (r, phase) in dst.chunks_exact_mut(pl).enumerate() {
@@ -365,13 +361,9 @@ fn fill_phases(dst: &mut [f32], src: &[f32], stride: usize, padding: usize) {
     }
 }
 
-/// `dst[t] = src[t * stride]` for every `t` of `dst` (stride 2 with
-/// [`super::interleave::stride2`]'s permutes).
+/// `dst[t] = src[t * stride]` for every `t` of `dst` (stride 2 goes through
+/// [`super::interleave::split_phases_at`] instead, both phases at once).
 pub(crate) fn strided_copy(dst: &mut [f32], src: &[f32], stride: usize) {
-    if stride == 2 && src.len() + 1 >= 2 * dst.len() {
-        super::interleave::stride2(dst, src);
-        return;
-    }
     for (d, x) in dst.iter_mut().zip(src.iter().step_by(stride)) {
         *d = *x;
     }

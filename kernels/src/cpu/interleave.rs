@@ -1,42 +1,12 @@
-//! Stride-2 gathers: the even or odd values of a row, as the stride-2
+//! Stride-2 gathers: a row's even and odd values, as the stride-2
 //! convolution's phase rows and the stride-2 pools' windows need them.
-//! A plain `dst[t] = src[2 * t]` loop does not vectorise; here AVX-512
-//! picks 16 values from two loads with one permute, AVX2 8 values from
-//! two loads with a shuffle and a lane permute, and NEON's
-//! de-interleaving load splits 8 values into even and odd.
+//! A plain `dst[t] = src[2 * t]` loop does not vectorise; here AVX2 splits
+//! 16 values from two loads with two shuffles and lane permutes (at both
+//! x86 levels), NEON's de-interleaving load 8, and the stride-2 max
+//! windows pick theirs with AVX-512's permute, AVX2's shuffles or NEON's
+//! load.
 
 use super::simd::{Level, level};
-
-/// `dst[t] = src[2 * t]` for every `t` of `dst`.
-///
-/// # Panics
-/// When `src` is shorter than `2 * dst.len() - 1`.
-pub(crate) fn stride2(dst: &mut [f32], src: &[f32]) {
-    let n = dst.len();
-    assert!(
-        n == 0 || src.len() > 2 * (n - 1),
-        "stride2: {} values for {n} picks",
-        src.len()
-    );
-    let done = match level() {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Level::Avx512` is only chosen when the CPU has AVX-512F.
-        Level::Avx512 => unsafe { stride2_avx512(dst, src) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Level::Avx2Fma` is only chosen when the CPU has AVX2.
-        Level::Avx2Fma => unsafe { stride2_avx2(dst, src) },
-        #[cfg(target_arch = "aarch64")]
-        // SAFETY: NEON is part of the aarch64 base ISA.
-        Level::Neon => unsafe { stride2_neon(dst, src) },
-        _ => 0,
-    };
-    for (d, x) in dst[done..]
-        .iter_mut()
-        .zip(src[2 * done..].iter().step_by(2))
-    {
-        *d = *x;
-    }
-}
 
 /// `even[t] = src[2 * t]` and `odd[t] = src[2 * t + 1]` for every `t` of
 /// each: a row split into its even and odd columns in one pass, each
@@ -83,17 +53,8 @@ pub(crate) fn split2_at(lvl: Level, src: &[f32], even: &mut [f32], odd: &mut [f3
 /// holds padded column `2t + r` at `t` (both rows as long as the shorter).
 /// Only the input's values are written (the even columns into one phase,
 /// the odd into the other, by [`split2_at`]); returns, per phase, the range
-/// of `t` written.
-pub(crate) fn split_phases(
-    phases: [&mut [f32]; 2],
-    src: &[f32],
-    padding: usize,
-) -> [std::ops::Range<usize>; 2] {
-    split_phases_at(level(), phases, src, padding)
-}
-
-/// [`split_phases`] at level `lvl` (a level this CPU supports), inlined
-/// into callers that split many rows and look the level up once.
+/// of `t` written. At level `lvl` (a level this CPU supports), inlined into
+/// callers that split many rows and look the level up once.
 #[inline(always)]
 pub(crate) fn split_phases_at(
     lvl: Level,
@@ -116,6 +77,18 @@ pub(crate) fn split_phases_at(
     } else {
         split2_at(lvl, src, &mut p1[re.clone()], &mut p0[ro.clone()]);
         [ro, re]
+    }
+}
+
+/// [`split_phases_at`], with every value of the two phase rows outside
+/// the input's written as zero (the padding).
+#[inline(always)]
+pub(crate) fn fill_phase_rows(lvl: Level, phases: [&mut [f32]; 2], src: &[f32], padding: usize) {
+    let [p0, p1] = phases;
+    let ranges = split_phases_at(lvl, [&mut *p0, &mut *p1], src, padding);
+    for (phase, r) in [p0, p1].into_iter().zip(ranges) {
+        phase[..r.start].fill(0.0);
+        phase[r.end..].fill(0.0);
     }
 }
 
@@ -213,92 +186,6 @@ unsafe fn split2_avx2(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
         }
         t += 8;
     }
-}
-
-/// The first vectors' worth of [`stride2`]; returns how many values of
-/// `dst` it wrote (the rest is the caller's).
-///
-/// # Safety
-/// The CPU must support AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn stride2_avx512(dst: &mut [f32], src: &[f32]) -> usize {
-    use std::arch::x86_64::{
-        _mm512_loadu_ps, _mm512_permutex2var_ps, _mm512_set_epi32, _mm512_storeu_ps,
-    };
-    let even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-    let mut t = 0;
-    // Two full vectors of `src` per 16 values of `dst`.
-    while t + 16 <= dst.len() && 2 * t + 32 <= src.len() {
-        // SAFETY: `src[2t .. 2t + 32]` and `dst[t .. t + 16]` are in
-        // bounds by the loop condition.
-        unsafe {
-            let a = _mm512_loadu_ps(src.as_ptr().add(2 * t));
-            let b = _mm512_loadu_ps(src.as_ptr().add(2 * t + 16));
-            _mm512_storeu_ps(dst.as_mut_ptr().add(t), _mm512_permutex2var_ps(a, even, b));
-        }
-        t += 16;
-    }
-    t
-}
-
-/// The even values of the 16 at `p`: `[p0 p2 p4 .. p14]`. A shuffle
-/// picks the even values of each 128-bit half of both loads
-/// (`[a0 a2 b0 b2 | a4 a6 b4 b6]`), a lane permute puts them in order.
-///
-/// # Safety
-/// The CPU must support AVX2; `p .. p + 16` must be readable.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-#[inline]
-unsafe fn evens_avx2(p: *const f32) -> std::arch::x86_64::__m256 {
-    use std::arch::x86_64::{
-        _mm256_castpd_ps, _mm256_castps_pd, _mm256_loadu_ps, _mm256_permute4x64_pd,
-        _mm256_shuffle_ps,
-    };
-    // SAFETY: the caller's contract.
-    unsafe {
-        let s = _mm256_shuffle_ps::<0b10_00_10_00>(_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)));
-        _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(s)))
-    }
-}
-
-/// As [`stride2_avx512`], 8 values at a time with AVX2.
-///
-/// # Safety
-/// The CPU must support AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn stride2_avx2(dst: &mut [f32], src: &[f32]) -> usize {
-    use std::arch::x86_64::_mm256_storeu_ps;
-    let mut t = 0;
-    while t + 8 <= dst.len() && 2 * t + 16 <= src.len() {
-        // SAFETY: `src[2t .. 2t + 16]` and `dst[t .. t + 8]` are in
-        // bounds by the loop condition.
-        unsafe { _mm256_storeu_ps(dst.as_mut_ptr().add(t), evens_avx2(src.as_ptr().add(2 * t))) };
-        t += 8;
-    }
-    t
-}
-
-/// As [`stride2_avx512`], with NEON's de-interleaving load.
-///
-/// # Safety
-/// NEON (always present on aarch64).
-#[cfg(target_arch = "aarch64")]
-unsafe fn stride2_neon(dst: &mut [f32], src: &[f32]) -> usize {
-    use std::arch::aarch64::{vld2q_f32, vst1q_f32};
-    let mut t = 0;
-    while t + 4 <= dst.len() && 2 * t + 8 <= src.len() {
-        // SAFETY: `src[2t .. 2t + 8]` and `dst[t .. t + 4]` are in bounds
-        // by the loop condition.
-        unsafe {
-            let v = vld2q_f32(src.as_ptr().add(2 * t));
-            vst1q_f32(dst.as_mut_ptr().add(t), v.0);
-        }
-        t += 4;
-    }
-    t
 }
 
 /// The stride-2 max windows of a row: `out[j]` is the max of `v[2j + k]`
@@ -456,23 +343,6 @@ mod tests {
     use crate::cpu::simd::{levels, with_level};
 
     #[test]
-    fn stride2_picks_every_other_value_at_every_level_and_length() {
-        for l in levels() {
-            for len in 0..80usize {
-                for extra in 0..2usize {
-                    let src: Vec<f32> = (0..(2 * len + extra))
-                        .map(|i| i as f32 * 0.5 - 3.0)
-                        .collect();
-                    let want: Vec<f32> = src.iter().step_by(2).copied().take(len).collect();
-                    let mut got = vec![f32::NAN; len.min(want.len())];
-                    with_level(l, || stride2(&mut got, &src)).unwrap_or_else(|e| panic!("{e}"));
-                    assert_eq!(got, want[..got.len()], "{l:?} len {len} extra {extra}");
-                }
-            }
-        }
-    }
-
-    #[test]
     fn split2_splits_even_and_odd_values_at_every_level_and_length() {
         for l in levels() {
             for len in 0..70usize {
@@ -505,7 +375,7 @@ mod tests {
                         let mut got = vec![0.0f32; 2 * pl];
                         let ranges = with_level(l, || {
                             let (a, b) = got.split_at_mut(pl);
-                            split_phases([a, b], &src, padding)
+                            split_phases_at(level(), [a, b], &src, padding)
                         })
                         .unwrap_or_else(|e| panic!("{e}"));
                         for r in 0..2 {

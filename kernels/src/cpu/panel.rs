@@ -588,14 +588,7 @@ pub(crate) fn fill_strip(
                 let (a, b) = data[at..].split_at_mut(plane);
                 let (p0, p1) = (&mut a[..gw], &mut b[..gw]);
                 match row {
-                    Some(row) => {
-                        let ranges =
-                            super::interleave::split_phases_at(lvl, [&mut *p0, &mut *p1], row, pl);
-                        for (phase, r) in [p0, p1].into_iter().zip(ranges) {
-                            phase[..r.start].fill(0.0);
-                            phase[r.end..].fill(0.0);
-                        }
-                    }
+                    Some(row) => super::interleave::fill_phase_rows(lvl, [p0, p1], row, pl),
                     None => {
                         p0.fill(0.0);
                         p1.fill(0.0);

@@ -10,7 +10,7 @@
 //! the same [`PoolRows`] on the same values, so both give bit-identical
 //! results.
 
-use super::simd::multiversion;
+use super::simd::{level, multiversion};
 use super::{band_rows, max2, plane_bands};
 use crate::error::KernelError;
 use crate::op::{AxisTaps, Pool2d, PoolKind};
@@ -348,10 +348,7 @@ impl PoolRows {
                     let (ne, no) = (m + (kw - 1) / 2, if kw > 1 { m + (kw - 2) / 2 } else { 0 });
                     self.hsum.resize(ne + no, 0.0);
                     let (even, odd) = self.hsum.split_at_mut(ne);
-                    super::interleave::stride2(even, &self.v[s0..]);
-                    if no > 0 {
-                        super::interleave::stride2(odd, &self.v[s0 + 1..]);
-                    }
+                    super::interleave::split2_at(level(), &self.v[s0..], even, odd);
                     stride2_windows(kind, even, odd, kw, &mut out[a..b]);
                 }
             } else {
