@@ -91,13 +91,16 @@ pub struct SegmentRunner<'p> {
 }
 
 impl<'p> SegmentRunner<'p> {
-    /// Opens `device` for `seg`.
+    /// Opens `device` for `seg`. A segment with no stages (a source alone
+    /// on its node) passes frames through on the host: it opens no device
+    /// and copies nothing to one.
     ///
     /// # Errors
     /// [`ExecError::Cuda`] when the CUDA device cannot be opened.
     pub fn new(p: &'p Pipeline, seg: &'p Segment, device: Device) -> Result<Self, ExecError> {
         let gpu = match device {
             Device::Cpu => None,
+            Device::Cuda(_) if seg.groups.is_empty() => None,
             Device::Cuda(n) => Some(GpuLanes {
                 dev: CudaDevice::open(n).map_err(|source| ExecError::Cuda {
                     segment: seg.index,

@@ -1,0 +1,231 @@
+//! The CUDA path's host side, on a machine without a GPU: `streamfuse run
+//! --device cuda` against a counting stand-in for the CUDA driver
+//! (`tests/cuda_shim/counting_driver.c`, built here and found first on
+//! `LD_LIBRARY_PATH`). The kernels are compiled by the real NVRTC and
+//! loaded as the runtime loads them; launches do nothing, so outputs are
+//! not checked here (the emulator and device tests check those). What is
+//! checked is what the driver sees: the allocations, frees and copies of
+//! every frame, counted by the stand-in, not by the code under test.
+//!
+//! Like the NVRTC tests, these need NVRTC: without it they say SKIPPED,
+//! unless `STREAMFUSE_REQUIRE_NVRTC=1` (the test command) fails them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::support::{binary, last_json, repo_root};
+
+/// Whether NVRTC can be loaded; when not, fails `test` under
+/// `STREAMFUSE_REQUIRE_NVRTC=1`, else says it is skipped.
+fn nvrtc_or_skip(test: &str) -> bool {
+    if streamfuse_kernels::cuda::nvrtc::available() {
+        return true;
+    }
+    assert!(
+        std::env::var("STREAMFUSE_REQUIRE_NVRTC").as_deref() != Ok("1"),
+        "{test}: STREAMFUSE_REQUIRE_NVRTC=1 but NVRTC cannot be loaded"
+    );
+    eprintln!("SKIPPED {test}: no NVRTC; scripts/test.sh installs it");
+    false
+}
+
+/// Builds the counting driver into `dir` as `libcuda.so.1` and
+/// `libcuda.so` (the names cudarc looks for).
+fn build_driver(dir: &Path) {
+    let src = repo_root().join("tests/cuda_shim/counting_driver.c");
+    let lib = dir.join("libcuda.so.1");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let out = Command::new(&cc)
+        .args(["-shared", "-fPIC", "-O1", "-Wall", "-Werror", "-o"])
+        .arg(&lib)
+        .arg(&src)
+        .arg("-lpthread")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cc} to build the counting driver: {e}"));
+    assert!(
+        out.status.success(),
+        "building {}: {}",
+        src.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::copy(&lib, dir.join("libcuda.so")).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// A temporary folder with the counting driver built in it.
+fn driver_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    build_driver(dir.path());
+    dir
+}
+
+/// `streamfuse ARGS` with the counting driver first on the library path,
+/// its own kernel cache, and `env`.
+fn run_with_driver(dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> Output {
+    let path = match std::env::var("LD_LIBRARY_PATH") {
+        Ok(p) if !p.is_empty() => format!("{}:{p}", dir.display()),
+        _ => dir.display().to_string(),
+    };
+    let mut cmd = Command::new(binary());
+    cmd.args(args)
+        .current_dir(repo_root())
+        .env("LD_LIBRARY_PATH", path)
+        .env("STREAMFUSE_CACHE_DIR", dir.join("cache"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot start streamfuse: {e}"))
+}
+
+/// One line of the driver's log: the running totals at a device-to-host
+/// copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Totals {
+    device_allocs: u64,
+    device_frees: u64,
+    pinned_allocs: u64,
+    pinned_frees: u64,
+    launches: u64,
+}
+
+fn parse_log(path: &Path) -> Vec<Totals> {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("the counting driver wrote no log {}: {e}", path.display()));
+    text.lines()
+        .map(|line| {
+            let field = |name: &str| -> u64 {
+                line.split_whitespace()
+                    .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| panic!("no {name} in the log line {line:?}"))
+            };
+            Totals {
+                device_allocs: field("device_allocs"),
+                device_frees: field("device_frees"),
+                pinned_allocs: field("pinned_allocs"),
+                pinned_frees: field("pinned_frees"),
+                launches: field("launches"),
+            }
+        })
+        .collect()
+}
+
+fn spec(name: &str) -> String {
+    repo_root()
+        .join("examples")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Three cameras of three frame sizes, interleaved through two CUDA
+/// segments (`examples/cameras.yaml`): once the first frames have set up
+/// each lane's buffers for each size, the driver sees no allocation and no
+/// free, device or pinned, for the rest of the run, while every frame still
+/// launches its kernels and copies its output back.
+#[test]
+fn a_cuda_segment_in_steady_state_allocates_nothing_per_frame() {
+    if !nvrtc_or_skip("a_cuda_segment_in_steady_state_allocates_nothing_per_frame") {
+        return;
+    }
+    let dir = driver_dir();
+    let log = dir.path().join("driver.log");
+    let frames = 40u64;
+    let out = run_with_driver(
+        dir.path(),
+        &[
+            "run",
+            &spec("cameras.yaml"),
+            "--device",
+            "cuda",
+            "--frames",
+            &frames.to_string(),
+            "--json",
+        ],
+        &[("STREAMFUSE_SHIM_LOG", &log)],
+    );
+    assert!(
+        out.status.success(),
+        "run on the counting driver failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = last_json(&out.stdout);
+    assert_eq!(report["device"], "cuda:0", "{report}");
+    let streams = 3;
+    assert_eq!(report["frames"], frames * streams, "{report}");
+    let totals = parse_log(&log);
+    // One copy back per frame: the placement makes two segments, the
+    // source's alone on its node (which passes frames on from the host)
+    // and the stages'.
+    assert_eq!(report["segments"], 2, "{report}");
+    let segments = 1;
+    assert_eq!(totals.len() as u64, frames * streams * segments);
+    let first = totals[0];
+    let last = totals[totals.len() - 1];
+    assert!(
+        first.device_allocs > 0 && first.pinned_allocs > 0,
+        "the first frame allocates its buffers: {first:?}"
+    );
+    // Steady state: from the sixth frame of each stream on (each of the two
+    // lanes of each segment has then seen each of the three sizes).
+    let warm = totals[(6 * streams * segments) as usize];
+    let steady = Totals {
+        launches: last.launches,
+        ..warm
+    };
+    assert_eq!(
+        last, steady,
+        "allocations or frees after warm-up: {warm:?} then {last:?}"
+    );
+    let per_frame = (last.launches - warm.launches) as f64
+        / (totals.len() - (6 * streams * segments) as usize) as f64;
+    assert!(
+        per_frame >= 1.0,
+        "frames in steady state launched no kernels ({per_frame} per frame)"
+    );
+}
+
+/// A module the driver refuses (as a driver too old for the compiled code
+/// does): `--device auto` runs on the CPU with the driver's reason in the
+/// report, and `--device cuda` fails with that reason.
+#[test]
+fn a_module_that_fails_to_load_makes_auto_fall_back_and_cuda_fail_with_the_reason() {
+    if !nvrtc_or_skip(
+        "a_module_that_fails_to_load_makes_auto_fall_back_and_cuda_fail_with_the_reason",
+    ) {
+        return;
+    }
+    let dir = driver_dir();
+    let fail = PathBuf::from("module_load");
+    let env = [("STREAMFUSE_SHIM_FAIL", fail.as_path())];
+    let thesis = spec("thesis.yaml");
+    let args = ["run", &thesis, "--frames", "2", "--size", "64", "--json"];
+    let auto = run_with_driver(
+        dir.path(),
+        &[&args[..], &["--device", "auto"]].concat(),
+        &env,
+    );
+    assert!(
+        auto.status.success(),
+        "{}",
+        String::from_utf8_lossy(&auto.stderr)
+    );
+    let report = last_json(&auto.stdout);
+    assert_eq!(report["device"], "cpu", "{report}");
+    let why = report["device_fallback"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("UNSUPPORTED_PTX_VERSION") && why.contains("counting driver"),
+        "the fallback names the device and the driver's error: {report}"
+    );
+    let cuda = run_with_driver(
+        dir.path(),
+        &[&args[..], &["--device", "cuda"]].concat(),
+        &env,
+    );
+    let stderr = String::from_utf8_lossy(&cuda.stderr);
+    assert!(!cuda.status.success(), "--device cuda ran: {stderr}");
+    assert!(
+        stderr.contains("UNSUPPORTED_PTX_VERSION") && !stderr.contains("panicked"),
+        "--device cuda fails with the driver's reason: {stderr}"
+    );
+}
