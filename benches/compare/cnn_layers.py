@@ -43,7 +43,7 @@ reports the median ms per frame (kernel time: no source, no sink).
 
     python3 benches/compare/cnn_layers.py [--binary target/release/streamfuse]
         [--layers stem,dw64] [--threads 2] [--iters 30] [--warmup-ms 500]
-        [--no-peers]
+        [--rounds 5] [--no-peers]
 
 Installs the CPU peers with ``benches/compare/cpu_peers.py``'s installer
 (``.venv/peers``: numpy, onnx, onnxruntime, opencv-python-headless and a
@@ -301,7 +301,8 @@ def time_peer(name: str, peer: str, make, model, shape, want, threads: int, warm
     return median_ms(call, warmup, iters)
 
 
-def time_ort(model, shape, threads: int, warmup, iters: int) -> float:
+def ort_fn(model, shape, threads: int):
+    """ONNX Runtime's call on the layer's input (the session made once)."""
     import numpy as np  # noqa: PLC0415
     import onnxruntime as ort  # noqa: PLC0415
 
@@ -312,34 +313,39 @@ def time_ort(model, shape, threads: int, warmup, iters: int) -> float:
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
     x = np.random.default_rng(1).random((1, *shape), dtype=np.float32)
-    warm_up(lambda: sess.run(None, {"x": x}), warmup)
-    times = []
-    for _ in range(iters):
-        t = time.perf_counter()
-        sess.run(None, {"x": x})
-        times.append((time.perf_counter() - t) * 1e3)
-    return sorted(times)[len(times) // 2]
+    return lambda: sess.run(None, {"x": x})
 
 
-def time_streamfuse(binary: Path, name: str, model, threads: int, warmup,
+def import_spec(binary: Path, name: str, model, d: str) -> Path:
+    """`streamfuse import` of the layer's model into folder `d`: the spec."""
+    onnx_path = Path(d) / f"{name}.onnx"
+    onnx_path.write_bytes(model.SerializeToString())
+    spec = Path(d) / f"{name}.yaml"
+    imp = subprocess.run([str(binary), "import", str(onnx_path), "-o", str(spec)],
+                         capture_output=True, text=True, check=False)
+    if imp.returncode != 0:
+        raise SystemExit(f"cnn_layers: streamfuse import failed on {name}:\n{imp.stderr}")
+    return spec
+
+
+def time_streamfuse(binary: Path, name: str, spec: Path, threads: int, warmup,
                     iters: int) -> tuple[float, str]:
-    with tempfile.TemporaryDirectory() as d:
-        onnx_path = Path(d) / f"{name}.onnx"
-        onnx_path.write_bytes(model.SerializeToString())
-        spec = Path(d) / f"{name}.yaml"
-        imp = subprocess.run([str(binary), "import", str(onnx_path), "-o", str(spec)],
-                             capture_output=True, text=True, check=False)
-        if imp.returncode != 0:
-            raise SystemExit(f"cnn_layers: streamfuse import failed on {name}:\n{imp.stderr}")
-        r = subprocess.run([str(binary), "kernels", "bench", str(spec), "--threads", str(threads),
-                            "--warmup", str(warmup[0]), "--warmup-ms", str(warmup[1]),
-                            "--iters", str(iters), "--json"],
-                           capture_output=True, text=True, check=False)
+    """`streamfuse kernels bench` of an imported spec: its median ms and
+    groups."""
+    r = subprocess.run([str(binary), "kernels", "bench", str(spec), "--threads", str(threads),
+                        "--warmup", str(warmup[0]), "--warmup-ms", str(warmup[1]),
+                        "--iters", str(iters), "--json"],
+                       capture_output=True, text=True, check=False)
     if r.returncode != 0:
         raise SystemExit(f"cnn_layers: streamfuse failed on {name}:\n{r.stderr}")
     j = json.loads([ln for ln in r.stdout.splitlines() if ln.startswith("{")][-1])
     groups = " | ".join(j.get("kernels", []))
     return float(j["median_ms"]), groups
+
+
+def middle(xs: list[float]) -> float:
+    """The median of `xs` (the lower middle of an even count)."""
+    return sorted(xs)[(len(xs) - 1) // 2]
 
 
 def main() -> None:
@@ -353,7 +359,15 @@ def main() -> None:
                     help="warm up each engine for at least this long (ms)")
     ap.add_argument("--no-peers", action="store_true",
                     help="time ONNX Runtime only (no PyTorch, no OpenCV DNN)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="alternate the engines this many times per layer (each round: "
+                         "warm-up and --iters calls of each in turn) and report the "
+                         "median of the rounds' medians and the range of the rounds' "
+                         "ratios: on a noisy machine, rounds side by side compare the "
+                         "engines under the same conditions")
     args = ap.parse_args()
+    if args.rounds < 1:
+        raise SystemExit("cnn_layers: --rounds must be at least 1")
     ensure_venv(not args.no_peers)
     import onnxruntime as ort  # noqa: PLC0415
 
@@ -364,11 +378,15 @@ def main() -> None:
         import torch  # noqa: PLC0415
 
         versions += [f"PyTorch {torch.__version__}", f"OpenCV {cv2.__version__}"]
+    rounds = (f"; {args.rounds} alternating rounds, the median of their medians"
+              if args.rounds > 1 else "")
     print(f"Machine: {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs; {', '.join(versions)}; {args.threads} threads; "
           f"median of {args.iters} after at least {args.warmup} warm-up calls and "
-          f"{args.warmup_ms} ms\n")
+          f"{args.warmup_ms} ms{rounds}\n")
     head = ["streamfuse ms", "ONNX Runtime ms", "speed-up (ORT / streamfuse)"]
+    if args.rounds > 1:
+        head.append("rounds' ORT / streamfuse")
     for p, _ in peers:
         head += [f"{p} ms", f"speed-up ({p} / streamfuse)"]
     print("| layer | " + " | ".join(head) + " | streamfuse groups |")
@@ -377,10 +395,20 @@ def main() -> None:
     for name in args.layers.split(","):
         nodes, shape = LAYERS[name]()
         model = onnx_model(nodes, shape)
-        sf, groups = time_streamfuse(Path(args.binary), name, model, args.threads, warmup,
-                                     args.iters)
-        ort_ms = time_ort(model, shape, args.threads, warmup, args.iters)
+        ort_call = ort_fn(model, shape, args.threads)
+        sf_rounds, ort_rounds = [], []
+        with tempfile.TemporaryDirectory() as d:
+            spec = import_spec(Path(args.binary), name, model, d)
+            for _ in range(args.rounds):
+                sf, groups = time_streamfuse(Path(args.binary), name, spec, args.threads,
+                                             warmup, args.iters)
+                sf_rounds.append(sf)
+                ort_rounds.append(median_ms(ort_call, warmup, args.iters))
+        sf, ort_ms = middle(sf_rounds), middle(ort_rounds)
         cells = [f"{sf:.2f}", f"{ort_ms:.2f}", f"{ort_ms / sf:.2f}x"]
+        if args.rounds > 1:
+            ratios = [o / s for o, s in zip(ort_rounds, sf_rounds)]
+            cells.append(f"{min(ratios):.2f}–{max(ratios):.2f}x")
         want = ort_output(model, shape) if peers else None
         for p, make in peers:
             t = time_peer(name, p, make, model, shape, want, args.threads, warmup,

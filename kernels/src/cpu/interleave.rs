@@ -29,7 +29,14 @@ pub(crate) fn split2_at(lvl: Level, src: &[f32], even: &mut [f32], odd: &mut [f3
     );
     let done = match lvl {
         #[cfg(target_arch = "x86_64")]
-        Level::Avx512 | Level::Avx2Fma => {
+        Level::Avx512 => {
+            // SAFETY: `Level::Avx512` is only chosen when the CPU has
+            // AVX-512F.
+            unsafe { split2_avx512(src, even, odd) };
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2Fma => {
             // SAFETY: both x86 SIMD levels are only chosen when the CPU
             // has AVX2 (every AVX-512F CPU has it).
             unsafe { split2_avx2(src, even, odd) };
@@ -185,6 +192,58 @@ unsafe fn split2_avx2(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
             }
         }
         t += 8;
+    }
+}
+
+/// [`split2_at`] with AVX-512: per 16 values of each output, two loads
+/// (masked past the source's end) and one two-source permute for each; the
+/// last step's stores are masked to the outputs' ends (AVX-512's masked
+/// stores are not microcoded, unlike AVX2's `vmaskmovps`).
+///
+/// # Safety
+/// AVX-512F; `even.len() <= src.len().div_ceil(2)` and
+/// `odd.len() <= src.len() / 2` (checked by `split2_at`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn split2_avx512(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
+    use std::arch::x86_64::{
+        _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_permutex2var_ps, _mm512_setr_epi32,
+    };
+    /// Lanes `i < n` (n <= 16).
+    fn first(n: usize) -> u16 {
+        if n >= 16 { u16::MAX } else { (1u16 << n) - 1 }
+    }
+    let pick_even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let pick_odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    let (ne, no) = (even.len(), odd.len());
+    let mut t = 0;
+    while t < ne.max(no) {
+        // `2t < src.len()`: `t < ne <= src.len().div_ceil(2)`, or
+        // `t < no <= src.len() / 2`.
+        let left = src.len() - 2 * t;
+        // SAFETY: the masks keep the loads inside `src[2t ..]` and the
+        // stores inside `even[t ..]` and `odd[t ..]` (masked-off lanes are
+        // neither read nor written, and do not fault); the pointers past
+        // the slices are formed with wrapping arithmetic and only used
+        // under masks that exclude them.
+        unsafe {
+            let p = src.as_ptr().add(2 * t);
+            let a = _mm512_maskz_loadu_ps(first(left), p);
+            let b = _mm512_maskz_loadu_ps(first(left.saturating_sub(16)), p.wrapping_add(16));
+            let e = _mm512_permutex2var_ps(a, pick_even, b);
+            let o = _mm512_permutex2var_ps(a, pick_odd, b);
+            _mm512_mask_storeu_ps(
+                even.as_mut_ptr().wrapping_add(t),
+                first(ne.saturating_sub(t)),
+                e,
+            );
+            _mm512_mask_storeu_ps(
+                odd.as_mut_ptr().wrapping_add(t),
+                first(no.saturating_sub(t)),
+                o,
+            );
+        }
+        t += 16;
     }
 }
 

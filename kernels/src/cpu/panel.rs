@@ -110,80 +110,136 @@ pub(crate) fn run_with(src: &impl RowSource, out_shape: Shape) -> Tensor {
 /// The output tensor's data as every band of [`run_pointwise`] writes it.
 struct SharedOut(*mut f32);
 
-// SAFETY: the bands of `run_pointwise` write disjoint rows of the output
+// SAFETY: the runs of `run_pointwise` write disjoint pixels of the output
 // through it, and the tensor outlives them (it is returned after).
 unsafe impl Sync for SharedOut {}
 
-/// A pointwise convolution (1x1, stride 1, unpadded, so its grid is the
-/// output's rows: [`Panel::direct`]) computed straight into the output,
-/// one band of rows per thread: each block's sums are the output rows
-/// themselves, and the epilogue then runs over them in place while they
-/// are in cache, instead of a copy out of a block buffer. A block whose
-/// pixels are not a whole number of vectors (its last one would cross
-/// into rows another thread writes) goes through the buffer. `None` for
-/// any other convolution.
+/// A pointwise convolution (1x1, stride 1, unpadded: output pixel `i` of
+/// every channel reads input pixel `i` of every channel, whatever the
+/// rows) computed straight into the output over its flattened pixels, one
+/// run of whole vectors per thread: each block's sums are the output
+/// pixels themselves, read straight from the input planes, and the
+/// epilogue then runs over them in place while they are in cache, instead
+/// of a copy out of a block buffer. The pixels past the last whole vector
+/// (a plane that is not a whole number of vectors, such as 7x7) go through
+/// one tile of zero-padded copies of their inputs. `None` for any other
+/// convolution.
 pub(crate) fn run_pointwise(pc: &Panel<'_>, out_shape: Shape) -> Option<Tensor> {
     let Shape { c, h, w } = out_shape;
     let win = pc.conv.params.window;
     let pointwise = win.kernel == [1, 1] && win.stride == [1, 1] && win.pads == [0; 4];
-    if !pointwise || pc.strip(1).grid_w != w || h * w == 0 {
+    if !pointwise || pc.input.shape().h * pc.input.shape().w != h * w || h * w == 0 {
         return None;
     }
+    let total = h * w;
     let mut out = Tensor::for_overwrite(out_shape);
     let base = SharedOut(out.data_mut().as_mut_ptr());
     let l = vector::lanes(pc.level);
-    let band = band_rows(h);
-    let step = pc.block_rows();
+    let full = total / l * l;
     let bounds = super::fused::register_bounds(pc.ep);
-    let bands: Vec<usize> = (0..h).step_by(band).collect();
-    for_each_band(bands, |(_, y_band)| {
+    let bounds = bounds.as_deref().unwrap_or(&[]);
+    // Runs of whole vectors: one per kernel thread, each in blocks whose
+    // sums stay in L2 (`LIVE_BYTES`).
+    let threads = rayon::current_num_threads().max(1);
+    let run = full.div_ceil(threads).div_ceil(l).max(1) * l;
+    let step = (LIVE_BYTES / (4 * c.max(1)) / l).max(1) * l;
+    let runs: Vec<usize> = (0..full).step_by(run).collect();
+    for_each_band(runs, |(_, p_run)| {
         let base = &base;
         with_scratch(|s| {
-            let end = (y_band + band).min(h);
-            let mut y0 = y_band;
-            while y0 < end {
-                let m = step.min(end - y0);
-                let npix = m * w;
-                if npix.is_multiple_of(l) {
-                    // SAFETY: rows `y0 .. y0 + m` of every channel are this
-                    // band's alone; `npix` values from `oc * h * w + y0 * w`
-                    // stay inside channel `oc`'s plane.
-                    let dst = Dest {
-                        base: unsafe { base.0.add(y0 * w) },
-                        pitch: h * w,
-                        pixels: npix,
-                        bounds: bounds.as_deref().unwrap_or(&[]),
+            let end = (p_run + run).min(full);
+            let mut p0 = p_run;
+            while p0 < end {
+                let n = step.min(end - p0);
+                // SAFETY: pixels `p0 .. p0 + n` (whole vectors, below
+                // `full`) of every channel are this run's alone; the
+                // input planes hold `total >= p0 + n` values each.
+                unsafe {
+                    let src = Source {
+                        base: pc.input.data().as_ptr().add(p0),
+                        plane: total,
                     };
-                    pc.compute(y0, &pc.strip(m), npix, dst, s);
-                    // A ReLU/clip epilogue was applied as the sums were
-                    // stored; any other runs over the rows now.
-                    if bounds.is_none() {
-                        for oc in 0..c {
-                            // SAFETY: as above, this band's rows of channel `oc`.
-                            let rows = unsafe {
-                                let at = base.0.add(oc * h * w + y0 * w);
-                                std::slice::from_raw_parts_mut(at, npix)
-                            };
-                            epilogue_in_place(pc.ep, oc, rows);
-                        }
-                    }
-                } else {
-                    let gw = pc.block(y0, m, s);
-                    let plane = s.acc.len() / c.max(1);
+                    let dst = Dest {
+                        base: base.0.add(p0),
+                        pitch: total,
+                        pixels: n,
+                        bounds,
+                    };
+                    pc.run_block(&pc.strip(1), src, dst, s);
+                }
+                // A ReLU/clip epilogue was applied as the sums were
+                // stored; any other runs over the pixels now.
+                if bounds.is_empty() {
                     for oc in 0..c {
-                        // SAFETY: as above.
-                        let rows = unsafe {
-                            std::slice::from_raw_parts_mut(base.0.add(oc * h * w + y0 * w), npix)
+                        // SAFETY: as above, this run's pixels of channel `oc`.
+                        let px = unsafe {
+                            std::slice::from_raw_parts_mut(base.0.add(oc * total + p0), n)
                         };
-                        debug_assert_eq!(gw, w);
-                        epilogue_copy(pc.ep, oc, rows, &s.acc[oc * plane..oc * plane + npix]);
+                        epilogue_in_place(pc.ep, oc, px);
                     }
                 }
-                y0 += m;
+                p0 += n;
             }
         });
     });
+    if full < total {
+        with_scratch(|s| pointwise_tail(pc, &mut out, full, bounds, s));
+    }
     Some(out)
+}
+
+/// The last `total - full` (fewer than a vector's) pixels of a pointwise
+/// convolution: one tile of the same micro-kernel over zero-padded copies
+/// of their inputs, into a buffer, copied out (so the same bits as any
+/// other pixel's).
+fn pointwise_tail(
+    pc: &Panel<'_>,
+    out: &mut Tensor,
+    full: usize,
+    bounds: &[(f32, f32)],
+    s: &mut Scratch,
+) {
+    let l = vector::lanes(pc.level);
+    let Shape { c, h, w } = out.shape();
+    let total = h * w;
+    let n = total - full;
+    let cin = pc.input.shape().c;
+    let mut data = std::mem::take(&mut s.data);
+    data.clear();
+    data.resize(cin * l, 0.0);
+    for (ic, d) in data.chunks_exact_mut(l).enumerate() {
+        d[..n].copy_from_slice(&pc.input.data()[ic * total + full..(ic + 1) * total]);
+    }
+    let mut acc = std::mem::take(&mut s.acc);
+    acc.clear();
+    acc.resize(c * l, 0.0);
+    let src = Source {
+        base: data.as_ptr(),
+        plane: l,
+    };
+    let dst = Dest {
+        base: acc.as_mut_ptr(),
+        pitch: l,
+        pixels: l,
+        bounds,
+    };
+    // SAFETY: `data` holds one zero-padded vector of each input channel,
+    // `acc` one vector of each output channel.
+    unsafe { pc.run_block(&pc.strip(1), src, dst, s) };
+    for (oc, (o, a)) in out
+        .data_mut()
+        .chunks_exact_mut(total)
+        .zip(acc.chunks_exact(l))
+        .enumerate()
+    {
+        let px = &mut o[full..];
+        px.copy_from_slice(&a[..n]);
+        if bounds.is_empty() {
+            epilogue_in_place(pc.ep, oc, px);
+        }
+    }
+    s.data = data;
+    s.acc = acc;
 }
 
 /// The rows of `src` (output `conv_shape`) reduced by `pool` (output
@@ -459,6 +515,20 @@ impl<'a> Panel<'a> {
                 }
             }
         };
+        // SAFETY: `src` is the block's strip, or the input where every
+        // tile's reads stay inside it (`direct`); `dst` holds `plane`
+        // values of every output channel (the callers').
+        unsafe { self.run_block(strip, src, dst, s) }
+    }
+
+    /// The micro-kernels of the CPU's level over a block: taps read from
+    /// `src`, sums into `dst`.
+    ///
+    /// # Safety
+    /// As [`block_v`]: `dst` is writable and readable for `dst.pixels`
+    /// values (a multiple of the lanes) of every output channel, and every
+    /// tile's reads from `src` stay inside it.
+    unsafe fn run_block(&self, strip: &Strip, src: Source, dst: Dest<'_>, s: &mut Scratch) {
         match self.level {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `Level::Avx512` is only chosen when the CPU has AVX-512F and FMA.
