@@ -37,7 +37,19 @@ export STREAMFUSE_REQUIRE_NVRTC=1
 root_log=$(mktemp)
 tests/bundle/check_bundle.sh --root-only >"$root_log" 2>&1 &
 rootbuild=$!
-trap 'kill "$rootbuild" 2>/dev/null || true' EXIT
+# The Python environments of the checks after the Rust tests (pinned pip
+# installs: mostly downloads) are made meanwhile too; each check makes its
+# own again if this failed, and fails there if it must.
+envs_log=$(mktemp)
+(
+    python3 tests/onnx/check_against_onnxruntime.py --setup-only
+    python3 tests/vision/check_against_opencv.py --setup-only
+    python3 tests/protocol/check_stream_protocol.py --setup-only
+    scripts/validate-manifests.sh --setup-only
+    sf_nvrtc13
+) >"$envs_log" 2>&1 &
+envs=$!
+trap 'kill "$rootbuild" "$envs" 2>/dev/null || true' EXIT
 
 say "build: the workspace's tests and the streamfuse binary (profile ci, --features opencv)"
 cargo test --workspace --locked --profile ci --features streamfuse/opencv --no-run
@@ -47,6 +59,10 @@ export STREAMFUSE_BIN="$PWD/target/ci/streamfuse"
 if ! wait "$rootbuild"; then
     say "the bundle root's background build failed; the bundle step retries it:"
     tail -n 20 "$root_log"
+fi
+if ! wait "$envs"; then
+    say "making the Python environments in the background failed; each check retries its own:"
+    tail -n 20 "$envs_log"
 fi
 
 say "unit, property, corpus (every CPU dispatch level, emulated CUDA), fixture, CLI and multi-process tests"

@@ -318,6 +318,11 @@ def print_table(rows: list[Row]) -> None:
 
 
 def main() -> None:
+    if sys.argv[1:] == ["--setup-only"]:
+        # Only the venv (the test command makes it while it compiles):
+        # outside it, ensure_venv installs it and runs this again inside.
+        ensure_venv()
+        return
     start = time.monotonic()
     ensure_venv()
     sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -418,6 +418,11 @@ def start_server(binary: Path, log, pb, pb_grpc):
 
 
 def main() -> None:
+    if sys.argv[1:] == ["--setup-only"]:
+        # Only the venv (the test command makes it while it compiles):
+        # outside it, ensure_venv installs it and runs this again inside.
+        ensure_venv()
+        return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--binary", type=Path, default=ROOT / "target" / "ci" / "streamfuse")
     args = ap.parse_args()

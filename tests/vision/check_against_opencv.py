@@ -110,6 +110,11 @@ def run(binary: Path, *args: str) -> None:
 
 
 def main() -> None:
+    if sys.argv[1:] == ["--setup-only"]:
+        # Only the venv (the test command makes it while it compiles):
+        # outside it, ensure_venv installs it and runs this again inside.
+        ensure_venv()
+        return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--binary", type=Path, default=ROOT / "target" / "ci" / "streamfuse")
     args = ap.parse_args()
