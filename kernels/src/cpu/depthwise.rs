@@ -132,21 +132,25 @@ fn fill_block(geom: &Geometry, input: &Tensor, ch: usize, iy0: isize, block: &mu
     } = *geom;
     let Shape { h, w, .. } = input.shape();
     let plane = input.plane(ch);
-    for (j, dst) in block.chunks_exact_mut(pw).enumerate() {
-        let iy = iy0 + j as isize;
-        if iy < 0 || iy >= h as isize {
-            continue;
-        }
-        let iy = iy as usize;
-        let src = &plane[iy * w..(iy + 1) * w];
-        if sw == 1 {
-            let n = w.min(pw - pad_left);
-            dst[pad_left..pad_left + n].copy_from_slice(&src[..n]);
-            continue;
-        }
-        let (p0, p1) = dst.split_at_mut(pw / 2);
-        super::interleave::split_phases_at(lvl, [p0, p1], src, pad_left);
+    // The block rows that hold input rows: `j0 .. j1`, input rows from
+    // `iy0 + j0`.
+    let rows = block.len() / pw.max(1);
+    let j0 = usize::try_from(-iy0).unwrap_or(0).min(rows);
+    let j1 = usize::try_from(h as isize - iy0).unwrap_or(0).min(rows);
+    if j0 >= j1 {
+        return;
     }
+    let first = (iy0 + j0 as isize) as usize;
+    let src = &plane[first * w..(first + j1 - j0) * w];
+    let dst = &mut block[j0 * pw..j1 * pw];
+    if sw == 1 {
+        let n = w.min(pw - pad_left);
+        for (s, d) in src.chunks_exact(w).zip(dst.chunks_exact_mut(pw)) {
+            d[pad_left..pad_left + n].copy_from_slice(&s[..n]);
+        }
+        return;
+    }
+    super::interleave::split_rows_at(lvl, src, w, dst, pw, pad_left);
 }
 
 /// A band's padded input block of one channel and that channel's filter.

@@ -70,20 +70,80 @@ pub(crate) fn split_phases_at(
     padding: usize,
 ) -> [std::ops::Range<usize>; 2] {
     let [p0, p1] = phases;
-    let pl = p0.len().min(p1.len());
-    // Input column `2s` is padded column `2s + padding`: phase
-    // `padding % 2`, value `s + padding / 2`; column `2s + 1` the other
-    // phase, value `s + (padding + 1) / 2`.
-    let (oe, oo) = ((padding / 2).min(pl), (padding.div_ceil(2)).min(pl));
-    let ne = src.len().div_ceil(2).min(pl - oe);
-    let no = (src.len() / 2).min(pl - oo);
-    let (re, ro) = (oe..oe + ne, oo..oo + no);
+    let (re, ro) = phase_ranges(p0.len().min(p1.len()), src.len(), padding);
     if padding.is_multiple_of(2) {
         split2_at(lvl, src, &mut p0[re.clone()], &mut p1[ro.clone()]);
         [re, ro]
     } else {
         split2_at(lvl, src, &mut p1[re.clone()], &mut p0[ro.clone()]);
         [ro, re]
+    }
+}
+
+/// Where a row of `n` input values lands in its two phase rows of `pl`
+/// values, after `padding` zeros: the ranges of its even and of its odd
+/// values (in phase `padding % 2` and the other phase). The even range
+/// holds at most `n.div_ceil(2)` values, the odd at most `n / 2`.
+#[inline(always)]
+fn phase_ranges(
+    pl: usize,
+    n: usize,
+    padding: usize,
+) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
+    // Input column `2s` is padded column `2s + padding`: phase
+    // `padding % 2`, value `s + padding / 2`; column `2s + 1` the other
+    // phase, value `s + (padding + 1) / 2`.
+    let (oe, oo) = ((padding / 2).min(pl), (padding.div_ceil(2)).min(pl));
+    let ne = n.div_ceil(2).min(pl - oe);
+    let no = (n / 2).min(pl - oo);
+    (oe..oe + ne, oo..oo + no)
+}
+
+/// [`split_phases_at`] for every row of a block: `src` holds whole input
+/// rows of `w` values, `dst` as many padded rows of `pw` values (each the
+/// two phase rows of `pw / 2`); only the input's values are written. The
+/// level is dispatched once for the block, not once per row.
+pub(crate) fn split_rows_at(
+    lvl: Level,
+    src: &[f32],
+    w: usize,
+    dst: &mut [f32],
+    pw: usize,
+    padding: usize,
+) {
+    if w == 0 || pw == 0 {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if lvl == Level::Avx512 {
+        // SAFETY: `Level::Avx512` is only chosen when the CPU has AVX-512F.
+        unsafe { split_rows_avx512(src, w, dst, pw, padding) };
+        return;
+    }
+    for (s, d) in src.chunks_exact(w).zip(dst.chunks_exact_mut(pw)) {
+        let (p0, p1) = d.split_at_mut(pw / 2);
+        split_phases_at(lvl, [p0, p1], s, padding);
+    }
+}
+
+/// [`split_rows_at`] with AVX-512 ([`split2_avx512`] inlined per row).
+///
+/// # Safety
+/// AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn split_rows_avx512(src: &[f32], w: usize, dst: &mut [f32], pw: usize, padding: usize) {
+    for (s, d) in src.chunks_exact(w).zip(dst.chunks_exact_mut(pw)) {
+        let (p0, p1) = d.split_at_mut(pw / 2);
+        let (re, ro) = phase_ranges(p0.len().min(p1.len()), s.len(), padding);
+        let (even, odd) = if padding.is_multiple_of(2) {
+            (&mut p0[re], &mut p1[ro])
+        } else {
+            (&mut p1[re], &mut p0[ro])
+        };
+        // SAFETY: AVX-512F is enabled here; `phase_ranges` keeps the even
+        // picks within `s.len().div_ceil(2)` and the odd within `s.len() / 2`.
+        unsafe { split2_avx512(s, even, odd) };
     }
 }
 
@@ -205,6 +265,7 @@ unsafe fn split2_avx2(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
 /// `odd.len() <= src.len() / 2` (checked by `split2_at`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
+#[inline]
 unsafe fn split2_avx512(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
     use std::arch::x86_64::{
         _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_permutex2var_ps, _mm512_setr_epi32,
