@@ -204,7 +204,12 @@ def median_ms(fn, warmup, iters: int) -> float:
         t = time.perf_counter()
         fn()
         times.append((time.perf_counter() - t) * 1e3)
-    return sorted(times)[len(times) // 2]
+    return middle(times)
+
+
+def middle(xs: list[float]) -> float:
+    """The median of `xs` (the upper middle of an even count)."""
+    return sorted(xs)[len(xs) // 2]
 
 
 def layer_input(shape):
@@ -341,11 +346,6 @@ def time_streamfuse(binary: Path, name: str, spec: Path, threads: int, warmup,
     j = json.loads([ln for ln in r.stdout.splitlines() if ln.startswith("{")][-1])
     groups = " | ".join(j.get("kernels", []))
     return float(j["median_ms"]), groups
-
-
-def middle(xs: list[float]) -> float:
-    """The median of `xs` (the lower middle of an even count)."""
-    return sorted(xs)[(len(xs) - 1) // 2]
 
 
 def main() -> None:

@@ -1,10 +1,10 @@
 //! Stride-2 gathers: a row's even and odd values, as the stride-2
 //! convolution's phase rows and the stride-2 pools' windows need them.
-//! A plain `dst[t] = src[2 * t]` loop does not vectorise; here AVX2 splits
-//! 16 values from two loads with two shuffles and lane permutes (at both
-//! x86 levels), NEON's de-interleaving load 8, and the stride-2 max
-//! windows pick theirs with AVX-512's permute, AVX2's shuffles or NEON's
-//! load.
+//! A plain `dst[t] = src[2 * t]` loop does not vectorise; here AVX-512
+//! splits 32 values from two loads with two two-source permutes, AVX2 16
+//! with two shuffles and lane permutes, NEON's de-interleaving load 8, and
+//! the stride-2 max windows pick theirs with AVX-512's permute, AVX2's
+//! shuffles or NEON's load.
 
 use super::simd::{Level, level};
 
@@ -37,8 +37,7 @@ pub(crate) fn split2_at(lvl: Level, src: &[f32], even: &mut [f32], odd: &mut [f3
         }
         #[cfg(target_arch = "x86_64")]
         Level::Avx2Fma => {
-            // SAFETY: both x86 SIMD levels are only chosen when the CPU
-            // has AVX2 (every AVX-512F CPU has it).
+            // SAFETY: `Level::Avx2Fma` is only chosen when the CPU has AVX2.
             unsafe { split2_avx2(src, even, odd) };
             return;
         }
@@ -69,34 +68,37 @@ pub(crate) fn split_phases_at(
     src: &[f32],
     padding: usize,
 ) -> [std::ops::Range<usize>; 2] {
-    let [p0, p1] = phases;
-    let (re, ro) = phase_ranges(p0.len().min(p1.len()), src.len(), padding);
-    if padding.is_multiple_of(2) {
-        split2_at(lvl, src, &mut p0[re.clone()], &mut p1[ro.clone()]);
-        [re, ro]
-    } else {
-        split2_at(lvl, src, &mut p1[re.clone()], &mut p0[ro.clone()]);
-        [ro, re]
-    }
+    let (even, odd, ranges) = phase_picks(phases, src.len(), padding);
+    split2_at(lvl, src, even, odd);
+    ranges
 }
 
-/// Where a row of `n` input values lands in its two phase rows of `pl`
-/// values, after `padding` zeros: the ranges of its even and of its odd
-/// values (in phase `padding % 2` and the other phase). The even range
-/// holds at most `n.div_ceil(2)` values, the odd at most `n / 2`.
+/// Where a row of `n` input values lands in its two phase rows after
+/// `padding` zeros (both rows as long as the shorter): the slices its even
+/// and its odd values go to (in phase `padding % 2` and the other phase;
+/// at most `n.div_ceil(2)` and `n / 2` values), and per phase the range
+/// written.
 #[inline(always)]
-fn phase_ranges(
-    pl: usize,
+fn phase_picks(
+    phases: [&mut [f32]; 2],
     n: usize,
     padding: usize,
-) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
+) -> (&mut [f32], &mut [f32], [std::ops::Range<usize>; 2]) {
+    let [p0, p1] = phases;
+    let pl = p0.len().min(p1.len());
     // Input column `2s` is padded column `2s + padding`: phase
     // `padding % 2`, value `s + padding / 2`; column `2s + 1` the other
     // phase, value `s + (padding + 1) / 2`.
     let (oe, oo) = ((padding / 2).min(pl), (padding.div_ceil(2)).min(pl));
-    let ne = n.div_ceil(2).min(pl - oe);
-    let no = (n / 2).min(pl - oo);
-    (oe..oe + ne, oo..oo + no)
+    let re = oe..oe + n.div_ceil(2).min(pl - oe);
+    let ro = oo..oo + (n / 2).min(pl - oo);
+    if padding.is_multiple_of(2) {
+        let ranges = [re.clone(), ro.clone()];
+        (&mut p0[re], &mut p1[ro], ranges)
+    } else {
+        let ranges = [ro.clone(), re.clone()];
+        (&mut p1[re], &mut p0[ro], ranges)
+    }
 }
 
 /// [`split_phases_at`] for every row of a block: `src` holds whole input
@@ -135,13 +137,8 @@ pub(crate) fn split_rows_at(
 unsafe fn split_rows_avx512(src: &[f32], w: usize, dst: &mut [f32], pw: usize, padding: usize) {
     for (s, d) in src.chunks_exact(w).zip(dst.chunks_exact_mut(pw)) {
         let (p0, p1) = d.split_at_mut(pw / 2);
-        let (re, ro) = phase_ranges(p0.len().min(p1.len()), s.len(), padding);
-        let (even, odd) = if padding.is_multiple_of(2) {
-            (&mut p0[re], &mut p1[ro])
-        } else {
-            (&mut p1[re], &mut p0[ro])
-        };
-        // SAFETY: AVX-512F is enabled here; `phase_ranges` keeps the even
+        let (even, odd, _) = phase_picks([p0, p1], s.len(), padding);
+        // SAFETY: AVX-512F is enabled here; `phase_picks` keeps the even
         // picks within `s.len().div_ceil(2)` and the odd within `s.len() / 2`.
         unsafe { split2_avx512(s, even, odd) };
     }

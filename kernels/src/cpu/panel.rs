@@ -144,6 +144,7 @@ pub(crate) fn run_pointwise(pc: &Panel<'_>, out_shape: Shape) -> Option<Tensor> 
     let run = full.div_ceil(threads).div_ceil(l).max(1) * l;
     let step = (LIVE_BYTES / (4 * c.max(1)) / l).max(1) * l;
     let runs: Vec<usize> = (0..full).step_by(run).collect();
+    let strip = pc.strip(1);
     for_each_band(runs, |(_, p_run)| {
         let base = &base;
         with_scratch(|s| {
@@ -165,7 +166,7 @@ pub(crate) fn run_pointwise(pc: &Panel<'_>, out_shape: Shape) -> Option<Tensor> 
                         pixels: n,
                         bounds,
                     };
-                    pc.run_block(&pc.strip(1), src, dst, s);
+                    pc.run_block(&strip, src, dst, s);
                 }
                 // A ReLU/clip epilogue was applied as the sums were
                 // stored; any other runs over the pixels now.

@@ -51,16 +51,23 @@ fn build_driver(dir: &Path) {
     std::fs::copy(&lib, dir.join("libcuda.so")).unwrap_or_else(|e| panic!("{e}"));
 }
 
-/// A temporary folder with the counting driver built in it.
-fn driver_dir() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    build_driver(dir.path());
-    dir
+/// The folder of the counting driver, built once per run of these tests
+/// (in the tests' temporary folder under `target/`), with the kernel cache
+/// they share beside it.
+fn driver_dir() -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cuda_shim");
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        build_driver(&dir);
+        dir
+    })
 }
 
 /// `streamfuse ARGS` with the counting driver first on the library path,
-/// its own kernel cache, and `env`.
-fn run_with_driver(dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> Output {
+/// the shared kernel cache, and `env`.
+fn run_with_driver(args: &[&str], env: &[(&str, &Path)]) -> Output {
+    let dir = driver_dir();
     let path = match std::env::var("LD_LIBRARY_PATH") {
         Ok(p) if !p.is_empty() => format!("{}:{p}", dir.display()),
         _ => dir.display().to_string(),
@@ -122,15 +129,15 @@ fn spec(name: &str) -> String {
 /// `extra` arguments); returns the report and the driver's log, one line
 /// per frame copied back.
 fn counted_run(spec: &str, frames: u64, extra: &[&str]) -> (serde_json::Value, Vec<Totals>) {
-    let dir = driver_dir();
-    let log = dir.path().join("driver.log");
+    let logs = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let log = logs.path().join("driver.log");
     let n = frames.to_string();
     let args = [
         &["run", spec, "--device", "cuda", "--frames", &n, "--json"][..],
         extra,
     ]
     .concat();
-    let out = run_with_driver(dir.path(), &args, &[("STREAMFUSE_SHIM_LOG", &log)]);
+    let out = run_with_driver(&args, &[("STREAMFUSE_SHIM_LOG", &log)]);
     assert!(
         out.status.success(),
         "run on the counting driver failed: {}",
@@ -233,16 +240,11 @@ fn a_module_that_fails_to_load_makes_auto_fall_back_and_cuda_fail_with_the_reaso
     ) {
         return;
     }
-    let dir = driver_dir();
     let fail = PathBuf::from("module_load");
     let env = [("STREAMFUSE_SHIM_FAIL", fail.as_path())];
     let thesis = spec("thesis.yaml");
     let args = ["run", &thesis, "--frames", "2", "--size", "64", "--json"];
-    let auto = run_with_driver(
-        dir.path(),
-        &[&args[..], &["--device", "auto"]].concat(),
-        &env,
-    );
+    let auto = run_with_driver(&[&args[..], &["--device", "auto"]].concat(), &env);
     assert!(
         auto.status.success(),
         "{}",
@@ -255,11 +257,7 @@ fn a_module_that_fails_to_load_makes_auto_fall_back_and_cuda_fail_with_the_reaso
         why.contains("UNSUPPORTED_PTX_VERSION") && why.contains("counting driver"),
         "the fallback names the device and the driver's error: {report}"
     );
-    let cuda = run_with_driver(
-        dir.path(),
-        &[&args[..], &["--device", "cuda"]].concat(),
-        &env,
-    );
+    let cuda = run_with_driver(&[&args[..], &["--device", "cuda"]].concat(), &env);
     let stderr = String::from_utf8_lossy(&cuda.stderr);
     assert!(!cuda.status.success(), "--device cuda ran: {stderr}");
     assert!(
