@@ -4,8 +4,8 @@ side, against the measured roofline.
 
 For each layer (conv + ReLU, + max-pool 2x2/2 where VGG-16 has one), the
 script writes a spec with a synthetic source of the layer's input shape and
-``algorithm: rows``, ``panel`` or (3x3 stride-1 layers) ``winograd`` on the
-conv, times it with ``streamfuse kernels bench SPEC --threads T --json``
+``algorithm: rows``, ``panel`` or (3x3 stride-1 layers, and stride-2 layers
+of 5 to 8 taps) ``winograd`` on the conv, times it with ``streamfuse kernels bench SPEC --threads T --json``
 (kernel time, median), and reports GFLOP/s and the share of ``streamfuse
 kernels roofline``'s peak at the same thread count, plus the algorithm
 ``auto`` picks (``streamfuse plan --json``'s ``cpu_algorithm``). Winograd's
@@ -13,7 +13,7 @@ GFLOP/s are the direct convolution's FLOPs over its time (the rate a direct
 algorithm would need to match it), so it can pass the peak.
 
     python3 benches/compare/conv_algorithms.py [--binary target/release/streamfuse]
-        [--threads 2] [--iters 20]
+        [--threads 2] [--iters 20] [--only SUBSTRING]
 
 Needs only the binary; the markdown table goes to stdout.
 """
@@ -32,6 +32,9 @@ ROOT = Path(__file__).resolve().parents[2]
 LAYERS = [
     ("cnn 3->16 720p", 3, 16, 3, 1, 1, (1280, 720), True),
     ("stem 3->64 7x7/2 720p", 3, 64, 7, 2, 3, (1280, 720), False),
+    ("stem 3->64 7x7/2 224", 3, 64, 7, 2, 3, 224, False),
+    ("7x7/2 3->16 720p", 3, 16, 7, 2, 3, (1280, 720), False),
+    ("5x5/2 32->64 112", 32, 64, 5, 2, 2, 112, False),
     ("vgg1_1 3->64 224", 3, 64, 3, 1, 1, 224, False),
     ("vgg1_2 64->64 224 +pool", 64, 64, 3, 1, 1, 224, True),
     ("vgg2_2 128->128 112 +pool", 128, 128, 3, 1, 1, 112, True),
@@ -82,6 +85,7 @@ def main() -> None:
     ap.add_argument("--binary", default=str(ROOT / "target" / "release" / "streamfuse"))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--only", default="", help="time only the layers whose name contains this")
     args = ap.parse_args()
     binary = Path(args.binary)
     roof = run(binary, ["kernels", "roofline", "--threads", str(args.threads)])
@@ -93,9 +97,11 @@ def main() -> None:
     print("|---|" + "---:|" * (2 * len(algs)) + "---|")
     with tempfile.TemporaryDirectory() as d:
         for (name, cin, cout, k, s, p, size, pool) in LAYERS:
+            if args.only not in name:
+                continue
             ms, auto = {}, None
             for alg in (*algs, "auto"):
-                if alg == "winograd" and (k != 3 or s != 1):
+                if alg == "winograd" and not ((k, s) == (3, 1) or (s == 2 and 5 <= k <= 8)):
                     continue
                 path = Path(d) / f"{alg}.yaml"
                 path.write_text(spec(name, cin, cout, k, s, p, size, pool, alg))

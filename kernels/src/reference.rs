@@ -267,19 +267,190 @@ pub fn f16_tolerance(terms: usize, magnitude: f64) -> f64 {
     (rounding + accumulation) * magnitude + 2f64.powi(-20)
 }
 
-/// Largest allowed `|fast - reference|` for an output of a Winograd
-/// F(2×2, 3×3) convolution ([`crate::ConvAlgorithm::Winograd`]) with
-/// `in_channels` inputs, where `patch_magnitude` is `Σ_ic (Σ |g_ic|) (Σ
-/// |d_ic|)` over the filter `g` of the output's channel and the 4×4 input
-/// patch `d` of its tile (tiles start at even rows and columns), plus the
-/// bias's magnitude. Every transformed value is a signed sum of at most 4
-/// inputs (or, for the weights, bounded by `Σ |g|`), and an output sums 9
-/// products per input channel, so the exact products sum to at most `9 x
-/// patch_magnitude`; the `in_channels` multiply-adds per product and the
-/// at most 10 additions of the transforms and the bias each add at most
-/// one ulp of it.
-pub fn winograd_tolerance(in_channels: usize, patch_magnitude: f64) -> f64 {
-    9.0 * (in_channels as f64 + 10.0) * f64::from(f32::EPSILON) * patch_magnitude + 1e-30
+/// Cook-Toom's matrices of the 1-D Winograd form F(m, r) at the finite
+/// points `pts` (`m + r - 2` of them) and ∞, as `(Aᵀ, G, Bᵀ)` row by row
+/// (`m x α`, `α x r`, `α x α`, `α = m + r - 1`): `y = Aᵀ [(G g) ⊙ (Bᵀ
+/// d)]` is the correlation `y_i = Σ_k g_k d_(i+k)`. `Bᵀ` is the inverse
+/// transpose of the Vandermonde matrix of the points (∞ taking the
+/// leading coefficient), unscaled: a form that scales `Bᵀ`'s rows and
+/// divides `G`'s by the same has the same products.
+fn cook_toom(m: usize, r: usize, pts: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let a = m + r - 1;
+    let row = |p: Option<f64>, n: usize| -> Vec<f64> {
+        (0..n)
+            .map(|k| match p {
+                Some(p) => p.powi(k as i32),
+                None => f64::from(u8::from(k == n - 1)),
+            })
+            .collect()
+    };
+    let points: Vec<Option<f64>> = pts.iter().map(|&p| Some(p)).chain([None]).collect();
+    // Gauss-Jordan on [V | I] with partial pivoting.
+    let mut aug: Vec<Vec<f64>> = points
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| {
+            let mut v = row(p, a);
+            v.extend((0..a).map(|j| f64::from(u8::from(i == j))));
+            v
+        })
+        .collect();
+    for c in 0..a {
+        let piv = (c..a)
+            .max_by(|&x, &y| aug[x][c].abs().total_cmp(&aug[y][c].abs()))
+            .unwrap_or(c);
+        aug.swap(c, piv);
+        let pv = aug[c][c];
+        aug[c].iter_mut().for_each(|x| *x /= pv);
+        for r2 in 0..a {
+            if r2 != c {
+                let f = aug[r2][c];
+                let pivot_row = aug[c].clone();
+                aug[r2]
+                    .iter_mut()
+                    .zip(&pivot_row)
+                    .for_each(|(x, y)| *x -= f * y);
+            }
+        }
+    }
+    let bt: Vec<f64> = (0..a * a).map(|i| aug[i % a][a + i / a]).collect();
+    let g: Vec<f64> = points.iter().flat_map(|&p| row(p, r)).collect();
+    let at: Vec<f64> = (0..m)
+        .flat_map(|i| {
+            points.iter().map(move |&p| match p {
+                Some(p) => p.powi(i as i32),
+                None => f64::from(u8::from(i == m - 1)),
+            })
+        })
+        .collect();
+    (at, g, bt)
+}
+
+/// Largest allowed `|fast - reference|` for every output of `conv` on
+/// `input` computed by the Winograd algorithm
+/// ([`crate::ConvAlgorithm::Winograd`]), or `None` where no Winograd form
+/// applies. The forms, as the CPU computes them:
+/// - F(2×2, 3×3) at the points 0, ±1, ∞ for 3×3 kernels at stride 1;
+/// - F(4×4, 4×4) at 0, ±1, ±½, 2, ∞ on the 2×2 stride phases for 5 to 8
+///   taps per axis at stride 2: phase plane `k = (ic, py, px)` holds input
+///   `x[ic][2u + py - pad_top][2v + px - pad_left]`, its kernel `g[a][b] =
+///   w[2a + py][2b + px]` (zero past the kernel).
+///
+/// Tiles of `M×M` outputs start at multiples of `M`. Each output is
+/// computed from the transformed weights `U_k = G g_k Gᵀ` (rounded once),
+/// the transformed patches `V_k = Bᵀ d_k B` (additions and multiply-adds
+/// by constants), the products summed over the `K` phase planes, and the
+/// output transform `Aᵀ (Σ_k U_k ⊙ V_k) A` plus the bias, every step
+/// rounding once. So the error is at most `γ(K + 30)` (`γ(n) = n ε / (1 -
+/// n ε)`, at most 30 steps in the transforms, the weight and the bias)
+/// times the same sums over absolute values: `Σ_ξ |Aᵀ_iξa| |Aᵀ_jξb| Σ_k
+/// |U_k[ξ]| (|Bᵀ| |d_k| |B|)[ξ] + |bias|`, a bound that row scalings of
+/// `Bᵀ` against `G` leave unchanged.
+pub fn winograd_bounds(input: &[f32], shape: Shape, conv: &Conv2d) -> Option<Vec<f64>> {
+    let p = conv.params;
+    let win = p.window;
+    if p.groups != 1 || win.dilation != [1, 1] || shape.c != p.in_channels {
+        return None;
+    }
+    let (m, r, s, pts): (usize, usize, usize, &[f64]) = match (win.kernel, win.stride) {
+        ([3, 3], [1, 1]) => (2, 3, 1, &[0.0, 1.0, -1.0]),
+        (k, [2, 2]) if k.iter().all(|k| (5..=8).contains(k)) => {
+            (4, 4, 2, &[0.0, 1.0, -1.0, 0.5, -0.5, 2.0])
+        }
+        _ => return None,
+    };
+    let a = m + r - 1;
+    let (at, g, bt) = cook_toom(m, r, pts);
+    let [pt, pl, pb, pr] = win.pads;
+    let [kh, kw] = win.kernel;
+    let oh = out_len(shape.h, pt, pb, kh, 1, s, false)?;
+    let ow = out_len(shape.w, pl, pr, kw, 1, s, false)?;
+    let k_n = p.in_channels * s * s;
+    let x = |ic: usize, y: isize, xx: isize| -> f64 {
+        if y < 0 || xx < 0 || y as usize >= shape.h || xx as usize >= shape.w {
+            0.0
+        } else {
+            f64::from(input[(ic * shape.h + y as usize) * shape.w + xx as usize]).abs()
+        }
+    };
+    // |U_k[ξ]| per output channel, `[oc][k][ξ]`.
+    let mut u = vec![0.0; p.out_channels * k_n * a * a];
+    for oc in 0..p.out_channels {
+        let filter = conv.filter(oc);
+        for k in 0..k_n {
+            let (ic, py, px) = (k / (s * s), k / s % s, k % s);
+            let gk = |i: usize, j: usize| {
+                let (y, xx) = (s * i + py, s * j + px);
+                if y < kh && xx < kw {
+                    f64::from(filter[(ic * kh + y) * kw + xx])
+                } else {
+                    0.0
+                }
+            };
+            for xi in 0..a * a {
+                let (ea, eb) = (xi / a, xi % a);
+                let mut v = 0.0;
+                for i in 0..r {
+                    for j in 0..r {
+                        v += g[ea * r + i] * gk(i, j) * g[eb * r + j];
+                    }
+                }
+                u[(oc * k_n + k) * a * a + xi] = v.abs();
+            }
+        }
+    }
+    let n = (k_n + 30) as f64 * f64::from(f32::EPSILON);
+    let gamma = n / (1.0 - n);
+    let mut bounds = vec![0.0; p.out_channels * oh * ow];
+    let mut vabs = vec![0.0; k_n * a * a];
+    for ty in (0..oh).step_by(m) {
+        for tx in (0..ow).step_by(m) {
+            // (|Bᵀ| |d_k| |B|)[ξ] of this tile, `[k][ξ]`.
+            for k in 0..k_n {
+                let (ic, py, px) = (k / (s * s), k / s % s, k % s);
+                let d: Vec<f64> = (0..a * a)
+                    .map(|q| {
+                        let (i, j) = (q / a, q % a);
+                        x(
+                            ic,
+                            (s * (ty + i) + py) as isize - pt as isize,
+                            (s * (tx + j) + px) as isize - pl as isize,
+                        )
+                    })
+                    .collect();
+                for xi in 0..a * a {
+                    let (ea, eb) = (xi / a, xi % a);
+                    let mut v = 0.0;
+                    for (q, dv) in d.iter().enumerate() {
+                        v += bt[ea * a + q / a].abs() * dv * bt[eb * a + q % a].abs();
+                    }
+                    vabs[k * a * a + xi] = v;
+                }
+            }
+            for oc in 0..p.out_channels {
+                let prod: Vec<f64> = (0..a * a)
+                    .map(|xi| {
+                        (0..k_n)
+                            .map(|k| u[(oc * k_n + k) * a * a + xi] * vabs[k * a * a + xi])
+                            .sum()
+                    })
+                    .collect();
+                let bias = f64::from(conv.bias_of(oc)).abs();
+                for i in 0..m.min(oh - ty) {
+                    for j in 0..m.min(ow - tx) {
+                        let mag: f64 = (0..a * a)
+                            .map(|xi| {
+                                at[i * a + xi / a].abs() * at[j * a + xi % a].abs() * prod[xi]
+                            })
+                            .sum::<f64>()
+                            + bias;
+                        bounds[(oc * oh + ty + i) * ow + tx + j] = gamma * mag + 1e-30;
+                    }
+                }
+            }
+        }
+    }
+    Some(bounds)
 }
 
 /// A vision op ([`crate::vision::Vision`]) computed directly in `f64`:

@@ -267,6 +267,9 @@ fn blocked(level: Level, opg: usize) -> bool {
 /// Input and output channels from which the cost model picks Winograd for
 /// the layers it applies to.
 const WINOGRAD_MIN_CHANNELS: usize = 32;
+/// Output channels from which the cost model picks Winograd on stride
+/// phases for the stride-2 layers it applies to.
+const WINOGRAD_S2_MIN_OUT: usize = 16;
 
 /// The algorithm the CPU computes `conv` of an input of shape `input`
 /// with (`pooled`: a max or average pool is fused after it): the one the
@@ -284,13 +287,20 @@ pub fn algorithm(conv: &Conv2d, input: Shape, pooled: bool) -> Algorithm {
     if depthwise {
         return Algorithm::Depthwise;
     }
-    // Winograd pays off once the products dominate its transforms: enough
-    // input and output channels (BENCHMARKS.md, "Convolution algorithms").
-    if super::winograd::applies(p)
-        && p.in_channels >= WINOGRAD_MIN_CHANNELS
-        && p.out_channels >= WINOGRAD_MIN_CHANNELS
-        && conv.algorithm.is_none()
-    {
+    // Winograd pays off once the products dominate its transforms: for
+    // F(2x2, 3x3), enough input and output channels (BENCHMARKS.md,
+    // "Convolution algorithms"); for F(4x4, 4x4) on stride phases, whose
+    // 4 x in phase planes make even 3 input channels a 12-deep product,
+    // enough output channels to share the input transform
+    // (BENCHMARKS.md, "Winograd on stride phases").
+    let winograd = match super::winograd::Form::of(p) {
+        Some(super::winograd::Form::F2x3) => {
+            p.in_channels >= WINOGRAD_MIN_CHANNELS && p.out_channels >= WINOGRAD_MIN_CHANNELS
+        }
+        Some(super::winograd::Form::F4x4S2) => p.out_channels >= WINOGRAD_S2_MIN_OUT,
+        None => false,
+    };
+    if winograd && conv.algorithm.is_none() {
         return Algorithm::Winograd;
     }
     let out_w = p.output_shape(input).map_or(0, |s| s.w);

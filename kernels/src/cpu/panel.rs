@@ -27,6 +27,7 @@
 
 use super::conv::strided_copy;
 use super::fused::{epilogue_copy, epilogue_in_place};
+use super::interleave::split2_at;
 use super::pool::{PoolRows, simple_max_row};
 use super::simd::{Level, level};
 use super::vector::{self, Vector};
@@ -261,7 +262,12 @@ pub(crate) fn run_pool_with(
     let bands = plane_bands(out.data_mut(), c, h, w, band);
     let simple = pool.is_simple_max();
     let per_pooled = c * cw * 4 * pool.window.stride[0].max(1);
-    let step = (LIVE_BYTES / per_pooled.max(1)).max(1);
+    // Steps of at least one aligned block of convolution rows (a
+    // Winograd tile row).
+    let align = pc.row_align().max(1);
+    let step = (LIVE_BYTES / per_pooled.max(1))
+        .max(align.div_ceil(pool.window.stride[0].max(1)))
+        .max(1);
     for_each_band(bands, |(b, mut rows)| {
         with_scratch(|s| {
             let mut pr = PoolRows::new(pool, conv_shape, w);
@@ -280,21 +286,24 @@ pub(crate) fn run_pool_with(
                 }
                 (lo.min(hi), hi)
             };
-            // Rows per channel the buffer holds: the widest step's.
-            let mut cap = 0;
+            // Rows per channel the buffer holds: the widest step's, and
+            // the rows to the end of its last aligned block.
+            let mut cap = align - 1;
             let mut r0 = 0;
             while r0 < nrows {
                 let r1 = (r0 + step).min(nrows);
                 let (lo, hi) = span(&pr, r0, r1);
-                cap = cap.max(hi - lo);
+                cap = cap.max(hi - lo + align - 1);
                 r0 = r1;
             }
             // Every value is written by `rows` before it is read.
             buf.resize(c * cap * cw, 0.0);
             // Convolution rows `have.0 .. have.1` are in the buffer (row
             // `y` of channel `oc` at `oc * cap * cw + (y - have.0) * cw`):
-            // rows that overlapping windows share are kept for the next
-            // step, not computed again.
+            // rows that overlapping windows share, and the rest of an
+            // aligned block, are kept for the next step, not computed
+            // again. New rows are computed to the end of an aligned block
+            // (or of the convolution), so the next step's start on one.
             let mut have = (0, 0);
             let mut r0 = 0;
             while r0 < nrows {
@@ -302,7 +311,7 @@ pub(crate) fn run_pool_with(
                 // Convolution rows `lo .. hi` feed pooled rows `r0 .. r1`.
                 let (lo, hi) = span(&pr, r0, r1);
                 let keep = if lo >= have.0 && lo < have.1 {
-                    have.1.min(hi) - lo
+                    have.1 - lo
                 } else {
                     0
                 };
@@ -312,15 +321,21 @@ pub(crate) fn run_pool_with(
                         plane.copy_within(from..from + keep * cw, 0);
                     }
                 }
-                if hi > lo + keep && cw > 0 {
+                let mut end = lo + keep;
+                if hi > end && cw > 0 {
+                    end = hi
+                        .div_ceil(align)
+                        .saturating_mul(align)
+                        .min(conv_shape.h)
+                        .max(hi);
                     let mut conv_rows: Vec<&mut [f32]> = buf
                         .chunks_mut(cap * cw)
                         .take(c)
-                        .map(|p| &mut p[(keep * cw)..(hi - lo) * cw])
+                        .map(|p| &mut p[(keep * cw)..(end - lo) * cw])
                         .collect();
                     pc.rows(lo + keep, &mut conv_rows, s);
                 }
-                have = (lo, hi);
+                have = (lo, end);
                 for (oc, out_rows) in rows.iter_mut().enumerate() {
                     let base = oc * cap * cw;
                     let at = |y: usize| &buf[base + (y - lo) * cw..base + (y - lo + 1) * cw];
@@ -667,6 +682,15 @@ pub(crate) fn fill_strip(
                 }
                 continue;
             }
+            if sw > 2 && sw.is_power_of_two() {
+                // All `sw` phase rows by halving the padded row in turn.
+                let at = (ic * sh + py) * sw * plane + i * gw;
+                match row {
+                    Some(row) => split_pow2(lvl, row, pl, sw, gw, &mut data[at..], plane),
+                    None => (0..sw).for_each(|px| data[at + px * plane..][..gw].fill(0.0)),
+                }
+                continue;
+            }
             for px in 0..sw {
                 let at = ((ic * sh + py) * sw + px) * plane + i * gw;
                 let dst = &mut data[at..at + gw];
@@ -685,6 +709,60 @@ pub(crate) fn fill_strip(
             }
         }
     }
+}
+
+/// The `sw` phase rows (`sw` a power of two) of `row` padded by `pad_left`
+/// zeros on the left and zeros on the right: phase `px` (column `j` holds
+/// padded column `j * sw + px`) into `data[px * plane..][..gw]`. Each
+/// halving splits every part in its even and odd values ([`split2_at`]),
+/// so the part of index `q` holds the columns `q` modulo the parts.
+fn split_pow2(
+    lvl: Level,
+    row: &[f32],
+    pad_left: usize,
+    sw: usize,
+    gw: usize,
+    data: &mut [f32],
+    plane: usize,
+) {
+    thread_local! {
+        static PARTS: std::cell::RefCell<[Vec<f32>; 2]> = std::cell::RefCell::default();
+    }
+    let n = sw * gw;
+    PARTS.with(|parts| {
+        let mut parts = parts.borrow_mut();
+        let [cur, next] = &mut *parts;
+        cur.clear();
+        cur.resize(n, 0.0);
+        next.resize(n, 0.0);
+        let start = pad_left.min(n);
+        let take = row.len().min(n - start);
+        cur[start..start + take].copy_from_slice(&row[..take]);
+        let mut k = 1;
+        while 2 * k < sw {
+            let len = n / k;
+            for q in 0..k {
+                let (lo, hi) = next.split_at_mut((q + k) * len / 2);
+                split2_at(
+                    lvl,
+                    &cur[q * len..][..len],
+                    &mut lo[q * len / 2..][..len / 2],
+                    &mut hi[..len / 2],
+                );
+            }
+            std::mem::swap(cur, next);
+            k *= 2;
+        }
+        for q in 0..k {
+            let (lo, hi) = data.split_at_mut((q + k) * plane);
+            split2_at(
+                lvl,
+                &cur[q * 2 * gw..][..2 * gw],
+                &mut lo[q * plane..][..gw],
+                &mut hi[..gw],
+            );
+        }
+    });
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -27,6 +27,9 @@ pub(crate) trait Vector: Copy {
     unsafe fn add(a: Self, b: Self) -> Self;
     /// `a - b` per lane.
     unsafe fn sub(a: Self, b: Self) -> Self;
+    /// The lanes of `a` and `b` interleaved, `a0 b0 a1 b1 ...`, as two
+    /// vectors: the first half and the second.
+    unsafe fn zip(a: Self, b: Self) -> (Self, Self);
 }
 
 /// Portable lanes: separate multiply and add, like a CPU without FMA.
@@ -72,6 +75,20 @@ impl Vector for Portable {
     #[inline(always)]
     unsafe fn sub(a: Self, b: Self) -> Self {
         Portable(std::array::from_fn(|i| a.0[i] - b.0[i]))
+    }
+    #[inline(always)]
+    unsafe fn zip(a: Self, b: Self) -> (Self, Self) {
+        let pick = |i: usize| {
+            if i.is_multiple_of(2) {
+                a.0[i / 2]
+            } else {
+                b.0[i / 2]
+            }
+        };
+        (
+            Portable(std::array::from_fn(pick)),
+            Portable(std::array::from_fn(|i| pick(i + 8))),
+        )
     }
 }
 
@@ -127,6 +144,19 @@ mod x86 {
             // SAFETY: the caller runs this with the level's features enabled.
             Avx512(unsafe { _mm512_sub_ps(a.0, b.0) })
         }
+        #[inline(always)]
+        unsafe fn zip(a: Self, b: Self) -> (Self, Self) {
+            // SAFETY: the caller runs this with the level's features enabled.
+            // Index bit 4 picks `b`: 0, 16, 1, 17, ... and 8, 24, 9, 25, ...
+            unsafe {
+                let lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+                let hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
+                (
+                    Avx512(_mm512_permutex2var_ps(a.0, lo, b.0)),
+                    Avx512(_mm512_permutex2var_ps(a.0, hi, b.0)),
+                )
+            }
+        }
     }
 
     /// 8 lanes of AVX2 with FMA.
@@ -172,6 +202,19 @@ mod x86 {
         unsafe fn sub(a: Self, b: Self) -> Self {
             // SAFETY: the caller runs this with the level's features enabled.
             Avx2(unsafe { _mm256_sub_ps(a.0, b.0) })
+        }
+        #[inline(always)]
+        unsafe fn zip(a: Self, b: Self) -> (Self, Self) {
+            // SAFETY: the caller runs this with the level's features enabled.
+            // Within 128-bit halves, then the halves in order.
+            unsafe {
+                let lo = _mm256_unpacklo_ps(a.0, b.0);
+                let hi = _mm256_unpackhi_ps(a.0, b.0);
+                (
+                    Avx2(_mm256_permute2f128_ps(lo, hi, 0x20)),
+                    Avx2(_mm256_permute2f128_ps(lo, hi, 0x31)),
+                )
+            }
         }
     }
 }
@@ -230,6 +273,11 @@ mod arm {
             // SAFETY: NEON is part of the aarch64 base ISA.
             Neon(unsafe { vsubq_f32(a.0, b.0) })
         }
+        #[inline(always)]
+        unsafe fn zip(a: Self, b: Self) -> (Self, Self) {
+            // SAFETY: NEON is part of the aarch64 base ISA.
+            unsafe { (Neon(vzip1q_f32(a.0, b.0)), Neon(vzip2q_f32(a.0, b.0))) }
+        }
     }
 }
 
@@ -247,6 +295,47 @@ pub(crate) fn lanes(level: super::simd::Level) -> usize {
         #[cfg(target_arch = "aarch64")]
         Level::Neon => Neon::LANES,
         _ => Portable::LANES,
+    }
+}
+
+/// Stores `vs` interleaved from `p`: value `l` of vector `k` at `p[l * N +
+/// k]` (`N` of 1, 2 or 4: the pixels of a row of Winograd tiles, one
+/// vector per pixel, back in column order).
+///
+/// # Safety
+/// The CPU must support `V`; `p` is valid for `N * LANES` writes.
+#[inline(always)]
+pub(crate) unsafe fn store_zip<V: Vector, const N: usize>(vs: [V; N], p: *mut f32) {
+    let l = V::LANES;
+    // SAFETY (all accesses): forwarded from the caller.
+    unsafe {
+        match N {
+            1 => vs[0].store(p),
+            2 => {
+                let (a, b) = V::zip(vs[0], vs[1]);
+                a.store(p);
+                b.store(p.add(l));
+            }
+            4 => {
+                // (a c)(b d) zipped gives a b c d per lane.
+                let (ac0, ac1) = V::zip(vs[0], vs[2]);
+                let (bd0, bd1) = V::zip(vs[1], vs[3]);
+                for (k, (x, y)) in [(ac0, bd0), (ac1, bd1)].into_iter().enumerate() {
+                    let (lo, hi) = V::zip(x, y);
+                    lo.store(p.add(2 * k * l));
+                    hi.store(p.add((2 * k + 1) * l));
+                }
+            }
+            _ => {
+                let mut buf = [0.0f32; 16];
+                for (k, v) in vs.iter().enumerate() {
+                    v.store(buf.as_mut_ptr());
+                    for (i, &x) in buf[..l].iter().enumerate() {
+                        *p.add(i * N + k) = x;
+                    }
+                }
+            }
+        }
     }
 }
 

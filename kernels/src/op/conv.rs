@@ -200,9 +200,11 @@ pub enum ConvAlgorithm {
     /// Depthwise (one input channel per output channel, column stride 1),
     /// channel by channel over row bands.
     Depthwise,
-    /// Winograd F(2×2, 3×3): 3×3 kernels, stride 1, no dilation, one
-    /// group; 2.25× fewer multiply-adds, within a stated tolerance of the
-    /// direct algorithms rather than bit-identical (KERNELS.md).
+    /// Winograd, no dilation, one group: F(2×2, 3×3) for 3×3 kernels at
+    /// stride 1 (2.25× fewer multiply-adds), F(4×4, 4×4) on stride phases
+    /// for 5 to 8 taps per axis at stride 2 (3× fewer for a 7×7); within a
+    /// stated tolerance of the direct algorithms rather than bit-identical
+    /// (KERNELS.md).
     Winograd,
 }
 

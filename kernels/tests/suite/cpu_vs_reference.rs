@@ -523,77 +523,57 @@ fn depthwise_bounds_in_registers_equal_the_unfused_ops_on_special_values() {
     }
 }
 
-/// A Winograd-shaped case: 3×3, stride 1, no dilation, one group; up to 40
-/// channels each way, odd sizes, any padding up to the kernel.
+/// A Winograd-shaped case: no dilation, one group, and either 3×3 at
+/// stride 1 (F(2×2, 3×3); up to 40 channels each way) or 5 to 8 taps per
+/// axis at stride 2 (F(4×4, 4×4) on stride phases; up to 12 input and 20
+/// output channels); odd sizes, any padding below the kernel.
 fn winograd_case() -> impl Strategy<Value = ConvCase> {
-    (
+    let f2x3 = (
         (1usize..=40, 1usize..=40),
         [0usize..=3, 0usize..=3, 0usize..=3, 0usize..=3],
-        any::<bool>(),
-        any::<u64>(),
     )
-        .prop_flat_map(|((ic, oc), pads, bias, seed)| {
+        .prop_map(|((ic, oc), pads)| (ic, oc, [3, 3], [1, 1], pads));
+    let s2 = ((1usize..=12, 1usize..=20), [5usize..=8, 5usize..=8]).prop_flat_map(
+        |((ic, oc), kernel)| {
+            let pad = |k: usize| 0..k;
+            [
+                pad(kernel[0]),
+                pad(kernel[1]),
+                pad(kernel[0]),
+                pad(kernel[1]),
+            ]
+            .prop_map(move |pads| (ic, oc, kernel, [2, 2], pads))
+        },
+    );
+    (prop_oneof![f2x3, s2], any::<bool>(), any::<u64>()).prop_flat_map(
+        |((ic, oc, kernel, stride, pads), bias, seed)| {
             let params = Conv2dParams {
                 in_channels: ic,
                 out_channels: oc,
                 groups: 1,
                 window: Window {
-                    kernel: [3, 3],
-                    stride: [1, 1],
+                    kernel,
+                    stride,
                     dilation: [1, 1],
                     pads,
                 },
             };
-            let min_h = 3usize.saturating_sub(pads[0] + pads[2]).max(1);
-            let min_w = 3usize.saturating_sub(pads[1] + pads[3]).max(1);
-            (min_h..=21usize, min_w..=37usize).prop_map(move |(h, w)| ConvCase {
+            let min_h = kernel[0].saturating_sub(pads[0] + pads[2]).max(1);
+            let min_w = kernel[1].saturating_sub(pads[1] + pads[3]).max(1);
+            (min_h..=21 + 12 * (stride[0] - 1), min_w..=37).prop_map(move |(h, w)| ConvCase {
                 shape: Shape::new(ic, h, w),
                 params,
                 bias,
                 seed,
             })
-        })
+        },
+    )
 }
 
-/// [`reference::winograd_tolerance`] of every output of `conv` on `input`.
+/// [`reference::winograd_bounds`] of every output of `conv` on `input`.
 fn winograd_tolerances(input: &Tensor, conv: &Conv2d) -> Vec<f64> {
-    let p = conv.params;
-    let Shape { h, w, .. } = input.shape();
-    let out = p
-        .output_shape(input.shape())
-        .unwrap_or_else(|e| panic!("{e}"));
-    let [pt, pl, _, _] = p.window.pads;
-    let mut tol = Vec::with_capacity(out.len());
-    for o in 0..out.c {
-        for y in 0..out.h {
-            for x in 0..out.w {
-                let (ty, tx) = (y - y % 2, x - x % 2);
-                let mut mag = f64::from(conv.bias_of(o).abs());
-                for ic in 0..p.in_channels {
-                    let g: f64 = conv.filter(o)[ic * 9..ic * 9 + 9]
-                        .iter()
-                        .map(|v| f64::from(v.abs()))
-                        .sum();
-                    let mut d = 0.0;
-                    for i in 0..4 {
-                        for j in 0..4 {
-                            let (iy, ix) = (
-                                (ty + i) as isize - pt as isize,
-                                (tx + j) as isize - pl as isize,
-                            );
-                            if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
-                                d +=
-                                    f64::from(input.plane(ic)[iy as usize * w + ix as usize].abs());
-                            }
-                        }
-                    }
-                    mag += g * d;
-                }
-                tol.push(reference::winograd_tolerance(p.in_channels, mag));
-            }
-        }
-    }
-    tol
+    reference::winograd_bounds(input.data(), input.shape(), conv)
+        .unwrap_or_else(|| panic!("no Winograd form for {:?}", conv.params))
 }
 
 proptest! {
@@ -601,8 +581,8 @@ proptest! {
         std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48)
     ))]
 
-    /// Winograd F(2×2, 3×3) agrees with the f64 reference within its
-    /// stated bound at every level, gives the same bits fused (any
+    /// Winograd, F(2×2, 3×3) and F(4×4, 4×4) on stride phases, agrees with
+    /// the f64 reference within its stated bound at every level, gives the same bits fused (any
     /// epilogue, any pool) as its unfused chain, and the same bits as a
     /// second run (the per-thread scratch carries nothing over).
     #[test]
@@ -663,6 +643,11 @@ fn fused_overlapping_pool_over_many_row_steps_equals_the_unfused_chain() {
             Conv2dParams::square(3, 64, 7, 2, 3),
             Shape::new(3, 122, 210),
             ConvAlgorithm::Rows,
+        ),
+        (
+            Conv2dParams::square(3, 64, 7, 2, 3),
+            Shape::new(3, 122, 210),
+            ConvAlgorithm::Winograd,
         ),
         // A 3x3 layer, where a step may start at an odd row.
         (

@@ -324,7 +324,7 @@ pub(super) fn conv(sc: &StageCx<'_>, input: Shape) -> Result<Op, SpecError> {
                 return Err(cx.at(
                     a,
                     f("algorithm"),
-                    "is winograd, which needs a 3x3 kernel, stride 1, no dilation and groups 1",
+                    "is winograd, which needs groups 1, no dilation, and a 3x3 kernel at stride 1 or 5 to 8 taps per axis at stride 2",
                 ));
             }
             Some(alg) => Some(alg),
