@@ -73,14 +73,10 @@ say "unit, property, corpus (every CPU dispatch level, emulated CUDA), fixture, 
 # beside no heavy one and no other timing test.
 cargo test --workspace --locked --profile ci --features streamfuse/opencv -- --test-threads "${STREAMFUSE_TEST_THREADS:-3}"
 
-say "fuzzing: every fuzz target on its corpus, then on mutated inputs, 15 s each (2 at a time)"
-# The coverage-guided libFuzzer runs are scripts/fuzz.sh (their sanitizer
-# build takes longer than this whole command).
-target/ci/examples/fuzz_smoke --seconds-per-target "${STREAMFUSE_FUZZ_SECONDS:-15}" --out "${TMPDIR:-/tmp}"
-
 # The last two steps build for aarch64 and, for the GPU bundle, without
-# OpenCV: those builds run in the background while the checks below (one
-# thread each, on the binary built above) run. The bundle's build replaces
+# OpenCV: those builds run in the background while the fuzzing (which runs
+# for a set time, so it only makes fewer runs beside them) and the checks
+# below (one thread each, on the binary built above) run. The bundle's build replaces
 # target/ci/streamfuse with the build without OpenCV, so the checks use a
 # copy of the OpenCV one.
 cp "$STREAMFUSE_BIN" target/ci/streamfuse-opencv
@@ -98,6 +94,11 @@ wait_prebuild() {
         exit 1
     fi
 }
+
+say "fuzzing: every fuzz target on its corpus, then on mutated inputs, 10 s each (2 at a time)"
+# The coverage-guided libFuzzer runs are scripts/fuzz.sh (their sanitizer
+# build takes longer than this whole command).
+target/ci/examples/fuzz_smoke --seconds-per-target "${STREAMFUSE_FUZZ_SECONDS:-10}" --out "${TMPDIR:-/tmp}"
 
 say "ONNX Runtime comparison: an imported ONNX model and safetensors weights on a real photograph"
 python3 tests/onnx/check_against_onnxruntime.py --binary "$STREAMFUSE_BIN"
