@@ -328,9 +328,12 @@ fn cook_toom(m: usize, r: usize, pts: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>) 
 
 /// Largest allowed `|fast - reference|` for every output of `conv` on
 /// `input` computed by the Winograd algorithm
-/// ([`crate::ConvAlgorithm::Winograd`]), or `None` where no Winograd form
-/// applies. The forms, as the CPU computes them:
-/// - F(2×2, 3×3) at the points 0, ±1, ∞ for 3×3 kernels at stride 1;
+/// ([`crate::ConvAlgorithm::Winograd`]) in its form of `tile × tile`
+/// output tiles ([`crate::cpu::winograd_tile`] tells which the CPU takes),
+/// or `None` where no such form applies. The forms, as the CPU computes
+/// them:
+/// - F(2×2, 3×3) at the points 0, ±1, ∞, and F(4×4, 3×3) at 0, ±1, ±2, ∞,
+///   for 3×3 kernels at stride 1;
 /// - F(4×4, 4×4) at 0, ±1, ±½, 2, ∞ on the 2×2 stride phases for 5 to 8
 ///   taps per axis at stride 2: phase plane `k = (ic, py, px)` holds input
 ///   `x[ic][2u + py - pad_top][2v + px - pad_left]`, its kernel `g[a][b] =
@@ -346,15 +349,21 @@ fn cook_toom(m: usize, r: usize, pts: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>) 
 /// times the same sums over absolute values: `Σ_ξ |Aᵀ_iξa| |Aᵀ_jξb| Σ_k
 /// |U_k[ξ]| (|Bᵀ| |d_k| |B|)[ξ] + |bias|`, a bound that row scalings of
 /// `Bᵀ` against `G` leave unchanged.
-pub fn winograd_bounds(input: &[f32], shape: Shape, conv: &Conv2d) -> Option<Vec<f64>> {
+pub fn winograd_bounds(
+    input: &[f32],
+    shape: Shape,
+    conv: &Conv2d,
+    tile: usize,
+) -> Option<Vec<f64>> {
     let p = conv.params;
     let win = p.window;
     if p.groups != 1 || win.dilation != [1, 1] || shape.c != p.in_channels {
         return None;
     }
     let (m, r, s, pts): (usize, usize, usize, &[f64]) = match (win.kernel, win.stride) {
-        ([3, 3], [1, 1]) => (2, 3, 1, &[0.0, 1.0, -1.0]),
-        (k, [2, 2]) if k.iter().all(|k| (5..=8).contains(k)) => {
+        ([3, 3], [1, 1]) if tile == 2 => (2, 3, 1, &[0.0, 1.0, -1.0]),
+        ([3, 3], [1, 1]) if tile == 4 => (4, 3, 1, &[0.0, 1.0, -1.0, 2.0, -2.0]),
+        (k, [2, 2]) if tile == 4 && k.iter().all(|k| (5..=8).contains(k)) => {
             (4, 4, 2, &[0.0, 1.0, -1.0, 0.5, -0.5, 2.0])
         }
         _ => return None,

@@ -293,8 +293,11 @@ pub fn algorithm(conv: &Conv2d, input: Shape, pooled: bool) -> Algorithm {
     // 4 x in phase planes make even 3 input channels a 12-deep product,
     // enough output channels to share the input transform
     // (BENCHMARKS.md, "Winograd on stride phases").
-    let winograd = match super::winograd::Form::of(p) {
-        Some(super::winograd::Form::F2x3) => {
+    let out = p
+        .output_shape(input)
+        .unwrap_or(Shape::new(p.out_channels, 1, 1));
+    let winograd = match super::winograd::Form::of(p, out) {
+        Some(super::winograd::Form::F2x3 | super::winograd::Form::F4x3) => {
             p.in_channels >= WINOGRAD_MIN_CHANNELS && p.out_channels >= WINOGRAD_MIN_CHANNELS
         }
         Some(super::winograd::Form::F4x4S2) => p.out_channels >= WINOGRAD_S2_MIN_OUT,

@@ -24,6 +24,7 @@ pub mod vision;
 pub(crate) mod winograd;
 
 pub use winograd::applies as winograd_applies;
+pub use winograd::output_tile as winograd_tile;
 
 use rayon::prelude::*;
 

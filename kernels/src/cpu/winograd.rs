@@ -1,6 +1,11 @@
-//! Winograd convolution (the "winograd" algorithm) in two forms:
+//! Winograd convolution (the "winograd" algorithm) in three forms:
 //!
-//! - F(2×2, 3×3) for 3×3, stride-1 layers with many channels;
+//! - F(4×4, 3×3) for 3×3, stride-1 layers with many channels: 36 products
+//!   per 16 outputs and input channel instead of 144 multiply-adds, 4×
+//!   fewer;
+//! - F(2×2, 3×3) for the same layers where their output is so small that
+//!   4×4 tiles would waste more lanes and columns than they save (14×14:
+//!   [`Form::of`] counts the products each form computes): 2.25× fewer;
 //! - F(4×4, 4×4) on stride phases for stride-2 layers with 5- to 8-tap
 //!   kernels, such as the ResNet stem's 7×7/2: split in its 2×2 stride
 //!   phases, a stride-2 convolution is a stride-1 convolution of `4 x in`
@@ -13,8 +18,9 @@
 //! `Aᵀ [Σ_k (G g_k Gᵀ) ⊙ (Bᵀ d_k B)] A`, where `g_k` is the `R×R` filter
 //! of `(o, k)` over the `A×A` input patch `d_k` the tile reads, `A = M +
 //! R - 1` (Lavin and Gray, "Fast Algorithms for Convolutional Neural
-//! Networks", 2016; the F(4, 4) matrices are Cook-Toom's at the points 0,
-//! ±1, ±½, 2 and ∞, with `Bᵀ`'s rows scaled to integers). The `A²`
+//! Networks", 2016; the F(4, 3) and F(4, 4) matrices are Cook-Toom's at
+//! the points 0, ±1, ±2, ∞ and 0, ±1, ±½, 2, ∞, with `Bᵀ`'s rows scaled
+//! to integers). The `A²`
 //! products per tile and phase plane replace `M² R²` multiply-adds, paid
 //! for by the transforms and by rounding (below).
 //!
@@ -56,6 +62,8 @@ const INPUT_BYTES: usize = 1024 * 1024;
 /// is read once per block of [`OB`] channels while it is in L2, and the
 /// whole transformed input once per chunk, not once per block of [`OB`].
 const PROD_BYTES: usize = 256 * 1024;
+/// Fewest tiles per block (2 vectors of AVX-512 lanes).
+const MIN_TILES: usize = 32;
 /// Zero bias for the micro-kernel (the bias is added after the output
 /// transform).
 static ZEROS: [f32; OB] = [0.0; OB];
@@ -65,26 +73,61 @@ static ZEROS: [f32; OB] = [0.0; OB];
 pub(crate) enum Form {
     /// F(2×2, 3×3): 3×3 kernels, stride 1.
     F2x3,
+    /// F(4×4, 3×3): 3×3 kernels, stride 1.
+    F4x3,
     /// F(4×4, 4×4) on 2×2 stride phases: stride 2, 5 to 8 taps per axis.
     F4x4S2,
 }
 
 impl Form {
-    /// The form for convolutions of `p`'s geometry, if one applies: no
-    /// dilation, one group, and a 3×3 kernel at stride 1 or 5 to 8 taps per
-    /// axis at stride 2.
-    pub(crate) fn of(p: &Conv2dParams) -> Option<Form> {
+    /// The form for convolutions of `p`'s geometry with output `out`, if
+    /// one applies: no dilation, one group, and a 3×3 kernel at stride 1
+    /// (F(4×4, 3×3), or F(2×2, 3×3) where its 2×2 tiles waste fewer lanes
+    /// and columns, [`Form::products`]) or 5 to 8 taps per axis at stride 2
+    /// (F(4×4, 4×4) on stride phases).
+    pub(crate) fn of(p: &Conv2dParams, out: Shape) -> Option<Form> {
         let w = p.window;
         if p.groups != 1 || w.dilation != [1, 1] {
             return None;
         }
         if w.kernel == [3, 3] && w.stride == [1, 1] {
-            Some(Form::F2x3)
+            // F(4x4, 3x3)'s transforms cost more per product: it must save
+            // a fifth of the products.
+            let (big, small) = (Form::F4x3.products(p, out), Form::F2x3.products(p, out));
+            Some(if 5 * big < 4 * small {
+                Form::F4x3
+            } else {
+                Form::F2x3
+            })
         } else if w.stride == [2, 2] && w.kernel.iter().all(|k| (5..=8).contains(k)) {
             Some(Form::F4x4S2)
         } else {
             None
         }
+    }
+
+    /// Products per output channel and phase plane the form computes for
+    /// an output `out`: `A²` per tile, tiles counted as the blocks hold
+    /// them (the columns a row's last tile reaches past and a block's
+    /// tiles rounded up to 16 lanes included; band splits ignored).
+    fn products(self, p: &Conv2dParams, out: Shape) -> usize {
+        let s = self.stride();
+        let gw = out.w.div_ceil(self.m()) + self.reach();
+        let rows = out.h.div_ceil(self.m());
+        let mt = self.block_tiles(p.in_channels * s * s, gw);
+        let padded = |m: usize| (m * gw).div_ceil(16) * 16;
+        self.pos() * (rows / mt * padded(mt) + padded(rows % mt))
+    }
+
+    /// Tile rows per block, for `planes` phase planes and `gw` tiles per
+    /// row: the transformed input within [`INPUT_BYTES`], but at least
+    /// [`MIN_TILES`] tiles (a narrow, deep layer's block of one tile row
+    /// would leave most of the micro-kernel's lanes idle).
+    fn block_tiles(self, planes: usize, gw: usize) -> usize {
+        let per_row = self.pos() * planes * gw * 4;
+        (INPUT_BYTES / per_row.max(1))
+            .max(MIN_TILES.div_ceil(gw.max(1)))
+            .max(1)
     }
 
     /// Patch values per axis (`A = M + R - 1`).
@@ -96,14 +139,14 @@ impl Form {
     fn m(self) -> usize {
         match self {
             Form::F2x3 => 2,
-            Form::F4x4S2 => 4,
+            Form::F4x3 | Form::F4x4S2 => 4,
         }
     }
 
     /// Taps per axis of a phase kernel.
     fn r(self) -> usize {
         match self {
-            Form::F2x3 => 3,
+            Form::F2x3 | Form::F4x3 => 3,
             Form::F4x4S2 => 4,
         }
     }
@@ -111,7 +154,7 @@ impl Form {
     /// The convolution's stride (both axes).
     pub(crate) fn stride(self) -> usize {
         match self {
-            Form::F2x3 => 1,
+            Form::F2x3 | Form::F4x3 => 1,
             Form::F4x4S2 => 2,
         }
     }
@@ -137,6 +180,7 @@ impl Form {
     fn layout(self) -> &'static str {
         match self {
             Form::F2x3 => "winograd",
+            Form::F4x3 => "winograd-4x4-3x3",
             Form::F4x4S2 => "winograd-4x4-s2",
         }
     }
@@ -145,6 +189,7 @@ impl Form {
     fn packer(self) -> fn(&Conv2d) -> Vec<f32> {
         match self {
             Form::F2x3 => pack_f2x3,
+            Form::F4x3 => pack_f4x3,
             Form::F4x4S2 => pack_f4x4s2,
         }
     }
@@ -160,6 +205,7 @@ impl Form {
                 (2, _) => 0.5,
                 _ => 0.0,
             },
+            Form::F4x3 => G4X3[j][k],
             Form::F4x4S2 => G4X4[j][k],
         }
     }
@@ -177,10 +223,28 @@ const G4X4: [[f64; 4]; 7] = [
     [0.0, 0.0, 0.0, -1.0 / 4.0],
 ];
 
+/// F(4, 3)'s `G` at the points 0, 1, -1, 2, -2, ∞, its rows divided by
+/// the scales of `Bᵀ`'s ([`F4x3`]'s input transform).
+const G4X3: [[f64; 3]; 6] = [
+    [1.0 / 4.0, 0.0, 0.0],
+    [1.0 / 6.0, 1.0 / 6.0, 1.0 / 6.0],
+    [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+    [-1.0 / 24.0, -1.0 / 12.0, -1.0 / 6.0],
+    [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+    [0.0, 0.0, 1.0],
+];
+
 /// Whether the Winograd algorithm can compute convolutions of `p`'s
 /// geometry (one of its forms applies, [`Form::of`]).
 pub fn applies(p: &Conv2dParams) -> bool {
-    Form::of(p).is_some()
+    Form::of(p, Shape::new(p.out_channels, 1, 1)).is_some()
+}
+
+/// The output tile (pixels per axis: 2 or 4) of the Winograd form the CPU
+/// computes convolutions of `p`'s geometry with output `out` by, or `None`
+/// where none applies ([`crate::reference::winograd_bounds`] takes it).
+pub fn output_tile(p: &Conv2dParams, out: Shape) -> Option<usize> {
+    Form::of(p, out).map(Form::m)
 }
 
 /// The 1-D transforms of a form: `Bᵀ d` of a column or row of `A` patch
@@ -223,6 +287,58 @@ impl Transforms<4, 2> for F2x3 {
             [
                 V::add(V::add(m[0], m[1]), m[2]),
                 V::sub(V::sub(m[1], m[2]), m[3]),
+            ]
+        }
+    }
+}
+
+/// F(4×4, 3×3)'s transforms, at the points 0, 1, -1, 2, -2 and ∞.
+struct F4x3;
+
+impl Transforms<6, 4> for F4x3 {
+    #[inline(always)]
+    unsafe fn input<V: Vector>(d: [V; 6]) -> [V; 6] {
+        // Bᵀ =
+        //   [4, 0, -5,  0,  1, 0]
+        //   [0, 4,  4, -1, -1, 0]
+        //   [0, 4, -4, -1,  1, 0]
+        //   [0, 2,  1, -2, -1, 0]
+        //   [0, 2, -1, -2,  1, 0]
+        //   [0, 4,  0, -5,  0, 1]
+        // Rows 1 and 2 (the points ±1) are p ± q, rows 3 and 4 (±2) p' ± q'.
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            let p = fma_sum(V::sub(V::splat(0.0), d[3]), [(4.0, d[1])]);
+            let q = fma_sum(V::sub(V::splat(0.0), d[4]), [(4.0, d[2])]);
+            let t = V::sub(d[1], d[3]);
+            let p2 = V::add(t, t);
+            let q2 = V::sub(d[2], d[4]);
+            [
+                fma_sum(d[4], [(-5.0, d[2]), (4.0, d[0])]),
+                V::add(p, q),
+                V::sub(p, q),
+                V::add(p2, q2),
+                V::sub(p2, q2),
+                fma_sum(d[5], [(-5.0, d[3]), (4.0, d[1])]),
+            ]
+        }
+    }
+    #[inline(always)]
+    unsafe fn output<V: Vector>(m: [V; 6]) -> [V; 4] {
+        // Aᵀ =
+        //   [1, 1,  1, 1,  1, 0]
+        //   [0, 1, -1, 2, -2, 0]
+        //   [0, 1,  1, 4,  4, 0]
+        //   [0, 1, -1, 8, -8, 1]
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            let (a, b) = (V::add(m[1], m[2]), V::sub(m[1], m[2]));
+            let (c, e) = (V::add(m[3], m[4]), V::sub(m[3], m[4]));
+            [
+                V::add(V::add(m[0], a), c),
+                fma_sum(b, [(2.0, e)]),
+                fma_sum(a, [(4.0, c)]),
+                V::add(fma_sum(b, [(8.0, e)]), m[5]),
             ]
         }
     }
@@ -319,6 +435,10 @@ fn pack_f2x3(conv: &Conv2d) -> Vec<f32> {
     pack(conv, Form::F2x3)
 }
 
+fn pack_f4x3(conv: &Conv2d) -> Vec<f32> {
+    pack(conv, Form::F4x3)
+}
+
 fn pack_f4x4s2(conv: &Conv2d) -> Vec<f32> {
     pack(conv, Form::F4x4S2)
 }
@@ -390,7 +510,7 @@ impl<'a> Winograd<'a> {
         out: Shape,
         ep: &'a [EpilogueOp],
     ) -> Self {
-        let Some(form) = Form::of(&conv.params) else {
+        let Some(form) = Form::of(&conv.params, out) else {
             panic!("winograd: no form for {:?}", conv.params.window)
         };
         Self {
@@ -417,10 +537,9 @@ impl<'a> Winograd<'a> {
         self.conv.params.in_channels * s * s
     }
 
-    /// Tile rows per block: the transformed input within [`INPUT_BYTES`].
+    /// Tile rows per block ([`Form::block_tiles`]).
     fn block_tiles(&self) -> usize {
-        let per_row = self.form.pos() * self.planes() * self.strip(1).grid_w * 4;
-        (INPUT_BYTES / per_row.max(1)).max(1)
+        self.form.block_tiles(self.planes(), self.strip(1).grid_w)
     }
 
     /// Computes output rows `y0 .. y0 + n` (`n` = the rows in `dst`) in
@@ -551,6 +670,7 @@ unsafe fn block_form<V: Vector, const U: usize>(
     unsafe {
         match wg.form {
             Form::F2x3 => block_v::<V, U, 4, 2, F2x3>(wg, job, dst, s),
+            Form::F4x3 => block_v::<V, U, 6, 4, F4x3>(wg, job, dst, s),
             Form::F4x4S2 => block_v::<V, U, 7, 4, F4x4S2>(wg, job, dst, s),
         }
     }

@@ -200,8 +200,9 @@ pub enum ConvAlgorithm {
     /// Depthwise (one input channel per output channel, column stride 1),
     /// channel by channel over row bands.
     Depthwise,
-    /// Winograd, no dilation, one group: F(2×2, 3×3) for 3×3 kernels at
-    /// stride 1 (2.25× fewer multiply-adds), F(4×4, 4×4) on stride phases
+    /// Winograd, no dilation, one group: F(4×4, 3×3) or, for small
+    /// outputs, F(2×2, 3×3) for 3×3 kernels at stride 1 (4× or 2.25× fewer
+    /// multiply-adds), F(4×4, 4×4) on stride phases
     /// for 5 to 8 taps per axis at stride 2 (3× fewer for a 7×7); within a
     /// stated tolerance of the direct algorithms rather than bit-identical
     /// (KERNELS.md).

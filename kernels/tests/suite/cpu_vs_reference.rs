@@ -570,10 +570,17 @@ fn winograd_case() -> impl Strategy<Value = ConvCase> {
     )
 }
 
-/// [`reference::winograd_bounds`] of every output of `conv` on `input`.
+/// [`reference::winograd_bounds`] of every output of `conv` on `input`,
+/// in the form the CPU takes for it.
 fn winograd_tolerances(input: &Tensor, conv: &Conv2d) -> Vec<f64> {
-    reference::winograd_bounds(input.data(), input.shape(), conv)
-        .unwrap_or_else(|| panic!("no Winograd form for {:?}", conv.params))
+    let out = conv
+        .params
+        .output_shape(input.shape())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let tile = streamfuse_kernels::cpu::winograd_tile(&conv.params, out)
+        .unwrap_or_else(|| panic!("no Winograd form for {:?}", conv.params));
+    reference::winograd_bounds(input.data(), input.shape(), conv, tile)
+        .unwrap_or_else(|| panic!("no Winograd bound for {:?}", conv.params))
 }
 
 proptest! {
