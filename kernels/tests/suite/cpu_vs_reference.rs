@@ -737,8 +737,14 @@ fn depthwise_3x3_strips_match_the_row_engine_and_the_reference_on_every_width() 
     // one vector to several, row and column strides 1 and 2 (column
     // stride 2 from even and odd phase rows), with a ReLU6 bound in
     // registers, must give the row engine's bits and the reference's
-    // values at every level.
-    for stride in [[1, 1], [2, 1], [2, 2], [1, 2]] {
+    // values at every level; with 5 channels in row bands, and with 4 per
+    // kernel thread and more in whole planes, the channels split among the
+    // threads.
+    let threads = rayon::current_num_threads();
+    for (stride, channels) in [[1, 1], [2, 1], [2, 2], [1, 2]]
+        .into_iter()
+        .flat_map(|s| [(s, 5), (s, 4 * threads + 3)])
+    {
         for (h, w) in [
             (1, 3),
             (2, 16),
@@ -750,11 +756,11 @@ fn depthwise_3x3_strips_match_the_row_engine_and_the_reference_on_every_width() 
             (6, 112),
             (8, 65),
         ] {
-            let mut params = Conv2dParams::square(5, 5, 3, 1, 1);
-            params.groups = 5;
+            let mut params = Conv2dParams::square(channels, channels, 3, 1, 1);
+            params.groups = channels;
             params.window.stride = stride;
             let case = ConvCase {
-                shape: Shape::new(5, h, w),
+                shape: Shape::new(channels, h, w),
                 params,
                 bias: true,
                 seed: (h * 131 + w) as u64,
@@ -786,7 +792,7 @@ fn depthwise_3x3_strips_match_the_row_engine_and_the_reference_on_every_width() 
                 let bits = |t: &Tensor| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
                 prop_assert!(
                     bits(&dw) == bits(&rows),
-                    "stride {stride:?}, {h}x{w}: depthwise and rows differ"
+                    "stride {stride:?}, {channels} channels, {h}x{w}: depthwise and rows differ"
                 );
                 Ok(())
             })
