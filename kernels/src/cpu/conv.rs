@@ -264,9 +264,12 @@ fn blocked(level: Level, opg: usize) -> bool {
     opg >= 4 && level != Level::Portable
 }
 
-/// Input and output channels from which the cost model picks Winograd for
-/// the layers it applies to.
-const WINOGRAD_MIN_CHANNELS: usize = 32;
+/// Output channels from which the cost model picks Winograd for a 3×3
+/// stride-1 layer of 3 to 7 input channels (from 8 inputs, 16 outputs
+/// suffice): the input transform is shared by every output channel, and
+/// the output transform's cost per output must be paid for by enough
+/// products (BENCHMARKS.md, "Winograd for thin 3×3 layers").
+const WINOGRAD_WIDE_OUT: usize = 64;
 /// Output channels from which the cost model picks Winograd on stride
 /// phases for the stride-2 layers it applies to.
 const WINOGRAD_S2_MIN_OUT: usize = 16;
@@ -288,8 +291,9 @@ pub fn algorithm(conv: &Conv2d, input: Shape, pooled: bool) -> Algorithm {
         return Algorithm::Depthwise;
     }
     // Winograd pays off once the products dominate its transforms: for
-    // F(2x2, 3x3), enough input and output channels (BENCHMARKS.md,
-    // "Convolution algorithms"); for F(4x4, 4x4) on stride phases, whose
+    // the 3x3 forms, enough input and output channels (BENCHMARKS.md,
+    // "Convolution algorithms" and "Winograd for thin 3x3 layers"); for
+    // F(4x4, 4x4) on stride phases, whose
     // 4 x in phase planes make even 3 input channels a 12-deep product,
     // enough output channels to share the input transform
     // (BENCHMARKS.md, "Winograd on stride phases").
@@ -298,7 +302,8 @@ pub fn algorithm(conv: &Conv2d, input: Shape, pooled: bool) -> Algorithm {
         .unwrap_or(Shape::new(p.out_channels, 1, 1));
     let winograd = match super::winograd::Form::of(p, out) {
         Some(super::winograd::Form::F2x3 | super::winograd::Form::F4x3) => {
-            p.in_channels >= WINOGRAD_MIN_CHANNELS && p.out_channels >= WINOGRAD_MIN_CHANNELS
+            (p.in_channels >= 8 && p.out_channels >= 16)
+                || (p.in_channels >= 3 && p.out_channels >= WINOGRAD_WIDE_OUT)
         }
         Some(super::winograd::Form::F4x4S2) => p.out_channels >= WINOGRAD_S2_MIN_OUT,
         None => false,
