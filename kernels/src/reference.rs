@@ -302,12 +302,11 @@ fn cook_toom(m: usize, r: usize, pts: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>) 
         aug.swap(c, piv);
         let pv = aug[c][c];
         aug[c].iter_mut().for_each(|x| *x /= pv);
-        for r2 in 0..a {
+        let pivot_row = aug[c].clone();
+        for (r2, row) in aug.iter_mut().enumerate() {
             if r2 != c {
-                let f = aug[r2][c];
-                let pivot_row = aug[c].clone();
-                aug[r2]
-                    .iter_mut()
+                let f = row[c];
+                row.iter_mut()
                     .zip(&pivot_row)
                     .for_each(|(x, y)| *x -= f * y);
             }

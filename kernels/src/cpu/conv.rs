@@ -264,12 +264,20 @@ fn blocked(level: Level, opg: usize) -> bool {
     opg >= 4 && level != Level::Portable
 }
 
-/// Output channels from which the cost model picks Winograd for a 3×3
-/// stride-1 layer of 3 to 7 input channels (from 8 inputs, 16 outputs
-/// suffice): the input transform is shared by every output channel, and
-/// the output transform's cost per output must be paid for by enough
-/// products (BENCHMARKS.md, "Winograd for thin 3×3 layers").
-const WINOGRAD_WIDE_OUT: usize = 64;
+// The cost model picks Winograd for a 3×3 stride-1 layer from
+// `WINOGRAD_MIN_IN` input and `WINOGRAD_MIN_OUT` output channels, or from
+// `WINOGRAD_THIN_IN` input and `WINOGRAD_THIN_OUT` output channels: the
+// input transform is shared by every output channel, and the output
+// transform's cost per output must be paid for by enough products
+// (BENCHMARKS.md, "Winograd for thin 3×3 layers").
+/// Input channels from which Winograd takes 3×3 layers of 16 outputs.
+const WINOGRAD_MIN_IN: usize = 8;
+/// Output channels from which Winograd takes 3×3 layers of 8 inputs.
+const WINOGRAD_MIN_OUT: usize = 16;
+/// Fewest input channels of a thin 3×3 layer Winograd takes.
+const WINOGRAD_THIN_IN: usize = 3;
+/// Output channels a thin 3×3 layer (3 to 7 inputs) needs for Winograd.
+const WINOGRAD_THIN_OUT: usize = 64;
 /// Output channels from which the cost model picks Winograd on stride
 /// phases for the stride-2 layers it applies to.
 const WINOGRAD_S2_MIN_OUT: usize = 16;
@@ -297,13 +305,11 @@ pub fn algorithm(conv: &Conv2d, input: Shape, pooled: bool) -> Algorithm {
     // 4 x in phase planes make even 3 input channels a 12-deep product,
     // enough output channels to share the input transform
     // (BENCHMARKS.md, "Winograd on stride phases").
-    let out = p
-        .output_shape(input)
-        .unwrap_or(Shape::new(p.out_channels, 1, 1));
-    let winograd = match super::winograd::Form::of(p, out) {
+    let out = p.output_shape(input).ok();
+    let winograd = match out.and_then(|o| super::winograd::Form::of(p, o)) {
         Some(super::winograd::Form::F2x3 | super::winograd::Form::F4x3) => {
-            (p.in_channels >= 8 && p.out_channels >= 16)
-                || (p.in_channels >= 3 && p.out_channels >= WINOGRAD_WIDE_OUT)
+            (p.in_channels >= WINOGRAD_MIN_IN && p.out_channels >= WINOGRAD_MIN_OUT)
+                || (p.in_channels >= WINOGRAD_THIN_IN && p.out_channels >= WINOGRAD_THIN_OUT)
         }
         Some(super::winograd::Form::F4x4S2) => p.out_channels >= WINOGRAD_S2_MIN_OUT,
         None => false,
@@ -311,7 +317,7 @@ pub fn algorithm(conv: &Conv2d, input: Shape, pooled: bool) -> Algorithm {
     if winograd && conv.algorithm.is_none() {
         return Algorithm::Winograd;
     }
-    let out_w = p.output_shape(input).map_or(0, |s| s.w);
+    let out_w = out.map_or(0, |s| s.w);
     let padded = out_w.div_ceil(TILE_MAX) * TILE_MAX;
     // The measured rule (BENCHMARKS.md, "Convolution algorithms" and
     // "The row engine in the panel's channel blocks"): the row engine wins

@@ -1,9 +1,10 @@
 //! Depthwise convolution (one input channel per output channel, column
 //! stride 1 or 2: MobileNet's 3×3 layers), channel by channel over row
 //! bands (or whole planes, where a channel's input is small), with the
-//! chain's epilogue applied to each band while it is in L1. With column stride 2 the band's padded input rows are split into
-//! even and odd columns as they are copied, so every tap still reads
-//! contiguous values.
+//! chain's epilogue applied to each band while it is in L1. With column
+//! stride 2 the band's padded input rows are split into even and odd
+//! columns as they are copied, so every tap still reads contiguous
+//! values.
 //!
 //! Each output value is computed as [`super::conv`]'s engine computes it:
 //! `bias`, then every tap in `(ky, kx)` order as `acc = w * x + acc` with

@@ -323,11 +323,7 @@ pub(crate) fn run_pool_with(
                 }
                 let mut end = lo + keep;
                 if hi > end && cw > 0 {
-                    end = hi
-                        .div_ceil(align)
-                        .saturating_mul(align)
-                        .min(conv_shape.h)
-                        .max(hi);
+                    end = hi.next_multiple_of(align).min(conv_shape.h);
                     let mut conv_rows: Vec<&mut [f32]> = buf
                         .chunks_mut(cap * cw)
                         .take(c)

@@ -299,8 +299,9 @@ pub(crate) fn lanes(level: super::simd::Level) -> usize {
 }
 
 /// Stores `vs` interleaved from `p`: value `l` of vector `k` at `p[l * N +
-/// k]` (`N` of 1, 2 or 4: the pixels of a row of Winograd tiles, one
-/// vector per pixel, back in column order).
+/// k]` (the pixels of a row of Winograd tiles, one vector per pixel, back
+/// in column order): by zips for `N` of 2 and 4, value by value
+/// otherwise.
 ///
 /// # Safety
 /// The CPU must support `V`; `p` is valid for `N * LANES` writes.
@@ -310,7 +311,6 @@ pub(crate) unsafe fn store_zip<V: Vector, const N: usize>(vs: [V; N], p: *mut f3
     // SAFETY (all accesses): forwarded from the caller.
     unsafe {
         match N {
-            1 => vs[0].store(p),
             2 => {
                 let (a, b) = V::zip(vs[0], vs[1]);
                 a.store(p);

@@ -111,10 +111,9 @@ impl Form {
     /// them (the columns a row's last tile reaches past and a block's
     /// tiles rounded up to 16 lanes included; band splits ignored).
     fn products(self, p: &Conv2dParams, out: Shape) -> usize {
-        let s = self.stride();
-        let gw = out.w.div_ceil(self.m()) + self.reach();
+        let gw = self.grid_w(out.w);
         let rows = out.h.div_ceil(self.m());
-        let mt = self.block_tiles(p.in_channels * s * s, gw);
+        let mt = self.block_tiles(self.planes(p.in_channels), gw);
         let padded = |m: usize| (m * gw).div_ceil(16) * 16;
         self.pos() * (rows / mt * padded(mt) + padded(rows % mt))
     }
@@ -128,6 +127,17 @@ impl Form {
         (INPUT_BYTES / per_row.max(1))
             .max(MIN_TILES.div_ceil(gw.max(1)))
             .max(1)
+    }
+
+    /// Tiles per strip row for an output `out_w` wide: the output's, and
+    /// the columns the last one reaches past (computed and dropped).
+    fn grid_w(self, out_w: usize) -> usize {
+        out_w.div_ceil(self.m()) + self.reach()
+    }
+
+    /// Phase planes a product sums over for `in_channels` inputs (`in S²`).
+    fn planes(self, in_channels: usize) -> usize {
+        in_channels * self.stride() * self.stride()
     }
 
     /// Patch values per axis (`A = M + R - 1`).
@@ -185,12 +195,12 @@ impl Form {
         }
     }
 
-    /// Its weight packing.
+    /// Its weight packing ([`pack`] in this form).
     fn packer(self) -> fn(&Conv2d) -> Vec<f32> {
         match self {
-            Form::F2x3 => pack_f2x3,
-            Form::F4x3 => pack_f4x3,
-            Form::F4x4S2 => pack_f4x4s2,
+            Form::F2x3 => |c| pack(c, Form::F2x3),
+            Form::F4x3 => |c| pack(c, Form::F4x3),
+            Form::F4x4S2 => |c| pack(c, Form::F4x4S2),
         }
     }
 
@@ -431,18 +441,6 @@ impl Transforms<7, 4> for F4x4S2 {
     }
 }
 
-fn pack_f2x3(conv: &Conv2d) -> Vec<f32> {
-    pack(conv, Form::F2x3)
-}
-
-fn pack_f4x3(conv: &Conv2d) -> Vec<f32> {
-    pack(conv, Form::F4x3)
-}
-
-fn pack_f4x4s2(conv: &Conv2d) -> Vec<f32> {
-    pack(conv, Form::F4x4S2)
-}
-
 /// The transformed weights `G g Gᵀ` of every output channel and phase
 /// plane `k = ic S² + py S + px` (the phase kernel `g[a][b] = w[S a +
 /// py][S b + px]`, zero past the kernel), computed in `f64` and rounded
@@ -524,17 +522,15 @@ impl<'a> Winograd<'a> {
     /// last one reaches past (the tiles past the output are computed and
     /// dropped).
     fn strip(&self, m: usize) -> Strip {
-        let f = self.form;
         Strip {
-            grid_w: self.out.w.div_ceil(f.m()) + f.reach(),
-            rows: m + f.reach(),
+            grid_w: self.form.grid_w(self.out.w),
+            rows: m + self.form.reach(),
         }
     }
 
     /// Phase planes a product sums over (`in S²`).
     fn planes(&self) -> usize {
-        let s = self.form.stride();
-        self.conv.params.in_channels * s * s
+        self.form.planes(self.conv.params.in_channels)
     }
 
     /// Tile rows per block ([`Form::block_tiles`]).
